@@ -6,12 +6,23 @@ matter probability maps in its package data.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from irem.volume import Volume
+from irem.errors import InputError
+from irem.phantom import shepp_logan
+from irem.volume import (
+    NIFTI_SUFFIXES,
+    Volume,
+    apply_affine,
+    check_output_path,
+    load_volume,
+    save_volume,
+    voxel_centres,
+)
 
 
 def nilearn_data_dir() -> Path:
@@ -67,3 +78,287 @@ def mni152_tissue(tissue: str) -> Volume:
     if tissue not in ("gm", "wm"):
         raise ValueError(f"tissue must be 'gm' or 'wm', got {tissue!r}")
     return _load_packaged(f"mni_icbm152_{tissue}_tal_nlin_sym_09a_converted.nii.gz")
+
+
+# --------------------------------------------------------------------------------------------------
+# Synthetic FLAIR with white-matter lesions (the role of the paper's dataset #B, 1 x 1 x 2 mm)
+
+#: FLAIR-like intensities of the pure tissue classes: fluid suppressed, GM brighter than WM.
+FLAIR_CONTRAST = {"csf": 0.06, "gm": 0.62, "wm": 0.45, "lesion": 1.0}
+#: Voxel size of the synthetic FLAIR (mm): 1 x 1 in plane, 2 mm slices along z, like dataset #B.
+FLAIR_SPACING = (1.0, 1.0, 2.0)
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """An ellipsoidal hyperintense lesion: centre and semi-axes in world millimetres (RAS)."""
+
+    centre: tuple[float, float, float]
+    radii: tuple[float, float, float]
+
+
+def sample_lesions(
+    candidates: np.ndarray, rng: np.random.Generator, n_min: int = 3, n_max: int = 6
+) -> list[Lesion]:
+    """Draw ``n_min``..``n_max`` lesions centred on world points drawn from ``candidates`` ``(n, 3)``.
+
+    Only parameters are sampled here; :func:`render_lesions` draws them deterministically. Centres
+    are at least 12 mm apart so that lesions stay distinct.
+
+    Args:
+        candidates: world coordinates (mm) of admissible lesion centres, e.g. deep white matter.
+        rng: the random generator (the only source of randomness).
+        n_min: fewest lesions.
+        n_max: most lesions.
+    """
+    if len(candidates) == 0:
+        raise ValueError("no candidate positions for lesions")
+    n = int(rng.integers(n_min, n_max + 1))
+    lesions: list[Lesion] = []
+    for _ in range(50 * n):
+        if len(lesions) == n:
+            break
+        c = candidates[int(rng.integers(len(candidates)))]
+        if any(np.linalg.norm(c - np.asarray(les.centre)) < 12.0 for les in lesions):
+            continue
+        radii = rng.uniform(2.5, 6.0, size=3)
+        lesions.append(
+            Lesion(centre=tuple(float(v) for v in c), radii=tuple(float(r) for r in radii))
+        )
+    return lesions
+
+
+def render_lesions(
+    shape: tuple[int, int, int], affine: np.ndarray, lesions: list[Lesion]
+) -> np.ndarray:
+    """Soft lesion map in [0, 1] on a grid: 1 inside each ellipsoid, a 1 mm wide smooth edge."""
+    out = np.zeros(shape, dtype=np.float32)
+    if not lesions:
+        return out
+    inv = np.linalg.inv(affine)
+    for les in lesions:
+        # Only a box around the lesion (its bounding sphere plus 3 mm) needs evaluating.
+        reach = max(les.radii) + 3.0
+        corners = np.array(np.meshgrid(*[[-reach, reach]] * 3, indexing="ij")).reshape(3, -1).T
+        idx = apply_affine(inv, corners + np.asarray(les.centre))
+        lo = np.clip(np.floor(idx.min(axis=0)).astype(int), 0, np.asarray(shape))
+        hi = np.clip(np.ceil(idx.max(axis=0)).astype(int) + 1, 0, np.asarray(shape))
+        if np.any(hi <= lo):
+            continue
+        sub = tuple(int(h - lo_) for lo_, h in zip(lo, hi, strict=True))
+        shift = np.eye(4)
+        shift[:3, 3] = lo
+        pts = voxel_centres(sub, affine @ shift).reshape(*sub, 3)
+        d = np.sqrt((((pts - np.asarray(les.centre)) / np.asarray(les.radii)) ** 2).sum(axis=-1))
+        # Normalised distance 1 is the ellipsoid surface; the edge is ~1 mm wide for these radii.
+        edge = 1.0 / (1.0 + np.exp(np.clip((d - 1.0) * 4.0 * min(les.radii), -50, 50)))
+        box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+        np.maximum(out[box], edge.astype(np.float32), out=out[box])
+    return out
+
+
+def flair_contrast(
+    gm: np.ndarray, wm: np.ndarray, brain: np.ndarray, lesion: np.ndarray
+) -> np.ndarray:
+    """FLAIR-like image from tissue probabilities (all in [0, 1]) and a soft lesion map.
+
+    CSF is what the brain mask holds beyond GM and WM; lesions replace tissue where they lie.
+    """
+    c = FLAIR_CONTRAST
+    csf = np.clip(1.0 - gm - wm, 0.0, 1.0)
+    tissue = c["csf"] * csf + c["gm"] * gm + c["wm"] * wm
+    img = (1.0 - lesion) * tissue + lesion * c["lesion"]
+    return (img * brain).astype(np.float32)
+
+
+def block_mean(vol: Volume, axis: int, factor: int) -> Volume:
+    """Average ``factor`` consecutive voxels along ``axis`` (a thick acquisition), fixing the affine.
+
+    The new voxel centre is the mean of the centres it averages; trailing voxels are dropped.
+    """
+    n = vol.shape[axis] // factor
+    moved = np.moveaxis(vol.data, axis, 0)[: n * factor]
+    data = moved.reshape(n, factor, *moved.shape[1:]).mean(axis=1)
+    m = np.eye(4)
+    m[axis, axis] = factor
+    m[axis, 3] = (factor - 1) / 2.0
+    return Volume(data=np.moveaxis(data, 0, axis).astype(np.float32), affine=vol.affine @ m)
+
+
+def mni152_flair(seed: int = 0, crop: bool = True) -> Volume:
+    """A FLAIR-like MNI152 brain at 1 x 1 x 2 mm with 3-6 hyperintense white-matter lesions.
+
+    Synthesised from the template's grey/white matter probability maps inside its skull-stripped
+    brain: CSF dark, GM brighter than WM, lesions brightest. The lesions sit in deep white matter
+    (WM probability > 0.95) and are drawn from ``seed`` only, so the volume is reproducible. The 2 mm
+    slices average pairs of 1 mm slices. Cropped like :func:`mni152_t1` (content box, multiples of 8).
+
+    Args:
+        seed: seed of the lesion positions, sizes and number.
+        crop: crop to the brain (padded to multiples of 8).
+    """
+    t1 = mni152_t1(crop=False)
+    gm = mni152_tissue("gm").data / 255.0
+    wm = mni152_tissue("wm").data / 255.0
+    brain = t1.data > 0
+    deep = np.argwhere(wm > 0.95)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xF1A1]))
+    lesions = sample_lesions(apply_affine(t1.affine, deep), rng)
+    lesion = render_lesions(t1.shape, t1.affine, lesions) * np.clip(wm + gm, 0.0, 1.0)
+    hr = Volume(data=flair_contrast(gm, wm, brain, lesion), affine=t1.affine)
+    flair = block_mean(hr, axis=2, factor=int(FLAIR_SPACING[2]))
+    flair.data /= float(flair.data.max())
+    return crop_to_content(flair) if crop else flair
+
+
+def flair_lesions(seed: int = 0) -> list[Lesion]:
+    """The lesions that :func:`mni152_flair` draws for ``seed`` (world mm)."""
+    t1 = mni152_t1(crop=False)
+    wm = mni152_tissue("wm").data / 255.0
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xF1A1]))
+    return sample_lesions(apply_affine(t1.affine, np.argwhere(wm > 0.95)), rng)
+
+
+# --------------------------------------------------------------------------------------------------
+# Phantom, masks and crops
+
+
+def phantom(size: int = 64, spacing: float = 1.0) -> Volume:
+    """A cubic 3-D Shepp-Logan phantom of ``size`` voxels of ``spacing`` mm (see :mod:`irem.phantom`)."""
+    if size < 8:
+        raise InputError(f"the phantom needs at least 8 voxels a side, got {size}")
+    return shepp_logan((size, size, size), spacing=spacing)
+
+
+def brain_mask(vol: Volume, threshold: float = 0.0, relative: bool = False) -> Volume:
+    """Binary head/brain mask: voxels above ``threshold``, largest component, holes filled.
+
+    For the embedded volumes (zero background) the default ``threshold=0`` is exact. For a user's
+    image with a noisy background pass e.g. ``threshold=0.1, relative=True`` (10% of the 99.5th
+    percentile).
+
+    Args:
+        vol: the image.
+        threshold: intensity threshold (absolute, or a fraction when ``relative``).
+        relative: read ``threshold`` as a fraction of the 99.5th intensity percentile.
+
+    Returns:
+        A volume of 0/1 float32 on the same grid.
+    """
+    from scipy import ndimage
+
+    t = threshold * float(np.percentile(vol.data, 99.5)) if relative else threshold
+    fg = vol.data > t
+    if not fg.any():
+        raise InputError(f"no voxel above the mask threshold {t:g}")
+    labels, n = ndimage.label(fg)
+    if n > 1:
+        sizes = ndimage.sum_labels(fg, labels, index=np.arange(1, n + 1))
+        fg = labels == (1 + int(np.argmax(sizes)))
+    fg = ndimage.binary_fill_holes(fg)
+    return Volume(data=fg.astype(np.float32), affine=np.array(vol.affine))
+
+
+def crop_centre(vol: Volume, shape: tuple[int, int, int] | list[int]) -> Volume:
+    """Keep a centred box of ``shape`` voxels (each axis no larger than the image's).
+
+    The affine follows, so that every kept voxel stays at its world position.
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or any(s < 1 for s in shape):
+        raise InputError(f"crop shape must be three positive integers, got {shape}")
+    if any(s > n for s, n in zip(shape, vol.shape, strict=True)):
+        raise InputError(f"crop {shape} is larger than the image {vol.shape}")
+    start = [(n - s) // 2 for s, n in zip(shape, vol.shape, strict=True)]
+    sl = tuple(slice(a, a + s) for a, s in zip(start, shape, strict=True))
+    shift = np.eye(4)
+    shift[:3, 3] = start
+    return Volume(data=np.ascontiguousarray(vol.data[sl]), affine=vol.affine @ shift)
+
+
+# --------------------------------------------------------------------------------------------------
+# Registry and command line
+
+#: Embedded datasets by name: the ground-truth volume and the modality suffix of its files.
+DATASETS: dict[str, str] = {"mni152_t1": "T1w", "mni152_flair": "FLAIR", "phantom": "PD"}
+
+
+def load_dataset(name: str, seed: int = 0, phantom_size: int = 64) -> Volume:
+    """An embedded dataset by name, or a user's HR NIfTI file by path (validated)."""
+    if name == "mni152_t1":
+        return mni152_t1()
+    if name == "mni152_flair":
+        return mni152_flair(seed=seed)
+    if name == "phantom":
+        return phantom(size=phantom_size)
+    if name.endswith(NIFTI_SUFFIXES):
+        return load_volume(name)
+    raise InputError(
+        f"unknown dataset {name!r}: choose from {', '.join(DATASETS)} or give a .nii/.nii.gz path"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m irem.datasets NAME -o OUT.nii.gz [--mask-out MASK.nii.gz] [--seed N]``."""
+    import argparse
+    import sys
+
+    from irem import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="python -m irem.datasets",
+        description="Write an embedded ground-truth volume (or a checked copy of a user's HR "
+        "NIfTI file) and optionally its brain mask. Nothing is downloaded.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("name", help=f"{', '.join(DATASETS)}, or a path to an HR .nii/.nii.gz file")
+    parser.add_argument("-o", "--out", required=True, help="output NIfTI (.nii or .nii.gz)")
+    parser.add_argument("--mask-out", help="also write the brain mask here")
+    parser.add_argument("--seed", type=int, default=0, help="seed (mni152_flair: the lesions)")
+    parser.add_argument(
+        "--crop",
+        type=int,
+        nargs=3,
+        metavar=("NX", "NY", "NZ"),
+        help="keep a centred box of this many voxels (after the brain crop)",
+    )
+    parser.add_argument("--phantom-size", type=int, default=64, help="phantom: voxels a side")
+    parser.add_argument(
+        "--mask-threshold",
+        type=float,
+        default=None,
+        help="mask threshold as a fraction of the 99.5th percentile "
+        "(default: 0.1 for user files, exactly > 0 for the embedded volumes)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        out = check_output_path(args.out)
+        mask_out = check_output_path(args.mask_out) if args.mask_out else None
+        vol = load_dataset(args.name, seed=args.seed, phantom_size=args.phantom_size)
+        embedded = args.name in DATASETS
+        thr = args.mask_threshold if args.mask_threshold is not None else (0.0 if embedded else 0.1)
+        mask = brain_mask(vol, threshold=thr, relative=thr > 0)
+        if args.crop:
+            vol, mask = crop_centre(vol, args.crop), crop_centre(mask, args.crop)
+        sidecar = {
+            "dataset": args.name,
+            "seed": args.seed,
+            "shape": list(vol.shape),
+            "spacing_mm": [float(s) for s in vol.spacing],
+            "crop": list(args.crop) if args.crop else None,
+            "phantom_size": args.phantom_size if args.name == "phantom" else None,
+            "mask_threshold": thr,
+            "mask_voxels": int(mask.data.sum()),
+            "software": {"irem-bench": __version__},
+        }
+        save_volume(out, vol.data, vol.affine, sidecar=sidecar)
+        if mask_out is not None:
+            save_volume(mask_out, mask.data, mask.affine)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
