@@ -66,7 +66,7 @@ def mni152_t1(crop: bool = True) -> Volume:
     """The 1 mm MNI152 2009 T1 template rescaled to [0, 1]; cropped to the brain by default.
 
     Uncropped it is 197x233x189; cropped to its non-zero bounding box and padded to multiples of 8 it
-    is 152x192x160.
+    is 152x184x160.
     """
     vol = _load_packaged("mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
     vol.data /= float(vol.data.max())
@@ -312,8 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("name", help=f"{', '.join(DATASETS)}, or a path to an HR .nii/.nii.gz file")
-    parser.add_argument("-o", "--out", required=True, help="output NIfTI (.nii or .nii.gz)")
-    parser.add_argument("--mask-out", help="also write the brain mask here")
+    parser.add_argument("-o", "--out", help="output NIfTI (.nii or .nii.gz)")
+    parser.add_argument("--mask-out", help="write the brain mask here (with or without -o)")
     parser.add_argument("--seed", type=int, default=0, help="seed (mni152_flair: the lesions)")
     parser.add_argument(
         "--crop",
@@ -331,8 +331,10 @@ def main(argv: list[str] | None = None) -> int:
         "(default: 0.1 for user files, exactly > 0 for the embedded volumes)",
     )
     args = parser.parse_args(argv)
+    if not args.out and not args.mask_out:
+        parser.error("give -o OUT.nii.gz, --mask-out MASK.nii.gz or both")
     try:
-        out = check_output_path(args.out)
+        out = check_output_path(args.out) if args.out else None
         mask_out = check_output_path(args.mask_out) if args.mask_out else None
         vol = load_dataset(args.name, seed=args.seed, phantom_size=args.phantom_size)
         embedded = args.name in DATASETS
@@ -351,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
             "mask_voxels": int(mask.data.sum()),
             "software": {"irem-bench": __version__},
         }
-        save_volume(out, vol.data, vol.affine, sidecar=sidecar)
+        if out is not None:
+            save_volume(out, vol.data, vol.affine, sidecar=sidecar)
         if mask_out is not None:
             save_volume(mask_out, mask.data, mask.affine)
     except InputError as exc:

@@ -27,7 +27,14 @@ Profile = Literal["box", "gaussian", "none"]
 PROFILES: tuple[str, ...] = ("box", "gaussian", "none")
 FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
-_ORIENTATION = {"L": "sagittal", "R": "sagittal", "A": "coronal", "P": "coronal", "S": "axial", "I": "axial"}
+_ORIENTATION = {
+    "L": "sagittal",
+    "R": "sagittal",
+    "A": "coronal",
+    "P": "coronal",
+    "S": "axial",
+    "I": "axial",
+}
 
 
 def orientation_name(affine: np.ndarray, axis: int) -> str:
@@ -77,9 +84,7 @@ def lr_affine(hr_affine: np.ndarray, axis: int, k: int, offset: float) -> np.nda
     return np.asarray(hr_affine, dtype=np.float64) @ m
 
 
-def rician_noise(
-    data: np.ndarray, sigma: float, rng: np.random.Generator
-) -> np.ndarray:
+def rician_noise(data: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Magnitude of the signal plus complex Gaussian noise of standard deviation ``sigma``."""
     real = data + rng.normal(0.0, sigma, data.shape)
     imag = rng.normal(0.0, sigma, data.shape)
@@ -123,3 +128,46 @@ def simulate_stacks(
         for stack, rng in zip(stacks, rngs, strict=True):
             stack.data = rician_noise(stack.data, sigma, rng)
     return stacks
+
+
+def random_rigid(
+    rotation_deg: float, translation_mm: float, rng: np.random.Generator, centre: np.ndarray
+) -> np.ndarray:
+    """A 4x4 rigid motion: ``rotation_deg`` about a random axis through ``centre``, then a shift of
+    ``translation_mm`` in a random direction (RAS millimetres)."""
+    from scipy.spatial.transform import Rotation
+
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    direction = rng.normal(size=3)
+    direction /= np.linalg.norm(direction)
+    m = np.eye(4)
+    m[:3, :3] = Rotation.from_rotvec(np.deg2rad(rotation_deg) * axis).as_matrix()
+    m[:3, 3] = centre - m[:3, :3] @ centre + translation_mm * direction
+    return m
+
+
+def move(stack: Stack, motion: np.ndarray) -> Stack:
+    """The stack after a rigid motion of the subject: its voxels now sit at ``motion @ affine``."""
+    return Stack(
+        data=stack.data, affine=motion @ stack.affine, name=stack.name, transform=stack.transform
+    )
+
+
+def reorient(stack: Stack, codes: str) -> Stack:
+    """Store the same image with voxel axes in another orientation (e.g. ``"LPS"``, ``"SRA"``).
+
+    The world position of every intensity is unchanged; only the array layout and affine change.
+    """
+    cur = nib.orientations.io_orientation(stack.affine)
+    target = nib.orientations.axcodes2ornt(tuple(codes))
+    ornt = nib.orientations.ornt_transform(cur, target)
+    data = nib.orientations.apply_orientation(stack.data, ornt)
+    affine = stack.affine @ nib.orientations.inv_ornt_aff(ornt, stack.shape)
+    return Stack(
+        data=np.ascontiguousarray(data), affine=affine, name=stack.name, transform=stack.transform
+    )
+
+
+# Orientations that ``--reorient`` stores the three stacks in (sagittal stays as simulated).
+REORIENT_CODES: tuple[str | None, ...] = (None, "LPS", "SAL")

@@ -154,9 +154,18 @@ def check_output_path(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_target(path: Path) -> tuple[int, str]:
+    """A temporary file beside ``path`` with the permissions a plain ``open`` would give."""
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_umask())
+    return fd, tmp
 
 
 def save_volume(
@@ -192,7 +201,7 @@ def save_volume(
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write JSON atomically (temporary name, then rename)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _atomic_target(path)
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(obj, fh, indent=2, default=_json_default)

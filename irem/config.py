@@ -1,0 +1,163 @@
+"""IREM configuration: the paper's defaults, YAML files and ``KEY=VALUE`` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from irem.errors import InputError
+
+
+@dataclass
+class ModelConfig:
+    """Network hyperparameters (paper section 2.2)."""
+
+    fourier_dim: int = 256
+    sigma: float = 1.0
+    width: int = 256
+    depth: int = 18
+    skips: tuple[int, ...] = (6, 12)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation hyperparameters (paper section 3.2)."""
+
+    epochs: int = 2000
+    batch_size: int = 2500
+    lr: float = 1e-4
+    lr_decay: float = 0.5
+    lr_step_epochs: int = 500
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    time_budget: float | None = None
+    checkpoint_every: float = 60.0
+
+
+@dataclass
+class ReconstructConfig:
+    """Dense-grid evaluation."""
+
+    chunk: int = 262_144
+
+
+@dataclass
+class IremConfig:
+    """Everything that defines an IREM run besides its inputs."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(section: str, key: str, value: Any, current: Any) -> Any:
+    name = f"{section}.{key}"
+    if isinstance(current, bool):
+        raise InputError(f"config: {name} cannot be set")
+    try:
+        if isinstance(current, tuple):
+            if isinstance(value, str):
+                value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+            return tuple(type(current[0])(v) if current else int(v) for v in value)
+        if current is None or key == "time_budget":
+            return None if value in (None, "null", "none", "None") else float(value)
+        if isinstance(current, int):
+            f = float(value)
+            if f != int(f):
+                raise ValueError
+            return int(f)
+        if isinstance(current, float):
+            return float(value)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"config: {name} = {value!r} is not a valid {type(current).__name__}"
+        ) from None
+    return value
+
+
+def _check(cfg: IremConfig) -> None:
+    m, t = cfg.model, cfg.train
+    checks = [
+        (
+            m.fourier_dim >= 2 and m.fourier_dim % 2 == 0,
+            "model.fourier_dim (2L) must be even and >= 2",
+        ),
+        (m.sigma > 0, "model.sigma must be positive"),
+        (m.width >= 1, "model.width must be >= 1"),
+        (m.depth >= 2, "model.depth must be >= 2"),
+        (all(0 < s < m.depth for s in m.skips), "model.skips must lie in 1..depth-1"),
+        (t.epochs >= 1, "train.epochs must be >= 1"),
+        (t.batch_size >= 2, "train.batch_size must be >= 2 (BatchNorm)"),
+        (t.lr > 0, "train.lr must be positive"),
+        (0 < t.lr_decay <= 1, "train.lr_decay must be in (0, 1]"),
+        (t.lr_step_epochs >= 1, "train.lr_step_epochs must be >= 1"),
+        (t.time_budget is None or t.time_budget > 0, "train.time_budget must be positive"),
+        (t.checkpoint_every > 0, "train.checkpoint_every must be positive"),
+        (cfg.reconstruct.chunk >= 1, "reconstruct.chunk must be >= 1"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise InputError(f"config: {msg}")
+
+
+def apply_overrides(cfg: IremConfig, overrides: dict[str, Any]) -> IremConfig:
+    """Set ``section.key`` values, checking names and types; returns the same object."""
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        sub = getattr(cfg, section, None) if section in ("model", "train", "reconstruct") else None
+        if sub is None or not key or not hasattr(sub, key):
+            raise InputError(f"config: unknown key {dotted!r}")
+        setattr(sub, key, _coerce(section, key, value, getattr(sub, key)))
+    _check(cfg)
+    return cfg
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"width": 8}}`` -> ``{"model.width": 8}``."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> IremConfig:
+    """The paper's defaults, updated by a YAML file and then by overrides."""
+    cfg = IremConfig()
+    if path is not None:
+        p = Path(path)
+        try:
+            tree = yaml.safe_load(p.read_text())
+        except OSError as exc:
+            raise InputError(f"{p}: cannot read config ({exc.strerror})") from None
+        except yaml.YAMLError as exc:
+            raise InputError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from None
+        if tree is None:
+            tree = {}
+        if not isinstance(tree, dict):
+            raise InputError(f"{p}: a config must be a mapping of sections")
+        apply_overrides(cfg, flatten(tree))
+    apply_overrides(cfg, overrides or {})
+    return cfg
+
+
+def parse_set(items: list[str]) -> dict[str, str]:
+    """Parse repeated ``--set KEY=VALUE`` arguments."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out

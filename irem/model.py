@@ -1,0 +1,98 @@
+"""The IREM network (paper section 2.2): Gaussian Fourier features and an 18-layer MLP.
+
+gamma(P) = [cos(2 pi B P), sin(2 pi B P)] with B in R^{L x 3}, entries N(0, sigma^2), so the encoding
+has 2L features. The MLP has ``depth`` fully connected layers, each but the last followed by
+BatchNorm and ReLU, ``width`` neurons wide; the encoding is concatenated to the activations that
+enter layers 7 and 13 (1-based), whose in-features are therefore 2L + width.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class FourierFeatures(nn.Module):
+    """Random Gaussian Fourier feature mapping R^3 -> R^{2L} (Tancik et al. 2020)."""
+
+    def __init__(self, fourier_dim: int = 256, sigma: float = 1.0, seed: int = 0, in_dim: int = 3):
+        """Draw B in R^{L x in_dim} with entries N(0, sigma^2) from ``seed``.
+
+        Args:
+            fourier_dim: 2L, the number of output features (even).
+            sigma: standard deviation of the entries of B.
+            seed: seed of the generator that draws B.
+            in_dim: dimension of the input coordinates.
+        """
+        super().__init__()
+        if fourier_dim < 2 or fourier_dim % 2:
+            raise ValueError(f"fourier_dim (2L) must be an even number >= 2, got {fourier_dim}")
+        gen = torch.Generator().manual_seed(int(seed))
+        b = torch.randn(fourier_dim // 2, in_dim, generator=gen, dtype=torch.float32) * sigma
+        self.register_buffer("B", b)
+        self.out_dim = fourier_dim
+
+    def forward(self, p: torch.Tensor) -> torch.Tensor:
+        proj = (2.0 * math.pi) * (p @ self.B.T)
+        return torch.cat([torch.cos(proj), torch.sin(proj)], dim=-1)
+
+
+class IREM(nn.Module):
+    """Fourier features followed by the paper's MLP with BatchNorm, ReLU and two skip concatenations."""
+
+    def __init__(
+        self,
+        fourier_dim: int = 256,
+        sigma: float = 1.0,
+        width: int = 256,
+        depth: int = 18,
+        skips: tuple[int, ...] = (6, 12),
+        seed: int = 0,
+    ):
+        """Build the network; all weights are drawn from ``seed``.
+
+        Args:
+            fourier_dim: 2L, the size of the Fourier encoding.
+            sigma: standard deviation of the Fourier matrix B.
+            width: neurons of the hidden layers.
+            depth: number of fully connected layers (18 in the paper).
+            skips: 0-based indices of the layers whose input gets the encoding concatenated
+                (6 and 12 in the paper, i.e. layers 7 and 13).
+            seed: seed for B and for the layer initialisation.
+        """
+        super().__init__()
+        if depth < 2:
+            raise ValueError(f"depth must be >= 2, got {depth}")
+        if any(not 0 < s < depth for s in skips):
+            raise ValueError(f"skip layers must lie in 1..{depth - 1}, got {skips}")
+        self.encoding = FourierFeatures(fourier_dim, sigma, seed)
+        self.skips = tuple(skips)
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(int(seed))
+        linears, norms = [], []
+        for i in range(depth):
+            in_f = fourier_dim if i == 0 else width
+            if i in self.skips:
+                in_f += fourier_dim
+            out_f = 1 if i == depth - 1 else width
+            linears.append(nn.Linear(in_f, out_f))
+            if i < depth - 1:
+                norms.append(nn.BatchNorm1d(width))
+        torch.random.set_rng_state(gen_state)
+        self.linears = nn.ModuleList(linears)
+        self.norms = nn.ModuleList(norms)
+
+    def forward(self, p: torch.Tensor) -> torch.Tensor:
+        """Intensity at normalised coordinates ``p`` of shape ``(n, 3)``; returns ``(n,)``."""
+        enc = self.encoding(p)
+        x = enc
+        last = len(self.linears) - 1
+        for i, linear in enumerate(self.linears):
+            if i in self.skips:
+                x = torch.cat([x, enc], dim=-1)
+            x = linear(x)
+            if i < last:
+                x = torch.relu(self.norms[i](x))
+        return x.squeeze(-1)

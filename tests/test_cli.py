@@ -1,0 +1,213 @@
+"""The ``irem`` command: outputs on the asked grid, determinism, and every refused input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from irem.cli import main
+from irem.volume import save_volume
+
+FAST = [
+    "--epochs",
+    "1",
+    "--set",
+    "model.width=16",
+    "--set",
+    "model.fourier_dim=16",
+    "--set",
+    "train.batch_size=256",
+    "--quiet",
+]
+METHODS = {
+    "reconstruct": ["reconstruct", *FAST],
+    "bspline": ["baseline", "bspline", "--quiet"],
+    "srr": ["baseline", "srr", "--iterations", "2", "--quiet"],
+}
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse errors
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
+def test_simulate_writes_named_stacks_and_sidecars(tmp_path: Path, stack_files, capsys) -> None:
+    _, gt = stack_files
+    code, _ = run(
+        [
+            "simulate",
+            gt,
+            "--k",
+            "4",
+            "--out-dir",
+            str(tmp_path / "lr"),
+            "--motion",
+            "5",
+            "3",
+            "--reorient",
+        ],
+        capsys,
+    )
+    assert code == 0
+    names = sorted(p.name for p in (tmp_path / "lr").iterdir())
+    assert names == sorted(
+        [f"acq-{o}.{e}" for o in ("axial", "coronal", "sagittal") for e in ("nii.gz", "json")]
+        + ["simulation.json"]
+    )
+    sim = json.loads((tmp_path / "lr" / "simulation.json").read_text())
+    assert sim["motions"][0] is None and sim["motions"][1] is not None
+    assert nib.aff2axcodes(nib.load(tmp_path / "lr" / "acq-coronal.nii.gz").affine) == (
+        "L",
+        "P",
+        "S",
+    )
+
+
+@pytest.mark.parametrize("method", ["reconstruct", "bspline"])
+def test_reference_grid_is_honoured_and_seeded(
+    tmp_path: Path, stack_files, capsys, method: str
+) -> None:
+    stacks, gt = stack_files
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"out{i}.nii.gz"
+        code, err = run(
+            [
+                *METHODS[method],
+                *stacks,
+                "-o",
+                str(out),
+                "--reference",
+                gt,
+                "--no-register",
+                "--seed",
+                "7",
+            ],
+            capsys,
+        )
+        assert code == 0, err
+        outs.append(nib.load(out))
+    ref = nib.load(gt)
+    assert outs[0].shape == ref.shape
+    np.testing.assert_array_equal(outs[0].affine, ref.affine)
+    assert int(outs[0].header["sform_code"]) == 1 and int(outs[0].header["qform_code"]) == 1
+    np.testing.assert_array_equal(outs[0].get_fdata(), outs[1].get_fdata())
+    side = json.loads((tmp_path / "out0.json").read_text())
+    assert side["method"] in ("irem", "bspline") and side["seed"] == 7 and side["total_seconds"] > 0
+
+
+def test_spacing_grid_and_metrics(tmp_path: Path, stack_files, capsys) -> None:
+    stacks, gt = stack_files
+    out = tmp_path / "iso.nii.gz"
+    code, err = run(
+        [*METHODS["bspline"], *stacks, "-o", str(out), "--spacing", "2", "--no-register"], capsys
+    )
+    assert code == 0, err
+    img = nib.load(out)
+    assert img.shape == (16, 16, 16)
+    np.testing.assert_allclose(np.abs(np.diag(img.affine)[:3]), 2.0)
+    out1 = tmp_path / "ref.nii.gz"
+    run([*METHODS["bspline"], *stacks, "-o", str(out1), "--reference", gt, "--no-register"], capsys)
+    code, err = run(["metrics", str(out1), gt, "-o", str(tmp_path / "m.json")], capsys)
+    assert code == 0, err
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert 10 < m["psnr"] < 40 and 0 < m["ssim"] <= 1 and m["data_range"] == pytest.approx(1.0)
+
+
+def _bad_inputs(tmp_path: Path, stacks: list[str], gt: str) -> dict[str, list[str]]:
+    garbage = tmp_path / "garbage.nii.gz"
+    garbage.write_bytes(b"\x00not a nifti at all")
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    img = nib.load(stacks[1])
+    four_d = tmp_path / "4d.nii.gz"
+    nib.save(
+        nib.Nifti1Image(np.stack([img.get_fdata()] * 2, -1).astype(np.float32), img.affine), four_d
+    )
+    nan = tmp_path / "nan.nii.gz"
+    d = img.get_fdata().astype(np.float32)
+    d[0, 0, 0] = np.nan
+    save_volume(nan, d, img.affine)
+    const = tmp_path / "const.nii.gz"
+    save_volume(const, np.ones(img.shape, np.float32), img.affine)
+    far = tmp_path / "far.nii.gz"
+    shifted = img.affine.copy()
+    shifted[:3, 3] += 1000
+    save_volume(far, img.get_fdata(), shifted)
+    s0, s1, s2 = stacks
+    return {
+        "missing": [s0, str(tmp_path / "missing.nii.gz"), s2],
+        "garbage": [s0, str(garbage), s2],
+        "not-nifti": [s0, str(text), s2],
+        "4-D": [s0, str(four_d), s2],
+        "NaN": [s0, str(nan), s2],
+        "constant": [s0, str(const), s2],
+        "no-overlap": [s0, str(far), s2],
+        "one-stack": [s0],
+        "fixed-index": [*stacks, "--fixed-index", "3"],
+        "spacing": [*stacks, "--spacing", "0"],
+        "both-grids": [*stacks, "--spacing", "1", "--reference", gt],
+        "bad-reference": [*stacks, "--reference", str(garbage)],
+    }
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_bad_inputs_exit_2_with_one_line_and_no_output(
+    tmp_path: Path, stack_files, capsys, method: str
+) -> None:
+    stacks, gt = stack_files
+    cases = _bad_inputs(tmp_path, stacks, gt)
+    if method == "reconstruct":
+        cases["epochs"] = [*stacks, "--epochs", "-3"]
+        cases["set-key"] = [*stacks, "--set", "model.nonsense=1"]
+        cases["set-value"] = [*stacks, "--set", "model.fourier_dim=7"]
+        cases["time-budget"] = [*stacks, "--time-budget", "-1"]
+        bad_yaml = tmp_path / "bad.yaml"
+        bad_yaml.write_text("model: [unclosed")
+        cases["config"] = [*stacks, "--config", str(bad_yaml)]
+    if method == "srr":
+        cases["alpha"] = [*stacks, "--alpha", "-1"]
+        cases["regulariser"] = [*stacks, "--regulariser", "l7"]
+    before = set(tmp_path.iterdir())
+    for name, args in cases.items():
+        out = tmp_path / f"out-{name}.nii.gz"
+        code, err = run([*METHODS[method], *args, "-o", str(out)], capsys)
+        lines = err.strip().splitlines()
+        assert code == 2, (name, err)
+        assert len(lines) == 1 and lines[0].startswith("error:"), (name, err)
+        assert set(tmp_path.iterdir()) == before, name  # nothing written, not even a temporary file
+
+
+def test_output_folder_must_exist(tmp_path: Path, stack_files, capsys) -> None:
+    stacks, _ = stack_files
+    code, err = run(
+        [*METHODS["bspline"], *stacks, "-o", str(tmp_path / "nope" / "x.nii.gz")], capsys
+    )
+    assert code == 2 and err.startswith("error:")
+
+
+def test_console_script_reports_errors_without_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "irem.cli",
+            "metrics",
+            str(tmp_path / "a.nii.gz"),
+            str(tmp_path / "b.nii.gz"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'a.nii.gz'}: no such file"]
