@@ -1,0 +1,60 @@
+# irem-bench: multi-stack MRI super-resolution with implicit neural representations (IREM,
+# Wu et al. 2021) against B-spline interpolation and SRR, on embedded or user data.
+#
+#   snakemake --cores all --resources gpu=1                          # config/config.yaml (CPU)
+#   snakemake --cores all --resources gpu=1 --configfile config/paper.yaml   # on a GPU
+#   snakemake --profile profiles/slurm --configfile config/paper.yaml        # on a Slurm cluster
+#
+# Every experiment is a config entry (schemas/config.schema.yaml documents them all).
+
+import shlex
+
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, schema="schemas/config.schema.yaml", set_default=True)
+
+
+report: "report/workflow.rst"
+
+
+# Rules call `python -m irem.cli` (the `irem` command) with this source tree first on the path, so
+# they run from a checkout in any environment with the dependencies (environment.yml), installed
+# or not; `set -euo pipefail` is Snakemake's usual prefix.
+# (Snakemake formats the prefix like a shell command: literal braces are doubled.)
+shell.prefix(
+    "set -euo pipefail; "
+    f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+)
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9_]+",
+    run=r"[A-Za-z0-9_]+(/k[0-9]+)?",
+    subject=r"[A-Za-z0-9]+",
+    suffix=r"[A-Za-z0-9]+",
+    seed=r"[0-9]+",
+    k=r"[0-9]+",
+    method=r"bspline|srr|irem(2L[0-9]+)?",
+    variant=r"irem(2L[0-9]+)?",
+    orient=r"sagittal|coronal|axial",
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/reconstruct.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        TABLES,
+        all_figures(),
+        all_reconstructions(),
+    default_target: True
