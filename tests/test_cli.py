@@ -211,3 +211,40 @@ def test_console_script_reports_errors_without_traceback(tmp_path: Path) -> None
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'a.nii.gz'}: no such file"]
+
+
+@pytest.mark.slow
+def test_registration_undoes_simulated_motion(tmp_path: Path, capsys) -> None:
+    """The real-scan path: moved and re-stored stacks, registered, score like aligned ones."""
+    from scipy.ndimage import gaussian_filter
+
+    from irem.phantom import shepp_logan
+
+    hr = shepp_logan((48, 48, 48))
+    gt = tmp_path / "gt.nii.gz"
+    save_volume(gt, gaussian_filter(hr.data, 1.0), hr.affine)
+    psnr = {}
+    for case, extra, register in [
+        ("aligned", [], False),
+        ("moved", ["--motion", "5", "3", "--reorient"], True),
+        ("moved-unregistered", ["--motion", "5", "3", "--reorient"], False),
+    ]:
+        lr = tmp_path / case
+        assert (
+            run(
+                ["simulate", str(gt), "--k", "3", "--out-dir", str(lr), "--seed", "1", *extra],
+                capsys,
+            )[0]
+            == 0
+        )
+        stacks = [str(lr / f"acq-{o}.nii.gz") for o in ("sagittal", "coronal", "axial")]
+        out = tmp_path / f"{case}.nii.gz"
+        args = [*METHODS["bspline"], *stacks, "-o", str(out), "--reference", str(gt)]
+        assert run(args + ([] if register else ["--no-register"]), capsys)[0] == 0
+        metrics = tmp_path / f"{case}.metrics.json"
+        assert run(["metrics", str(out), str(gt), "-o", str(metrics)], capsys)[0] == 0
+        psnr[case] = json.loads(metrics.read_text())["psnr"]
+    # Measured: aligned 35.04 dB, registered 35.00 dB; without registration the motion costs dB.
+    assert psnr["moved"] > psnr["aligned"] - 0.3
+    assert psnr["moved-unregistered"] < psnr["aligned"] - 3.0
+    assert (tmp_path / "moved_from-acq-coronal.tfm").exists()
