@@ -14,22 +14,41 @@ from irem.errors import InputError
 
 @dataclass
 class ModelConfig:
-    """Network hyperparameters (paper section 2.2)."""
+    """Network hyperparameters.
 
+    ``kind: irem`` is the paper's network (section 2.2: Fourier features, ``depth`` layers of
+    ``width`` with BatchNorm, skips); ``kind: grid`` is the fast CPU representation of
+    :mod:`irem.grid_inr` (``levels`` dense feature grids, the finest at ``finest_mm``, then an MLP of
+    ``hidden_layers`` layers of ``width``).
+    """
+
+    kind: str = "irem"
     fourier_dim: int = 256
     sigma: float = 1.0
     width: int = 256
     depth: int = 18
     skips: tuple[int, ...] = (6, 12)
+    levels: int = 5
+    features: int = 2
+    finest_mm: float = 1.0
+    hidden_layers: int = 1
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation hyperparameters (paper section 3.2)."""
+    """Optimisation hyperparameters (paper section 3.2).
+
+    ``profile_points`` > 1 fits the mean of that many points spread evenly across each thick slice
+    (a box slice profile of the stack's slice thickness, stratified and jittered each step) to the
+    LR voxel, instead of the network's value at the voxel centre (the paper: 1). ``lr_grid`` is the
+    learning rate of the feature grids of ``model.kind: grid`` (``lr`` is the MLP's).
+    """
 
     epochs: int = 2000
     batch_size: int = 2500
     lr: float = 1e-4
+    lr_grid: float = 1e-2
+    profile_points: int = 1
     lr_decay: float = 0.5
     lr_step_epochs: int = 500
     betas: tuple[float, float] = (0.9, 0.999)
@@ -61,6 +80,8 @@ def _coerce(section: str, key: str, value: Any, current: Any) -> Any:
     name = f"{section}.{key}"
     if isinstance(current, bool):
         raise InputError(f"config: {name} cannot be set")
+    if isinstance(current, str):
+        return str(value)
     try:
         if isinstance(current, tuple):
             if isinstance(value, str):
@@ -101,6 +122,14 @@ def _check(cfg: IremConfig) -> None:
         (t.time_budget is None or t.time_budget > 0, "train.time_budget must be positive"),
         (t.checkpoint_every > 0, "train.checkpoint_every must be positive"),
         (cfg.reconstruct.chunk >= 1, "reconstruct.chunk must be >= 1"),
+    ]
+    checks += [
+        (m.kind in ("irem", "grid"), "model.kind must be irem or grid"),
+        (m.levels >= 1 and m.features >= 1, "model.levels and model.features must be >= 1"),
+        (m.finest_mm > 0, "model.finest_mm must be positive"),
+        (m.hidden_layers >= 0, "model.hidden_layers must be >= 0"),
+        (t.lr_grid > 0, "train.lr_grid must be positive"),
+        (t.profile_points >= 1, "train.profile_points must be >= 1"),
     ]
     for ok, msg in checks:
         if not ok:

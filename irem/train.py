@@ -30,6 +30,7 @@ from tqdm import tqdm
 from irem.config import IremConfig
 from irem.errors import InputError
 from irem.grid import Grid, stack_points
+from irem.grid_inr import GridINR
 from irem.model import IREM
 from irem.volume import Stack, apply_affine
 
@@ -41,6 +42,7 @@ class Normaliser:
     centre: np.ndarray
     half_extent: float
     intensity_scale: float
+    box_mm: tuple[float, float, float] = (2.0, 2.0, 2.0)
 
     def coords(self, points: np.ndarray) -> np.ndarray:
         return ((np.asarray(points) - self.centre) / self.half_extent).astype(np.float32)
@@ -50,7 +52,13 @@ class Normaliser:
             "centre_mm": [float(c) for c in self.centre],
             "half_extent_mm": self.half_extent,
             "intensity_scale": self.intensity_scale,
+            "box_mm": list(self.box_mm),
         }
+
+    @property
+    def extent(self) -> tuple[float, float, float]:
+        """Half sides of the box in input units (the longest is 1)."""
+        return tuple(float(b) / (2 * self.half_extent) for b in self.box_mm)  # type: ignore[return-value]
 
 
 @dataclass
@@ -93,13 +101,53 @@ def training_data(stacks: list[Stack]) -> tuple[np.ndarray, np.ndarray, Normalis
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     half = float(max((hi - lo).max() / 2.0, 1e-6))
     scale = float(np.abs(vals).max())
-    norm = Normaliser(centre=(lo + hi) / 2.0, half_extent=half, intensity_scale=scale)
+    box = tuple(float(max(b, 1e-6)) for b in hi - lo)
+    norm = Normaliser(centre=(lo + hi) / 2.0, half_extent=half, intensity_scale=scale, box_mm=box)
     return norm.coords(pts), vals / scale, norm
 
 
-def build_model(cfg: IremConfig, seed: int) -> IREM:
+def slice_vectors(stacks: list[Stack], norm: Normaliser) -> tuple[np.ndarray, np.ndarray]:
+    """Per stack, the vector across one thick slice in input units, and each LR voxel's stack index."""
+    vectors = np.stack([s.to_normalised[:3, s.thick_axis] / norm.half_extent for s in stacks])
+    owner = np.concatenate([np.full(s.data.size, i, dtype=np.int64) for i, s in enumerate(stacks)])
+    return vectors.astype(np.float32), owner
+
+
+def build_model(cfg: IremConfig, seed: int, norm: Normaliser) -> torch.nn.Module:
+    """The paper's IREM network or the fast feature-grid representation, as configured."""
     m = cfg.model
+    if m.kind == "grid":
+        return GridINR(
+            norm.box_mm,
+            norm.extent,
+            m.levels,
+            m.features,
+            m.finest_mm,
+            m.width,
+            m.hidden_layers,
+            seed,
+        )
     return IREM(m.fourier_dim, m.sigma, m.width, m.depth, tuple(m.skips), seed=seed)
+
+
+def build_optimizer(model: torch.nn.Module, cfg: IremConfig) -> torch.optim.Adam:
+    """Adam; the feature grids of ``kind: grid`` get their own learning rate."""
+    t = cfg.train
+    if isinstance(model, GridINR):
+        groups = [
+            {"params": model.grid_parameters(), "lr": t.lr_grid},
+            {"params": model.mlp_parameters(), "lr": t.lr},
+        ]
+    else:
+        groups = [{"params": list(model.parameters()), "lr": t.lr}]
+    return torch.optim.Adam(groups, lr=t.lr, betas=tuple(t.betas), eps=t.eps)
+
+
+def profile_offsets(n: int, points: int, gen: torch.Generator) -> torch.Tensor:
+    """Positions across a slice in [-0.5, 0.5], one per stratum of ``points``, jittered: ``(n, points)``."""
+    base = (torch.arange(points, dtype=torch.float32) + 0.5) / points - 0.5
+    jitter = (torch.rand(n, points, generator=gen) - 0.5) / points
+    return base + jitter
 
 
 def _fingerprint(cfg: IremConfig, n: int, seed: int) -> dict[str, Any]:
@@ -126,7 +174,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     clock: Callable[[], float] = time.perf_counter,
-) -> tuple[IREM, Normaliser, TrainResult]:
+) -> tuple[torch.nn.Module, Normaliser, TrainResult]:
     """Fit IREM to the LR voxels of ``stacks`` (already in normalised space).
 
     Args:
@@ -144,15 +192,19 @@ def train(
     """
     device = device or torch.device("cpu")
     coords_np, vals_np, norm = training_data(stacks)
+    vectors_np, owner_np = slice_vectors(stacks, norm)
     n = len(vals_np)
     t = cfg.train
     batch = min(t.batch_size, n)
     steps_per_epoch = max(1, n // batch)  # drop the last partial batch (BatchNorm needs > 1)
     coords = torch.from_numpy(coords_np).to(device)
     vals = torch.from_numpy(vals_np).to(device)
+    vectors = torch.from_numpy(vectors_np).to(device)
+    owner = torch.from_numpy(owner_np).to(device)
+    points = t.profile_points
 
-    model = build_model(cfg, seed).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=t.lr, betas=tuple(t.betas), eps=t.eps)
+    model = build_model(cfg, seed, norm).to(device)
+    opt = build_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=t.lr_step_epochs, gamma=t.lr_decay)
     gen = torch.Generator().manual_seed(int(seed) + 1)
     start_epoch, start_step, steps, elapsed_before = 0, 0, 0, 0.0
@@ -217,7 +269,17 @@ def train(
             first = start_step if epoch == start_epoch else 0
             for s in range(first, steps_per_epoch):
                 idx = perm[s * batch : (s + 1) * batch]
-                pred = model(coords[idx])
+                if points == 1:
+                    pred = model(coords[idx])
+                else:
+                    # A generator per step keeps resumed runs identical to uninterrupted ones.
+                    jitter = torch.Generator().manual_seed(int(seed) * 1_000_003 + steps)
+                    offsets = profile_offsets(len(idx), points, jitter).to(device)
+                    across = (
+                        coords[idx][:, None, :]
+                        + offsets[..., None] * vectors[owner[idx]][:, None, :]
+                    )
+                    pred = model(across.reshape(-1, 3)).view(len(idx), points).mean(dim=1)
                 loss = torch.mean((pred - vals[idx]) ** 2)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -261,7 +323,7 @@ def train(
 
 @torch.inference_mode()
 def predict(
-    model: IREM,
+    model: torch.nn.Module,
     norm: Normaliser,
     grid: Grid,
     *,
