@@ -1,0 +1,284 @@
+"""Super-resolution reconstruction (SRR) from several stacks with a slice-acquisition model.
+
+Solves, on the HR grid ``x``,
+
+    min_x  1/2 sum_k ||A_k x - y_k||^2 + lambda R(x),   A_k = D_k B_k  (baselines.operators)
+
+with ``R`` either first-order Tikhonov ``tk1`` (``1/2 ||grad x||^2``, NiftyMIC's default), solved by
+conjugate gradients on the normal equations, or isotropic total variation ``tv``
+(``sum |grad x|``), solved by ADMM (as NiftyMIC's TVL2 solver) whose ``x``-steps are a few warm-started
+CG iterations. ``grad`` is the forward difference in voxels with Neumann boundaries.
+
+The weight is relative, so that the same ``alpha`` works for any number of stacks, ``k``, PSF and
+intensity scale: ``lambda = alpha * L`` for ``tk1`` and ``lambda = alpha * L * s`` for ``tv``, where
+``L = ||sum_k A_k^T A_k||_2`` (power iteration; about ``3/k`` for three orthogonal stacks) and ``s`` is
+the largest LR intensity (TV is 1-homogeneous; NiftyMIC likewise rescales ``x`` by its maximum).
+``docs/baselines.md`` explains the defaults.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from baselines.bspline import bspline
+from baselines.operators import PSFS, MultiStackOperator, gradient, gradient_adjoint
+from irem.errors import InputError
+from irem.grid import Grid
+from irem.volume import Stack
+
+REGULARISERS: tuple[str, ...] = ("tk1", "tv")
+# Relative weights chosen by benchmarks/srr_alpha_sweep.py (docs/baselines.md), per PSF.
+DEFAULT_ALPHA: dict[tuple[str, str], float] = {
+    ("tk1", "gaussian"): 3e-2,
+    ("tk1", "box"): 3e-3,
+    ("tv", "gaussian"): 1e-2,
+    ("tv", "box"): 3e-3,
+}
+DEFAULT_ITERATIONS: dict[str, int] = {"tk1": 50, "tv": 20}
+DEFAULT_TOL = 1e-5  # CG stops when ||b - H x|| <= tol ||b||
+TV_RHO = 10.0  # ADMM penalty rho = TV_RHO * alpha * L (measured: converges fastest near 3-10)
+TV_RHO_MIN = 1e-3  # ... but at least TV_RHO_MIN * L
+TV_INNER = 3  # CG iterations per ADMM x-step (more do not help: measured)
+
+
+def _sq(t: torch.Tensor) -> float:
+    """Squared Euclidean norm as a Python float."""
+    return float(torch.linalg.vector_norm(t)) ** 2
+
+
+def _cg(
+    op: MultiStackOperator,
+    ys: Sequence[torch.Tensor],
+    x: torch.Tensor,
+    mu: float,
+    c: torch.Tensor | None,
+    iterations: int,
+    tol: float,
+    callback: Callable[[list[torch.Tensor], float], None] | None = None,
+    aty: torch.Tensor | None = None,
+    rd: list[torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor, int, str]:
+    """Conjugate gradients for ``min 1/2 sum ||A_k x - y_k||^2 + mu/2 ||grad x - c||^2``.
+
+    Tracks the data residuals ``y - A x`` and ``c - grad x`` by the same updates as ``x`` (exact up to
+    rounding), so the objective is known at every step without extra operator calls. Stops when the
+    normal-equation residual falls below ``tol`` times the right-hand side's norm, or when a step
+    would not decrease the objective (float32 CG driven too far breaks down): that step is rejected.
+    ``aty`` (``sum A_k^T y_k``) and ``rd`` (``y - A x``) may be passed in to save operator calls.
+
+    Returns:
+        ``x``, the data residuals ``y_k - A_k x``, ``c - grad x``, the number of steps taken and why
+        it stopped.
+    """
+    if rd is None:
+        rd = [y - a for y, a in zip(ys, op.forward(x), strict=True)]
+    rg = -gradient(x) if c is None else c - gradient(x)
+    b = op.adjoint(ys) if aty is None else aty
+    if c is not None and mu:
+        b = b + mu * gradient_adjoint(c)
+    bnorm = float(torch.linalg.vector_norm(b))
+    del b
+    r = op.adjoint(rd)
+    if mu:
+        r += mu * gradient_adjoint(rg)
+    objective = 0.5 * (sum(_sq(t) for t in rd) + mu * _sq(rg))
+    p = r.clone()
+    rr = _sq(r)
+    done, reason = 0, "iterations"
+    for _ in range(iterations):
+        if bnorm == 0 or math.sqrt(rr) <= tol * bnorm:
+            reason = "tolerance"
+            break
+        ap = op.forward(p)
+        dp = gradient(p)
+        hp = op.adjoint(ap)
+        if mu:
+            hp += mu * gradient_adjoint(dp)
+        php = float(torch.sum(p * hp))
+        if not php > 0 or not math.isfinite(php):
+            reason = "breakdown"
+            break
+        a = rr / php
+        rd_new = [t - a * s for t, s in zip(rd, ap, strict=True)]
+        rg_new = rg - a * dp
+        obj_new = 0.5 * (sum(_sq(t) for t in rd_new) + mu * _sq(rg_new))
+        if not obj_new < objective:
+            reason = "monotonicity"
+            break
+        x = x + a * p
+        rd, rg, objective = rd_new, rg_new, obj_new
+        r -= a * hp
+        rr_new = _sq(r)
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+        done += 1
+        if callback is not None:
+            callback(rd, objective)
+    return x, rd, rg, done, reason
+
+
+def _magnitude(v: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm over the first axis of a ``(3, ...)`` field."""
+    mag = v[0] * v[0]
+    mag.addcmul_(v[1], v[1]).addcmul_(v[2], v[2])
+    return mag.sqrt_()
+
+
+def _shrink(v: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Isotropic soft thresholding of the gradient field ``v`` ``(3, ...)``."""
+    factor = (
+        _magnitude(v).clamp_(min=1e-30).reciprocal_().mul_(-threshold).add_(1.0).clamp_(min=0.0)
+    )
+    return v * factor
+
+
+def _check(
+    stacks: Sequence[Stack],
+    grid: Grid,
+    alpha: float | None,
+    regulariser: str,
+    iterations: int | None,
+    psf: str,
+    init: np.ndarray | None,
+    tol: float,
+) -> tuple[float, int]:
+    if regulariser not in REGULARISERS:
+        raise InputError(
+            f"unknown regulariser {regulariser!r}; choose from {', '.join(REGULARISERS)}"
+        )
+    if psf not in PSFS:
+        raise InputError(f"unknown psf {psf!r}; choose from {', '.join(PSFS)}")
+    if len(stacks) == 0:
+        raise InputError("no stacks given")
+    alpha = DEFAULT_ALPHA[regulariser, psf] if alpha is None else float(alpha)
+    if not (math.isfinite(alpha) and alpha >= 0):
+        raise InputError(f"alpha must be a finite number >= 0, got {alpha}")
+    iterations = DEFAULT_ITERATIONS[regulariser] if iterations is None else iterations
+    if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 1:
+        raise InputError(f"iterations must be an integer >= 1, got {iterations}")
+    if not tol > 0:
+        raise InputError(f"tol must be positive, got {tol}")
+    if init is not None and tuple(np.shape(init)) != tuple(grid.shape):
+        raise InputError(f"init has shape {tuple(np.shape(init))}, the grid {tuple(grid.shape)}")
+    return alpha, int(iterations)
+
+
+def srr(
+    stacks: Sequence[Stack],
+    grid: Grid,
+    *,
+    alpha: float | None = None,
+    regulariser: str = "tk1",
+    iterations: int | None = None,
+    psf: str = "gaussian",
+    device: str | torch.device = "cpu",
+    init: np.ndarray | None = None,
+    progress: bool = True,
+    tol: float = DEFAULT_TOL,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Super-resolution reconstruction of the stacks on ``grid``.
+
+    Args:
+        stacks: LR stacks placed in normalised space (``Stack.transform``).
+        grid: the HR grid in normalised space.
+        alpha: relative regularisation weight (see the module docstring); ``None``: the default for
+            the regulariser and PSF (``DEFAULT_ALPHA``).
+        regulariser: ``"tk1"`` (first-order Tikhonov, CG) or ``"tv"`` (total variation, ADMM).
+        iterations: maximum CG iterations (``tk1``) or ADMM iterations (``tv``); ``None``: the
+            default (``DEFAULT_ITERATIONS``).
+        psf: slice model, ``"gaussian"`` (NiftyMIC's) or ``"box"`` (mean of the slice's HR voxels).
+        device: torch device to compute on.
+        init: initial HR volume; ``None``: the multi-stack B-spline interpolation.
+        progress: show a tqdm progress bar.
+        tol: CG relative tolerance on the normal-equation residual.
+
+    Returns:
+        The float32 HR volume (``grid.shape``) and a dict: ``iterations`` done, ``residual`` (relative
+        data residual ``||A x - y|| / ||y||`` at the start and after each iteration),
+        ``relative_residual`` (the last one), ``objective`` (likewise), ``alpha``, ``lambda``,
+        ``operator_norm`` ``L``, ``stop_reason``, ``time`` (s) and the options used.
+    """
+    alpha, iterations = _check(stacks, grid, alpha, regulariser, iterations, psf, init, tol)
+    t0 = time.perf_counter()
+    device = torch.device(device)
+    if init is None:
+        init = bspline(stacks, grid)
+    op = MultiStackOperator(stacks, grid, psf=psf, device=device, dtype=torch.float32)
+    ys = op.data(stacks)
+    ynorm = math.sqrt(sum(_sq(y) for y in ys)) or 1.0
+    norm = op.norm()
+    x = torch.as_tensor(np.ascontiguousarray(init, dtype=np.float32), device=device).clone()
+    info: dict[str, Any] = {
+        "method": "srr",
+        "regulariser": regulariser,
+        "psf": psf,
+        "alpha": alpha,
+        "operator_norm": norm,
+        "max_iterations": iterations,
+        "tol": tol,
+        "device": str(device),
+    }
+    residual = [math.sqrt(sum(_sq(y - a) for y, a in zip(ys, op.forward(x), strict=True))) / ynorm]
+    bar = tqdm(total=iterations, desc=f"srr {regulariser}", disable=not progress, leave=False)
+    if regulariser == "tk1":
+        lam = alpha * norm
+        objective = [0.5 * (residual[0] * ynorm) ** 2 + 0.5 * lam * _sq(gradient(x))]
+
+        def step(rd: list[torch.Tensor], obj: float) -> None:
+            residual.append(math.sqrt(sum(_sq(t) for t in rd)) / ynorm)
+            objective.append(obj)
+            bar.update(1)
+            bar.set_postfix(residual=f"{residual[-1]:.3e}")
+
+        x, _, _, done, reason = _cg(op, ys, x, lam, None, iterations, tol, step)
+        info["cg_iterations"] = done
+    else:
+        scale = max(float(y.abs().max()) for y in ys) or 1.0
+        lam = alpha * norm * scale
+        rho = max(TV_RHO * alpha, TV_RHO_MIN) * norm
+        dx = gradient(x)
+        tv = float(_magnitude(dx).sum())
+        objective = [0.5 * (residual[0] * ynorm) ** 2 + lam * tv]
+        z = _shrink(dx, lam / rho) if rho > 0 else dx
+        u = torch.zeros_like(dx)
+        aty = op.adjoint(ys)
+        rd = None
+        done, cg_total, reason = 0, 0, "iterations"
+        for _ in range(iterations):
+            c = z - u
+            x, rd, rg, n_cg, _ = _cg(op, ys, x, rho, c, TV_INNER, tol, aty=aty, rd=rd)
+            cg_total += n_cg
+            dx = c - rg
+            v = dx + u
+            z = _shrink(v, lam / rho)
+            u = v - z
+            data = sum(_sq(t) for t in rd)
+            residual.append(math.sqrt(data) / ynorm)
+            objective.append(0.5 * data + lam * float(_magnitude(dx).sum()))
+            done += 1
+            bar.update(1)
+            bar.set_postfix(residual=f"{residual[-1]:.3e}")
+        info["cg_iterations"] = cg_total
+        info["rho"] = rho
+        info["intensity_scale"] = scale
+    bar.close()
+    out = x.detach().cpu().numpy().astype(np.float32)
+    info.update(
+        {
+            "lambda": lam,
+            "iterations": done,
+            "stop_reason": reason,
+            "residual": residual,
+            "relative_residual": residual[-1],
+            "objective": objective,
+            "time": time.perf_counter() - t0,
+        }
+    )
+    return out, info
