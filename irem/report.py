@@ -463,6 +463,17 @@ def _load(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(img.dataobj, dtype=np.float32), np.asarray(img.affine, dtype=np.float64)
 
 
+def brightest_slice(img: np.ndarray, mask: np.ndarray, axis: int, top: float = 0.001) -> int:
+    """The slice holding the most of the brightest ``top`` fraction of voxels inside the mask
+    (for a FLAIR: the slice through the lesions)."""
+    other = tuple(a for a in range(3) if a != axis)
+    inside = img[mask]
+    if inside.size == 0:
+        return img.shape[axis] // 2
+    level = float(np.quantile(inside, 1.0 - top))
+    return int(np.argmax(((img >= level) & mask).sum(axis=other)))
+
+
 def slice_index(mask: np.ndarray, axis: int, fraction: float) -> int:
     """The slice at ``fraction`` of the mask's extent along ``axis`` (the middle by default)."""
     other = tuple(a for a in range(3) if a != axis)
@@ -520,7 +531,7 @@ def fig5_slices(
     recs: dict[str, str | Path],
     metrics: dict[str, dict[str, Any]] | None = None,
     axis: int = 2,
-    fraction: float = 0.5,
+    fraction: float | str = 0.5,
     title: str = "",
     gt_label: str = "Ground truth",
 ) -> Any:
@@ -535,7 +546,8 @@ def fig5_slices(
         recs: method -> reconstruction, in display order.
         metrics: method -> metrics JSON content, for the titles.
         axis: voxel axis normal to the slice.
-        fraction: slice position within the mask's extent along ``axis``.
+        fraction: slice position within the mask's extent along ``axis``, or ``"brightest"``
+            for the slice through the brightest voxels (:func:`brightest_slice`).
         title: figure title.
         gt_label: title of the ground-truth column.
     """
@@ -544,7 +556,10 @@ def fig5_slices(
 
     gt, gt_aff = _load(gt_path)
     mask, _ = _load(mask_path)
-    idx = slice_index(mask > 0.5, axis, fraction)
+    if fraction == "brightest":
+        idx = brightest_slice(gt, mask > 0.5, axis)
+    else:
+        idx = slice_index(mask > 0.5, axis, float(fraction))
     take = [slice(None)] * 3
     take[axis] = idx
     sl = tuple(take)
@@ -592,7 +607,7 @@ def fig5_slices(
         axes[1, j].imshow(zoom.T, cmap="gray", origin="lower", vmin=0, vmax=vmax, aspect=aspect)
         axes[1, j].set_title("zoom", fontsize=8)
         if j == 0:
-            axes[2, j].imshow(mask2.T, cmap="gray", origin="lower", aspect=aspect)
+            axes[2, j].imshow(mask2.T, cmap="gray", origin="lower", vmin=0, vmax=1, aspect=aspect)
             axes[2, j].set_title("brain mask", fontsize=8)
         else:
             err_im = axes[2, j].imshow(
@@ -622,6 +637,20 @@ def _parse_pairs(items: Sequence[str]) -> dict[str, str]:
             raise ValueError(f"expected METHOD=PATH, got {item!r}")
         out[key] = value
     return out
+
+
+def _slice_arg(text: str) -> float | str:
+    if text == "brightest":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a fraction nor 'brightest'"
+        ) from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not in [0, 1]")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -658,7 +687,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rec", nargs="+", required=True, metavar="METHOD=PATH")
     p.add_argument("--metrics", nargs="*", default=[], help="metrics JSONs, for the titles")
     p.add_argument("--axis", type=int, choices=(0, 1, 2), default=2)
-    p.add_argument("--slice", type=float, default=0.5, help="fraction of the mask's extent")
+    p.add_argument(
+        "--slice",
+        type=_slice_arg,
+        default=0.5,
+        help="fraction of the mask's extent along --axis, or 'brightest'",
+    )
     p.add_argument("--gt-label", default="Ground truth")
     p.add_argument("--title", default="")
     p.add_argument("-o", "--out", nargs="+", required=True)

@@ -401,6 +401,12 @@ def fig5_rec_args(wildcards):
     return shlex.join(f"{m}={p}" for m, p in zip(METHODS, ins["recs"]))
 
 
+def fig5_slice(wildcards):
+    """Slice position of a Fig. 5/6 panel: the dataset's own choice, else figures.slice."""
+    own = DATASETS.get(wildcards.dataset, {}).get("figure_slice")
+    return own if own is not None else config["figures"]["slice"]
+
+
 def fig5_title(wildcards):
     d = wildcards.dataset
     if d in DATASETS:

@@ -111,7 +111,7 @@ rule fig5:
         recs=fig5_rec_args,
         title=fig5_title,
         axis=config["figures"]["axis"],
-        fraction=config["figures"]["slice"],
+        fraction=fig5_slice,
         dpi=config["figures"]["dpi"],
     log:
         "results/logs/fig5_{dataset}.log",
@@ -142,7 +142,7 @@ rule fig6:
         recs=fig5_rec_args,
         title=fig5_title,
         axis=config["figures"]["axis"],
-        fraction=config["figures"]["slice"],
+        fraction=fig5_slice,
         dpi=config["figures"]["dpi"],
     log:
         "results/logs/fig6_{dataset}.log",
