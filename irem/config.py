@@ -41,7 +41,8 @@ class TrainConfig:
     ``profile_points`` > 1 fits the mean of that many points spread evenly across each thick slice
     (a box slice profile of the stack's slice thickness, stratified and jittered each step) to the
     LR voxel, instead of the network's value at the voxel centre (the paper: 1). ``lr_grid`` is the
-    learning rate of the feature grids of ``model.kind: grid`` (``lr`` is the MLP's).
+    learning rate of the feature grids of ``model.kind: grid`` (``lr`` is the MLP's). ``precision:
+    bf16`` runs forward and backward under bfloat16 autocast (weights and Adam stay float32).
     """
 
     epochs: int = 2000
@@ -49,6 +50,7 @@ class TrainConfig:
     lr: float = 1e-4
     lr_grid: float = 1e-2
     profile_points: int = 1
+    precision: str = "fp32"
     lr_decay: float = 0.5
     lr_step_epochs: int = 500
     betas: tuple[float, float] = (0.9, 0.999)
@@ -130,6 +132,7 @@ def _check(cfg: IremConfig) -> None:
         (m.hidden_layers >= 0, "model.hidden_layers must be >= 0"),
         (t.lr_grid > 0, "train.lr_grid must be positive"),
         (t.profile_points >= 1, "train.profile_points must be >= 1"),
+        (t.precision in ("fp32", "bf16"), "train.precision must be fp32 or bf16"),
     ]
     for ok, msg in checks:
         if not ok:
@@ -159,13 +162,32 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+PACKAGED = Path(__file__).parent / "configs"
+
+
+def packaged_configs() -> list[str]:
+    """Names of the configurations shipped with the package (``paper``, ``fast``)."""
+    return sorted(p.stem for p in PACKAGED.glob("*.yaml"))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config file path, or the name of a packaged configuration."""
+    p = Path(path)
+    if not p.exists() and str(path) in packaged_configs():
+        return PACKAGED / f"{path}.yaml"
+    if not p.exists():
+        names = ", ".join(packaged_configs())
+        raise InputError(f"{p}: no such config file (packaged configs: {names})")
+    return p
+
+
 def load_config(
     path: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> IremConfig:
-    """The paper's defaults, updated by a YAML file and then by overrides."""
+    """The paper's defaults, updated by a YAML file (or packaged config name) and then overrides."""
     cfg = IremConfig()
     if path is not None:
-        p = Path(path)
+        p = resolve_config_path(path)
         try:
             tree = yaml.safe_load(p.read_text())
         except OSError as exc:

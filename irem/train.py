@@ -164,6 +164,28 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _forward(
+    model: torch.nn.Module,
+    coords: torch.Tensor,
+    idx: torch.Tensor,
+    points: int,
+    vectors: torch.Tensor,
+    owner: torch.Tensor,
+    seed: int,
+    step: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """Predicted LR intensities of the voxels ``idx``: the value at the voxel centre, or the mean
+    over ``points`` jittered points across the thick slice."""
+    if points == 1:
+        return model(coords[idx])
+    # A generator per step keeps resumed runs identical to uninterrupted ones.
+    jitter = torch.Generator().manual_seed(int(seed) * 1_000_003 + step)
+    offsets = profile_offsets(len(idx), points, jitter).to(device)
+    across = coords[idx][:, None, :] + offsets[..., None] * vectors[owner[idx]][:, None, :]
+    return model(across.reshape(-1, 3)).view(len(idx), points).mean(dim=1)
+
+
 def train(
     stacks: list[Stack],
     cfg: IremConfig,
@@ -174,6 +196,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     clock: Callable[[], float] = time.perf_counter,
+    on_step: Callable[[int, float, torch.nn.Module, Normaliser], bool | None] | None = None,
 ) -> tuple[torch.nn.Module, Normaliser, TrainResult]:
     """Fit IREM to the LR voxels of ``stacks`` (already in normalised space).
 
@@ -186,6 +209,8 @@ def train(
         resume: continue from ``checkpoint`` if it exists and matches the run.
         progress: show a tqdm bar with the loss.
         clock: wall clock (injectable for tests).
+        on_step: called after every step with (steps, training seconds, model, normaliser); its time
+            is not counted as training time, and returning True stops training ("callback").
 
     Returns:
         The trained model (in eval mode), the coordinate/intensity normaliser and a summary.
@@ -202,6 +227,7 @@ def train(
     vectors = torch.from_numpy(vectors_np).to(device)
     owner = torch.from_numpy(owner_np).to(device)
     points = t.profile_points
+    bf16 = t.precision == "bf16"
 
     model = build_model(cfg, seed, norm).to(device)
     opt = build_optimizer(model, cfg)
@@ -269,18 +295,9 @@ def train(
             first = start_step if epoch == start_epoch else 0
             for s in range(first, steps_per_epoch):
                 idx = perm[s * batch : (s + 1) * batch]
-                if points == 1:
-                    pred = model(coords[idx])
-                else:
-                    # A generator per step keeps resumed runs identical to uninterrupted ones.
-                    jitter = torch.Generator().manual_seed(int(seed) * 1_000_003 + steps)
-                    offsets = profile_offsets(len(idx), points, jitter).to(device)
-                    across = (
-                        coords[idx][:, None, :]
-                        + offsets[..., None] * vectors[owner[idx]][:, None, :]
-                    )
-                    pred = model(across.reshape(-1, 3)).view(len(idx), points).mean(dim=1)
-                loss = torch.mean((pred - vals[idx]) ** 2)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    pred = _forward(model, coords, idx, points, vectors, owner, seed, steps, device)
+                loss = torch.mean((pred.float() - vals[idx]) ** 2)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -291,6 +308,18 @@ def train(
                 if steps % 50 == 0:
                     bar.set_postfix(loss=f"{running:.3g}", epoch=epoch)
                 now = clock()
+                if on_step is not None:
+                    stop = on_step(steps, elapsed_before + (now - t0), model, norm)
+                    model.train()
+                    after = clock()
+                    t0 += after - now  # evaluation time is not training time
+                    last_ckpt += after - now
+                    now = after
+                    if stop:
+                        stopped_by = "callback"
+                        gen.set_state(epoch_gen_state)
+                        snapshot(epoch, s + 1, epoch_gen_state)
+                        raise StopIteration
                 if t.time_budget is not None and now - t0 >= t.time_budget:
                     stopped_by = "time_budget"
                     # Resume re-draws this epoch's order from its generator state.
