@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import pytest
+
+from irem.config import IremConfig, load_config, packaged_configs, parse_set
+from irem.errors import InputError
+
+
+def test_paper_config_is_the_default() -> None:
+    assert load_config("paper") == IremConfig()
+    cfg = IremConfig()
+    assert (cfg.model.fourier_dim, cfg.model.depth, cfg.model.width, cfg.model.skips) == (
+        256,
+        18,
+        256,
+        (6, 12),
+    )
+    assert (cfg.train.batch_size, cfg.train.lr, cfg.train.lr_decay, cfg.train.lr_step_epochs) == (
+        2500,
+        1e-4,
+        0.5,
+        500,
+    )
+    assert cfg.train.betas == (0.9, 0.999) and cfg.train.eps == 1e-8
+
+
+def test_packaged_fast_config_and_overrides() -> None:
+    assert {"paper", "fast"} <= set(packaged_configs())
+    cfg = load_config("fast", parse_set(["train.profile_points=2", "model.skips=3,5"]))
+    assert cfg.model.kind == "grid" and cfg.train.profile_points == 2 and cfg.model.skips == (3, 5)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "model.kind=transformer",
+        "train.precision=fp8",
+        "train.batch_size=1.5",
+        "train.lr=-1",
+        "nope.x=1",
+        "model=1",
+    ],
+)
+def test_bad_overrides_are_refused(override: str) -> None:
+    with pytest.raises(InputError):
+        load_config(None, parse_set([override]))
+
+
+def test_yaml_file_and_unknown_name(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("model:\n  fourier_dim: 64\ntrain:\n  time_budget: 10\n")
+    cfg = load_config(f)
+    assert cfg.model.fourier_dim == 64 and cfg.train.time_budget == 10.0
+    with pytest.raises(InputError, match="packaged configs"):
+        load_config("no-such-config")
+    f.write_text("- a list\n")
+    with pytest.raises(InputError, match="mapping"):
+        load_config(f)
