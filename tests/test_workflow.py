@@ -33,7 +33,8 @@ def test_lint_is_clean() -> None:
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
 def test_dry_run(config: Path) -> None:
-    res = snakemake("--dry-run", "--configfile", str(config.relative_to(ROOT)))
+    # --forceall: list every job whatever results/ already holds.
+    res = snakemake("--dry-run", "--forceall", "--configfile", str(config.relative_to(ROOT)))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = res.stdout + res.stderr
     for rule in (
@@ -82,11 +83,11 @@ def test_paper_config_has_the_paper_hyperparameters() -> None:
 
 def test_gpu_rules_take_a_gpu_token() -> None:
     # With a non-CPU device IREM jobs declare gpu=1, so that --resources gpu=1 serialises them.
-    res = snakemake("--dry-run", "--configfile", "config/paper.yaml")
+    res = snakemake("--dry-run", "--forceall", "--configfile", "config/paper.yaml")
     blocks = (res.stdout + res.stderr).split("\n\n")
     irem = [b for b in blocks if "rule irem:" in b]
     assert irem and all("gpu=1" in b for b in irem)
-    res = snakemake("--dry-run", "--configfile", "config/config.yaml")
+    res = snakemake("--dry-run", "--forceall", "--configfile", "config/config.yaml")
     blocks = (res.stdout + res.stderr).split("\n\n")
     irem = [b for b in blocks if "rule irem:" in b]
     assert irem and not any("gpu=1" in b for b in irem)
