@@ -197,3 +197,19 @@ def test_cli_reports_errors_with_status_2(tmp_path, capsys) -> None:
     assert "error: unknown dataset" in capsys.readouterr().err
     assert datasets.main(["phantom", "-o", str(tmp_path / "missing" / "x.nii.gz")]) == 2
     assert datasets.main(["phantom", "-o", str(tmp_path / "x.txt")]) == 2
+
+
+def test_cli_mask_only_from_a_ground_truth(tmp_path) -> None:
+    # How the workflow's brain_mask rule calls it: the GT file in, only the mask out.
+    gt = tmp_path / "gt.nii.gz"
+    assert datasets.main(["phantom", "-o", str(gt), "--phantom-size", "24"]) == 0
+    mask = tmp_path / "mask.nii.gz"
+    assert datasets.main([str(gt), "--mask-out", str(mask), "--mask-threshold", "0"]) == 0
+    expected = datasets.brain_mask(datasets.phantom(size=24)).data
+    assert np.array_equal(np.asarray(nib.load(mask).dataobj), expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gt.json", "gt.nii.gz", "mask.nii.gz"]
+
+
+def test_cli_needs_an_output(tmp_path) -> None:
+    with pytest.raises(SystemExit):
+        datasets.main(["phantom"])
