@@ -131,7 +131,99 @@ def _phase(to_hr: np.ndarray, ratio: np.ndarray, pad: np.ndarray) -> np.ndarray:
 
 def _apply_axis(u: torch.Tensor, w: torch.Tensor, axis: int) -> torch.Tensor:
     """Multiply ``u`` along ``axis`` by the matrix ``w`` (m x n): ``n`` -> ``m`` entries."""
-    return torch.movedim(torch.tensordot(w, u, dims=([1], [axis])), 0, axis)
+    return torch.movedim(torch.tensordot(w, u, dims=([1], [axis])), 0, axis).contiguous()
+
+
+class AxisMap:
+    """A 1-D PSF matrix ``W`` (m x n) applied along one axis of a 3-D tensor, and its transpose.
+
+    When every row holds the same taps shifted by a whole stride (the regular case: LR centres a
+    whole number of source points apart), it is applied as a sum of strided slices, which touches
+    each tensor element once per tap instead of a dense matrix product; otherwise densely. The
+    banded form is checked to rebuild ``W`` exactly before it is used.
+    """
+
+    def __init__(self, w: np.ndarray, device: torch.device, dtype: torch.dtype) -> None:
+        self.m, self.n = w.shape
+        self.identity = self.m == self.n and bool(np.array_equal(w, np.eye(self.m)))
+        self.dense = torch.as_tensor(w, dtype=dtype, device=device)
+        self.taps: list[tuple[int, float]] | None = None
+        self.stride = 0
+        band = _as_band(w)
+        if band is not None:
+            self.start, self.stride, weights = band
+            self.taps = [(self.start + i, float(v)) for i, v in enumerate(weights) if v != 0.0]
+
+    def _ranges(self, first: int) -> tuple[int, int, int, int]:
+        """For a tap at source index ``first + stride * j``: the valid rows ``j0:j1`` and sources."""
+        s = self.stride
+        j0 = max(0, -(first // s)) if first < 0 else 0
+        j1 = min(self.m, (self.n - 1 - first) // s + 1) if self.n - 1 >= first else 0
+        return j0, j1, first + s * j0, first + s * (j1 - 1) + 1
+
+    def forward(self, u: torch.Tensor, axis: int) -> torch.Tensor:
+        """``W`` along ``axis``: length ``n`` -> ``m``."""
+        if self.identity:
+            return u
+        if self.taps is None:
+            return _apply_axis(u, self.dense, axis)
+        shape = list(u.shape)
+        shape[axis] = self.m
+        out = torch.zeros(shape, dtype=u.dtype, device=u.device)
+        for first, weight in self.taps:
+            j0, j1, t0, t1 = self._ranges(first)
+            if j1 <= j0:
+                continue
+            dst = out.narrow(axis, j0, j1 - j0)
+            idx = [slice(None)] * 3
+            idx[axis] = slice(t0, t1, self.stride)
+            dst.add_(u[tuple(idx)], alpha=weight)
+        return out
+
+    def adjoint(self, y: torch.Tensor, axis: int) -> torch.Tensor:
+        """``W^T`` along ``axis``: length ``m`` -> ``n``."""
+        if self.identity:
+            return y
+        if self.taps is None:
+            return _apply_axis(y, self.dense.T, axis)
+        shape = list(y.shape)
+        shape[axis] = self.n
+        out = torch.zeros(shape, dtype=y.dtype, device=y.device)
+        for first, weight in self.taps:
+            j0, j1, t0, t1 = self._ranges(first)
+            if j1 <= j0:
+                continue
+            idx = [slice(None)] * 3
+            idx[axis] = slice(t0, t1, self.stride)
+            out[tuple(idx)].add_(y.narrow(axis, j0, j1 - j0), alpha=weight)
+        return out
+
+
+def _as_band(w: np.ndarray) -> tuple[int, int, np.ndarray] | None:
+    """``(start, stride, taps)`` with ``W[j, start + stride*j + i] = taps[i]`` (cut at the edges of
+    ``[0, n)``), if that rebuilds ``W`` exactly; otherwise ``None``."""
+    m, n = w.shape
+    if m < 2:
+        return None
+    rows = [np.flatnonzero(r) for r in w]
+    full = [j for j, r in enumerate(rows) if len(r) and r[0] > 0 and r[-1] < n - 1]
+    if len(full) < 2:
+        return None
+    j, k = full[0], full[1]
+    if rows[j].size != rows[k].size:
+        return None
+    stride_f = (rows[k][0] - rows[j][0]) / (k - j)
+    stride = int(round(stride_f))
+    if stride < 1 or stride != stride_f:
+        return None
+    taps = w[j, rows[j][0] : rows[j][-1] + 1]
+    start = int(rows[j][0]) - stride * j
+    rebuilt = np.zeros_like(w)
+    for i, v in enumerate(taps):
+        t = start + stride * np.arange(m) + i
+        ok = (t >= 0) & (t < n)
+        rebuilt[np.arange(m)[ok], t[ok]] = v
+    return (start, stride, taps) if np.array_equal(rebuilt, w) else None
 
 
 class StackOperator:
@@ -194,10 +286,7 @@ class StackOperator:
             src_to_lr[:3, 3] = -(pad + phase) / ratio
             src_to_hr = to_hr @ src_to_lr
             self.sample_grid = self._make_sample_grid(src_to_hr)
-        self.mats = [torch.as_tensor(m, dtype=dtype, device=self.device) for m in mats]
-        self.identity = [
-            m.shape[0] == m.shape[1] and bool(np.array_equal(m, np.eye(m.shape[0]))) for m in mats
-        ]
+        self.maps = [AxisMap(m, self.device, dtype) for m in mats]
         # Forward: apply the most reducing axis first; adjoint: the reverse.
         self.order = sorted(range(3), key=lambda a: mats[a].shape[0] / mats[a].shape[1])
         self.inv_perm = None if perm is None else tuple(int(i) for i in np.argsort(perm))
@@ -242,8 +331,7 @@ class StackOperator:
     def _blur(self, x: torch.Tensor) -> torch.Tensor:
         u = self._to_source(x)
         for a in self.order:
-            if not self.identity[a]:
-                u = _apply_axis(u, self.mats[a], a)
+            u = self.maps[a].forward(u, a)
         return u.contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -254,8 +342,7 @@ class StackOperator:
         """``A^T y`` on the HR grid."""
         u = y * self.scale
         for a in reversed(self.order):
-            if not self.identity[a]:
-                u = _apply_axis(u, self.mats[a].T, a)
+            u = self.maps[a].adjoint(u, a)
         return self._from_source(u)
 
 
@@ -285,8 +372,8 @@ class MultiStackOperator:
 
     def adjoint(self, ys: Sequence[torch.Tensor]) -> torch.Tensor:
         """``sum_k A_k^T y_k``."""
-        out = torch.zeros(self.hr_shape, dtype=self.dtype, device=self.device)
-        for op, y in zip(self.ops, ys, strict=True):
+        out = self.ops[0].adjoint(ys[0])  # a new tensor (the adjoint starts with y * scale)
+        for op, y in zip(self.ops[1:], ys[1:], strict=True):
             out += op.adjoint(y)
         return out
 

@@ -106,17 +106,19 @@ def _cg(
             reason = "breakdown"
             break
         a = rr / php
-        rd_new = [t - a * s for t, s in zip(rd, ap, strict=True)]
-        rg_new = rg - a * dp
+        rd_new = [torch.add(t, s, alpha=-a) for t, s in zip(rd, ap, strict=True)]
+        rg_new = torch.add(rg, dp, alpha=-a)
+        del ap, dp
         obj_new = 0.5 * (sum(_sq(t) for t in rd_new) + mu * _sq(rg_new))
         if not obj_new < objective:
             reason = "monotonicity"
             break
-        x = x + a * p
+        x = torch.add(x, p, alpha=a)
         rd, rg, objective = rd_new, rg_new, obj_new
-        r -= a * hp
+        r.add_(hp, alpha=-a)
+        del hp
         rr_new = _sq(r)
-        p = r + (rr_new / rr) * p
+        p = p.mul_(rr_new / rr).add_(r)
         rr = rr_new
         done += 1
         if callback is not None:
@@ -252,16 +254,18 @@ def srr(
         rd = None
         done, cg_total, reason = 0, 0, "iterations"
         for _ in range(iterations):
-            c = z - u
+            c = z.sub_(u)  # z and u are replaced below
             x, rd, rg, n_cg, _ = _cg(op, ys, x, rho, c, TV_INNER, tol, aty=aty, rd=rd)
             cg_total += n_cg
-            dx = c - rg
-            v = dx + u
+            dx = c.sub_(rg)  # grad x
+            del rg
+            tv = float(_magnitude(dx).sum())
+            v = dx.add_(u)
             z = _shrink(v, lam / rho)
-            u = v - z
+            u = v.sub_(z)
             data = sum(_sq(t) for t in rd)
             residual.append(math.sqrt(data) / ynorm)
-            objective.append(0.5 * data + lam * float(_magnitude(dx).sum()))
+            objective.append(0.5 * data + lam * tv)
             done += 1
             bar.update(1)
             bar.set_postfix(residual=f"{residual[-1]:.3e}")

@@ -1,0 +1,172 @@
+"""Speed, memory and quality of the baselines on the MNI152 template at k = 4 and 8.
+
+Box-profile stacks from ``irem.simulate.simulate_stacks`` (noise-free, no registration), target grid
+= the HR grid (``irem.grid.reference_grid``). Methods: multi-stack cubic B-spline, and SRR with
+first-order Tikhonov (tk1) and total variation (tv), each with the Gaussian (NiftyMIC) and the box
+(exact) slice model, at their default alphas. Every case runs in a fresh subprocess so that its peak
+memory (``ru_maxrss``) is its own. SRR's time includes its B-spline initialisation.
+
+Metrics: PSNR over the whole volume and inside the mask GT > 0.05 (``data_range`` = GT range), SSIM
+(scikit-image, ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False``).
+
+Usage: ``python benchmarks/srr_speed.py [--threads 2] [--out results/benchmarks]`` (writes
+``srr_speed.md``/``.csv``; with another thread count ``srr_speed_threads<N>.md``/``.csv``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+MASK_THRESHOLD = 0.05
+KS = (4, 8)
+METHODS = (
+    ("bspline", "-", "-"),
+    ("srr", "tk1", "gaussian"),
+    ("srr", "tk1", "box"),
+    ("srr", "tv", "gaussian"),
+    ("srr", "tv", "box"),
+)
+
+
+def run_case(k: int, method: str, regulariser: str, psf: str, threads: int) -> dict[str, object]:
+    """One case, in this process: returns its metrics (call in a fresh interpreter)."""
+    import torch
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    from baselines.bspline import bspline
+    from baselines.srr import srr
+    from irem.datasets import mni152_t1
+    from irem.grid import reference_grid
+    from irem.simulate import simulate_stacks
+
+    torch.set_num_threads(threads)
+    hr = mni152_t1()
+    grid = reference_grid(hr)
+    stacks = simulate_stacks(hr, k)
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    info: dict[str, object] = {}
+    if method == "bspline":
+        out = bspline(stacks, grid)
+    else:
+        out, info = srr(stacks, grid, regulariser=regulariser, psf=psf, progress=False)
+    wall = time.perf_counter() - t0
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    gt = hr.data
+    rng = float(gt.max() - gt.min())
+    mask = gt > MASK_THRESHOLD
+    return {
+        "k": k,
+        "method": method if method == "bspline" else f"srr-{regulariser}-{psf}",
+        "alpha": info.get("alpha", ""),
+        "iterations": info.get("iterations", 0),
+        "cg_iterations": info.get("cg_iterations", 0),
+        "stop_reason": info.get("stop_reason", ""),
+        "wall_s": wall,
+        "peak_rss_mb": peak_rss / 1024.0,
+        "base_rss_mb": base_rss / 1024.0,
+        "psnr": peak_signal_noise_ratio(gt, out, data_range=rng),
+        "psnr_mask": peak_signal_noise_ratio(gt[mask], out[mask], data_range=rng),
+        "ssim": structural_similarity(
+            gt,
+            out,
+            data_range=rng,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+        ),
+        "relative_residual": info.get("relative_residual", ""),
+        "threads": threads,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per case")
+    parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
+    parser.add_argument(
+        "--child", nargs=4, metavar=("K", "METHOD", "REG", "PSF"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.child:
+        k, method, reg, psf = args.child
+        print(json.dumps(run_case(int(k), method, reg, psf, args.threads)))
+        return
+    load = os.getloadavg()
+    rows = []
+    for k in KS:
+        for method, reg, psf in METHODS:
+            cmd = [
+                sys.executable,
+                __file__,
+                "--threads",
+                str(args.threads),
+                "--child",
+                str(k),
+                method,
+                reg,
+                psf,
+            ]
+            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            print(
+                f"k={k} {row['method']:>18}: {row['wall_s']:6.1f} s, peak {row['peak_rss_mb']:6.0f} MB, "
+                f"it {row['iterations']}, PSNR {row['psnr']:.2f} / mask {row['psnr_mask']:.2f} / "
+                f"SSIM {row['ssim']:.4f}",
+                flush=True,
+            )
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = "srr_speed" if args.threads == 2 else f"srr_speed_threads{args.threads}"
+    with open(args.out / f"{stem}.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (args.out / f"{stem}.md").write_text(report(rows, args.threads, load, os.getloadavg()))
+    print((args.out / f"{stem}.md").read_text())
+
+
+def report(
+    rows: list[dict[str, object]],
+    threads: int,
+    load_before: tuple[float, float, float],
+    load_after: tuple[float, float, float],
+) -> str:
+    """The markdown table of ``rows``."""
+    lines = [
+        "# Baselines on the MNI152 template (152x184x160, 1 mm), box-profile stacks, no noise",
+        "",
+        f"Command: `python benchmarks/srr_speed.py --threads {threads}`. "
+        f"torch threads {threads}, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}); "
+        f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (the cores are shared, "
+        "so times are upper bounds). Mask: GT > 0.05. SRR time includes its B-spline initialisation; "
+        "peak memory is the process's ru_maxrss (the template and stacks alone: ~"
+        f"{np.median([float(r['base_rss_mb']) for r in rows]):.0f} MB).",
+        "",
+        "| k | method | alpha | iterations (CG) | time (s) | peak RSS (MB) | PSNR | PSNR mask | SSIM |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        its = "-" if r["method"] == "bspline" else f"{r['iterations']} ({r['cg_iterations']})"
+        alpha = "-" if r["alpha"] == "" else f"{float(r['alpha']):g}"
+        lines.append(
+            f"| {r['k']} | {r['method']} | {alpha} | {its} | {float(r['wall_s']):.1f} | "
+            f"{float(r['peak_rss_mb']):.0f} | {float(r['psnr']):.2f} | {float(r['psnr_mask']):.2f} | "
+            f"{float(r['ssim']):.4f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
