@@ -40,8 +40,8 @@ wildcard_constraints:
     suffix=r"[A-Za-z0-9]+",
     seed=r"[0-9]+",
     k=r"[0-9]+",
-    method=r"bspline|srr|irem(2L[0-9]+)?",
-    variant=r"irem(2L[0-9]+)?",
+    method=r"bspline|srr|iremfast|irem(2L[0-9]+)?",
+    variant=r"iremfast|irem(2L[0-9]+)?",
     orient=r"sagittal|coronal|axial",
 
 

@@ -26,9 +26,14 @@ import numpy as np
 import pandas as pd
 
 #: Order of the methods in tables and figures; ablation variants (``irem2L<n>``) follow by 2L.
-METHOD_ORDER = ("bspline", "srr", "irem")
-METHOD_LABELS = {"bspline": "B-spline", "srr": "SRR", "irem": "IREM"}
-METHOD_COLOURS = {"bspline": "#8c8c8c", "srr": "#4c72b0", "irem": "#dd8452"}
+METHOD_ORDER = ("bspline", "srr", "irem", "iremfast")
+METHOD_LABELS = {"bspline": "B-spline", "srr": "SRR", "irem": "IREM", "iremfast": "IREM fast"}
+METHOD_COLOURS = {
+    "bspline": "#8c8c8c",
+    "srr": "#4c72b0",
+    "irem": "#dd8452",
+    "iremfast": "#55a868",
+}
 METRICS = ("psnr", "ssim", "psnr_mask", "ssim_mask")
 METRIC_LABELS = {
     "psnr": "PSNR (dB)",

@@ -18,7 +18,7 @@ import sys
 
 # The workflow's own source tree first (as the rules' PYTHONPATH), then an installed irem-bench.
 sys.path.insert(0, workflow.basedir)
-from irem.config import load_config  # noqa: E402
+from irem.config import load_config, packaged_configs  # noqa: E402
 
 RESULTS = "results"
 ORIENTATIONS = ("sagittal", "coronal", "axial")  # the fixed (sagittal) stack first
@@ -233,8 +233,13 @@ def srr_args(wildcards):
     return shlex.join(args)
 
 
-def _irem_overrides():
-    return dict(item.split("=", 1) for item in config["irem"]["set"])
+def _irem_section(variant):
+    """The config section of a variant: `iremfast` has its own, `irem` and `irem2L<n>` share `irem`."""
+    return config["iremfast"] if variant == "iremfast" else config["irem"]
+
+
+def _irem_overrides(section=None):
+    return dict(item.split("=", 1) for item in (section or config["irem"])["set"])
 
 
 def irem_main_fourier_dim():
@@ -243,16 +248,17 @@ def irem_main_fourier_dim():
 
 
 def irem_args(wildcards):
-    """Options of `irem reconstruct` for the main runs (`irem`) and the 2L ablation (`irem2L<n>`)."""
-    c = config["irem"]
-    args = ["--device", c["device"], "--seed", wildcards.seed]
+    """Options of `irem reconstruct` for the main runs (`irem`), the 2L ablation (`irem2L<n>`) and
+    the fast CPU configuration (`iremfast`)."""
+    c = _irem_section(wildcards.variant)
+    args = ["--device", config["irem"]["device"], "--seed", wildcards.seed]
     if c["time_budget"] is not None:
         args += ["--time-budget", str(c["time_budget"])]
     if c["epochs"] is not None:
         args += ["--epochs", str(c["epochs"])]
     if c["config"]:
         args += ["--config", c["config"]]
-    overrides = _irem_overrides()
+    overrides = _irem_overrides(c)
     if wildcards.variant.startswith("irem2L"):
         overrides["model.fourier_dim"] = wildcards.variant[len("irem2L"):]
     for key, value in overrides.items():
@@ -261,7 +267,9 @@ def irem_args(wildcards):
 
 
 def irem_config_input(wildcards):
-    return [config["irem"]["config"]] if config["irem"]["config"] else []
+    """The IREM config file as an input; packaged configuration names (`fast`) are not files."""
+    name = _irem_section(wildcards.variant)["config"]
+    return [name] if name and name not in packaged_configs() else []
 
 
 def uses_gpu(device):
@@ -360,7 +368,7 @@ def fig3_baselines(wildcards=None):
     a = config["ablation"]
     if a["k"] not in KS:
         return []
-    base = [m for m in METHODS if m != "irem"]
+    base = [m for m in METHODS if m in ("bspline", "srr")]
     return [metrics_path(*r) for r in sim_runs(datasets=[a["dataset"]], ks=[a["k"]], methods=base)]
 
 
