@@ -141,3 +141,24 @@ def test_grid_inr_with_profile_fits_and_resumes(phantom: Volume, tmp_path) -> No
     assert part.stopped_by == "time_budget"
     resumed, norm2, _ = train(stacks, cfg, seed=2, progress=False, checkpoint=ckpt, resume=True)
     np.testing.assert_array_equal(predict(resumed, norm2, grid), out)
+
+
+def test_step_callback_stops_training_and_is_not_timed(phantom: Volume) -> None:
+    stacks = simulate_stacks(phantom, 4)
+    cfg = load_config(overrides={**SMALL, "train.epochs": 5})
+    clock = _fake_clock()
+    seen: list[tuple[int, float]] = []
+
+    def on_step(steps: int, seconds: float, model: torch.nn.Module, norm: object) -> bool:
+        next(clock)  # the callback itself takes one tick, which must not count as training
+        next(clock)
+        seen.append((steps, seconds))
+        return steps >= 7
+
+    _, _, res = train(
+        stacks, cfg, seed=0, progress=False, on_step=on_step, clock=lambda: float(next(clock))
+    )
+    assert res.stopped_by == "callback" and res.steps == 7
+    assert [s for s, _ in seen] == list(range(1, 8))
+    # one clock tick per step: the two ticks of each callback are excluded
+    assert np.diff([t for _, t in seen]).max() <= 2.0
