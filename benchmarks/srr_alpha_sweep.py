@@ -2,7 +2,7 @@
 
 Not the benchmark data (the MNI152 template): the default alphas of ``baselines.srr`` are chosen
 from this sweep. For every regulariser (tk1, tv), PSF (gaussian, box), k (4, 8) and SNR (noise-free,
-40, 20) it records, per alpha: PSNR (whole volume and inside GT > 0.05), the relative data residual
+40, 20, 10) it records, per alpha: PSNR (whole volume and inside GT > 0.05), the relative data residual
 ``||A x - y|| / ||y||`` (discrepancy principle: compare with the noise's own relative size ``delta``
 ``= ||y - y_clean|| / ||y||``) and ``||grad x||`` (the L-curve's other axis).
 
@@ -29,7 +29,7 @@ from irem.phantom import shepp_logan
 from irem.simulate import simulate_stacks
 
 ALPHAS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
-SNRS: tuple[float | None, ...] = (None, 40.0, 20.0)
+SNRS: tuple[float | None, ...] = (None, 40.0, 20.0, 10.0)
 KS = (4, 8)
 CASES = (("tk1", "gaussian"), ("tk1", "box"), ("tv", "gaussian"), ("tv", "box"))
 MASK_THRESHOLD = 0.05
@@ -126,15 +126,17 @@ def main() -> None:
 def report(rows: list[dict[str, object]], size: int, seconds: float) -> str:
     """Markdown: per regulariser/PSF, PSNR (dB) for every alpha x (k, SNR); best per column marked.
 
-    Below each table: the alpha the discrepancy principle picks (largest alpha whose relative
-    residual does not exceed delta; noise-free columns have none).
+    Marks the discrepancy-principle choice (largest alpha whose relative residual does not exceed
+    delta; noise-free columns have none) and the L-curve corner (largest Menger curvature of
+    ``(log residual, log ||grad x||)`` over the alpha grid).
     """
     cols = [(k, "inf" if s is None else s) for k in KS for s in SNRS]
     lines = [
         f"# SRR alpha sweep (Shepp-Logan {size}^3, box-profile stacks, Rician noise, seed 1)",
         "",
         "Command: `python benchmarks/srr_alpha_sweep.py`. Whole-volume PSNR (dB); **bold**: best per",
-        f"column; `*`: discrepancy-principle choice. Total time {seconds:.0f} s.",
+        "column; `*`: discrepancy-principle choice; `+`: L-curve corner. "
+        f"Total time {seconds:.0f} s.",
         "",
     ]
     header = "| alpha | " + " | ".join(f"k={k} SNR {s}" for k, s in cols) + " |"
@@ -151,6 +153,7 @@ def report(rows: list[dict[str, object]], size: int, seconds: float) -> str:
         for c in cols:
             ok = [a for a in ALPHAS if table[(*c, a)]["residual"] <= table[(*c, a)]["delta"]]
             disc[c] = max(ok) if ok and c[1] != "inf" else None
+        corner = {c: lcurve_corner([table[(*c, a)] for a in ALPHAS]) for c in cols}
         for a in ALPHAS:
             cells = []
             for c in cols:
@@ -159,12 +162,29 @@ def report(rows: list[dict[str, object]], size: int, seconds: float) -> str:
                     v = f"**{v}**"
                 if disc[c] == a:
                     v += "*"
+                if corner[c] == a:
+                    v += "+"
                 cells.append(v)
             lines.append(f"| {a:g} | " + " | ".join(cells) + " |")
         bs = {(r["k"], r["snr"]): r for r in rows if r["alpha"] == "bspline"}
         lines.append("| B-spline | " + " | ".join(f"{bs[c]['psnr']:.2f}" for c in cols) + " |")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def lcurve_corner(rows: list[dict[str, object]]) -> float:
+    """Alpha at the point of largest Menger curvature of the L-curve (log residual, log grad norm)."""
+    pts = np.log([[float(r["residual"]), float(r["grad_norm"])] for r in rows])
+    best, best_curv = float(rows[1]["alpha"]), -np.inf
+    for i in range(1, len(pts) - 1):
+        a, b, c = pts[i - 1], pts[i], pts[i + 1]
+        cross = (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+        denom = np.linalg.norm(b - a) * np.linalg.norm(c - b) * np.linalg.norm(c - a)
+        # The L is convex towards the origin: keep the sign that marks its corner.
+        curv = 2.0 * cross / denom if denom > 0 else 0.0
+        if curv > best_curv:
+            best, best_curv = float(rows[i]["alpha"]), curv
+    return best
 
 
 if __name__ == "__main__":
