@@ -38,21 +38,32 @@ MUNGE_SOCKET="$DIR/munge/munge.socket.2"
 export SLURM_CONF="$CONF"
 
 say() { echo "local-slurm: $*"; }
-die() { echo "local-slurm: error: $*" >&2; exit "${2:-1}"; }
+# On an error during `start`, what was started is stopped again.
+STARTING=""
+die() {
+    echo "local-slurm: error: $*" >&2
+    [[ -z "$STARTING" ]] || stop_daemons quiet
+    exit "${2:-1}"
+}
 
 # daemon name -> pid file
 pidfile() { echo "$DIR/run/$1.pid"; }
 
-# The pid in a daemon's pid file, if that process is alive and is that daemon.
+# The pid in a daemon's pid file, if that process is alive and is that daemon of this cluster
+# (its command line names the daemon and this cluster's folder).
 live_pid() {
-    local name="$1" file pid
+    local name="$1" file pid cmd
     file="$(pidfile "$name")"
     [[ -s "$file" ]] || return 1
     pid="$(tr -dc 0-9 <"$file")"
     [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$name" || return 1
+    cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline")"
+    [[ "$cmd" == *"$name"* && "$cmd" == *"$DIR/"* ]] || return 1
     echo "$pid"
 }
+
+# Whether something accepts connections on a local TCP port.
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 node_state() { sinfo -h -N -o '%T' 2>/dev/null | head -n1; }
 
@@ -158,8 +169,14 @@ start() {
     fi
     # Leftovers of a half-started cluster.
     stop_daemons quiet
+    local port
+    for port in "$PORT" "$((PORT + 1))"; do
+        ! port_busy "$port" \
+            || die "port $port is in use (another Slurm?): choose others with LOCAL_SLURM_PORT=N (N and N+1)"
+    done
+    STARTING=1
     mkdir -p "$DIR"/{etc,log,run,munge,spool/ctld,spool/d}
-    chmod 700 "$DIR/munge"
+    chmod 711 "$DIR/munge"
     install_packages
     command -v slurmd >/dev/null || die "slurmd not found after installing slurm-wlm"
     write_config
@@ -187,6 +204,7 @@ start() {
     slurmd -f "$CONF" -N "$(hostname -s)" || { show_logs; die "slurmd did not start"; }
     wait_for "slurmd pid file" 10 live_pid slurmd
     wait_idle
+    STARTING=""
     say "up: partition '$PARTITION', $(sinfo -h -N -o '%c CPUs, %m MB, %G' | head -n1)"
     say "use it with: eval \"\$($0 env)\""
 }
