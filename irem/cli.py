@@ -50,24 +50,23 @@ def _positive_int(text: str) -> int:
     return v
 
 
-def _positive_float(text: str) -> float:
+def _finite_float(text: str, allow_zero: bool) -> float:
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (v > 0 and np.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    if not (np.isfinite(v) and (v >= 0 if allow_zero else v > 0)):
+        kind = "non-negative" if allow_zero else "positive"
+        raise argparse.ArgumentTypeError(f"{text!r} must be a {kind} number")
     return v
+
+
+def _positive_float(text: str) -> float:
+    return _finite_float(text, allow_zero=False)
 
 
 def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (v >= 0 and np.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a non-negative number")
-    return v
+    return _finite_float(text, allow_zero=True)
 
 
 def _add_stack_args(p: argparse.ArgumentParser) -> None:
