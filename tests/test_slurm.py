@@ -16,7 +16,7 @@ The test config trains IREM for a time budget, which is not reproducible from ru
 runs use the same config with the budget replaced by a fixed number of epochs (`EPOCHS`) and
 `irem.device: auto` (so that IREM jobs declare a GPU). The cluster is stopped at the end, also when
 a test fails. Skipped only where the host cannot run a local Slurm (not root, or Slurm missing
-and no apt-get). About 5 to 8 minutes on a 2-core machine.
+and no apt-get). About 4.5 minutes on a 2-core machine (7.7 under a load of 4-5).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ CONFIG = "config/test-slurm.yaml"
 EPOCHS = 5
 # The workflow copy carries its own snapshot of the code, so that the local and the Slurm run
 # execute the same code even if the checkout changes meanwhile.
-COPY = (*WORKFLOW_FILES, "irem", "baselines", "profiles")
+COPY = tuple(dict.fromkeys((*WORKFLOW_FILES, "irem", "baselines", "profiles")))
 GPU_WARNING = "warning: a GPU slot was given but CUDA is not usable; running on CPU"
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -154,6 +154,38 @@ def _snakemake(cwd: Path, args: list[str], env: dict[str, str], timeout: float):
     return res, time.monotonic() - t0
 
 
+class Background:
+    """A Snakemake run in the background, its output in a file."""
+
+    def __init__(self, cwd: Path, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.t0 = time.monotonic()
+        self.ended: list[tuple[int, float]] = []
+        with log.open("w") as out:
+            self.proc = subprocess.Popen(
+                ["snakemake", *args], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        self.waiter = threading.Thread(
+            target=lambda: self.ended.append((self.proc.wait(), time.monotonic())), daemon=True
+        )
+        self.waiter.start()
+
+    def result(self, timeout: float) -> tuple[int, str, float]:
+        """Exit status, output and wall seconds; the run is killed if it has not ended in time."""
+        self.waiter.join(timeout=max(1.0, self.t0 + timeout - time.monotonic()))
+        self.kill()
+        assert self.ended, (
+            f"snakemake did not end within {timeout} s:\n{self.log.read_text()[-3000:]}"
+        )
+        code, end = self.ended[0]
+        return code, self.log.read_text(), end - self.t0
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.waiter.join()
+
+
 def _failure(res: subprocess.CompletedProcess, cwd: Path) -> str:
     logs = "\n".join(
         f"--- {p}\n{p.read_text()[-1500:]}" for p in sorted(cwd.rglob("slurm_logs/**/*.log"))
@@ -169,8 +201,48 @@ class Runs:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+FAILING = """
+rule all:
+    input: "done.txt"
+
+rule fails:
+    output: "done.txt"
+    log: "fails.log"
+    shell: "echo 'this job fails on purpose' > {log}; echo boom-in-slurm-log >&2; exit 3"
+"""
+
+
 @pytest.fixture(scope="module")
-def runs(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Runs:
+def failures(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Background]:
+    """Two small workflows started in the background (they mostly wait), read by the last tests:
+    a job that fails, and a submission to a controller that does not answer."""
+    out = {}
+    for name in ("failing_job", "unreachable"):
+        tmp = tmp_path_factory.mktemp(name)
+        shutil.copytree(ROOT / PROFILE, tmp / PROFILE)
+        env = cluster.env
+        snakefile = FAILING
+        if name == "unreachable":
+            # The cluster's configuration with slurmctld on a port where nobody listens.
+            conf = tmp / "unreachable.conf"
+            text = Path(cluster.env["SLURM_CONF"]).read_text()
+            port = _free_port_pair()
+            conf.write_text(re.sub(r"(?m)^SlurmctldPort=\d+$", f"SlurmctldPort={port}", text))
+            env = {**cluster.env, "SLURM_CONF": str(conf)}
+            snakefile = FAILING.replace("exit 3", "true")
+        (tmp / "Snakefile").write_text(snakefile)
+        out[name] = Background(
+            tmp, ["--executor", "slurm", "--profile", PROFILE], env, tmp / "snakemake.log"
+        )
+    yield out
+    for run in out.values():
+        run.kill()
+
+
+@pytest.fixture(scope="module")
+def runs(
+    cluster: Cluster, failures: dict[str, Background], tmp_path_factory: pytest.TempPathFactory
+) -> Runs:
     tmp = tmp_path_factory.mktemp("workflows")
     local = _workflow_copy(tmp / "local")
     slurm = _workflow_copy(tmp / "slurm")
@@ -178,19 +250,7 @@ def runs(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Runs:
     # The local run goes on beside the Slurm run: while Slurm runs the GPU jobs one after the
     # other, a core is often idle. No `gpu` limit: IREM runs on the CPU here.
     env = {k: v for k, v in cluster.env.items() if not k.startswith("SLURM_")}
-    local_log = tmp / "local.log"
-    t0 = time.monotonic()
-    with local_log.open("w") as out:
-        proc = subprocess.Popen(
-            ["snakemake", "--cores", "2", "--configfile", CONFIG],
-            cwd=local,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    ended = []
-    waiter = threading.Thread(target=lambda: ended.append((proc.wait(), time.monotonic())))
-    waiter.start()
+    local_run = Background(local, ["--cores", "2", "--configfile", CONFIG], env, tmp / "local.log")
     try:
         res, seconds["slurm"] = _snakemake(
             slurm,
@@ -199,14 +259,10 @@ def runs(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Runs:
             1800,
         )
         assert res.returncode == 0, _failure(res, slurm)
-        waiter.join(timeout=max(60, 1800 - (time.monotonic() - t0)))
-        assert ended, "the local run did not end"
-        seconds["local"] = ended[0][1] - t0
-        assert ended[0][0] == 0, f"local run failed:\n{local_log.read_text()[-6000:]}"
+        code, log, seconds["local"] = local_run.result(timeout=1800)
+        assert code == 0, f"local run failed:\n{log[-6000:]}"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        waiter.join()
+        local_run.kill()
     (tmp / "timings.json").write_text(json.dumps(seconds))
     print(f"\nSlurm run {seconds['slurm']:.0f} s, local run beside it {seconds['local']:.0f} s")
     return Runs(local, slurm, res.stdout + res.stderr, seconds)
@@ -379,44 +435,19 @@ def test_rerun_submits_nothing(runs: Runs, cluster: Cluster) -> None:
     assert set(cluster.jobs()) == before
 
 
-FAILING = """
-rule all:
-    input: "done.txt"
-
-rule fails:
-    output: "done.txt"
-    log: "fails.log"
-    shell: "echo 'this job fails on purpose' > {log}; echo boom-in-slurm-log >&2; exit 3"
-"""
-
-
-def test_failed_job_is_an_error_with_its_logs(cluster: Cluster, tmp_path: Path) -> None:
-    (tmp_path / "Snakefile").write_text(FAILING)
-    shutil.copytree(ROOT / PROFILE, tmp_path / PROFILE)
-    res, seconds = _snakemake(
-        tmp_path, ["--executor", "slurm", "--profile", PROFILE], cluster.env, 300
-    )
-    out = res.stdout + res.stderr
-    assert res.returncode != 0
+def test_failed_job_is_an_error_with_its_logs(failures: dict[str, Background]) -> None:
+    code, out, seconds = failures["failing_job"].result(timeout=600)
+    assert code != 0
     assert "Error in rule fails" in out and "failed, SLURM status is: 'FAILED'" in out, out[-3000:]
     # Both logs are named: the rule's and the job's Slurm log, which holds the job's stderr.
     m = re.search(r"log: fails\.log, (\S+\.log) \(check log file", out)
     assert m, out[-3000:]
     assert "boom-in-slurm-log" in Path(m.group(1)).read_text()
-    assert seconds < 240
+    assert seconds < 300
 
 
-def test_unreachable_controller_is_an_error(cluster: Cluster, tmp_path: Path) -> None:
-    # The cluster's configuration with slurmctld on a port where nobody listens.
-    port = _free_port_pair()
-    conf = tmp_path / "unreachable.conf"
-    text = Path(cluster.env["SLURM_CONF"]).read_text()
-    conf.write_text(re.sub(r"(?m)^SlurmctldPort=\d+$", f"SlurmctldPort={port}", text))
-    (tmp_path / "Snakefile").write_text(FAILING.replace("exit 3", "true"))
-    shutil.copytree(ROOT / PROFILE, tmp_path / PROFILE)
-    env = {**cluster.env, "SLURM_CONF": str(conf)}
-    res, seconds = _snakemake(tmp_path, ["--executor", "slurm", "--profile", PROFILE], env, 300)
-    out = res.stdout + res.stderr
-    assert res.returncode != 0
+def test_unreachable_controller_is_an_error(failures: dict[str, Background]) -> None:
+    code, out, seconds = failures["unreachable"].result(timeout=600)
+    assert code != 0
     assert "SLURM sbatch failed" in out and "Unable to contact slurm controller" in out, out[-3000:]
-    assert seconds < 240
+    assert seconds < 300
