@@ -43,3 +43,16 @@ def oblique_affine(
     a[:3, :3] = Rotation.from_euler("xyz", angles_deg, degrees=True).as_matrix() @ np.diag(spacing)
     a[:3, 3] = origin
     return a
+
+
+def rigid(angles: tuple[float, float, float], shift: tuple[float, float, float]) -> np.ndarray:
+    """Rigid 4x4: rotations about x, y, z (radians), then a shift (mm)."""
+    m = np.eye(4)
+    for axis, ang in enumerate(angles):
+        c, s = np.cos(ang), np.sin(ang)
+        i, j = [a for a in range(3) if a != axis]
+        r = np.eye(4)
+        r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+        m = r @ m
+    m[:3, 3] = shift
+    return m

@@ -13,18 +13,7 @@ from irem.phantom import shepp_logan
 from irem.simulate import simulate_stacks
 from irem.volume import Stack, voxel_centres
 
-
-def rotation(angles: tuple[float, float, float], shift: tuple[float, float, float]) -> np.ndarray:
-    """Rigid 4x4: rotations about x, y, z (radians), then a shift (mm)."""
-    m = np.eye(4)
-    for axis, ang in enumerate(angles):
-        c, s = np.cos(ang), np.sin(ang)
-        i, j = [a for a in range(3) if a != axis]
-        r = np.eye(4)
-        r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
-        m = r @ m
-    m[:3, 3] = shift
-    return m
+from .conftest import rigid
 
 
 def ramp(points: np.ndarray) -> np.ndarray:
@@ -45,7 +34,7 @@ def oblique_stack(thick: int, angles: tuple[float, float, float], flip: bool) ->
         f = np.eye(4)
         f[0, 0], f[0, 3] = -1.0, shape[0] - 1
         affine = affine @ f
-    transform = rotation(angles, (0.8, -0.5, 0.3))
+    transform = rigid(angles, (0.8, -0.5, 0.3))
     stack = Stack(data=np.zeros(shape, np.float32), affine=affine, transform=transform)
     stack.data = (
         ramp(voxel_centres(tuple(shape), stack.to_normalised)).reshape(shape).astype(np.float32)
@@ -57,7 +46,7 @@ def test_coinciding_grid_gives_the_data_back() -> None:
     rng = np.random.default_rng(0)
     data = rng.random((9, 7, 5)).astype(np.float32)
     affine = np.array([[0, -2.0, 0, 5], [1.5, 0, 0, -3], [0, 0, -1.0, 2], [0, 0, 0, 1]])
-    transform = rotation((0.2, -0.4, 0.1), (1.0, 2.0, -3.0))
+    transform = rigid((0.2, -0.4, 0.1), (1.0, 2.0, -3.0))
     stack = Stack(data=data, affine=affine, transform=transform)
     grid = Grid(shape=(9, 7, 5), affine=transform @ affine)
     np.testing.assert_allclose(bspline([stack], grid), data, atol=1e-5)
@@ -84,7 +73,7 @@ def test_linear_ramp_reproduced_on_oblique_grid(general: bool, monkeypatch) -> N
         oblique_stack(1, (-0.1, 0.25, -0.3), flip=False),
         oblique_stack(2, (0.0, 0.0, 0.0), flip=True),
     ]
-    affine = rotation((0.5, 0.2, -0.7), (0.0, 0.0, 0.0)) @ np.diag([1.3, 1.3, 1.3, 1.0])
+    affine = rigid((0.5, 0.2, -0.7), (0.0, 0.0, 0.0)) @ np.diag([1.3, 1.3, 1.3, 1.0])
     affine[:3, 3] = -affine[:3, :3] @ np.full(3, 5.5)  # 12^3 grid centred on the origin
     grid = Grid(shape=(12, 12, 12), affine=affine)
     out = bspline(stacks, grid)

@@ -21,6 +21,8 @@ from irem.phantom import shepp_logan
 from irem.simulate import simulate_stack, simulate_stacks
 from irem.volume import Stack, Volume, apply_affine, voxel_centres
 
+from .conftest import rigid
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -29,19 +31,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def rigid(angles: tuple[float, float, float], shift: tuple[float, float, float]) -> np.ndarray:
-    """Rotations about x, y, z (radians), then a shift (mm)."""
-    m = np.eye(4)
-    for axis, ang in enumerate(angles):
-        c, s = np.cos(ang), np.sin(ang)
-        i, j = [a for a in range(3) if a != axis]
-        r = np.eye(4)
-        r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
-        m = r @ m
-    m[:3, 3] = shift
-    return m
 
 
 TRANSFORMS = (
