@@ -1,263 +1,382 @@
 """IREM on CPU: training throughput against the matmul bound, inference speed, and time-to-quality.
 
-Prints one table and writes it to results/benchmarks/irem_speed.{md,csv} with a plot of PSNR versus
-training wall time (results/benchmarks/irem_psnr_vs_time.png) that also marks the baselines' times.
+Three sub-commands; each prints what it measures and writes it under results/benchmarks/:
 
-Throughput (paper network, batch 2500): the matmul bound is measured in the same run from a
-2500x256 @ 256x256 float32 product, and converted to samples/s with the network's own FLOPs per
-sample (6 x multiply-adds: forward, and twice that backward).
+  throughput [--threads 1 2]
+      The paper's network (batch 2500): training samples/s of several variants (fused Adam,
+      torch.compile, bf16 autocast) and dense-grid inference samples/s, against two bounds measured
+      in the same run: the issue's (a 2500x256 @ 256x256 float32 product's GFLOP/s over the
+      network's 7.47 MFLOP per training sample, 6 x multiply-adds) and the own-GEMM bound (the
+      step's 53 matrix products, each timed alone). -> irem_throughput.{md,csv}
 
-Time-to-quality: each configuration trains on the three k-fold box-profile stacks of the embedded
-MNI152 template; PSNR is measured on a central slab of the HR grid (every ``--slab`` axial slices
-around the centre) at the asked wall times; evaluation time is not counted as training time.
+  quality --k K --config NAME [--times 60 120 300] [--crop 80 96 80]
+      Trains one configuration on the three k-fold box-profile stacks of the embedded MNI152
+      template (by default the workflow's 80x96x80 centre crop; ``--crop none``: the whole
+      152x184x160 brain crop) on one thread, and measures PSNR inside the brain (GT > 0, the
+      workflow's mask) on the whole HR grid at the asked training times and along the way;
+      evaluation time is not training time. Also runs the two baselines as the workflow does
+      (multi-stack B-spline; SRR tk1 with the box PSF) for their PSNR and seconds.
+      The run's time budget is the largest of ``--times``; with the fast configuration's budget
+      schedule (the learning rate anneals over the budget) run each budget separately.
+      -> irem_quality/k{K}_{NAME}_{BUDGET}s.json
 
-Usage: python benchmarks/irem_speed.py [--k 4 8] [--times 60 120 300] [--threads 2] [--quick]
+  report
+      One table of all quality runs (PSNR at the asked times, time to reach the B-spline and SRR
+      PSNR) -> irem_speed.{md,csv}, and PSNR versus training time -> irem_psnr_vs_time.png.
+
+Two quality runs side by side (one thread each) use the two cores as the workflow does.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from irem.config import load_config
-from irem.datasets import mni152_t1
-from irem.grid import Grid, reference_grid
+from irem.datasets import crop_centre, mni152_t1
+from irem.grid import reference_grid
 from irem.metrics import compute_metrics
-from irem.model import IREM
+from irem.model import IREM, for_inference
 from irem.simulate import simulate_stacks
 from irem.train import predict, train
 
 OUT = Path("results/benchmarks")
 
 
-def matmul_gflops(seconds: float = 3.0) -> float:
-    """Sustained float32 GFLOP/s of the paper's typical layer product (2500x256 @ 256x256)."""
-    a, b = torch.randn(2500, 256), torch.randn(256, 256)
-    for _ in range(20):
-        a @ b
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ b
-        n += 1
-    return 2 * 2500 * 256 * 256 * n / (time.perf_counter() - t0) / 1e9
+def _best_seconds(fn: Callable[[], object], seconds: float) -> float:
+    """The fastest of repeated calls of ``fn`` over about ``seconds`` (after a warm-up)."""
+    for _ in range(3):
+        fn()
+    best, t_end = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def matmul_gflops(seconds: float = 2.0) -> float:
+    """float32 GFLOP/s of the paper's typical layer product, 2500x256 @ 256x256 (the issue's bound)."""
+    a, b, c = torch.randn(2500, 256), torch.randn(256, 256), torch.empty(2500, 256)
+    return 2 * 2500 * 256 * 256 / _best_seconds(lambda: torch.mm(a, b, out=c), seconds) / 1e9
+
+
+def gemm_seconds(model: torch.nn.Module, batch: int, seconds: float = 0.3) -> float:
+    """Time of one training step's matrix products alone, each timed in isolation (best of repeats):
+    per Linear, the forward product, the weight gradient and (but for the first layer, whose input
+    needs no gradient) the input gradient."""
+    total = 0.0
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    for i, lin in enumerate(linears):
+        n_in, n_out = lin.in_features, lin.out_features
+        shapes = [(batch, n_in, n_out), (n_out, batch, n_in)] + (
+            [(batch, n_out, n_in)] if i else []
+        )
+        for m, k, n in shapes:
+            a, b, c = torch.randn(m, k), torch.randn(k, n), torch.empty(m, n)
+            total += _best_seconds(lambda a=a, b=b, c=c: torch.mm(a, b, out=c), seconds)
+    return total
 
 
 def flops_per_sample(model: torch.nn.Module) -> float:
+    """Forward and backward FLOPs of the Linear layers per sample (6 x multiply-adds)."""
     macs = sum(
         m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)
     )
     return 6.0 * macs
 
 
-def throughput(precision: str, fused: bool, steps: int = 30, batch: int = 2500) -> float:
-    """Training samples/s of the paper's network (random coordinates; the cost does not depend on data)."""
+TRAINING_VARIANTS = {
+    # name: (autocast bf16, fused Adam, torch.compile)
+    "fp32, foreach Adam (PyTorch default)": (False, False, False),
+    "fp32, fused Adam": (False, True, False),
+    "fp32, fused Adam, torch.compile": (False, True, True),
+    "bf16 autocast, fused Adam": (True, True, False),
+}
+
+
+def training_rate(
+    bf16: bool, fused: bool, compiled: bool, seconds: float = 8.0, batch: int = 2500
+) -> float:
+    """Training samples/s of the paper's network over about ``seconds`` (random coordinates: the
+    cost does not depend on the data)."""
     model = IREM()
-    opt = (
-        torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused)
-        if fused
-        else torch.optim.Adam(model.parameters(), lr=1e-4)
-    )
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused)
     x, y = torch.rand(batch, 3) * 2 - 1, torch.rand(batch)
+    net = torch.compile(model) if compiled else model
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            pred = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            pred = net(x)
         loss = torch.mean((pred.float() - y) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    for _ in range(5):
+    for _ in range(5):  # warm-up (and compilation)
         step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or n < 3:
         step()
-    return steps * batch / (time.perf_counter() - t0)
+        n += 1
+    return n * batch / (time.perf_counter() - t0)
 
 
 @torch.inference_mode()
-def inference_rate(chunk: int = 262_144) -> float:
+def inference_rate(folded: bool, chunk: int, seconds: float = 4.0) -> float:
+    """Dense-grid evaluation samples/s of a trained-shape paper network (eval mode, no autograd)."""
     model = IREM().eval()
+    net = for_inference(model) if folded else model
     x = torch.rand(chunk, 3) * 2 - 1
-    model(x)
-    t0 = time.perf_counter()
-    model(x)
-    return chunk / (time.perf_counter() - t0)
+    return chunk / _best_seconds(lambda: net(x), seconds)
 
 
-def slab_grid(hr_grid: Grid, slices: int) -> Grid:
-    """The central ``slices`` slices of the last axis of a grid."""
-    z0 = hr_grid.shape[2] // 2 - slices // 2
-    shift = np.eye(4)
-    shift[2, 3] = z0
-    return Grid(
-        shape=(hr_grid.shape[0], hr_grid.shape[1], slices), affine=hr_grid.affine @ shift
-    ), z0
+def throughput_table(threads: int) -> tuple[list[str], pd.DataFrame]:
+    """Training and inference rates of the paper's network against the matmul bounds."""
+    torch.set_num_threads(threads)
+    fps = flops_per_sample(IREM())
+    gflops = matmul_gflops()
+    bound = gflops * 1e9 / fps
+    own = 2500 / gemm_seconds(IREM(), 2500)
+    rows = []
+    for name, (bf16, fused, compiled) in TRAINING_VARIANTS.items():
+        try:
+            rate = training_rate(bf16, fused, compiled)
+        except Exception as exc:  # torch.compile needs a working C++ toolchain
+            print(f"{name}: failed ({type(exc).__name__}: {exc})".splitlines()[0], flush=True)
+            continue
+        rows.append({"threads": threads, "run": f"training: {name}", "samples/s": rate})
+        print(rows[-1], flush=True)
+    train_fp32 = max(r["samples/s"] for r in rows if "bf16" not in r["run"])
+    for folded, chunk in [(False, 262_144), (True, 262_144), (True, 16_384)]:
+        rate = inference_rate(folded, chunk)
+        what = "BatchNorm folded" if folded else "eval mode"
+        rows.append(
+            {
+                "threads": threads,
+                "run": f"inference: {what}, chunks of {chunk}",
+                "samples/s": rate,
+                "x best fp32 training": rate / train_fp32,
+            }
+        )
+        print(rows[-1], flush=True)
+    df = pd.DataFrame(rows)
+    df["% of matmul bound"] = 100 * df["samples/s"] / bound
+    df["% of own-GEMM bound"] = 100 * df["samples/s"] / own
+    inference = df["run"].str.startswith("inference")
+    df.loc[inference, ["% of matmul bound", "% of own-GEMM bound"]] /= 3  # forward only: 1/3 FLOPs
+    head = [
+        f"{threads} thread(s): 2500x256 @ 256x256 float32 product {gflops:.0f} GFLOP/s, "
+        f"{fps / 1e6:.2f} MFLOP per training sample: matmul bound {bound:.0f} samples/s; "
+        f"own-GEMM bound (the step's {3 * 18 - 1} products timed one by one) {own:.0f} samples/s.",
+        "",
+    ]
+    return head, df.round(
+        {
+            "samples/s": 0,
+            "x best fp32 training": 2,
+            "% of matmul bound": 1,
+            "% of own-GEMM bound": 1,
+        }
+    )
 
 
+# name: (packaged config, overrides) -- "paper" is the workflow's `irem` method (the paper's network
+# and optimiser with lr 1e-3, config/config.yaml), "fast" its `iremfast` method.
 CONFIGS = {
-    "irem-paper": ("paper", {}),
-    "irem-paper-bf16": ("paper", {"train.precision": "bf16"}),
-    "irem-fast": ("fast", {}),
-    "irem-fast-centres": ("fast", {"train.profile_points": 1}),
+    "paper": ("paper", {"train.lr": 1e-3}),
+    "fast": ("fast", {}),
+    "fast-centres": ("fast", {"train.profile_points": 1}),
 }
 
 
-def time_to_quality(name: str, k: int, times: list[float], slab: int, seed: int = 0) -> dict:
-    """Train one configuration; PSNR on the slab at the asked training times."""
+def quality(k: int, name: str, times: list[float], crop: list[int] | None, seed: int = 0) -> dict:
+    """Train one configuration; PSNR inside the brain at the asked training times and on the way."""
     from baselines.bspline import bspline
+    from baselines.srr import srr
 
+    torch.set_num_threads(1)
     hr = mni152_t1()
+    if crop:
+        hr = crop_centre(hr, crop)
     stacks = simulate_stacks(hr, k)
-    grid, z0 = slab_grid(reference_grid(hr), slab)
-    gt = hr.data[:, :, z0 : z0 + slab]
-    mask = gt > 0
+    grid = reference_grid(hr)
+    mask = hr.data > 0
+
+    def psnr(volume) -> float:
+        return float(compute_metrics(volume, hr.data, mask=mask)["psnr_mask"])
+
     t0 = time.perf_counter()
     ref = bspline(stacks, grid)
-    bspline_s = time.perf_counter() - t0
-    bspline_psnr = compute_metrics(ref, gt, mask=mask)["psnr"]
+    baselines = {"bspline_s": time.perf_counter() - t0, "bspline_psnr": psnr(ref)}
+    t0 = time.perf_counter()
+    sr, _ = srr(stacks, grid, regulariser="tk1", psf="box", progress=False)
+    baselines |= {"srr_s": time.perf_counter() - t0, "srr_psnr": psnr(sr)}
     cfg_name, over = CONFIGS[name]
-    cfg = load_config(cfg_name, {**over, "train.time_budget": max(times), "train.epochs": 100000})
+    cfg = load_config(cfg_name, {**over, "train.time_budget": max(times), "train.epochs": 10**6})
     pending = sorted(times)
-    found: dict = {"reach_bspline_s": None}
-    curve: list[tuple[float, float]] = []
+    at: dict[str, float] = {}
+    curve: list[tuple[float, int, float]] = []
     next_probe = [0.0]
 
     def probe(steps: int, seconds: float, model: torch.nn.Module, norm) -> None:
-        due = pending and seconds >= pending[0]
+        due = bool(pending) and seconds >= pending[0]
         if not due and seconds < next_probe[0]:
             return
-        next_probe[0] = seconds + max(times) / 30
-        out = predict(model, norm, grid)
-        p = compute_metrics(out, gt, mask=mask)["psnr"]
-        curve.append((seconds, p))
-        if found["reach_bspline_s"] is None and p >= bspline_psnr:
-            found["reach_bspline_s"] = seconds
+        next_probe[0] = seconds + max(times) / 40
+        p = psnr(predict(model, norm, grid))
+        curve.append((seconds, steps, p))
         while pending and seconds >= pending[0]:
-            found[f"psnr_{int(pending.pop(0))}s"] = p
+            at[f"psnr_{pending.pop(0):g}s"] = p
 
     model, norm, res = train(stacks, cfg, seed=seed, progress=False, on_step=probe)
-    out = predict(model, norm, grid)
-    final = compute_metrics(out, gt, mask=mask)
-    for t in pending:  # the budget ended just before a probe time
-        found[f"psnr_{int(t)}s"] = final["psnr"]
+    t0 = time.perf_counter()
+    final = psnr(predict(model, norm, grid))
+    predict_s = time.perf_counter() - t0
+    curve.append((res.training_seconds, res.steps, final))
+    for t in pending:  # the budget ended just before this probe time
+        at[f"psnr_{t:g}s"] = final
     return {
         "config": name,
         "k": k,
+        "shape": list(hr.shape),
+        "crop": crop,
+        "times": sorted(times),
         "steps": res.steps,
         "train_s": res.training_seconds,
         "samples_per_s": res.steps * cfg.train.batch_size / res.training_seconds,
-        "bspline_psnr": bspline_psnr,
-        "bspline_s": bspline_s,
-        "final_psnr": final["psnr"],
-        "final_ssim": final["ssim"],
-        **found,
+        "predict_s": predict_s,
+        "final_psnr": final,
+        **at,
+        **baselines,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "curve": curve,
     }
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--k", type=int, nargs="+", default=[4, 8])
-    ap.add_argument("--times", type=float, nargs="+", default=[60, 120, 300])
-    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    ap.add_argument("--slab", type=int, default=16, help="axial slices of the evaluation slab")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--skip-throughput", action="store_true")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    OUT.mkdir(parents=True, exist_ok=True)
+def first_time(curve: list[list[float]], target: float) -> float | None:
+    """Training seconds of the first probe at or above ``target`` dB."""
+    return next((t for t, _, p in curve if p >= target), None)
 
-    lines = [f"# IREM on CPU ({args.threads} threads, torch {torch.__version__})", ""]
-    if not args.skip_throughput:
-        gflops = matmul_gflops()
-        bound = gflops * 1e9 / flops_per_sample(IREM())
-        rows = []
-        for precision, fused in [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]:
-            rate = throughput(precision, fused)
-            rows.append(
-                {
-                    "training": f"paper IREM {precision}{' fused Adam' if fused else ''}",
-                    "samples/s": round(rate),
-                    "% of fp32 matmul bound": round(100 * rate / bound, 1),
-                }
-            )
-        inf = inference_rate()
-        rows.append(
-            {
-                "training": "paper IREM inference (eval, no autograd)",
-                "samples/s": round(inf),
-                "% of fp32 matmul bound": round(100 * inf / (3 * bound), 1),
-            }
-        )
-        tp = pd.DataFrame(rows)
-        lines += [
-            f"fp32 matmul: {gflops:.0f} GFLOP/s; bound {bound:.0f} training samples/s "
-            f"({flops_per_sample(IREM()) / 1e6:.2f} MFLOP per sample); inference/training "
-            f"(fp32) = {inf / rows[0]['samples/s']:.1f}x",
-            "",
-            tp.to_markdown(index=False),
-            "",
-        ]
-        print("\n".join(lines), flush=True)
 
-    results = []
-    for k in args.k:
-        for name in args.configs:
-            r = time_to_quality(name, k, args.times, args.slab)
-            results.append(r)
-            print({key: v for key, v in r.items() if key != "curve"}, flush=True)
-    df = pd.DataFrame([{key: v for key, v in r.items() if key != "curve"} for r in results]).round(
-        2
-    )
+def report() -> int:
+    runs = [json.loads(f.read_text()) for f in sorted((OUT / "irem_quality").glob("*.json"))]
+    if not runs:
+        print("no quality runs under results/benchmarks/irem_quality", file=sys.stderr)
+        return 2
+    all_times = sorted({t for r in runs for t in r["times"]})
+    rows = []
+    for r in runs:
+        row = {"k": r["k"], "config": r["config"], "budget s": max(r["times"])}
+        row |= {f"PSNR @ {t:g} s": r.get(f"psnr_{t:g}s") for t in all_times}
+        row |= {
+            "steps": r["steps"],
+            "samples/s": r["samples_per_s"],
+            "s to B-spline": first_time(r["curve"], r["bspline_psnr"]),
+            "s to SRR": first_time(r["curve"], r["srr_psnr"]),
+            "B-spline PSNR (s)": f"{r['bspline_psnr']:.2f} ({r['bspline_s']:.1f})",
+            "SRR PSNR (s)": f"{r['srr_psnr']:.2f} ({r['srr_s']:.1f})",
+            "evaluate s": r["predict_s"],
+            "peak MiB": r["peak_rss_mib"],
+        }
+        rows.append(row)
+    df = pd.DataFrame(rows).sort_values(["k", "config", "budget s"]).round(2)
     df.to_csv(OUT / "irem_speed.csv", index=False)
-    lines += [
-        f"Time-to-quality on MNI152 (box stacks, PSNR on the central {args.slab} axial slices, "
-        f"GT data range, whole slab):",
+    text = [
+        "# IREM time-to-quality on one CPU thread",
         "",
-        df.to_markdown(index=False),
+        "PSNR (dB) inside the brain on the whole HR grid, MNI152 box-profile stacks; times are "
+        "training seconds (evaluation excluded); '-' in 's to ...': not reached. Written by "
+        "`python benchmarks/irem_speed.py report`.",
         "",
-        "Peak resident memory of this process: "
-        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB",
+        df.to_markdown(index=False, missingval="-"),
         "",
     ]
-    (OUT / "irem_speed.md").write_text("\n".join(lines))
-    print("\n".join(lines[-6:]))
+    (OUT / "irem_speed.md").write_text("\n".join(text))
+    print("\n".join(text))
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(args.k), figsize=(6 * len(args.k), 4), squeeze=False)
-    for ax, k in zip(axes[0], args.k, strict=True):
-        for r in (r for r in results if r["k"] == k):
-            t, p = zip(*r["curve"], strict=True) if r["curve"] else ((), ())
-            ax.plot(t, p, label=r["config"])
-        rk = [r for r in results if r["k"] == k]
-        if rk:
+    ks = sorted({r["k"] for r in runs})
+    fig, axes = plt.subplots(1, len(ks), figsize=(6 * len(ks), 4.2), squeeze=False)
+    for ax, k in zip(axes[0], ks, strict=True):
+        rk = [r for r in runs if r["k"] == k]
+        for r in rk:
+            t, _, p = zip(*r["curve"], strict=True)
+            ax.plot(t, p, marker=".", label=f"IREM {r['config']}, {max(r['times']):g} s budget")
+        for key, style, label in [("bspline", "s", "B-spline"), ("srr", "^", "SRR tk1 box")]:
             ax.scatter(
-                [rk[0]["bspline_s"]],
-                [rk[0]["bspline_psnr"]],
-                marker="s",
+                [rk[0][f"{key}_s"]],
+                [rk[0][f"{key}_psnr"]],
+                marker=style,
                 color="k",
-                label="B-spline",
+                zorder=3,
+                label=f"{label} (its run time)",
             )
-        ax.set(title=f"k = {k}", xlabel="training wall time (s)", ylabel="PSNR (dB), central slab")
+            ax.axhline(rk[0][f"{key}_psnr"], color="k", lw=0.6, ls=":" if key == "srr" else "--")
+        ax.set(
+            title=f"k = {k}, {'x'.join(map(str, rk[0]['shape']))}",
+            xlabel="seconds",
+            ylabel="PSNR in the brain (dB)",
+        )
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(OUT / "irem_psnr_vs_time.png", dpi=120)
     return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = ap.add_subparsers(dest="command", required=True)
+    tp = sub.add_parser("throughput")
+    tp.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    q = sub.add_parser("quality")
+    q.add_argument("--k", type=int, required=True, choices=(4, 8))
+    q.add_argument("--config", required=True, choices=list(CONFIGS))
+    q.add_argument("--times", type=float, nargs="+", default=[60, 120, 300])
+    q.add_argument("--crop", nargs="+", default=["80", "96", "80"], help="3 sizes, or none")
+    sub.add_parser("report")
+    args = ap.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    if args.command == "throughput":
+        lines = [f"# Paper IREM throughput on CPU (torch {torch.__version__})", ""]
+        frames = []
+        for threads in args.threads:
+            head, df = throughput_table(threads)
+            lines += head + [df.to_markdown(index=False), ""]
+            frames.append(df)
+        lines.append(
+            f"Peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+        )
+        pd.concat(frames).to_csv(OUT / "irem_throughput.csv", index=False)
+        (OUT / "irem_throughput.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return 0
+    if args.command == "quality":
+        crop = None if args.crop == ["none"] else [int(c) for c in args.crop]
+        r = quality(args.k, args.config, args.times, crop)
+        out = OUT / "irem_quality" / f"k{args.k}_{args.config}_{max(args.times):g}s.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(r, indent=1))
+        tmp.replace(out)
+        print({key: v for key, v in r.items() if key != "curve"})
+        return 0
+    return report()
 
 
 if __name__ == "__main__":

@@ -41,8 +41,14 @@ class TrainConfig:
     ``profile_points`` > 1 fits the mean of that many points spread evenly across each thick slice
     (a box slice profile of the stack's slice thickness, stratified and jittered each step) to the
     LR voxel, instead of the network's value at the voxel centre (the paper: 1). ``lr_grid`` is the
-    learning rate of the feature grids of ``model.kind: grid`` (``lr`` is the MLP's). ``precision:
-    bf16`` runs forward and backward under bfloat16 autocast (weights and Adam stay float32).
+    learning rate of the feature grids of ``model.kind: grid`` (``lr`` is the MLP's).
+    ``lr_schedule: step`` (the paper) multiplies the learning rates by ``lr_decay`` every
+    ``lr_step_epochs`` epochs; ``budget`` lowers them exponentially with the fraction of the run done
+    (steps of ``epochs``, or seconds of ``time_budget``, whichever is further) to ``lr_final`` times
+    their start, so that a time-budgeted run anneals before its end on any machine (its result then
+    depends on the machine's speed, as the number of steps of any time-budgeted run does).
+    ``precision: bf16`` runs forward and backward under bfloat16 autocast (weights and Adam stay
+    float32).
     """
 
     epochs: int = 2000
@@ -53,6 +59,8 @@ class TrainConfig:
     precision: str = "fp32"
     lr_decay: float = 0.5
     lr_step_epochs: int = 500
+    lr_schedule: str = "step"
+    lr_final: float = 0.1
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     time_budget: float | None = None
@@ -121,6 +129,8 @@ def _check(cfg: IremConfig) -> None:
         (t.lr > 0, "train.lr must be positive"),
         (0 < t.lr_decay <= 1, "train.lr_decay must be in (0, 1]"),
         (t.lr_step_epochs >= 1, "train.lr_step_epochs must be >= 1"),
+        (t.lr_schedule in ("step", "budget"), "train.lr_schedule must be step or budget"),
+        (0 < t.lr_final <= 1, "train.lr_final must be in (0, 1]"),
         (t.time_budget is None or t.time_budget > 0, "train.time_budget must be positive"),
         (t.checkpoint_every > 0, "train.checkpoint_every must be positive"),
         (cfg.reconstruct.chunk >= 1, "reconstruct.chunk must be >= 1"),

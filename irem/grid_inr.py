@@ -74,7 +74,8 @@ class GridINR(nn.Module):
         return list(self.mlp.parameters())
 
     def encode(self, p: torch.Tensor) -> torch.Tensor:
-        """Concatenated features of all levels at input coordinates ``p`` ``(n, 3)``."""
+        """Concatenated features of all levels at input coordinates ``p`` ``(n, 3)``, channels
+        first: ``(levels * features, n)``."""
         g = (p / self.extent).view(1, 1, 1, -1, 3)
         feats = [
             F.grid_sample(grid, g, mode="bilinear", padding_mode="border", align_corners=True).view(
@@ -82,8 +83,18 @@ class GridINR(nn.Module):
             )
             for grid in self.grids
         ]
-        return torch.cat(feats, dim=0).T
+        return torch.cat(feats, dim=0)
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
-        """Intensity at input coordinates ``p`` of shape ``(n, 3)``; returns ``(n,)``."""
-        return self.mlp(self.encode(p)).squeeze(-1)
+        """Intensity at input coordinates ``p`` of shape ``(n, 3)``; returns ``(n,)``.
+
+        The MLP runs channels first (``W @ h`` on ``(channels, n)`` activations), the layout the
+        grids produce: on a CPU its products are 2-3 times faster than on ``(n, channels)``.
+        """
+        h = self.encode(p)
+        for layer in self.mlp:
+            if isinstance(layer, nn.Linear):
+                h = torch.addmm(layer.bias[:, None], layer.weight, h)
+            else:
+                h = layer(h)
+        return h.squeeze(0)

@@ -96,3 +96,49 @@ class IREM(nn.Module):
             if i < last:
                 x = torch.relu(self.norms[i](x))
         return x.squeeze(-1)
+
+
+class FoldedIREM(nn.Module):
+    """An eval-mode IREM for inference: each BatchNorm folded into the Linear before it.
+
+    In eval mode BatchNorm is the affine map ``x -> (x - mean) * g / sqrt(var + eps) + beta`` with
+    the running statistics, so ``BN(W x + b) = (s W) x + s (b - mean) + beta`` with
+    ``s = g / sqrt(var + eps)``: the same function with 17 fewer passes over the activations.
+    """
+
+    def __init__(self, model: IREM):
+        super().__init__()
+        self.encoding = model.encoding
+        self.skips = model.skips
+        linears = []
+        with torch.no_grad():
+            for i, lin in enumerate(model.linears):
+                w, b = lin.weight.detach().clone(), lin.bias.detach().clone()
+                if i < len(model.norms):
+                    bn = model.norms[i]
+                    s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                    w, b = w * s[:, None], (b - bn.running_mean) * s + bn.bias
+                folded = nn.Linear(lin.in_features, lin.out_features, device=w.device)
+                folded.weight.copy_(w)
+                folded.bias.copy_(b)
+                linears.append(folded)
+        self.linears = nn.ModuleList(linears).requires_grad_(False)
+        self.eval()
+
+    def forward(self, p: torch.Tensor) -> torch.Tensor:
+        """Intensity at normalised coordinates ``p`` of shape ``(n, 3)``; returns ``(n,)``."""
+        enc = self.encoding(p)
+        x = enc
+        last = len(self.linears) - 1
+        for i, linear in enumerate(self.linears):
+            if i in self.skips:
+                x = torch.cat([x, enc], dim=-1)
+            x = linear(x)
+            if i < last:
+                x = torch.relu_(x)
+        return x.squeeze(-1)
+
+
+def for_inference(model: nn.Module) -> nn.Module:
+    """The fastest equivalent module for evaluation: IREM with folded BatchNorm, others unchanged."""
+    return FoldedIREM(model) if isinstance(model, IREM) else model.eval()

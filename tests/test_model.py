@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from irem.model import IREM, FourierFeatures
+from irem.model import IREM, FourierFeatures, for_inference
 
 
 def test_architecture_matches_the_paper() -> None:
@@ -48,3 +48,23 @@ def test_output_shape_and_seeded_weights() -> None:
 def test_bad_fourier_dim() -> None:
     with pytest.raises(ValueError):
         FourierFeatures(7)
+
+
+def test_folded_batchnorm_is_the_same_function() -> None:
+    m = IREM(fourier_dim=32, width=32, depth=8, skips=(3, 6), seed=2)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):  # non-trivial running statistics and affine BatchNorm parameters
+        x = torch.rand(256, 3, generator=gen) * 2 - 1
+        loss = torch.mean((m(x) - x[:, 0] ** 2) ** 2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    folded = for_inference(m)
+    assert not any(isinstance(x, torch.nn.BatchNorm1d) for x in folded.modules())
+    x = torch.rand(1000, 3, generator=gen) * 2 - 1
+    with torch.no_grad():
+        ref, out = m(x), folded(x)
+    assert torch.allclose(out, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
+    assert m.training is False and next(m.parameters()).requires_grad  # the model is untouched

@@ -162,3 +162,31 @@ def test_step_callback_stops_training_and_is_not_timed(phantom: Volume) -> None:
     assert [s for s, _ in seen] == list(range(1, 8))
     # one clock tick per step: the two ticks of each callback are excluded
     assert np.diff([t for _, t in seen]).max() <= 2.0
+
+
+def test_budget_schedule_anneals_to_lr_final(phantom: Volume, monkeypatch) -> None:
+    import irem.train
+
+    stacks = simulate_stacks(phantom, 4)
+    opts: list[torch.optim.Optimizer] = []
+    build = irem.train.build_optimizer
+    monkeypatch.setattr(
+        irem.train, "build_optimizer", lambda m, c: opts.append(build(m, c)) or opts[-1]
+    )
+    lrs: list[float] = []
+
+    def record(steps: int, seconds: float, model: torch.nn.Module, norm: object) -> None:
+        lrs.append(opts[-1].param_groups[0]["lr"])
+
+    over = {**SMALL, "train.lr_schedule": "budget", "train.lr_final": 0.01, "train.epochs": 4}
+    _, _, res = train(stacks, load_config(overrides=over), progress=False, on_step=record)
+    total = res.steps
+    # the rate of step s (0-based) is lr * lr_final ** (s / total): 1e-3 down to 1e-5 at the end
+    np.testing.assert_allclose(lrs, [1e-3 * 0.01 ** (s / total) for s in range(total)], rtol=1e-9)
+    # with a time budget, the fraction of the budget's seconds counts when it is further along
+    clock = _fake_clock()
+    lrs.clear()
+    timed = load_config(overrides={**over, "train.time_budget": 40})
+    train(stacks, timed, progress=False, on_step=record, clock=lambda: float(next(clock)))
+    assert len(lrs) < total and lrs[-1] < 1e-3 * 0.01 ** (len(lrs) / total)
+    assert lrs[-1] == pytest.approx(1e-5, rel=0.2)
