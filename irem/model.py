@@ -94,7 +94,7 @@ class IREM(nn.Module):
                 x = torch.cat([x, enc], dim=-1)
             x = linear(x)
             if i < last:
-                x = torch.relu(self.norms[i](x))
+                x = torch.relu_(self.norms[i](x))
         return x.squeeze(-1)
 
 

@@ -369,7 +369,7 @@ def predict(
     norm: Normaliser,
     grid: Grid,
     *,
-    chunk: int = 262_144,
+    chunk: int = 8192,
     device: torch.device | None = None,
     progress: bool = False,
 ) -> np.ndarray:
