@@ -70,8 +70,9 @@ class TrainConfig:
 
 @dataclass
 class ReconstructConfig:
-    """Dense-grid evaluation: points per forward pass (small chunks stay in the CPU caches: measured
-    1.7-1.9x faster for 8192 than for 262144 with the paper's network, benchmarks/irem_speed.py)."""
+    """Dense-grid evaluation: points per forward pass (small chunks stay in the CPU caches; measured
+    on one thread with the paper's network: 1.5x faster for 8192 than for 262144,
+    ``benchmarks/irem_speed.py throughput``)."""
 
     chunk: int = 8192
 

@@ -68,3 +68,10 @@ def test_folded_batchnorm_is_the_same_function() -> None:
         ref, out = m(x), folded(x)
     assert torch.allclose(out, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
     assert m.training is False and next(m.parameters()).requires_grad  # the model is untouched
+
+
+def test_folding_leaves_the_global_random_state_alone() -> None:
+    m = IREM(fourier_dim=16, width=16, depth=4, skips=(2,)).eval()
+    state = torch.random.get_rng_state()
+    for_inference(m)
+    assert torch.equal(torch.random.get_rng_state(), state)
