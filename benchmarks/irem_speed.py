@@ -246,15 +246,18 @@ def quality(
     def psnr(volume) -> float:
         return float(compute_metrics(volume, hr.data, mask=mask)["psnr_mask"])
 
-    t0 = time.perf_counter()
-    ref = bspline(stacks, grid)
-    baselines = {"bspline_s": time.perf_counter() - t0, "bspline_psnr": psnr(ref)}
-    t0 = time.perf_counter()
-    sr, _ = srr(stacks, grid, regulariser="tk1", psf="box", progress=False)
-    baselines |= {"srr_s": time.perf_counter() - t0, "srr_psnr": psnr(sr)}
-    t0 = time.perf_counter()
-    sr, _ = srr(stacks, grid, regulariser="tk1", psf="gaussian", progress=False)
-    baselines |= {"srr_gauss_s": time.perf_counter() - t0, "srr_gauss_psnr": psnr(sr)}
+    runs = {  # keys of BASELINES
+        "bspline": lambda: bspline(stacks, grid),
+        "srr": lambda: srr(stacks, grid, regulariser="tk1", psf="box", progress=False)[0],
+        "srr_gauss": lambda: srr(stacks, grid, regulariser="tk1", psf="gaussian", progress=False)[
+            0
+        ],
+    }
+    baselines = {}
+    for key, run in runs.items():
+        t0 = time.perf_counter()
+        out = run()
+        baselines |= {f"{key}_s": time.perf_counter() - t0, f"{key}_psnr": psnr(out)}
     cfg_name, over = CONFIGS[name]
     budget = {"train.time_budget": max(times), "train.epochs": 10**6}
     cfg = load_config(cfg_name, {**over, **(sets or {}), **budget})

@@ -238,7 +238,6 @@ def train(
     sched = torch.optim.lr_scheduler.StepLR(
         opt, step_size=t.lr_step_epochs, gamma=1.0 if by_budget else t.lr_decay
     )
-    base_lrs = [g["lr"] for g in opt.param_groups]
     gen = torch.Generator().manual_seed(int(seed) + 1)
     start_epoch, start_step, steps, elapsed_before = 0, 0, 0, 0.0
     history: list[float] = []
@@ -310,7 +309,7 @@ def train(
                     done = steps / total
                     if t.time_budget is not None:
                         done = max(done, (elapsed_before + clock() - t0) / t.time_budget)
-                    for group, lr in zip(opt.param_groups, base_lrs, strict=True):
+                    for group, lr in zip(opt.param_groups, sched.base_lrs, strict=True):
                         group["lr"] = lr * t.lr_final ** min(done, 1.0)
                 loss.backward()
                 opt.step()
