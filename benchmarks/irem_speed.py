@@ -2,12 +2,13 @@
 
 Three sub-commands; each prints what it measures and writes it under results/benchmarks/:
 
-  throughput [--threads 1 2]
+  throughput [--threads 1 2] [--rounds 5]
       The paper's network (batch 2500): training samples/s of several variants (fused Adam,
       torch.compile, bf16 autocast) and dense-grid inference samples/s, against two bounds measured
       in the same run: the issue's (a 2500x256 @ 256x256 float32 product's GFLOP/s over the
       network's 7.47 MFLOP per training sample, 6 x multiply-adds) and the own-GEMM bound (the
-      step's 53 matrix products, each timed alone). -> irem_throughput.{md,csv}
+      step's 53 matrix products, each timed alone). The bound and the variants are measured in
+      interleaved rounds; the table gives medians and ranges over rounds. -> irem_throughput.{md,csv}
 
   quality --k K --config NAME [--times 60 120 300] [--crop 80 96 80] [--set KEY=VALUE ...]
       Trains one configuration on the three k-fold box-profile stacks of the embedded MNI152
@@ -52,9 +53,9 @@ from irem.train import predict, train
 OUT = Path("results/benchmarks")
 
 
-def _best_seconds(fn: Callable[[], object], seconds: float) -> float:
-    """The fastest of repeated calls of ``fn`` over about ``seconds`` (after a warm-up)."""
-    for _ in range(3):
+def _best_seconds(fn: Callable[[], object], seconds: float, warmup: int = 3) -> float:
+    """The fastest of repeated calls of ``fn`` over about ``seconds`` (after ``warmup`` calls)."""
+    for _ in range(warmup):
         fn()
     best, t_end = float("inf"), time.perf_counter() + seconds
     while time.perf_counter() < t_end:
@@ -100,15 +101,16 @@ TRAINING_VARIANTS = {
     "fp32, foreach Adam (PyTorch default)": (False, False, False),
     "fp32, fused Adam": (False, True, False),
     "fp32, fused Adam, torch.compile": (False, True, True),
-    "bf16 autocast, fused Adam": (True, True, False),
 }
+BF16 = "bf16 autocast, fused Adam"
+INFERENCE_VARIANTS = [(False, 8192), (True, 65_536), (True, 8192)]
 
 
-def training_rate(
-    bf16: bool, fused: bool, compiled: bool, seconds: float = 8.0, batch: int = 2500
-) -> float:
-    """Training samples/s of the paper's network over about ``seconds`` (random coordinates: the
-    cost does not depend on the data)."""
+def training_block(
+    bf16: bool, fused: bool, compiled: bool, steps: int = 3, batch: int = 2500
+) -> Callable[[], None]:
+    """``steps`` training steps of the paper's network as one call, warmed up (and compiled);
+    random coordinates: the cost does not depend on the data."""
     model = IREM()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused)
     x, y = torch.rand(batch, 3) * 2 - 1, torch.rand(batch)
@@ -122,23 +124,28 @@ def training_rate(
         loss.backward()
         opt.step()
 
-    for _ in range(5):  # warm-up (and compilation)
+    for _ in range(2):  # warm-up (and compilation)
         step()
 
     def block() -> None:
-        for _ in range(3):
+        for _ in range(steps):
             step()
 
-    return 3 * batch / _best_seconds(block, seconds)  # best of, as for the bounds
+    return block
 
 
-@torch.inference_mode()
-def inference_rate(folded: bool, chunk: int, seconds: float = 4.0) -> float:
-    """Dense-grid evaluation samples/s of a trained-shape paper network (eval mode, no autograd)."""
+def inference_call(folded: bool, chunk: int) -> Callable[[], object]:
+    """One dense-grid evaluation of ``chunk`` points by a paper network (eval mode, no autograd)."""
     model = IREM().eval()
     net = for_inference(model) if folded else model
     x = torch.rand(chunk, 3) * 2 - 1
-    return chunk / _best_seconds(lambda: net(x), seconds)
+
+    def call() -> object:
+        with torch.inference_mode():
+            return net(x)
+
+    call()  # warm-up
+    return call
 
 
 def predict_rate(size: int = 128) -> float:
@@ -153,57 +160,91 @@ def predict_rate(size: int = 128) -> float:
     return grid.size / (time.perf_counter() - t0)
 
 
-def throughput_table(threads: int) -> tuple[list[str], pd.DataFrame]:
-    """Training and inference rates of the paper's network against the matmul bounds."""
+def throughput_table(threads: int, rounds: int = 5) -> tuple[list[str], pd.DataFrame]:
+    """Training and inference rates of the paper's network against the matmul bound.
+
+    This machine's speed drifts by 10-20% over minutes, so the bound and every variant are
+    measured ``rounds`` times, interleaved: each round measures the bound, then each variant (best
+    of repeated calls over a few seconds), and a variant's % of the bound is taken per round. The
+    table gives the median over rounds and the range.
+    """
     torch.set_num_threads(threads)
     fps = flops_per_sample(IREM())
-    gflops = matmul_gflops()
-    bound = gflops * 1e9 / fps
     own = 2500 / gemm_seconds(IREM(), 2500)
-    rows = []
-    for name, (bf16, fused, compiled) in TRAINING_VARIANTS.items():
+    calls: list[tuple[str, Callable[[], object], int, float]] = []
+    for name, flags in TRAINING_VARIANTS.items():
         try:
-            rate = training_rate(bf16, fused, compiled)
+            calls.append((f"training: {name}", training_block(*flags), 3 * 2500, 3.0))
         except Exception as exc:  # torch.compile needs a working C++ toolchain
             print(f"{name}: failed ({type(exc).__name__}: {exc})".splitlines()[0], flush=True)
-            continue
-        rows.append({"threads": threads, "run": f"training: {name}", "samples/s": rate})
-        print(rows[-1], flush=True)
-    train_fp32 = max(r["samples/s"] for r in rows if "bf16" not in r["run"])
-    for folded, chunk in [(False, 262_144), (True, 262_144), (True, 32_768), (True, 8192)]:
-        rate = inference_rate(folded, chunk)
+    for folded, chunk in INFERENCE_VARIANTS:
         what = "BatchNorm folded" if folded else "eval mode"
+        calls.append(
+            (f"inference: {what}, chunks of {chunk}", inference_call(folded, chunk), chunk, 2.0)
+        )
+    raw = []
+    for r in range(rounds):
+        bound = matmul_gflops(1.0) * 1e9 / fps
+        for run, fn, samples, seconds in calls:
+            rate = samples / _best_seconds(fn, seconds, warmup=0)  # warmed up when built
+            raw.append({"round": r, "run": run, "samples/s": rate, "bound": bound})
+        print(f"round {r + 1}/{rounds}: bound {bound:.0f} samples/s", flush=True)
+    df = pd.DataFrame(raw)
+    inference = df["run"].str.startswith("inference")
+    # forward only: a third of the training FLOPs per sample
+    df["pct"] = 100 * df["samples/s"] / df["bound"] / np.where(inference, 3, 1)
+    best_train = df[~inference].groupby("round")["samples/s"].max()
+    df["x"] = np.where(inference, df["samples/s"] / df["round"].map(best_train), np.nan)
+    rows = []
+    for run, g in df.groupby("run", sort=False):
         rows.append(
             {
                 "threads": threads,
-                "run": f"inference: {what}, chunks of {chunk}",
-                "samples/s": rate,
-                "x best fp32 training": rate / train_fp32,
+                "run": run,
+                "samples/s": g["samples/s"].median(),
+                "x best fp32 training": g["x"].median(),
+                "% of matmul bound": g["pct"].median(),
+                "% range over rounds": f"{g['pct'].min():.1f}-{g['pct'].max():.1f}",
+                "% of own-GEMM bound": 100
+                * g["samples/s"].median()
+                / own
+                / (3 if run.startswith("inference") else 1),
             }
         )
-        print(rows[-1], flush=True)
+    # bf16 is ~20x slower here (no bf16 arithmetic on AVX2): one step, once.
+    bound = matmul_gflops(1.0) * 1e9 / fps
+    bf16 = 2500 / _best_seconds(training_block(True, True, False, steps=1), 1.0)
+    rows.append(
+        {
+            "threads": threads,
+            "run": f"training: {BF16} (once)",
+            "samples/s": bf16,
+            "% of matmul bound": 100 * bf16 / bound,
+            "% of own-GEMM bound": 100 * bf16 / own,
+        }
+    )
     rate = predict_rate()
     rows.append(
         {
             "threads": threads,
-            "run": "inference: irem.train.predict on a 128^3 grid (default chunks, coordinates too)",
+            "run": "inference: irem.train.predict on a 128^3 grid (default chunks, coordinates too; once)",
             "samples/s": rate,
-            "x best fp32 training": rate / train_fp32,
+            "x best fp32 training": rate / best_train.median(),
+            "% of matmul bound": 100 * rate / bound / 3,
+            "% of own-GEMM bound": 100 * rate / own / 3,
         }
     )
-    print(rows[-1], flush=True)
-    df = pd.DataFrame(rows)
-    df["% of matmul bound"] = 100 * df["samples/s"] / bound
-    df["% of own-GEMM bound"] = 100 * df["samples/s"] / own
-    inference = df["run"].str.startswith("inference")
-    df.loc[inference, ["% of matmul bound", "% of own-GEMM bound"]] /= 3  # forward only: 1/3 FLOPs
+    out = pd.DataFrame(rows)
     head = [
-        f"{threads} thread(s): 2500x256 @ 256x256 float32 product {gflops:.0f} GFLOP/s, "
-        f"{fps / 1e6:.2f} MFLOP per training sample: matmul bound {bound:.0f} samples/s; "
-        f"own-GEMM bound (the step's {3 * 18 - 1} products timed one by one) {own:.0f} samples/s.",
+        f"{threads} thread(s), {rounds} interleaved rounds: 2500x256 @ 256x256 float32 product "
+        f"{df['bound'].median() * fps / 1e9:.0f} GFLOP/s (median; "
+        f"{df['bound'].min() * fps / 1e9:.0f}-{df['bound'].max() * fps / 1e9:.0f}), "
+        f"{fps / 1e6:.2f} MFLOP per training sample: matmul bound {df['bound'].median():.0f} "
+        f"samples/s; own-GEMM bound (the step's {3 * 18 - 1} products timed one by one, once) "
+        f"{own:.0f} samples/s.",
         "",
     ]
-    return head, df.round(
+    return head, out.round(
         {
             "samples/s": 0,
             "x best fp32 training": 2,
@@ -404,6 +445,7 @@ def main() -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     tp = sub.add_parser("throughput")
     tp.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    tp.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds")
     q = sub.add_parser("quality")
     q.add_argument("--k", type=int, required=True, choices=(4, 8))
     q.add_argument("--config", required=True, choices=list(CONFIGS))
@@ -418,7 +460,7 @@ def main() -> int:
         lines = [f"# Paper IREM throughput on CPU (torch {torch.__version__})", ""]
         frames = []
         for threads in args.threads:
-            head, df = throughput_table(threads)
+            head, df = throughput_table(threads, args.rounds)
             lines += head + [df.to_markdown(index=False), ""]
             frames.append(df)
         lines.append(
