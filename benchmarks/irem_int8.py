@@ -16,7 +16,7 @@ stacks for a time budget, then evaluates the same trained network on the whole H
                 prototype of this script: with 8 bits the PSNR fell to 11 dB).
 
 and prints samples/s, the ratio to the training rate of the same run, PSNR in the brain against
-the ground truth, and the error against the fp32 output. -> results/benchmarks/irem_int8.{md,json}
+the ground truth, and the error against the fp32 output. -> results/benchmarks/irem_int8.{md,csv}
 
   python benchmarks/irem_int8.py [--k 4] [--seconds 120]
 
@@ -27,7 +27,6 @@ measurement, nothing in `irem` depends on it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
@@ -166,7 +165,7 @@ def main() -> int:
     table = df.round(2).to_markdown(index=False)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "irem_int8.md").write_text(f"# Paper IREM inference in int8\n\n{head}\n\n{table}\n")
-    (OUT / "irem_int8.json").write_text(json.dumps({"head": head, "rows": rows}, indent=1))
+    df.to_csv(OUT / "irem_int8.csv", index=False)
     print(head, table, sep="\n")
     return 0
 
