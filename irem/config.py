@@ -134,6 +134,11 @@ def _check(cfg: IremConfig) -> None:
         (t.lr_step_epochs >= 1, "train.lr_step_epochs must be >= 1"),
         (t.lr_schedule in ("step", "budget"), "train.lr_schedule must be step or budget"),
         (0 < t.lr_final <= 1, "train.lr_final must be in (0, 1]"),
+        (
+            len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas),
+            "train.betas must be two numbers in [0, 1)",
+        ),
+        (t.eps > 0, "train.eps must be positive"),
         (t.time_budget is None or t.time_budget > 0, "train.time_budget must be positive"),
         (t.checkpoint_every > 0, "train.checkpoint_every must be positive"),
         (cfg.reconstruct.chunk >= 1, "reconstruct.chunk must be >= 1"),
