@@ -41,7 +41,10 @@ class TrainConfig:
     ``profile_points`` > 1 fits the mean of that many points spread evenly across each thick slice
     (a box slice profile of the stack's slice thickness, stratified and jittered each step) to the
     LR voxel, instead of the network's value at the voxel centre (the paper: 1). ``lr_grid`` is the
-    learning rate of the feature grids of ``model.kind: grid`` (``lr`` is the MLP's).
+    learning rate of the feature grids of ``model.kind: grid`` (``lr`` is the MLP's), and
+    ``grid_smoothness`` the weight of a first-order Tikhonov penalty on them (the mean squared
+    difference of neighbouring nodes, summed over levels, features and axes; 0: none), the prior
+    that fills in what three thick-slice stacks leave undetermined, as SRR's tk1 regulariser does.
     ``lr_schedule: step`` (the paper) multiplies the learning rates by ``lr_decay`` every
     ``lr_step_epochs`` epochs; ``budget`` lowers them exponentially with the fraction of the run
     done (steps of ``epochs``, or seconds of ``time_budget``, whichever is further) to ``lr_final``
@@ -56,6 +59,7 @@ class TrainConfig:
     batch_size: int = 2500
     lr: float = 1e-4
     lr_grid: float = 1e-2
+    grid_smoothness: float = 0.0
     profile_points: int = 1
     precision: str = "fp32"
     lr_decay: float = 0.5
@@ -149,6 +153,11 @@ def _check(cfg: IremConfig) -> None:
         (m.finest_mm > 0, "model.finest_mm must be positive"),
         (m.hidden_layers >= 0, "model.hidden_layers must be >= 0"),
         (t.lr_grid > 0, "train.lr_grid must be positive"),
+        (t.grid_smoothness >= 0, "train.grid_smoothness must be >= 0"),
+        (
+            t.grid_smoothness == 0 or m.kind == "grid",
+            "train.grid_smoothness needs model.kind: grid",
+        ),
         (t.profile_points >= 1, "train.profile_points must be >= 1"),
         (t.precision in ("fp32", "bf16"), "train.precision must be fp32 or bf16"),
     ]

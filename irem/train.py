@@ -312,6 +312,8 @@ def train(
                     for group, lr in zip(opt.param_groups, sched.base_lrs, strict=True):
                         group["lr"] = lr * t.lr_final ** min(done, 1.0)
                 loss.backward()
+                if t.grid_smoothness > 0:
+                    model.add_smoothness_grad(t.grid_smoothness)
                 opt.step()
                 steps += 1
                 loss_val = float(loss.detach())

@@ -40,6 +40,8 @@ def test_packaged_fast_config_and_overrides() -> None:
         "train.betas=0.9,1.0",
         "train.betas=0.9",
         "train.eps=0",
+        "train.grid_smoothness=-0.1",
+        "train.grid_smoothness=0.1",  # the paper's network has no grids
         "nope.x=1",
         "model=1",
     ],
