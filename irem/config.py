@@ -44,9 +44,8 @@ class TrainConfig:
     learning rate of the feature grids of ``model.kind: grid`` (``lr`` is the MLP's), and
     ``grid_smoothness`` the weight of a first-order Tikhonov penalty on them (the squared
     difference of neighbouring nodes, averaged over nodes and features, summed over levels and
-    axes; 0: none), the prior
-    that fills in what three thick-slice stacks leave undetermined, as SRR's tk1 regulariser does
-    (the reported loss is the data term alone).
+    axes; 0: none), the prior that fills in what three thick-slice stacks leave undetermined, as
+    SRR's tk1 regulariser does (the reported loss is the data term alone).
     ``lr_schedule: step`` (the paper) multiplies the learning rates by ``lr_decay`` every
     ``lr_step_epochs`` epochs; ``budget`` lowers them exponentially with the fraction of the run
     done (steps of ``epochs``, or seconds of ``time_budget``, whichever is further) to ``lr_final``

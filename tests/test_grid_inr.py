@@ -23,7 +23,7 @@ def test_smoothness_gradient_equals_autograd() -> None:
         torch.testing.assert_close(ga.grad, gb.grad, rtol=1e-5, atol=1e-7)
 
 
-def test_smoothness_is_zero_only_for_constant_grids() -> None:
+def test_smoothness_of_constant_grids_and_of_one_raised_node() -> None:
     m = _grid_inr()
     with torch.no_grad():
         for g in m.grids:
