@@ -10,7 +10,7 @@ Three sub-commands; each prints what it measures and writes it under results/ben
       step's 53 matrix products, each timed alone). The bound and the variants are measured in
       interleaved rounds; the table gives medians and ranges over rounds. -> irem_throughput.{md,csv}
 
-  quality --k K --config NAME [--times 60 120 300] [--crop 80 96 80] [--set KEY=VALUE ...]
+  quality --k K --config NAME [--times 60 120 300] [--crop 80 96 80] [--set KEY=VALUE ...] [--seed N]
       Trains one configuration on the three k-fold box-profile stacks of the embedded MNI152
       template (by default the workflow's 80x96x80 centre crop; ``--crop none``: the whole
       152x184x160 brain crop) on one thread, and measures PSNR inside the brain (GT > 0, the
@@ -323,7 +323,10 @@ def quality(
     for t in pending:  # the budget ended just before this probe time
         at[f"psnr_{t:g}s"] = final
     return {
-        "config": name + "".join(f" {key}={v}" for key, v in (sets or {}).items()),
+        "config": name
+        + "".join(f" {key}={v}" for key, v in (sets or {}).items())
+        + (f" seed={seed}" if seed else ""),
+        "seed": seed,
         "k": k,
         "shape": list(hr.shape),
         "crop": crop,
@@ -451,6 +454,7 @@ def main() -> int:
     q.add_argument("--crop", nargs="+", default=["80", "96", "80"], help="3 sizes, or none")
     q.add_argument("--probes", type=int, default=40, help="PSNR probes along the run")
     q.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    q.add_argument("--seed", type=int, default=0, help="seed of the network and sample order")
     sub.add_parser("report")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -471,8 +475,9 @@ def main() -> int:
     if args.command == "quality":
         crop = None if args.crop == ["none"] else [int(c) for c in args.crop]
         sets = parse_set(args.set)
-        r = quality(args.k, args.config, args.times, crop, sets, args.probes)
+        r = quality(args.k, args.config, args.times, crop, sets, args.probes, args.seed)
         tag = "".join(f"_{key}={v}" for key, v in sets.items())
+        tag += f"_seed={args.seed}" if args.seed else ""
         out = OUT / "irem_quality" / f"k{args.k}_{args.config}{tag}_{max(args.times):g}s.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp")
