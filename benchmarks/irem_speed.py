@@ -476,9 +476,9 @@ def main() -> int:
         crop = None if args.crop == ["none"] else [int(c) for c in args.crop]
         sets = parse_set(args.set)
         r = quality(args.k, args.config, args.times, crop, sets, args.probes, args.seed)
-        tag = "".join(f"_{key}={v}" for key, v in sets.items())
-        tag += f"_seed={args.seed}" if args.seed else ""
-        out = OUT / "irem_quality" / f"k{args.k}_{args.config}{tag}_{max(args.times):g}s.json"
+        # the file is named after the run's label: config, overrides, seed
+        label = r["config"].replace(" ", "_")
+        out = OUT / "irem_quality" / f"k{args.k}_{label}_{max(args.times):g}s.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp")
         tmp.write_text(json.dumps(r, indent=1))
