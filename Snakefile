@@ -5,7 +5,8 @@
 #   snakemake --cores all --resources gpu=1 --configfile config/paper.yaml   # on a GPU
 #   snakemake --profile profiles/slurm --configfile config/paper.yaml        # on a Slurm cluster
 #
-# Every experiment is a config entry (schemas/config.schema.yaml documents them all).
+# Every experiment and every method is a config entry (schemas/config.schema.yaml,
+# docs/methods.md); paths come from irem/layout.py.
 
 import shlex
 
@@ -23,29 +24,31 @@ validate(config, schema="schemas/config.schema.yaml", set_default=True)
 report: "report/workflow.rst"
 
 
-# Rules call `python -m irem.cli` (the `irem` command) with this source tree first on the path, so
-# they run from a checkout in any environment with the dependencies (environment.yml), installed
-# or not; `set -euo pipefail` is Snakemake's usual prefix.
+# Rules call the `irem` command with this source tree first on the path, so they run from a
+# checkout in any environment with the dependencies (environment.yml), installed or not.
 # (Snakemake formats the prefix like a shell command: literal braces are doubled.)
 shell.prefix(
     "set -euo pipefail; "
     f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    f"irem() {{{{ python -m irem.cli \"$@\"; }}}}; "
 )
+
+
+include: "rules/common.smk"
 
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9_]+",
-    run=r"[A-Za-z0-9_]+(/k[0-9]+)?",
+    run=L.run_pattern(),
     subject=r"[A-Za-z0-9]+",
     suffix=r"[A-Za-z0-9]+",
     seed=r"[0-9]+",
     k=r"[0-9]+",
-    method=r"bspline|srr|iremfast|irem(2L[0-9]+)?",
-    variant=r"iremfast|irem(2L[0-9]+)?",
+    snr=r"[0-9]+(p[0-9]+)?",
+    method=name_pattern([*method_names(), HR_SCAN]),
     orient=r"sagittal|coronal|axial",
 
 
-include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/reconstruct.smk"
 include: "rules/evaluate.smk"
@@ -55,6 +58,7 @@ include: "rules/report.smk"
 rule all:
     input:
         TABLES,
+        SCANTIME_TABLES if scantime_runs() else [],
         all_figures(),
         all_reconstructions(),
     default_target: True

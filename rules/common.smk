@@ -1,72 +1,98 @@
-# Helpers shared by all rules. Every path of the workflow is built here, from the config.
-#
-# Layout (BIDS-derivative-like names):
-#   results/<dataset>/sub-<id>_<suffix>.nii.gz                      HR ground truth (or reference)
-#   results/<dataset>/sub-<id>_desc-brain_mask.nii.gz               its brain mask
-#   results/<dataset>/k<k>/lr/sub-<id>_seed-<s>/acq-<orient>.nii.gz simulated LR stacks
-#   results/<dataset>/k<k>/sub-<id>_rec-<method>_seed-<s>_<suffix>.nii.gz (+ .json, _metrics.json)
-#   results/<scan>/lr/sub-<id>/acq-<orient>.nii.gz                  real-scan demo stacks
-#   results/<scan>/sub-<id>_rec-<method>_seed-<s>_<suffix>.nii.gz   real-scan reconstructions
-#   results/tables/, results/figures/, results/runtime/ (benchmark TSVs), results/logs/
-#
-# A "run" is the folder part of a reconstruction: "<dataset>/k<k>" for a simulated experiment,
-# "<scan>" for a real scan.
+# Helpers shared by all rules: the experiments of the config as lists of runs. Every path comes
+# from irem/layout.py (the layout is documented there); method commands and labels from the
+# config's `methods` entries (irem/labels.py); nothing here names a method.
 
-import re
 import shlex
 import sys
 
 # The workflow's own source tree first (as the rules' PYTHONPATH), then an installed irem-bench.
 sys.path.insert(0, workflow.basedir)
-from irem.config import load_config, packaged_configs  # noqa: E402
+from irem import layout as L  # noqa: E402
+from irem.labels import fill, method_label  # noqa: E402
 
-RESULTS = "results"
-ORIENTATIONS = ("sagittal", "coronal", "axial")  # the fixed (sagittal) stack first
+ORIENTATIONS = L.ORIENTATIONS
 EMBEDDED = ("mni152_t1", "mni152_flair", "phantom")
+CONTRASTS = ("T1w", "T2w", "FLAIR")  # cohort subject i has CONTRASTS[i % 3]
+
+
+class ConfigError(Exception):
+    """A configuration the workflow cannot run (reported in one line before any job)."""
+
+
+def _fail(message):
+    sys.stderr.write(f"config error: {message}\n")
+    raise SystemExit(1)
 
 
 def _by_name(entries, what):
     out = {}
     for entry in entries:
         if entry["name"] in out:
-            raise ValueError(f"config: {what} {entry['name']!r} is defined twice")
+            _fail(f"{what} {entry['name']!r} is defined twice")
         out[entry["name"]] = entry
     return out
 
 
 DATASETS = _by_name(config["datasets"], "dataset")
 SCANS = _by_name(config["real_scans"], "real scan")
+METHODS = _by_name(config["methods"], "method")
 KS = [int(k) for k in config["ks"]]
-METHODS = list(config["methods"])
 SEEDS = [int(s) for s in config["seeds"]]
 
-_clash = set(DATASETS) & set(SCANS)
-if _clash:
-    raise ValueError(f"config: names used both as datasets and real_scans: {sorted(_clash)}")
+for _name in set(DATASETS) & set(SCANS):
+    _fail(f"{_name!r} is used both as a dataset and as a real scan")
 for _name in list(DATASETS) + list(SCANS):
-    if _name in ("tables", "figures", "runtime", "logs", "benchmarks"):
-        raise ValueError(f"config: {_name!r} is reserved for the workflow's own outputs")
+    if _name in L.RESERVED:
+        _fail(f"{_name!r} is reserved for the workflow's own outputs")
+for _name, _entry in DATASETS.items():
+    _c = _entry.get("cohort")
+    if _c and _c["tuning"] >= _c["subjects"]:
+        _fail(f"dataset {_name}: a tuning split of {_c['tuning']} leaves no evaluation subject "
+              f"of {_c['subjects']}")
 
 
 # --------------------------------------------------------------------------------------------------
-# Datasets, subjects and ground truths
+# Subjects
 
 
-def suffix_of(dataset):
-    """The modality suffix of a dataset's or a real scan's files."""
+def cohort_subjects(dataset):
+    """{label: (index, contrast, split)} of a cohort dataset: 01..N, the first `tuning` for tuning."""
+    c = DATASETS[dataset]["cohort"]
+    width = max(2, len(str(c["subjects"])))
+    return {
+        f"{i + 1:0{width}d}": (i, CONTRASTS[i % len(CONTRASTS)], "tuning" if i < c["tuning"] else "evaluation")
+        for i in range(c["subjects"])
+    }
+
+
+def is_cohort(dataset):
+    return dataset in DATASETS and bool(DATASETS[dataset].get("cohort"))
+
+
+def subjects(dataset, split="evaluation"):
+    """Subject labels of a dataset or real scan; `split` selects a cohort's tuning/evaluation split."""
+    if is_cohort(dataset):
+        return [s for s, (_, _, sp) in cohort_subjects(dataset).items() if split in (None, sp)]
+    entry = DATASETS.get(dataset) or SCANS[dataset]
+    return list(entry["subjects"]) if split in (None, "evaluation") else []
+
+
+def split_of(dataset, subject):
+    return cohort_subjects(dataset)[subject][2] if is_cohort(dataset) else "evaluation"
+
+
+def suffix_of(dataset, subject):
+    """The modality suffix of a subject's files (a cohort subject's contrast family)."""
+    if is_cohort(dataset):
+        return cohort_subjects(dataset)[subject][1]
     entry = DATASETS.get(dataset) or SCANS.get(dataset)
     if entry is None:
         raise ValueError(f"unknown dataset or real scan {dataset!r}")
     return entry["suffix"]
 
 
-def gt_path(dataset, subject):
-    """The HR ground truth (simulated) or reference (real scan) of a subject."""
-    return f"{RESULTS}/{dataset}/sub-{subject}_{suffix_of(dataset)}.nii.gz"
-
-
-def mask_path(dataset, subject):
-    return f"{RESULTS}/{dataset}/sub-{subject}_desc-brain_mask.nii.gz"
+def gt_of(dataset, subject):
+    return L.gt_path(dataset, subject, suffix_of(dataset, subject))
 
 
 def has_reference(dataset, subject):
@@ -77,15 +103,26 @@ def has_reference(dataset, subject):
     return "simulate" in entry or bool(entry.get("reference"))
 
 
+for _scan, _entry in SCANS.items():
+    for _s, _sub in _entry["subjects"].items():
+        _sim = _sub.get("simulate")
+        if _sim and (_sim["dataset"] not in DATASETS or _sim["subject"] not in subjects(_sim["dataset"], None)):
+            _fail(f"real scan {_scan}/{_s}: no subject {_sim['subject']!r} in dataset {_sim['dataset']!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Ground truths and masks
+
+
 def gt_source(wildcards):
-    """What `python -m irem.datasets` reads for a ground truth: an embedded name or a file."""
+    """What `irem dataset` reads for a ground truth: an embedded name or a file."""
     d, s = wildcards.dataset, wildcards.subject
     if d in DATASETS:
         return DATASETS[d]["subjects"][s]
     entry = SCANS[d]["subjects"][s]
     if "simulate" in entry:
         sim = entry["simulate"]
-        return gt_path(sim["dataset"], sim["subject"])
+        return gt_of(sim["dataset"], sim["subject"])
     if not entry.get("reference"):
         raise ValueError(f"real scan {d}/{s} has no reference image")
     return entry["reference"]
@@ -97,23 +134,34 @@ def gt_input(wildcards):
     return [] if src in EMBEDDED else [src]
 
 
+def _crop_args(entry):
+    return ["--crop", *map(str, entry["crop"])] if entry.get("crop") else []
+
+
 def gt_args(wildcards):
-    """Options of `python -m irem.datasets` for a ground truth."""
+    """Options of `irem dataset` for a ground truth."""
     d = wildcards.dataset
     if d not in DATASETS:
         return ""  # a real scan's reference: copied and checked as it is
     entry = DATASETS[d]
     args = ["--seed", str(entry["seed"]), "--phantom-size", str(entry["phantom_size"])]
-    if entry["crop"]:
-        args += ["--crop", *map(str, entry["crop"])]
-    return shlex.join(args)
+    return shlex.join(args + _crop_args(entry))
+
+
+def cohort_args(wildcards):
+    """Options of `irem dataset mni152_cohort` for one subject."""
+    entry = DATASETS[wildcards.dataset]
+    index, contrast, _ = cohort_subjects(wildcards.dataset)[wildcards.subject]
+    args = ["--index", str(index), "--seed", str(entry["cohort"]["seed"]), "--contrast", contrast]
+    return shlex.join(args + _crop_args(entry))
 
 
 def _mask_threshold(dataset, subject):
     if dataset in DATASETS:
         thr = DATASETS[dataset]["mask_threshold"]
         if thr is None:
-            thr = 0.0 if DATASETS[dataset]["subjects"][subject] in EMBEDDED else 0.1
+            embedded = is_cohort(dataset) or DATASETS[dataset]["subjects"][subject] in EMBEDDED
+            thr = 0.0 if embedded else 0.1
         return thr
     entry = SCANS[dataset]["subjects"][subject]
     if "simulate" in entry:  # the reference is a copy of a dataset's ground truth
@@ -127,63 +175,63 @@ def mask_threshold(wildcards):
 
 
 def mask_input(wildcards):
-    return gt_path(wildcards.dataset, wildcards.subject)
+    return gt_of(wildcards.dataset, wildcards.subject)
 
 
 # --------------------------------------------------------------------------------------------------
 # LR stacks
 
 
-def sim_stack_paths(dataset, k, subject, seed):
-    folder = f"{RESULTS}/{dataset}/k{k}/lr/sub-{subject}_seed-{seed}"
-    return [f"{folder}/acq-{o}.nii.gz" for o in ORIENTATIONS]
-
-
-def scan_stack_paths(scan, subject):
-    entry = SCANS[scan]["subjects"][subject]
-    if "simulate" in entry:
-        return [f"{RESULTS}/{scan}/lr/sub-{subject}/acq-{o}.nii.gz" for o in ORIENTATIONS]
-    return list(entry["stacks"])
-
-
-_RUN = re.compile(r"^(?P<dataset>[A-Za-z0-9_]+)(?:/k(?P<k>[0-9]+))?$")
-
-
-def parse_run(run):
-    """'<dataset>/k<k>' -> (dataset, k); '<scan>' -> (scan, None)."""
-    m = _RUN.match(run)
-    if m is None:
-        raise ValueError(f"not a run folder: {run!r}")
-    return m.group("dataset"), (int(m.group("k")) if m.group("k") else None)
+def stacks_of(run, subject, seed):
+    """The LR stacks of a reconstruction, fixed stack first."""
+    if run.k is None:
+        entry = SCANS[run.dataset]["subjects"][subject]
+        return L.scan_stack_paths(run.dataset, subject) if "simulate" in entry else list(entry["stacks"])
+    return L.stack_paths(run, subject, seed)
 
 
 def stacks_input(wildcards):
-    """The LR stacks of a reconstruction, fixed stack first."""
-    dataset, k = parse_run(wildcards.run)
-    if k is None:
-        return scan_stack_paths(dataset, wildcards.subject)
-    return sim_stack_paths(dataset, k, wildcards.subject, wildcards.seed)
+    return stacks_of(L.parse_run(wildcards.run), wildcards.subject, wildcards.seed)
 
 
-def simulate_gt(wildcards):
-    return gt_path(wildcards.dataset, wildcards.subject)
+def simulate_input(wildcards):
+    """Ground truth (and white-matter mask, the SNR's reference region, of a cohort subject)."""
+    d, s = wildcards.dataset, wildcards.subject
+    out = {"gt": gt_of(d, s)}
+    if is_cohort(d):
+        out["wm"] = L.wm_mask_path(d, s, suffix_of(d, s))
+    return out
+
+
+def _noise_args(wildcards, snr_option, snr):
+    args = ["--profile", config["simulation"]["profile"]]
+    if snr is not None:
+        args += [snr_option, str(snr)]
+        if is_cohort(wildcards.dataset):
+            args += ["--wm-mask", L.wm_mask_path(wildcards.dataset, wildcards.subject, suffix_of(wildcards.dataset, wildcards.subject))]
+    return args
 
 
 def simulate_args(wildcards):
-    sim = config["simulation"]
-    args = ["--profile", sim["profile"]]
-    if sim["snr"] is not None:
-        args += ["--snr", str(sim["snr"])]
-    return shlex.join(args)
+    return shlex.join(_noise_args(wildcards, "--snr", config["simulation"]["snr"]))
+
+
+def scantime_args(wildcards):
+    """The scan-time experiment: LR SNR from the HR SNR by the scan-time rule, plus the HR scan."""
+    snr = L.parse_run(f"{wildcards.dataset}/snr{wildcards.snr}/k{wildcards.k}").hr_snr
+    return shlex.join(_noise_args(wildcards, "--hr-snr", snr))
 
 
 def scan_sim(wildcards):
     return SCANS[wildcards.dataset]["subjects"][wildcards.subject]["simulate"]
 
 
-def scan_sim_gt(wildcards):
+def scan_sim_input(wildcards):
     sim = scan_sim(wildcards)
-    return gt_path(sim["dataset"], sim["subject"])
+    out = {"gt": gt_of(sim["dataset"], sim["subject"])}
+    if is_cohort(sim["dataset"]):
+        out["wm"] = L.wm_mask_path(sim["dataset"], sim["subject"], suffix_of(sim["dataset"], sim["subject"]))
+    return out
 
 
 def scan_sim_args(wildcards):
@@ -193,187 +241,262 @@ def scan_sim_args(wildcards):
             "--motion", str(sim["rotation_deg"]), str(sim["translation_mm"])]
     if config["simulation"]["snr"] is not None:
         args += ["--snr", str(config["simulation"]["snr"])]
+        if is_cohort(sim["dataset"]):
+            args += ["--wm-mask", L.wm_mask_path(sim["dataset"], sim["subject"], suffix_of(sim["dataset"], sim["subject"]))]
     if sim["reorient"]:
         args.append("--reorient")
     return shlex.join(args)
 
 
 # --------------------------------------------------------------------------------------------------
-# Reconstructions
+# Methods: configured ones and the Fig. 3 ablation variants, each a command template
+
+
+def _ablation_variants():
+    """{name: (entry, parameter key, value)} of the ablation runs."""
+    a = config["ablation"]
+    out = {}
+    for p in a["parameters"] if a["command"] else []:
+        for v in p["values"]:
+            name = f"irem{p['tag']}{L.snr_tag(v)}"
+            entry = {
+                "name": name,
+                "label": None,
+                "command": f"{a['command']} --set {p['key']}={v:g}",
+                "threads": a["threads"],
+                "device": a["device"],
+                "runtime": a["runtime"],
+                "mem_mb": 4000,
+                "inputs": [],
+                "baseline": False,
+                "fig3": False,
+            }
+            out[name] = (entry, p["key"], v)
+    return out
+
+
+ABLATION = _ablation_variants()
+for _name in set(ABLATION) & set(METHODS):
+    _fail(f"method {_name!r} clashes with an ablation variant's name")
+ALL_METHODS = {**METHODS, **{n: e for n, (e, _, _) in ABLATION.items()}}
+HR_SCAN = "hrscan"  # the scan-time experiment's noisy HR scan, scored like a method
+
+
+def method_names():
+    return list(ALL_METHODS)
+
+
+def label_of(method):
+    if method == HR_SCAN:
+        return "HR scan (direct, same scan time)"
+    return method_label(ALL_METHODS[method])
+
+
+def method_entry(wildcards):
+    return ALL_METHODS[wildcards.method]
+
+
+def method_command(wildcards, input, output, threads):
+    """The method's command with its placeholders filled in for one run."""
+    entry = ALL_METHODS[wildcards.method]
+    run = L.parse_run(wildcards.run)
+    reference = ""
+    if has_reference(run.dataset, wildcards.subject):
+        reference = gt_of(run.dataset, wildcards.subject)
+    elif "{reference}" in entry["command"]:
+        raise ValueError(f"method {wildcards.method} needs {{reference}}, but {run.folder}/"
+                         f"{wildcards.subject} has no reference image")
+    values = {
+        "stacks": shlex.join(input.stacks),
+        "output": shlex.quote(output.image),
+        "reference": shlex.quote(reference),
+        "geometry": geometry_args(run, wildcards.subject),
+        "threads": threads,
+        "device": entry["device"],
+        "seed": wildcards.seed,
+        "checkpoint": shlex.quote(
+            L.checkpoint_path(run, wildcards.subject, wildcards.method, wildcards.seed,
+                              wildcards.suffix)
+        ),
+    }
+    return fill(entry["command"], **values)
+
+
+def method_inputs(wildcards):
+    return list(ALL_METHODS[wildcards.method]["inputs"])
+
+
+def method_threads(wildcards):
+    return ALL_METHODS[wildcards.method]["threads"]
+
+
+def method_gpu(wildcards):
+    """One `gpu` resource token for jobs that may run on a GPU (`--resources gpu=1` serialises)."""
+    return 0 if ALL_METHODS[wildcards.method]["device"] == "cpu" else 1
+
+
+def method_runtime(wildcards):
+    return ALL_METHODS[wildcards.method]["runtime"]
+
+
+def method_mem(wildcards):
+    return ALL_METHODS[wildcards.method]["mem_mb"]
 
 
 def reference_input(wildcards):
     """The grid reference of a reconstruction, if any (simulated: the ground truth)."""
-    dataset, k = parse_run(wildcards.run)
-    if has_reference(dataset, wildcards.subject):
-        return gt_path(dataset, wildcards.subject)
-    return []
+    run = L.parse_run(wildcards.run)
+    return [gt_of(run.dataset, wildcards.subject)] if has_reference(run.dataset, wildcards.subject) else []
 
 
-def geometry_args(wildcards):
+def geometry_args(run, subject):
     """Registration and output grid: simulated stacks are aligned by construction; real scans are
     registered to the fixed stack and put on the reference grid, or an isotropic one."""
-    dataset, k = parse_run(wildcards.run)
     args = ["--fixed-index", "0"]
-    if k is not None:
+    if run.k is not None:
         args.append("--no-register")
-    if has_reference(dataset, wildcards.subject):
-        args += ["--reference", gt_path(dataset, wildcards.subject)]
-    elif SCANS[dataset]["spacing"] is not None:
-        args += ["--spacing", str(SCANS[dataset]["spacing"])]
+    if has_reference(run.dataset, subject):
+        args += ["--reference", gt_of(run.dataset, subject)]
+    elif SCANS[run.dataset]["spacing"] is not None:
+        args += ["--spacing", str(SCANS[run.dataset]["spacing"])]
     return shlex.join(args)
-
-
-def srr_args(wildcards):
-    c = config["srr"]
-    args = ["--regulariser", c["regulariser"], "--device", c["device"]]
-    for key in ("alpha", "iterations", "psf"):
-        if c[key] is not None:
-            args += [f"--{key}", str(c[key])]
-    return shlex.join(args)
-
-
-def _irem_section(variant):
-    """The config section of a variant: `iremfast` has its own, `irem` and `irem2L<n>` share `irem`."""
-    return config["iremfast"] if variant == "iremfast" else config["irem"]
-
-
-def _irem_overrides(section=None):
-    return dict(item.split("=", 1) for item in (section or config["irem"])["set"])
-
-
-def irem_main_fourier_dim():
-    """2L of the main IREM runs (after the config file and --set overrides)."""
-    return load_config(config["irem"]["config"], _irem_overrides()).model.fourier_dim
-
-
-def irem_args(wildcards):
-    """Options of `irem reconstruct` for the main runs (`irem`), the 2L ablation (`irem2L<n>`) and
-    the fast CPU configuration (`iremfast`)."""
-    c = _irem_section(wildcards.variant)
-    args = ["--device", config["irem"]["device"], "--seed", wildcards.seed]
-    if c["time_budget"] is not None:
-        args += ["--time-budget", str(c["time_budget"])]
-    if c["epochs"] is not None:
-        args += ["--epochs", str(c["epochs"])]
-    if c["config"]:
-        args += ["--config", c["config"]]
-    overrides = _irem_overrides(c)
-    if wildcards.variant.startswith("irem2L"):
-        overrides["model.fourier_dim"] = wildcards.variant[len("irem2L"):]
-    for key, value in overrides.items():
-        args += ["--set", f"{key}={value}"]
-    return shlex.join(args)
-
-
-def irem_config_input(wildcards):
-    """The IREM config file as an input; packaged configuration names (`fast`) are not files."""
-    name = _irem_section(wildcards.variant)["config"]
-    return [name] if name and name not in packaged_configs() else []
-
-
-def uses_gpu(device):
-    """One `gpu` resource token for jobs that may run on a GPU (`--resources gpu=1` serialises)."""
-    return 0 if device == "cpu" else 1
 
 
 # --------------------------------------------------------------------------------------------------
-# Targets
+# Runs: (Run, subject, method, seed, suffix)
 
 
-def rec_path(run, subject, method, seed, suffix, ext=".nii.gz"):
-    return f"{RESULTS}/{run}/sub-{subject}_rec-{method}_seed-{seed}_{suffix}{ext}"
-
-
-def metrics_path(run, subject, method, seed, suffix):
-    return rec_path(run, subject, method, seed, suffix, "_metrics.json")
-
-
-def sim_runs(datasets=None, ks=None, methods=None, seeds=None):
-    """(run, subject, method, seed, suffix) of the simulated experiments."""
+def sim_runs(datasets=None, ks=None, methods=None, split="evaluation"):
     out = []
     for d in datasets or DATASETS:
         for k in ks or KS:
-            for s in DATASETS[d]["subjects"]:
+            for s in subjects(d, split):
                 for m in methods or METHODS:
-                    for seed in seeds or SEEDS:
-                        out.append((f"{d}/k{k}", s, m, seed, suffix_of(d)))
+                    for seed in SEEDS:
+                        out.append((L.Run(d, k), s, m, seed, suffix_of(d, s)))
     return out
 
 
 def scan_runs():
     out = []
-    for scan, entry in SCANS.items():
-        for s in entry["subjects"]:
+    for scan in SCANS:
+        for s in subjects(scan):
             for m in METHODS:
                 for seed in SEEDS:
-                    out.append((scan, s, m, seed, entry["suffix"]))
+                    out.append((L.Run(scan), s, m, seed, suffix_of(scan, s)))
     return out
+
+
+def scantime_subjects():
+    st = config["scan_time"]
+    return subjects(st["dataset"])[: st["subjects"]] if st["dataset"] else []
+
+
+def scantime_runs():
+    st = config["scan_time"]
+    if not st["hr_snr"]:
+        return []
+    if st["dataset"] not in DATASETS:
+        _fail(f"scan_time.dataset {st['dataset']!r} is not among the datasets")
+    for m in st["methods"]:
+        if m not in METHODS:
+            _fail(f"scan_time.methods: unknown method {m!r}")
+    out = []
+    for snr in st["hr_snr"]:
+        run = L.Run(st["dataset"], st["k"], float(snr))
+        for s in scantime_subjects():
+            for m in [*st["methods"], HR_SCAN]:
+                for seed in SEEDS:
+                    out.append((run, s, m, seed, suffix_of(st["dataset"], s)))
+    return out
+
+
+def ablation_dataset():
+    d = config["ablation"]["dataset"]
+    if ABLATION and d not in DATASETS:
+        _fail(f"ablation.dataset {d!r} is not among the datasets")
+    return d
+
+
+def ablation_split():
+    return "tuning" if is_cohort(ablation_dataset()) else "evaluation"
 
 
 def ablation_runs():
-    """(fourier_dim, run tuple) of Fig. 3; the main IREM run stands in where 2L is the same."""
-    a = config["ablation"]
-    if not a["fourier_dims"]:
+    """Fig. 3: every variant and the reference-line methods on the same subjects."""
+    if not ABLATION:
         return []
-    if a["dataset"] not in DATASETS:
-        raise ValueError(f"config: ablation.dataset {a['dataset']!r} is not among the datasets")
+    a = config["ablation"]
     seeds = a["seeds"] if a["seeds"] is not None else SEEDS
-    main_dim = irem_main_fourier_dim()
-    main_has = "irem" in METHODS and a["k"] in KS
+    d = ablation_dataset()
+    lines = [m for m, e in METHODS.items() if e["fig3"]]
     out = []
-    for dim in a["fourier_dims"]:
-        for seed in seeds:
-            method = "irem" if (dim == main_dim and main_has and seed in SEEDS) else f"irem2L{dim}"
-            for s in DATASETS[a["dataset"]]["subjects"]:
-                out.append((dim, (f"{a['dataset']}/k{a['k']}", s, method, seed, suffix_of(a["dataset"]))))
+    for s in subjects(d, ablation_split()):
+        for m in [*ABLATION, *lines]:
+            for seed in seeds:
+                out.append((L.Run(d, a["k"]), s, m, seed, suffix_of(d, s)))
     return out
 
 
-def all_metrics():
-    """Every metrics JSON: simulated runs, ablation runs, real scans that have a reference."""
-    runs = sim_runs() + [r for _, r in ablation_runs()]
-    runs += [r for r in scan_runs() if has_reference(r[0], r[1])]
-    return sorted({metrics_path(*r) for r in runs})
+def every_run():
+    return sim_runs() + scan_runs() + scantime_runs() + ablation_runs()
+
+
+def scored_runs():
+    return [r for r in every_run() if has_reference(r[0].dataset, r[1])]
+
+
+def metrics_of(runs):
+    return sorted({L.metrics_path(*r) for r in runs})
 
 
 def all_reconstructions():
-    runs = sim_runs() + [r for _, r in ablation_runs()] + scan_runs()
-    return sorted({rec_path(*r) for r in runs})
-
-
-def benchmark_path(run, subject, method, seed, suffix):
-    return f"{RESULTS}/runtime/{run}/sub-{subject}_rec-{method}_seed-{seed}_{suffix}.tsv"
+    return sorted({L.rec_path(*r) for r in every_run()})
 
 
 def all_benchmarks():
-    runs = sim_runs() + [r for _, r in ablation_runs()] + scan_runs()
-    return sorted({benchmark_path(*r) for r in runs})
+    return sorted({L.benchmark_path(*r) for r in every_run() if r[2] != HR_SCAN})
 
 
-def sidecars(paths):
-    return [p.replace("_metrics.json", ".json") for p in paths]
+def metrics_meta(wildcards):
+    """`--meta` options of `irem metrics`: the run's identity, as data for the report."""
+    run = L.parse_run(wildcards.run)
+    meta = {**run.meta(), "subject": wildcards.subject, "seed": wildcards.seed,
+            "method": wildcards.method}
+    if run.dataset in DATASETS:
+        meta["split"] = split_of(run.dataset, wildcards.subject)
+    if wildcards.method in ABLATION:
+        _, key, value = ABLATION[wildcards.method]
+        meta["ablation"] = key.split(".")[-1]
+        meta["value"] = f"{value:g}"
+    return shlex.join(arg for k, v in meta.items() for arg in ("--meta", f"{k}={v}"))
 
 
-def all_sidecars():
-    return sorted(p.replace(".nii.gz", ".json") for p in all_reconstructions())
+def metrics_gt(wildcards):
+    return gt_of(L.parse_run(wildcards.run).dataset, wildcards.subject)
 
 
-def fig3_metrics(wildcards=None):
-    return [metrics_path(*r) for _, r in ablation_runs()]
+def metrics_mask(wildcards):
+    return L.mask_path(L.parse_run(wildcards.run).dataset, wildcards.subject)
 
 
-def fig3_baselines(wildcards=None):
-    """B-spline and SRR at the ablation's dataset and k, drawn as reference lines in Fig. 3."""
-    a = config["ablation"]
-    if a["k"] not in KS:
-        return []
-    base = [m for m in METHODS if m in ("bspline", "srr")]
-    return [metrics_path(*r) for r in sim_runs(datasets=[a["dataset"]], ks=[a["k"]], methods=base)]
+# --------------------------------------------------------------------------------------------------
+# Tables and figures
 
 
-def fig4_metrics(wildcards):
-    return [metrics_path(*r) for r in sim_runs(datasets=[wildcards.dataset])]
+def method_args(names=None):
+    """`--method NAME=LABEL ...` (the order of tables and figures) and `--baselines ...`."""
+    names = names or [*METHODS, *ABLATION, *([HR_SCAN] if scantime_runs() else [])]
+    args = [a for n in names for a in ("--method", f"{n}={label_of(n)}")]
+    base = [m for m, e in METHODS.items() if e["baseline"]]
+    if base:
+        args += ["--baselines", *base]
+    return shlex.join(args)
+
+
+TABLES = [L.table_path(n) for n in ("metrics.csv", "metrics.md", "runs.csv", "runtime.csv",
+                                     "runtime.md")]
+SCANTIME_TABLES = [L.table_path(n) for n in ("scantime.csv", "scantime.md")]
 
 
 def fig_k():
@@ -382,29 +505,23 @@ def fig_k():
 
 
 def first_subject(dataset):
-    entry = DATASETS.get(dataset) or SCANS[dataset]
-    return next(iter(entry["subjects"]))
+    return subjects(dataset)[0]
 
 
 def fig5_inputs(wildcards):
-    """GT, mask, the LR stack shown and each method's reconstruction for the Fig. 5 panel."""
+    """GT, mask, the LR stack shown and each method's reconstruction for the Fig. 5/6 panel."""
     d = wildcards.dataset
-    s = first_subject(d)
-    seed = SEEDS[0]
-    if d in DATASETS:
-        run = f"{d}/k{fig_k()}"
-        stacks = sim_stack_paths(d, fig_k(), s, seed)
-    else:
-        run = d
-        stacks = scan_stack_paths(d, s)
-    lr = stacks[ORIENTATIONS.index(config["figures"]["lr_stack"])]
-    recs = [rec_path(run, s, m, seed, suffix_of(d)) for m in METHODS]
-    mets = [metrics_path(run, s, m, seed, suffix_of(d)) for m in METHODS]
-    return {"gt": gt_path(d, s), "mask": mask_path(d, s), "lr": lr, "recs": recs, "metrics": mets}
+    s, seed = first_subject(d), SEEDS[0]
+    run = L.Run(d, fig_k()) if d in DATASETS else L.Run(d)
+    lr = stacks_of(run, s, seed)[ORIENTATIONS.index(config["figures"]["lr_stack"])]
+    suffix = suffix_of(d, s)
+    recs = [L.rec_path(run, s, m, seed, suffix) for m in METHODS]
+    mets = [L.metrics_path(run, s, m, seed, suffix) for m in METHODS]
+    return {"gt": gt_of(d, s), "mask": L.mask_path(d, s), "lr": lr, "recs": recs, "metrics": mets}
 
 
 def fig5_rec_args(wildcards):
-    """`METHOD=PATH` pairs for `python -m irem.report fig5 --rec`."""
+    """`METHOD=PATH` pairs for `irem report fig5 --rec`."""
     ins = fig5_inputs(wildcards)
     return shlex.join(f"{m}={p}" for m, p in zip(METHODS, ins["recs"]))
 
@@ -417,9 +534,10 @@ def fig5_slice(wildcards):
 
 def fig5_title(wildcards):
     d = wildcards.dataset
+    s = first_subject(d)
     if d in DATASETS:
-        return f"{d}, k={fig_k()}, sub-{first_subject(d)}, seed {SEEDS[0]}"
-    return f"{d} (real-scan protocol), sub-{first_subject(d)}, seed {SEEDS[0]}"
+        return f"{d}, k={fig_k()}, sub-{s} ({suffix_of(d, s)}), seed {SEEDS[0]}"
+    return f"{d} (real-scan protocol), sub-{s}, seed {SEEDS[0]}"
 
 
 def scans_with_figure():
@@ -429,34 +547,41 @@ def scans_with_figure():
 
 def name_pattern(names):
     """A wildcard regex matching exactly these names (and nothing when there are none)."""
+    import re
+
     return "|".join(re.escape(n) for n in names) if names else "(?!)"
+
+
+def cohort_datasets():
+    return [d for d in DATASETS if is_cohort(d)]
+
+
+def cohort_figure_inputs(wildcards):
+    d = wildcards.dataset
+    return [gt_of(d, s) for s in subjects(d, None)]
 
 
 def all_figures():
     out = []
     if ablation_runs():
-        out += [f"{RESULTS}/figures/fig3_fourier_dim.{ext}" for ext in ("png", "pdf")]
+        out += L.figure_paths("fig3_ablation")
     for d in DATASETS:
-        out += [f"{RESULTS}/figures/fig4_{d}.{ext}" for ext in ("png", "pdf")]
-        out += [f"{RESULTS}/figures/fig5_{d}.{ext}" for ext in ("png", "pdf")]
+        out += L.figure_paths(f"fig4_{d}") + L.figure_paths(f"fig5_{d}")
     for d in scans_with_figure():
-        out += [f"{RESULTS}/figures/fig6_{d}.{ext}" for ext in ("png", "pdf")]
+        out += L.figure_paths(f"fig6_{d}")
+    for d in cohort_datasets():
+        out += L.figure_paths(d)  # mid-slices of every subject
+    if scantime_runs():
+        out += L.figure_paths("scantime")
     return out
 
 
-TABLES = [
-    f"{RESULTS}/tables/{name}"
-    for name in ("metrics.csv", "metrics.md", "runs.csv", "runtime.csv", "runtime.md")
-]
+def fig3_caption():
+    a = config["ablation"]
+    return (f"Fig. 3: the paper's network at an equal number of optimiser steps "
+            f"({a['command'].split('--epochs')[1].split()[0] if '--epochs' in a['command'] else '?'} "
+            f"epochs), {ablation_dataset()} {ablation_split()} subjects, k={a['k']}")
 
 
-def metrics_gt(wildcards):
-    dataset, _ = parse_run(wildcards.run)
-    return gt_path(dataset, wildcards.subject)
-
-
-def metrics_mask(wildcards):
-    dataset, _ = parse_run(wildcards.run)
-    return mask_path(dataset, wildcards.subject)
-
-
+def fig4_metrics(wildcards):
+    return metrics_of(sim_runs(datasets=[wildcards.dataset]))

@@ -2,17 +2,20 @@
 
 
 rule metrics:
-    """PSNR and SSIM over the volume and inside the brain mask (`irem metrics`)."""
+    """PSNR and SSIM over the volume and inside the brain mask (`irem metrics`), with the run's
+    identity (dataset, k, subject, seed, method, split) as data for the report."""
     input:
         image="results/{run}/sub-{subject}_rec-{method}_seed-{seed}_{suffix}.nii.gz",
         gt=metrics_gt,
         mask=metrics_mask,
     output:
         "results/{run}/sub-{subject}_rec-{method}_seed-{seed}_{suffix}_metrics.json",
+    params:
+        meta=metrics_meta,
     log:
         "results/logs/{run}/sub-{subject}_rec-{method}_seed-{seed}_{suffix}_metrics.log",
     conda:
-        "../environment.yml"
+        config["conda_env"]
     shell:
-        "python -m irem.cli metrics {input.image:q} {input.gt:q} --mask {input.mask:q} -o {output:q} "
-        "> {log:q} 2>&1"
+        "irem metrics {input.image:q} {input.gt:q} --mask {input.mask:q} -o {output:q} "
+        "{params.meta} > {log:q} 2>&1"

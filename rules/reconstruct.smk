@@ -1,77 +1,33 @@
-# HR reconstructions: the two baselines of the paper and IREM. A "run" is "<dataset>/k<k>" for a
-# simulated experiment (stacks aligned by construction: --no-register, the ground truth's grid) or
-# "<scan>" for a real scan (registered to the fixed stack; reference grid or --spacing).
+# HR reconstructions: every method is a config entry with a command template (docs/methods.md).
+# A "run" is "<dataset>/k<k>" for a simulated experiment (stacks aligned by construction: the
+# ground truth's grid), "<dataset>/snr<snr>/k<k>" for the scan-time experiment, or "<scan>" for a
+# real scan (registered to the fixed stack; reference grid or --spacing).
 
 
-rule bspline:
+rule reconstruct:
+    """One method on one set of stacks. A training checkpoint, if the method writes one, is
+    removed once the job succeeds (an interrupted job keeps it for `irem reconstruct --resume`)."""
     input:
         stacks=stacks_input,
         reference=reference_input,
+        extra=method_inputs,
     output:
-        image="results/{run}/sub-{subject}_rec-bspline_seed-{seed}_{suffix}.nii.gz",
-        sidecar="results/{run}/sub-{subject}_rec-bspline_seed-{seed}_{suffix}.json",
+        image="results/{run}/sub-{subject}_rec-{method}_seed-{seed}_{suffix}.nii.gz",
+    wildcard_constraints:
+        method=name_pattern(method_names()),
     params:
-        geometry=geometry_args,
+        command=method_command,
+        checkpoint="results/{run}/.sub-{subject}_rec-{method}_seed-{seed}_{suffix}.ckpt.pt",
     log:
-        "results/logs/{run}/sub-{subject}_rec-bspline_seed-{seed}_{suffix}.log",
+        "results/logs/{run}/sub-{subject}_rec-{method}_seed-{seed}_{suffix}.log",
     benchmark:
-        "results/runtime/{run}/sub-{subject}_rec-bspline_seed-{seed}_{suffix}.tsv"
-    threads: 1
-    conda:
-        "../environment.yml"
-    shell:
-        "OMP_NUM_THREADS={threads} python -m irem.cli baseline bspline {input.stacks:q} -o {output.image:q} "
-        "{params.geometry} > {log:q} 2>&1"
-
-
-rule srr:
-    input:
-        stacks=stacks_input,
-        reference=reference_input,
-    output:
-        image="results/{run}/sub-{subject}_rec-srr_seed-{seed}_{suffix}.nii.gz",
-        sidecar="results/{run}/sub-{subject}_rec-srr_seed-{seed}_{suffix}.json",
-    params:
-        geometry=geometry_args,
-        args=srr_args,
-    log:
-        "results/logs/{run}/sub-{subject}_rec-srr_seed-{seed}_{suffix}.log",
-    benchmark:
-        "results/runtime/{run}/sub-{subject}_rec-srr_seed-{seed}_{suffix}.tsv"
-    threads: config["srr"]["threads"]
+        "results/runtime/{run}/sub-{subject}_rec-{method}_seed-{seed}_{suffix}.tsv"
+    threads: method_threads
     resources:
-        gpu=uses_gpu(config["srr"]["device"]),
+        gpu=method_gpu,
+        runtime=method_runtime,
+        mem_mb=method_mem,
     conda:
-        "../environment.yml"
+        config["conda_env"]
     shell:
-        "OMP_NUM_THREADS={threads} python -m irem.cli baseline srr {input.stacks:q} -o {output.image:q} "
-        "{params.geometry} {params.args} --threads {threads} --quiet > {log:q} 2>&1"
-
-
-rule irem:
-    """IREM (`irem`), or IREM with another size 2L of the Fourier features (`irem2L<n>`, Fig. 3).
-    The training checkpoint is an intermediate: Snakemake deletes it once the job is done."""
-    input:
-        stacks=stacks_input,
-        reference=reference_input,
-        config=irem_config_input,
-    output:
-        image="results/{run}/sub-{subject}_rec-{variant}_seed-{seed}_{suffix}.nii.gz",
-        sidecar="results/{run}/sub-{subject}_rec-{variant}_seed-{seed}_{suffix}.json",
-        checkpoint=temp("results/{run}/.sub-{subject}_rec-{variant}_seed-{seed}_{suffix}.ckpt.pt"),
-    params:
-        geometry=geometry_args,
-        args=irem_args,
-    log:
-        "results/logs/{run}/sub-{subject}_rec-{variant}_seed-{seed}_{suffix}.log",
-    benchmark:
-        "results/runtime/{run}/sub-{subject}_rec-{variant}_seed-{seed}_{suffix}.tsv"
-    threads: config["irem"]["threads"]
-    resources:
-        gpu=uses_gpu(config["irem"]["device"]),
-    conda:
-        "../environment.yml"
-    shell:
-        "OMP_NUM_THREADS={threads} python -m irem.cli reconstruct {input.stacks:q} -o {output.image:q} "
-        "{params.geometry} {params.args} --threads {threads} --checkpoint {output.checkpoint:q} "
-        "--quiet > {log:q} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.command} > {log:q} 2>&1; rm -f {params.checkpoint:q}"

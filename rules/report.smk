@@ -1,18 +1,16 @@
-# Tables and figures: pure functions of the per-run files (irem/report.py).
+# Tables and figures (`irem report`): pure functions of the per-run metrics files, which carry
+# each run's identity; labels and the order of methods come from the config.
 
 
 rule tables:
-    """metrics.csv/.md (mean and std over seeds: the table behind Fig. 4), runs.csv (one row per
-    run) and runtime.csv/.md (from the benchmark files)."""
+    """metrics.csv/.md (per dataset, k and method over the evaluation subjects, with a paired
+    comparison against the best baseline), runs.csv (one row per run) and runtime.csv/.md."""
     input:
-        metrics=all_metrics(),
-        sidecars=all_sidecars(),
+        metrics=metrics_of(scored_runs()),
         benchmarks=all_benchmarks(),
     output:
         metrics_csv=report(
-            "results/tables/metrics.csv",
-            category="Tables",
-            labels={"table": "quality (CSV)"},
+            "results/tables/metrics.csv", category="Tables", labels={"table": "quality (CSV)"}
         ),
         metrics_md=report(
             "results/tables/metrics.md",
@@ -31,45 +29,75 @@ rule tables:
         ),
     params:
         outdir=subpath(output.metrics_csv, parent=True),
+        methods=method_args(),
     log:
         "results/logs/tables.log",
     conda:
-        "../environment.yml"
+        config["conda_env"]
     shell:
-        "python -m irem.report tables --metrics {input.metrics:q} "
-        "--benchmarks {input.benchmarks:q} --out-dir {params.outdir:q} > {log:q} 2>&1"
+        "irem report tables --metrics {input.metrics:q} --benchmarks {input.benchmarks:q} "
+        "{params.methods} --out-dir {params.outdir:q} > {log:q} 2>&1"
+
+
+rule scantime:
+    """The scan-time-matched experiment: table and "PSNR vs HR SNR at equal scan time"."""
+    input:
+        metrics=metrics_of(scantime_runs()),
+    output:
+        csv="results/tables/scantime.csv",
+        md=report(
+            "results/tables/scantime.md", category="Tables", labels={"table": "scan time"}
+        ),
+        png=report(
+            "results/figures/scantime.png",
+            caption="../report/scantime.rst",
+            category="Figures",
+            labels={"figure": "scan time", "dataset": str(config["scan_time"]["dataset"])},
+        ),
+        pdf="results/figures/scantime.pdf",
+    params:
+        methods=method_args([*config["scan_time"]["methods"], HR_SCAN]),
+        title=f"PSNR vs HR SNR at equal scan time ({config['scan_time']['dataset']}, "
+        f"k={config['scan_time']['k']})",
+        dpi=config["figures"]["dpi"],
+    log:
+        "results/logs/scantime.log",
+    conda:
+        config["conda_env"]
+    shell:
+        "irem report scantime --metrics {input.metrics:q} {params.methods} "
+        "--title {params.title:q} --dpi {params.dpi} --table {output.csv:q} {output.md:q} "
+        "-o {output.png:q} {output.pdf:q} > {log:q} 2>&1"
 
 
 rule fig3:
-    """Fig. 3: IREM against the size 2L of its Fourier feature mapping."""
+    """Fig. 3: the paper's network against 2L and sigma at an equal number of steps."""
     input:
-        metrics=fig3_metrics(),
-        baselines=fig3_baselines(),
-        sidecars=sidecars(fig3_metrics()),
+        metrics=metrics_of(ablation_runs()),
     output:
         png=report(
-            "results/figures/fig3_fourier_dim.png",
+            "results/figures/fig3_ablation.png",
             caption="../report/fig3.rst",
             category="Figures",
-            labels={"figure": "Fig. 3", "dataset": config["ablation"]["dataset"]},
+            labels={"figure": "Fig. 3", "dataset": str(config["ablation"]["dataset"])},
         ),
-        pdf="results/figures/fig3_fourier_dim.pdf",
+        pdf="results/figures/fig3_ablation.pdf",
     params:
-        title=f"Fig. 3: IREM against 2L ({config['ablation']['dataset']}, "
-        f"k={config['ablation']['k']})",
+        methods=method_args([*ABLATION, *[m for m, e in METHODS.items() if e["fig3"]]]),
+        title=fig3_caption(),
         dpi=config["figures"]["dpi"],
     log:
         "results/logs/fig3.log",
     conda:
-        "../environment.yml"
+        config["conda_env"]
     shell:
-        "python -m irem.report fig3 --metrics {input.metrics:q} --baselines {input.baselines:q} "
+        "irem report fig3 --metrics {input.metrics:q} {params.methods} "
         "--title {params.title:q} --dpi {params.dpi} -o {output.png:q} {output.pdf:q} "
         "> {log:q} 2>&1"
 
 
 rule fig4:
-    """Fig. 4: PSNR/SSIM bars by method and k for one dataset."""
+    """Fig. 4: PSNR/SSIM bars by method and k for one dataset, with per-subject points and CIs."""
     input:
         metrics=fig4_metrics,
     output:
@@ -81,15 +109,40 @@ rule fig4:
         ),
         pdf="results/figures/fig4_{dataset}.pdf",
     params:
+        methods=method_args(list(METHODS)),
         dpi=config["figures"]["dpi"],
     log:
         "results/logs/fig4_{dataset}.log",
     conda:
-        "../environment.yml"
+        config["conda_env"]
     shell:
-        "python -m irem.report fig4 --metrics {input.metrics:q} "
+        "irem report fig4 --metrics {input.metrics:q} {params.methods} "
         "--title 'Fig. 4: {wildcards.dataset}' --dpi {params.dpi} "
         "-o {output.png:q} {output.pdf:q} > {log:q} 2>&1"
+
+
+rule cohort_figure:
+    """The mid-slices of every subject of a cohort, so a reader sees the variety."""
+    input:
+        cohort_figure_inputs,
+    output:
+        png=report(
+            "results/figures/{dataset}.png",
+            category="Figures",
+            labels={"figure": "cohort", "dataset": "{dataset}"},
+        ),
+        pdf="results/figures/{dataset}.pdf",
+    wildcard_constraints:
+        dataset=name_pattern(cohort_datasets()),
+    params:
+        dpi=config["figures"]["dpi"],
+    log:
+        "results/logs/cohort_{dataset}.log",
+    conda:
+        config["conda_env"]
+    shell:
+        "irem report cohort {input:q} --dpi {params.dpi} -o {output.png:q} {output.pdf:q} "
+        "> {log:q} 2>&1"
 
 
 rule fig5:
@@ -109,6 +162,7 @@ rule fig5:
         dataset=name_pattern(DATASETS),
     params:
         recs=fig5_rec_args,
+        methods=method_args(list(METHODS)),
         title=fig5_title,
         axis=config["figures"]["axis"],
         fraction=fig5_slice,
@@ -116,10 +170,10 @@ rule fig5:
     log:
         "results/logs/fig5_{dataset}.log",
     conda:
-        "../environment.yml"
+        config["conda_env"]
     shell:
-        "python -m irem.report fig5 --gt {input.gt:q} --mask {input.mask:q} --lr {input.lr:q} "
-        "--rec {params.recs} --metrics {input.metrics:q} --axis {params.axis} "
+        "irem report fig5 --gt {input.gt:q} --mask {input.mask:q} --lr {input.lr:q} "
+        "--rec {params.recs} --metrics {input.metrics:q} {params.methods} --axis {params.axis} "
         "--slice {params.fraction} --title {params.title:q} --dpi {params.dpi} "
         "-o {output.png:q} {output.pdf:q} > {log:q} 2>&1"
 
@@ -140,6 +194,7 @@ rule fig6:
         dataset=name_pattern(scans_with_figure()),
     params:
         recs=fig5_rec_args,
+        methods=method_args(list(METHODS)),
         title=fig5_title,
         axis=config["figures"]["axis"],
         fraction=fig5_slice,
@@ -147,9 +202,9 @@ rule fig6:
     log:
         "results/logs/fig6_{dataset}.log",
     conda:
-        "../environment.yml"
+        config["conda_env"]
     shell:
-        "python -m irem.report fig5 --gt {input.gt:q} --mask {input.mask:q} --lr {input.lr:q} "
-        "--rec {params.recs} --metrics {input.metrics:q} --axis {params.axis} "
+        "irem report fig5 --gt {input.gt:q} --mask {input.mask:q} --lr {input.lr:q} "
+        "--rec {params.recs} --metrics {input.metrics:q} {params.methods} --axis {params.axis} "
         "--slice {params.fraction} --gt-label 'HR reference' --title {params.title:q} "
         "--dpi {params.dpi} -o {output.png:q} {output.pdf:q} > {log:q} 2>&1"

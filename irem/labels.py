@@ -1,0 +1,117 @@
+"""Names that say what ran: a method's label derived from its command, never from a fixed list.
+
+A method of the workflow is a shell command template (``config/*.yaml``, ``methods``). When the
+command is an ``irem`` command, its options are parsed with the ``irem`` parser itself and the label
+lists what differs from the paper (Wu et al. 2021): only a run with the paper's network, optimiser
+and epoch budget is labelled plain "IREM". Any other program needs a ``label`` in its entry (else
+its name is used).
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from irem.config import flatten, load_config, parse_set
+
+#: Dummy values of the command placeholders, enough to parse a command.
+PLACEHOLDERS = {
+    "stacks": "sag.nii.gz cor.nii.gz ax.nii.gz",
+    "output": "out.nii.gz",
+    "reference": "ref.nii.gz",
+    "geometry": "",
+    "threads": "1",
+    "device": "cpu",
+    "seed": "0",
+    "checkpoint": "ckpt.pt",
+}
+
+#: Short names of IREM config keys in labels.
+_SHORT = {
+    "model.fourier_dim": "2L",
+    "model.sigma": "sigma",
+    "train.lr": "lr",
+    "train.batch_size": "batch",
+    "model.width": "width",
+    "model.depth": "depth",
+}
+
+
+def fill(command: str, **values: Any) -> str:
+    """A command template with its placeholders filled in (missing ones from :data:`PLACEHOLDERS`)."""
+    merged = {**PLACEHOLDERS, **{k: str(v) for k, v in values.items()}}
+    try:
+        return " ".join(command.split()).format(**merged)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"method command {command!r}: bad placeholder ({exc})") from None
+
+
+def _parse_irem(command: str, device: str) -> Any | None:
+    """The parsed options of an ``irem`` command, or ``None`` for any other program."""
+    words = shlex.split(fill(command, device=device))
+    if not words or words[0] != "irem":
+        return None
+    from irem.cli import build_parser
+
+    try:
+        return build_parser().parse_args(words[1:])
+    except SystemExit:
+        raise ValueError(f"method command is not a valid irem command: {command!r}") from None
+
+
+def _budget(args: Any, device: str, paper_epochs: int) -> list[str]:
+    where = " CPU" if device == "cpu" else ""
+    out = []
+    if getattr(args, "time_budget", None) is not None:
+        out.append(f"{args.time_budget:g} s{where} budget")
+    per_mvoxel = getattr(args, "time_per_mvoxel", None)
+    if per_mvoxel is not None:
+        out.append(f"{per_mvoxel:g} s per M voxels{where}")
+    epochs = getattr(args, "epochs", None)
+    if epochs is not None and epochs != paper_epochs:
+        out.append(f"{epochs} epochs")
+    return out
+
+
+def _value(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def reconstruct_label(args: Any, device: str) -> str:
+    """Label of an ``irem reconstruct`` run: plain "IREM" only with the paper's settings."""
+    cfg = load_config(args.config, parse_set(args.set))
+    paper = flatten(load_config(None).to_dict())
+    diffs = {
+        k: v
+        for k, v in flatten(cfg.to_dict()).items()
+        if paper.get(k) != v and not k.startswith("reconstruct.") and k != "train.checkpoint_every"
+    }
+    budget = _budget(args, device, int(paper["train.epochs"]))
+    if cfg.model.kind == "grid":
+        return "grid INR" + (f" ({', '.join(budget)})" if budget else "")
+    if not diffs and not budget:
+        return "IREM"
+    parts = ["paper network", *budget]
+    parts += [f"{_SHORT.get(k, k)} {_value(v)}" for k, v in sorted(diffs.items())]
+    return f"IREM ({', '.join(parts)})"
+
+
+def baseline_label(args: Any) -> str:
+    """Label of an ``irem baseline`` run, e.g. "SRR-TV (box PSF)"."""
+    if args.method == "bspline":
+        return "B-spline"
+    return f"SRR-{args.regulariser.upper()} ({args.psf} PSF)"
+
+
+def method_label(entry: dict[str, Any]) -> str:
+    """The label of a method entry (``name``, ``command``, optional ``label`` and ``device``)."""
+    if entry.get("label"):
+        return str(entry["label"])
+    args = _parse_irem(entry["command"], entry.get("device", "cpu"))
+    if args is None:
+        return str(entry["name"])
+    if args.command == "reconstruct":
+        return reconstruct_label(args, entry.get("device", "cpu"))
+    if args.command == "baseline":
+        return baseline_label(args)
+    return str(entry["name"])

@@ -1,0 +1,174 @@
+"""Where the workflow writes everything: one module builds and parses every result path.
+
+BIDS-derivative-like layout under a results root (``results`` by default)::
+
+    <dataset>/sub-<id>_<suffix>.nii.gz                        HR ground truth (or a scan's reference)
+    <dataset>/sub-<id>_desc-brain_mask.nii.gz                 its brain mask
+    <dataset>/sub-<id>_label-WM_desc-<suffix>_mask.nii.gz    white-matter mask (cohort: SNR)
+    <run>/lr/sub-<id>_seed-<s>/acq-<orient>.nii.gz            simulated LR stacks (+ simulation.json)
+    <run>/sub-<id>_rec-<method>_seed-<s>_<suffix>.nii.gz      a reconstruction (+ .json sidecar)
+    <run>/sub-<id>_rec-<method>_seed-<s>_<suffix>_metrics.json    its scores (with a ``meta`` dict)
+    <scan>/lr/sub-<id>/acq-<orient>.nii.gz                    the real-scan demo's stacks
+    tables/, figures/, runtime/<run>/..., logs/<run>/...      the workflow's own outputs
+
+A *run* is the folder of a set of reconstructions: ``<dataset>/k<k>`` for a simulated experiment,
+``<dataset>/snr<snr>/k<k>`` for the scan-time-matched experiment at one HR SNR (``7.5`` is written
+``7p5``), and ``<scan>`` for a real scan. The Snakemake rules build paths with these functions and
+pass a run's identity to ``irem metrics --meta``, so the report reads it as data.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+RESULTS = "results"
+ORIENTATIONS = ("sagittal", "coronal", "axial")  # the fixed (sagittal) stack first
+RESERVED = ("tables", "figures", "runtime", "logs", "benchmarks", "tuning")
+
+_RUN = re.compile(
+    r"^(?P<dataset>[A-Za-z0-9_]+)(?:/snr(?P<snr>[0-9]+(?:p[0-9]+)?))?(?:/k(?P<k>[0-9]+))?$"
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    """A set of reconstructions sharing inputs: dataset (or scan), k and the HR SNR of the
+    scan-time-matched experiment (``None`` outside it)."""
+
+    dataset: str
+    k: int | None = None
+    hr_snr: float | None = None
+
+    @property
+    def folder(self) -> str:
+        """The run's folder below the results root."""
+        parts = [self.dataset]
+        if self.hr_snr is not None:
+            parts.append(f"snr{snr_tag(self.hr_snr)}")
+        if self.k is not None:
+            parts.append(f"k{self.k}")
+        elif self.hr_snr is not None:
+            raise ValueError("a scan-time run needs a k")
+        return "/".join(parts)
+
+    def meta(self) -> dict[str, str]:
+        """The run's identity as ``irem metrics --meta`` strings."""
+        out = {"dataset": self.dataset, "k": "" if self.k is None else str(self.k)}
+        if self.hr_snr is not None:
+            out["hr_snr"] = f"{self.hr_snr:g}"
+        return out
+
+
+def snr_tag(snr: float) -> str:
+    """``10`` -> ``"10"``, ``7.5`` -> ``"7p5"`` (file-name safe)."""
+    if snr <= 0:
+        raise ValueError(f"SNR must be positive, got {snr}")
+    return f"{snr:g}".replace(".", "p")
+
+
+def parse_run(folder: str) -> Run:
+    """The inverse of :attr:`Run.folder`."""
+    m = _RUN.match(folder)
+    if m is None:
+        raise ValueError(f"not a run folder: {folder!r}")
+    snr = m.group("snr")
+    run = Run(
+        dataset=m.group("dataset"),
+        k=int(m.group("k")) if m.group("k") else None,
+        hr_snr=float(snr.replace("p", ".")) if snr else None,
+    )
+    if run.hr_snr is not None and run.k is None:
+        raise ValueError(f"not a run folder: {folder!r} (a scan-time run needs a k)")
+    return run
+
+
+def run_pattern() -> str:
+    """A regex for the ``{run}`` wildcard of the rules."""
+    return r"[A-Za-z0-9_]+(/snr[0-9]+(p[0-9]+)?)?(/k[0-9]+)?"
+
+
+def gt_path(dataset: str, subject: str, suffix: str, root: str = RESULTS) -> str:
+    """The HR ground truth of a simulated subject, or a real scan's reference."""
+    return f"{root}/{dataset}/sub-{subject}_{suffix}.nii.gz"
+
+
+def mask_path(dataset: str, subject: str, root: str = RESULTS) -> str:
+    """The brain mask of a subject's ground truth."""
+    return f"{root}/{dataset}/sub-{subject}_desc-brain_mask.nii.gz"
+
+
+def wm_mask_path(dataset: str, subject: str, suffix: str, root: str = RESULTS) -> str:
+    """The white-matter mask of a cohort subject (the reference region of the SNR)."""
+    return f"{root}/{dataset}/sub-{subject}_label-WM_desc-{suffix}_mask.nii.gz"
+
+
+def stack_folder(run: Run, subject: str, seed: int | str, root: str = RESULTS) -> str:
+    """Folder of a simulated run's LR stacks (and ``simulation.json``, ``hr.nii.gz``)."""
+    return f"{root}/{run.folder}/lr/sub-{subject}_seed-{seed}"
+
+
+def stack_paths(run: Run, subject: str, seed: int | str, root: str = RESULTS) -> list[str]:
+    """The three simulated LR stacks of a run, the fixed (sagittal) stack first."""
+    folder = stack_folder(run, subject, seed, root)
+    return [f"{folder}/acq-{o}.nii.gz" for o in ORIENTATIONS]
+
+
+def scan_stack_paths(scan: str, subject: str, root: str = RESULTS) -> list[str]:
+    """The real-scan demo's simulated stacks (moved and re-oriented)."""
+    return [f"{root}/{scan}/lr/sub-{subject}/acq-{o}.nii.gz" for o in ORIENTATIONS]
+
+
+def _stem(subject: str, method: str, seed: int | str, suffix: str) -> str:
+    return f"sub-{subject}_rec-{method}_seed-{seed}_{suffix}"
+
+
+def rec_path(
+    run: Run, subject: str, method: str, seed: int | str, suffix: str, root: str = RESULTS
+) -> str:
+    """A reconstruction (NIfTI); its JSON sidecar is :func:`sidecar_path`."""
+    return f"{root}/{run.folder}/{_stem(subject, method, seed, suffix)}.nii.gz"
+
+
+def sidecar_path(
+    run: Run, subject: str, method: str, seed: int | str, suffix: str, root: str = RESULTS
+) -> str:
+    """The JSON sidecar a method may write beside its reconstruction."""
+    return f"{root}/{run.folder}/{_stem(subject, method, seed, suffix)}.json"
+
+
+def metrics_path(
+    run: Run, subject: str, method: str, seed: int | str, suffix: str, root: str = RESULTS
+) -> str:
+    """The scores of a reconstruction."""
+    return f"{root}/{run.folder}/{_stem(subject, method, seed, suffix)}_metrics.json"
+
+
+def benchmark_path(
+    run: Run, subject: str, method: str, seed: int | str, suffix: str, root: str = RESULTS
+) -> str:
+    """Snakemake's ``benchmark:`` file of a reconstruction."""
+    return f"{root}/runtime/{run.folder}/{_stem(subject, method, seed, suffix)}.tsv"
+
+
+def log_path(run: Run, subject: str, method: str, seed: int | str, suffix: str,
+             root: str = RESULTS) -> str:
+    """The log of a reconstruction."""
+    return f"{root}/logs/{run.folder}/{_stem(subject, method, seed, suffix)}.log"
+
+
+def checkpoint_path(
+    run: Run, subject: str, method: str, seed: int | str, suffix: str, root: str = RESULTS
+) -> str:
+    """A training checkpoint (kept only while a job runs or after it was interrupted)."""
+    return f"{root}/{run.folder}/.{_stem(subject, method, seed, suffix)}.ckpt.pt"
+
+
+def table_path(name: str, root: str = RESULTS) -> str:
+    """A table of the workflow (``metrics.csv``, ...)."""
+    return f"{root}/tables/{name}"
+
+
+def figure_paths(name: str, root: str = RESULTS) -> list[str]:
+    """A figure as PNG and PDF."""
+    return [f"{root}/figures/{name}.{ext}" for ext in ("png", "pdf")]
