@@ -1,7 +1,7 @@
 """Can lower precision make the paper network's dense-grid inference 5x faster than its training?
 
 In float32 a forward pass has a third of a training step's FLOPs, so inference is at most about
-3-4x faster per sample at equal efficiency (benchmarks/irem_speed.py throughput). This CPU
+3-4x faster per sample at equal efficiency (benchmarks/irem_throughput.py). This CPU
 (AVX2, no AVX-512 VNNI/BF16, no AMX) has no faster float format, so the remaining candidate is
 int8. This script trains the paper network (the workflow's `irem` settings) on the k-fold MNI152
 stacks for a time budget, then evaluates the same trained network on the whole HR grid three ways:
@@ -18,7 +18,10 @@ stacks for a time budget, then evaluates the same trained network on the whole H
 and prints samples/s, the ratio to the training rate of the same run, PSNR in the brain against
 the ground truth, and the error against the fp32 output. -> results/benchmarks/irem_int8.{md,csv}
 
-  python benchmarks/irem_int8.py [--k 4] [--seconds 120]
+  python benchmarks/irem_int8.py [--k 4] [--seconds 120] [--crop 80 96 80]
+
+Data, brain mask, crop and the `irem` settings are the workflow's (benchmarks/_workflow.py);
+`--crop 80 96 80` is the crop of the committed results.
 
 The quantized tensor API it uses is deprecated in PyTorch (still present in 2.13); the script is a
 measurement, nothing in `irem` depends on it.
@@ -31,22 +34,18 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from _workflow import OUT, load_with_mask, method_config, scores, workflow_crop
 from torch import nn
 
-from irem.config import load_config
-from irem.datasets import crop_centre, mni152_t1
 from irem.grid import reference_grid
-from irem.metrics import compute_metrics
 from irem.model import FoldedIREM
 from irem.simulate import simulate_stacks
 from irem.train import train
 
-OUT = Path("results/benchmarks")
 LEVELS = 127  # 7-bit activations (see the module docstring)
 
 
@@ -113,18 +112,19 @@ def main() -> int:
     )
     ap.add_argument("--k", type=int, default=4, choices=(4, 8))
     ap.add_argument("--seconds", type=float, default=120.0, help="training time budget")
+    ap.add_argument(
+        "--crop", type=int, nargs=3, default=None, help="HR crop (default: the workflow's)"
+    )
     args = ap.parse_args()
     warnings.filterwarnings("ignore", message=".*quantiz.*deprecated", category=UserWarning)
     torch.set_num_threads(1)
     torch.backends.quantized.engine = "x86"
-    hr = crop_centre(mni152_t1(), [80, 96, 80])  # the workflow's crop
+    crop = args.crop or workflow_crop()
+    hr, mask = load_with_mask("mni152_t1", crop)
     stacks = simulate_stacks(hr, args.k)
     grid = reference_grid(hr)
-    mask = hr.data > 0
-    # the workflow's `irem` method: the paper's network and optimiser, lr 1e-3 (config/config.yaml)
-    cfg = load_config(
-        "paper", {"train.lr": 1e-3, "train.time_budget": args.seconds, "train.epochs": 10**6}
-    )
+    # the workflow's `irem` method (its --config/--set options in config/config.yaml)
+    cfg = method_config("irem", {"train.time_budget": args.seconds, "train.epochs": 10**6})
     model, norm, res = train(stacks, cfg, progress=False)
     train_rate = res.steps * cfg.train.batch_size / res.training_seconds
     pts = torch.from_numpy(norm.coords(grid.points())).float()
@@ -148,7 +148,7 @@ def main() -> int:
                 "inference": name,
                 "samples/s": len(pts) / seconds,
                 "x training": len(pts) / seconds / train_rate,
-                "PSNR in brain (dB)": compute_metrics(volume, hr.data, mask=mask)["psnr_mask"],
+                "PSNR in brain (dB)": scores(volume, hr, mask)["psnr_mask"],
                 "RMS error vs fp32 (% of fp32 RMS)": 100
                 * float(np.sqrt((err**2).mean()) / np.sqrt((ref**2).mean())),
             }
@@ -158,7 +158,8 @@ def main() -> int:
     df["x fp32"] = df["samples/s"] / df["samples/s"].iloc[0]
     head = (
         f"Paper IREM trained {res.training_seconds:.0f} s ({res.steps} steps, "
-        f"{train_rate:.0f} training samples/s) on the MNI152 80x96x80 crop, k = {args.k}, one "
+        f"{train_rate:.0f} training samples/s) on the MNI152 {'x'.join(map(str, hr.shape))} crop, "
+        f"k = {args.k}, one "
         f"thread; the whole HR grid ({len(pts)} points) evaluated in chunks of 8192 "
         f"(torch {torch.__version__}). Written by `python benchmarks/irem_int8.py`."
     )

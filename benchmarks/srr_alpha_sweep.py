@@ -2,7 +2,8 @@
 
 Not the benchmark data (the MNI152 template): the default alphas of ``baselines.srr`` are chosen
 from this sweep. For every regulariser (tk1, tv), PSF (gaussian, box), k (4, 8) and SNR (noise-free,
-40, 20, 10) it records, per alpha: PSNR (whole volume and inside GT > 0.05), the relative data residual
+40, 20, 10) it records, per alpha: PSNR (whole volume and inside the workflow's brain mask, both from
+``irem.metrics.compute_metrics`` as in benchmarks/_workflow.py), the relative data residual
 ``||A x - y|| / ||y||`` (discrepancy principle: compare with the noise's own relative size ``delta``
 ``= ||y - y_clean|| / ||y||``) and ``||grad x||`` (the L-curve's other axis).
 
@@ -19,20 +20,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from skimage.metrics import peak_signal_noise_ratio
+from _workflow import load_with_mask
 
 from baselines.bspline import bspline
 from baselines.operators import gradient
 from baselines.srr import srr
 from irem.grid import reference_grid
-from irem.phantom import shepp_logan
+from irem.metrics import compute_metrics
 from irem.simulate import simulate_stacks
 
 ALPHAS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 SNRS: tuple[float | None, ...] = (None, 40.0, 20.0, 10.0)
 KS = (4, 8)
 CASES = (("tk1", "gaussian"), ("tk1", "box"), ("tv", "gaussian"), ("tv", "box"))
-MASK_THRESHOLD = 0.05
 
 
 def main() -> None:
@@ -42,9 +42,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    hr = shepp_logan((args.size,) * 3)
+    hr, mask = load_with_mask("phantom", crop=None, phantom_size=args.size)
     grid = reference_grid(hr)
-    mask = hr.data > MASK_THRESHOLD
+
+    def psnrs(volume: np.ndarray) -> dict[str, float]:
+        met = compute_metrics(volume, hr.data, mask=mask)
+        return {"psnr": met["psnr"], "psnr_mask": met["psnr_mask"]}
+
     rows: list[dict[str, object]] = []
     t_start = time.perf_counter()
     for k in KS:
@@ -69,8 +73,7 @@ def main() -> None:
                     "regulariser": "-",
                     "psf": "-",
                     "alpha": "bspline",
-                    "psnr": peak_signal_noise_ratio(hr.data, init, data_range=1.0),
-                    "psnr_mask": peak_signal_noise_ratio(hr.data[mask], init[mask], data_range=1.0),
+                    **psnrs(init),
                     "residual": float("nan"),
                     "grad_norm": float(torch.linalg.vector_norm(gradient(torch.as_tensor(init)))),
                     "iterations": 0,
@@ -93,10 +96,7 @@ def main() -> None:
                         "regulariser": reg,
                         "psf": psf,
                         "alpha": alpha,
-                        "psnr": peak_signal_noise_ratio(hr.data, out, data_range=1.0),
-                        "psnr_mask": peak_signal_noise_ratio(
-                            hr.data[mask], out[mask], data_range=1.0
-                        ),
+                        **psnrs(out),
                         "residual": info["relative_residual"],
                         "grad_norm": float(
                             torch.linalg.vector_norm(gradient(torch.as_tensor(out)))

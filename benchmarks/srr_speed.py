@@ -6,8 +6,8 @@ first-order Tikhonov (tk1) and total variation (tv), each with the Gaussian (Nif
 (exact) slice model, at their default alphas. Every case runs in a fresh subprocess so that its peak
 memory (``ru_maxrss``) is its own. SRR's time includes its B-spline initialisation.
 
-Metrics: PSNR over the whole volume and inside the mask GT > 0.05 (``data_range`` = GT range), SSIM
-(scikit-image, ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False``).
+Metrics: ``irem.metrics.compute_metrics`` (what ``irem metrics`` writes for the workflow): PSNR and
+SSIM over the whole volume and inside the workflow's brain mask (benchmarks/_workflow.py).
 
 Usage: ``python benchmarks/srr_speed.py [--threads 2] [--out results/benchmarks]`` (writes
 ``srr_speed.md``/``.csv``; with another thread count ``srr_speed_threads<N>.md``/``.csv``).
@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-MASK_THRESHOLD = 0.05
 KS = (4, 8)
 METHODS = (
     ("bspline", "-", "-"),
@@ -42,16 +41,15 @@ METHODS = (
 def run_case(k: int, method: str, regulariser: str, psf: str, threads: int) -> dict[str, object]:
     """One case, in this process: returns its metrics (call in a fresh interpreter)."""
     import torch
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    from _workflow import load_with_mask, scores
 
     from baselines.bspline import bspline
     from baselines.srr import srr
-    from irem.datasets import mni152_t1
     from irem.grid import reference_grid
     from irem.simulate import simulate_stacks
 
     torch.set_num_threads(threads)
-    hr = mni152_t1()
+    hr, mask = load_with_mask("mni152_t1", crop=None)
     grid = reference_grid(hr)
     stacks = simulate_stacks(hr, k)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -63,9 +61,7 @@ def run_case(k: int, method: str, regulariser: str, psf: str, threads: int) -> d
         out, info = srr(stacks, grid, regulariser=regulariser, psf=psf, progress=False)
     wall = time.perf_counter() - t0
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    gt = hr.data
-    rng = float(gt.max() - gt.min())
-    mask = gt > MASK_THRESHOLD
+    met = scores(out, hr, mask)
     return {
         "k": k,
         "method": method if method == "bspline" else f"srr-{regulariser}-{psf}",
@@ -76,16 +72,10 @@ def run_case(k: int, method: str, regulariser: str, psf: str, threads: int) -> d
         "wall_s": wall,
         "peak_rss_mb": peak_rss / 1024.0,
         "base_rss_mb": base_rss / 1024.0,
-        "psnr": peak_signal_noise_ratio(gt, out, data_range=rng),
-        "psnr_mask": peak_signal_noise_ratio(gt[mask], out[mask], data_range=rng),
-        "ssim": structural_similarity(
-            gt,
-            out,
-            data_range=rng,
-            gaussian_weights=True,
-            sigma=1.5,
-            use_sample_covariance=False,
-        ),
+        "psnr": met["psnr"],
+        "psnr_mask": met["psnr_mask"],
+        "ssim": met["ssim"],
+        "ssim_mask": met["ssim_mask"],
         "relative_residual": info.get("relative_residual", ""),
         "threads": threads,
     }
@@ -150,7 +140,7 @@ def report(
         f"Command: `python benchmarks/srr_speed.py --threads {threads}`. "
         f"torch threads {threads}, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}); "
         f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (the cores are shared, "
-        "so times are upper bounds). Mask: GT > 0.05. SRR time includes its B-spline initialisation; "
+        "so times are upper bounds). Mask: the workflow's brain mask. SRR time includes its B-spline initialisation; "
         "peak memory is the process's ru_maxrss (the template and stacks alone: ~"
         f"{np.median([float(r['base_rss_mb']) for r in rows]):.0f} MB).",
         "",

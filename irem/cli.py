@@ -1,14 +1,19 @@
-"""The ``irem`` command: simulate LR stacks, reconstruct HR with IREM or a baseline, score it.
+"""The ``irem`` command: simulate LR stacks, reconstruct HR with IREM or a baseline, sample a saved
+model, score a reconstruction, write datasets and report.
 
 Input errors end with one line ``error: ...`` on stderr and exit status 2; no output file is left
-behind (every file is written under a temporary name and renamed into place).
+behind (every file is written under a temporary name and renamed into place). Log messages go to
+stderr (``-q``: warnings only, ``-v``: debug) and, with ``--log FILE``, to that file as well.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import logging
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +25,7 @@ from irem import __version__
 from irem.errors import InputError
 
 EXIT_INPUT = 2
+log = logging.getLogger("irem.cli")
 
 
 class Parser(argparse.ArgumentParser):
@@ -31,7 +37,12 @@ class Parser(argparse.ArgumentParser):
 
 
 class FMT(argparse.HelpFormatter):
-    """Show a default in the help only where it says something."""
+    """Show a default in the help only where it says something; keep examples as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        head, sep, example = text.partition("example:\n")
+        filled = super()._fill_text(head, width, indent) if head.strip() else ""
+        return filled + (f"example:\n{example}" if sep else "")
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
@@ -69,22 +80,69 @@ def _nonneg_float(text: str) -> float:
     return _finite_float(text, allow_zero=True)
 
 
-def _add_stack_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("stacks", nargs="+", metavar="STACK", help="LR stacks (NIfTI), any orientation")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.nii.gz", help="HR output image")
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _add_output_options(p: argparse.ArgumentParser, top: bool) -> None:
+    """``-v``, ``-q`` and ``--log``: on the main parser, and on every sub-command (where they only
+    override what was given before the sub-command)."""
+    hide = {} if top else {"default": argparse.SUPPRESS}
+    p.add_argument(
+        "-v", "--verbose", action="count", help="more messages (debug)", **({"default": 0} | hide)
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress output and warnings only",
+        **({"default": False} | hide),
+    )
+    p.add_argument(
+        "--log",
+        metavar="FILE",
+        help="also write log messages to FILE",
+        **({"default": None} | hide),
+    )
+
+
+def _command(
+    sub: argparse._SubParsersAction, name: str, help: str, description: str, example: str
+) -> argparse.ArgumentParser:
+    """A sub-command parser with its description and a usage example in the epilog."""
+    p = sub.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog="example:\n" + textwrap.indent(example.strip(), "  "),
+        formatter_class=FMT,
+    )
+    _add_output_options(p, top=False)
+    return p
+
+
+def _add_grid_args(p: argparse.ArgumentParser, what: str) -> None:
     grid = p.add_mutually_exclusive_group()
     grid.add_argument(
         "--reference",
         metavar="REF.nii.gz",
-        help="reconstruct exactly on this image's grid (shape and affine); how the benchmark scores",
+        help="exactly this image's grid (shape and affine); how the benchmark scores",
     )
     grid.add_argument(
         "--spacing",
         type=_positive_float,
         metavar="MM",
-        help="isotropic grid of this spacing over the fixed stack's field of view "
-        "(default: the fixed stack's finest spacing)",
+        help=f"isotropic grid of this spacing over the fixed stack's field of view (default: {what})",
     )
+
+
+def _add_stack_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("stacks", nargs="+", metavar="STACK", help="LR stacks (NIfTI), any orientation")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.nii.gz", help="HR output image")
+    _add_grid_args(p, "the fixed stack's finest spacing")
     p.add_argument(
         "--no-register",
         action="store_true",
@@ -94,27 +152,24 @@ def _add_stack_args(p: argparse.ArgumentParser) -> None:
         "--fixed-index", type=int, default=0, metavar="I", help="index of the fixed stack"
     )
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``irem`` command."""
-    parser = Parser(
-        prog="irem",
-        description="Multi-stack MRI super-resolution with implicit neural representations (IREM, "
-        "Wu et al. 2021) and its baselines, on NIfTI files in world coordinates.",
-        formatter_class=FMT,
+def _add_device_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device")
+    p.add_argument(
+        "--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice)"
     )
-    parser.add_argument("--version", action="version", version=f"irem-bench {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser(
+
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    p = _command(
+        sub,
         "simulate",
-        help="simulate three orthogonal thick-slice LR stacks from an HR image",
-        description="Write three LR stacks, each thick along one voxel axis by a factor K, named by "
+        "simulate three orthogonal thick-slice LR stacks from an HR image",
+        "Write three LR stacks, each thick along one voxel axis by a factor K, named by "
         "orientation (acq-sagittal/coronal/axial.nii.gz, sagittal first), with JSON sidecars and "
         "simulation.json.",
-        formatter_class=FMT,
+        "irem simulate hr.nii.gz --k 4 --out-dir lr/ --motion 5 3 --seed 1",
     )
     p.add_argument("hr", metavar="HR.nii.gz", help="high-resolution ground truth")
     p.add_argument(
@@ -142,12 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser(
+
+def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
+    p = _command(
+        sub,
         "reconstruct",
-        help="reconstruct HR with IREM",
-        description="Register the stacks to the fixed one, train IREM on their voxels and evaluate "
-        "it on a dense grid. Writes OUT and a JSON sidecar OUT.json.",
-        formatter_class=FMT,
+        "reconstruct HR with IREM",
+        "Register the stacks to the fixed one, train IREM on their voxels and evaluate it on a "
+        "dense grid. Writes OUT and a JSON sidecar OUT.json.",
+        "irem reconstruct lr/acq-*.nii.gz -o irem.nii.gz --config fast --time-per-mvoxel 30 \\\n"
+        "    --time-budget 300 --save-model irem.pt",
     )
     _add_stack_args(p)
     p.add_argument(
@@ -165,37 +224,55 @@ def build_parser() -> argparse.ArgumentParser:
         "--time-budget",
         type=_positive_float,
         metavar="SECONDS",
-        help="stop training cleanly after this wall time",
+        help="stop training cleanly after this wall time (the cap with --time-per-mvoxel)",
     )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device")
     p.add_argument(
-        "--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice)"
+        "--time-per-mvoxel",
+        type=_positive_float,
+        metavar="S",
+        help="time budget of S seconds per million target grid voxels",
     )
+    _add_device_args(p)
     p.add_argument(
         "--resume", action="store_true", help="resume from the checkpoint of an interrupted run"
     )
     p.add_argument(
         "--checkpoint", metavar="PATH", help="checkpoint file (default: hidden file beside OUT)"
     )
+    p.add_argument(
+        "--save-model",
+        metavar="MODEL.pt",
+        help="save the trained model, normaliser, config, transforms and grid (for irem sample)",
+    )
     p.set_defaults(func=cmd_reconstruct)
 
-    p = sub.add_parser("baseline", help="reconstruct HR with a baseline (bspline, srr)")
-    bsub = p.add_subparsers(dest="method", required=True, metavar="METHOD")
-    b = bsub.add_parser(
-        "bspline",
-        help="multi-stack cubic B-spline interpolation",
-        description="Resample every registered stack onto the target grid with cubic B-splines and "
-        "average where the stacks cover a voxel.",
+
+def _add_baseline(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "baseline",
+        help="reconstruct HR with a baseline (bspline, srr)",
+        description="Reconstruct HR with a baseline on the same inputs and grid as IREM.",
+        epilog="example:\n  irem baseline srr lr/acq-*.nii.gz -o srr.nii.gz --psf box",
         formatter_class=FMT,
+    )
+    bsub = p.add_subparsers(dest="method", required=True, metavar="METHOD")
+    b = _command(
+        bsub,
+        "bspline",
+        "multi-stack cubic B-spline interpolation",
+        "Resample every registered stack onto the target grid with cubic B-splines and average "
+        "where the stacks cover a voxel.",
+        "irem baseline bspline lr/acq-*.nii.gz -o bspline.nii.gz --reference hr.nii.gz",
     )
     _add_stack_args(b)
     b.set_defaults(func=cmd_baseline)
-    b = bsub.add_parser(
+    b = _command(
+        bsub,
         "srr",
-        help="super-resolution reconstruction with a slice-acquisition model",
-        description="Solve min_x sum_k ||D_k B_k x - y_k||^2 + alpha R(x) with an oriented Gaussian "
+        "super-resolution reconstruction with a slice-acquisition model",
+        "Solve min_x sum_k ||D_k B_k x - y_k||^2 + alpha R(x) with an oriented Gaussian or box "
         "PSF B_k (NiftyMIC's model), initialised from the B-spline result.",
-        formatter_class=FMT,
+        "irem baseline srr lr/acq-*.nii.gz -o srr.nii.gz --psf box --regulariser tv",
     )
     _add_stack_args(b)
     b.add_argument(
@@ -222,16 +299,36 @@ def build_parser() -> argparse.ArgumentParser:
         default="gaussian",
         help="slice profile of the forward model",
     )
-    b.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device")
-    b.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
+    _add_device_args(b)
     b.set_defaults(func=cmd_baseline)
 
-    p = sub.add_parser(
+
+def _add_sample(sub: argparse._SubParsersAction) -> None:
+    p = _command(
+        sub,
+        "sample",
+        "evaluate a saved IREM model on any grid",
+        "Evaluate a model saved by `irem reconstruct --save-model` on its training target grid, on "
+        "a reference image's grid, or on an isotropic grid over the fixed stack. Writes OUT and "
+        "OUT.json.",
+        "irem sample irem.pt -o irem_0.5mm.nii.gz --spacing 0.5",
+    )
+    p.add_argument("model", metavar="MODEL.pt", help="model file written by reconstruct")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.nii.gz", help="HR output image")
+    _add_grid_args(p, "the training target grid")
+    _add_device_args(p)
+    p.set_defaults(func=cmd_sample)
+
+
+def _add_metrics(sub: argparse._SubParsersAction) -> None:
+    p = _command(
+        sub,
         "metrics",
-        help="PSNR/SSIM of a reconstruction against the ground truth (JSON)",
-        description="PSNR and SSIM (scikit-image, data_range from the ground truth, Gaussian window "
-        "sigma 1.5) over the volume and inside a mask; JSON on stdout.",
-        formatter_class=FMT,
+        "PSNR/SSIM of a reconstruction against the ground truth (JSON)",
+        "PSNR and SSIM (scikit-image, data_range from the ground truth, Gaussian window sigma 1.5) "
+        "over the volume and inside a mask; JSON on stdout.",
+        "irem metrics irem.nii.gz hr.nii.gz --mask mask.nii.gz -o irem.metrics.json \\\n"
+        "    --meta dataset=mni152_t1 --meta k=4 --meta method=irem",
     )
     p.add_argument("pred", metavar="PRED.nii.gz")
     p.add_argument("gt", metavar="GT.nii.gz")
@@ -245,8 +342,107 @@ def build_parser() -> argparse.ArgumentParser:
         help="relative threshold of the default mask",
     )
     p.add_argument("-o", "--output", metavar="OUT.json", help="also write the JSON here")
+    p.add_argument(
+        "--meta",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help='store KEY: VALUE (strings) under "meta" in the JSON; repeatable',
+    )
     p.set_defaults(func=cmd_metrics)
+
+
+#: Sub-commands that other modules add to the parser: (module, function).
+EXTERNAL_COMMANDS = (("irem.datasets", "add_dataset_parser"), ("irem.report", "add_report_parser"))
+
+
+#: Sub-commands defined here; for these the other modules are not imported (a faster start).
+BUILTIN_COMMANDS = frozenset({"simulate", "reconstruct", "baseline", "sample", "metrics"})
+
+
+def _first_command(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv`` (the first word that is no option or --log's value)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--log":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def _add_external(sub: argparse._SubParsersAction) -> None:
+    """``dataset`` and ``report``, from the modules that own them (skipped if not there)."""
+    for module, func in EXTERNAL_COMMANDS:
+        try:
+            add = getattr(importlib.import_module(module), func)
+        except (ImportError, AttributeError):
+            continue
+        add(sub)
+
+
+def build_parser(external: bool = True) -> argparse.ArgumentParser:
+    """The argument parser of the ``irem`` command (``external``: with ``dataset`` and ``report``)."""
+    parser = Parser(
+        prog="irem",
+        description="Multi-stack MRI super-resolution with implicit neural representations (IREM, "
+        "Wu et al. 2021) and its baselines, on NIfTI files in world coordinates.",
+        formatter_class=FMT,
+    )
+    parser.add_argument("--version", action="version", version=f"irem-bench {__version__}")
+    _add_output_options(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_simulate(sub)
+    _add_reconstruct(sub)
+    _add_baseline(sub)
+    _add_sample(sub)
+    _add_metrics(sub)
+    if external:
+        _add_external(sub)
     return parser
+
+
+class _StderrFormatter(logging.Formatter):
+    """Information as is; warnings and worse prefixed by their level (``warning: ...``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if record.levelno <= logging.INFO else f"{record.levelname.lower()}: {text}"
+
+
+def setup_logging(verbose: int = 0, quiet: bool = False, log_file: str | None = None) -> None:
+    """Send the ``irem`` loggers' messages to stderr (and to ``log_file``), replacing the handlers
+    of an earlier call."""
+    root = logging.getLogger("irem")
+    for h in [h for h in root.handlers if getattr(h, "_irem_cli", False)]:
+        root.removeHandler(h)
+        h.close()
+    detail = logging.DEBUG if verbose else logging.INFO
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.WARNING if quiet else detail)
+    console.setFormatter(_StderrFormatter("%(message)s"))
+    handlers: list[logging.Handler] = [console]
+    if log_file is not None:
+        if not Path(log_file).parent.is_dir():
+            raise InputError(f"--log {log_file}: folder does not exist")
+        fh = logging.FileHandler(log_file)
+        fh.setLevel(detail)
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handlers.append(fh)
+    for h in handlers:
+        h._irem_cli = True  # type: ignore[attr-defined]
+        root.addHandler(h)
+    root.setLevel(detail)
+    root.propagate = False
+
+
+def _log_to_files(message: str) -> None:
+    """Record ``message`` in the ``--log`` file only (stderr already has it)."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for h in logging.getLogger("irem").handlers:
+        if isinstance(h, logging.FileHandler):
+            h.handle(record)
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
@@ -297,15 +493,23 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     print("\n".join(str(out / f) for f in files))
 
 
-def _prepare(args: argparse.Namespace) -> tuple[Any, list[Any], Any]:
-    from irem.pipeline import load_stacks, normalise, target_grid
-    from irem.volume import check_output_path
+def _request(args: argparse.Namespace) -> Any:
+    from irem.pipeline import Request
 
-    out = check_output_path(args.output)
-    stacks = load_stacks(args.stacks)
-    stacks = normalise(stacks, args.fixed_index, register=not args.no_register, seed=args.seed)
-    grid = target_grid(stacks[args.fixed_index], args.reference, args.spacing)
-    return out, stacks, grid
+    return Request(
+        stacks=list(args.stacks),
+        output=args.output,
+        fixed_index=args.fixed_index,
+        register=not args.no_register,
+        seed=args.seed,
+        reference=args.reference,
+        spacing=args.spacing,
+    )
+
+
+def _bars(args: argparse.Namespace) -> bool:
+    """Whether to draw tqdm bars of evaluation and SRR: not quiet, and stderr is a terminal."""
+    return not args.quiet and sys.stderr.isatty()
 
 
 def _set_threads(n: int | None) -> None:
@@ -315,46 +519,38 @@ def _set_threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-def cmd_reconstruct(args: argparse.Namespace) -> None:
-    import torch
-
+def _load_irem_config(args: argparse.Namespace) -> Any:
     from irem.config import load_config, parse_set
-    from irem.pipeline import describe_inputs, save_transforms, write_result
-    from irem.train import predict, resolve_device, train
 
-    t_start = time.perf_counter()
     overrides: dict[str, Any] = parse_set(args.set)
     if args.epochs is not None:
         overrides["train.epochs"] = args.epochs
     if args.time_budget is not None:
         overrides["train.time_budget"] = args.time_budget
-    cfg = load_config(args.config, overrides)
-    device = resolve_device(args.device)
-    _set_threads(args.threads)
-    out, stacks, grid = _prepare(args)
-    ckpt = Path(args.checkpoint) if args.checkpoint else out.with_name(f".{out.name}.ckpt.pt")
-    model, norm, result = train(
-        stacks,
-        cfg,
-        seed=args.seed,
-        device=device,
-        checkpoint=ckpt,
-        resume=args.resume,
-        progress=not args.quiet,
-    )
-    t_eval = time.perf_counter()
-    hr = predict(
-        model, norm, grid, chunk=cfg.reconstruct.chunk, device=device, progress=not args.quiet
-    )
-    eval_seconds = time.perf_counter() - t_eval
-    tfms = save_transforms(out, stacks, args.fixed_index) if not args.no_register else []
-    sidecar = {
-        "method": "irem",
-        "inputs": describe_inputs(args.stacks, stacks, args.fixed_index),
-        "registered": not args.no_register,
-        "transform_files": tfms,
+    if args.time_per_mvoxel is not None:
+        overrides["train.time_per_mvoxel"] = args.time_per_mvoxel
+    return load_config(args.config, overrides)
+
+
+def _check_model_path(path: str | None) -> Path | None:
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.parent.is_dir():
+        raise InputError(f"{p.parent}: output directory does not exist")
+    if p.is_dir():
+        raise InputError(f"--save-model {p}: is a directory")
+    return p
+
+
+def _irem_sidecar(
+    cfg: Any, device: Any, norm: Any, result: Any, eval_seconds: float, model_path: Path | None
+) -> dict[str, Any]:
+    """The IREM-specific fields of the sidecar: config, device, training summary and budget."""
+    import torch
+
+    return {
         "config": cfg.to_dict(),
-        "seed": args.seed,
         "device": str(device),
         "threads": torch.get_num_threads(),
         "normaliser": norm.to_dict(),
@@ -363,33 +559,80 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
         "final_loss": result.final_loss,
         "epochs_completed": result.epochs_completed,
         "steps": result.steps,
+        "budget": result.budget.to_dict(),
         "stopped_by": result.stopped_by,
         "resumed": result.resumed,
         "loss_per_epoch": result.loss_history,
+        "model_file": str(model_path) if model_path else None,
     }
-    write_result(out, hr, grid, sidecar, t_start)
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    from irem.pipeline import run
+    from irem.reconstruct import predict, resolve_device, save_model
+    from irem.train import train
+
+    cfg = _load_irem_config(args)
+    device = resolve_device(args.device)
+    model_path = _check_model_path(args.save_model)
+    _set_threads(args.threads)
+    req = _request(args)
+    out = Path(args.output)
+    ckpt = Path(args.checkpoint) if args.checkpoint else out.with_name(f".{out.name}.ckpt.pt")
+    trained: dict[str, Any] = {}
+
+    def method(stacks: list[Any], grid: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        model, norm, result = train(
+            stacks,
+            cfg,
+            seed=args.seed,
+            device=device,
+            checkpoint=ckpt,
+            resume=args.resume,
+            progress=not args.quiet,
+            target_voxels=grid.size,
+        )
+        t0 = time.perf_counter()
+        chunk = cfg.reconstruct.chunk
+        hr = predict(model, norm, grid, chunk=chunk, device=device, progress=_bars(args))
+        trained.update(model=model, norm=norm)
+        return hr, _irem_sidecar(cfg, device, norm, result, time.perf_counter() - t0, model_path)
+
+    done = run(req, "irem", method)
+    if model_path is not None:
+        save_model(
+            model_path,
+            trained["model"],
+            trained["norm"],
+            cfg,
+            seed=args.seed,
+            grid=done.grid,
+            stacks=done.stacks,
+            fixed_index=args.fixed_index,
+        )
     if ckpt.exists() and not args.checkpoint:
         ckpt.unlink()
-    print(out)
+    print(done.output)
 
 
 def cmd_baseline(args: argparse.Namespace) -> None:
-    from irem.pipeline import describe_inputs, save_transforms, write_result
+    from irem.pipeline import run
 
-    t_start = time.perf_counter()
-    extra: dict[str, Any] = {}
+    device = None
     if args.method == "srr":
-        from irem.train import resolve_device
+        from irem.reconstruct import resolve_device
 
         device = resolve_device(args.device)
         _set_threads(args.threads)
-    out, stacks, grid = _prepare(args)
-    from baselines.bspline import bspline
 
-    t0 = time.perf_counter()
-    hr = bspline(stacks, grid)
-    extra["bspline_seconds"] = time.perf_counter() - t0
-    if args.method == "srr":
+    def method(stacks: list[Any], grid: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        from baselines.bspline import bspline
+
+        t0 = time.perf_counter()
+        hr = bspline(stacks, grid)
+        extra: dict[str, Any] = {"bspline_seconds": time.perf_counter() - t0}
+        if args.method != "srr":
+            return hr, extra
         from baselines.srr import srr
 
         kwargs: dict[str, Any] = {"regulariser": args.regulariser, "psf": args.psf}
@@ -398,18 +641,46 @@ def cmd_baseline(args: argparse.Namespace) -> None:
         if args.iterations is not None:
             kwargs["iterations"] = args.iterations
         t0 = time.perf_counter()
-        hr, info = srr(stacks, grid, device=device, init=hr, progress=not args.quiet, **kwargs)
-        extra["srr_seconds"] = time.perf_counter() - t0
-        extra["srr"] = info
-        extra["device"] = str(device)
-    tfms = save_transforms(out, stacks, args.fixed_index) if not args.no_register else []
+        hr, info = srr(stacks, grid, device=device, init=hr, progress=_bars(args), **kwargs)
+        extra.update(srr_seconds=time.perf_counter() - t0, srr=info, device=str(device))
+        return hr, extra
+
+    print(run(_request(args), args.method, method).output)
+
+
+def _sample_grid(args: argparse.Namespace, saved: Any) -> Any:
+    from irem.grid import isotropic_grid, reference_grid
+    from irem.volume import load_volume
+
+    if args.reference is not None:
+        return reference_grid(load_volume(args.reference))
+    if args.spacing is not None:
+        return isotropic_grid(saved.fixed, args.spacing)
+    return saved.grid
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from irem.pipeline import write_result
+    from irem.reconstruct import load_model, predict, resolve_device
+    from irem.volume import check_output_path
+
+    t_start = time.perf_counter()
+    out = check_output_path(args.output)
+    device = resolve_device(args.device)
+    _set_threads(args.threads)
+    saved = load_model(args.model, device)
+    grid = _sample_grid(args, saved)
+    chunk = saved.cfg.reconstruct.chunk
+    hr = predict(saved.model, saved.norm, grid, chunk=chunk, device=device, progress=_bars(args))
     sidecar = {
-        "method": args.method,
-        "inputs": describe_inputs(args.stacks, stacks, args.fixed_index),
-        "registered": not args.no_register,
-        "transform_files": tfms,
-        "seed": args.seed,
-        **extra,
+        "method": "irem",
+        "model_file": str(args.model),
+        "seed": saved.seed,
+        "config": saved.cfg.to_dict(),
+        "normaliser": saved.norm.to_dict(),
+        "transforms": saved.transforms,
+        "training_grid": {"shape": list(saved.grid.shape), "affine": saved.grid.affine.tolist()},
+        "device": str(device),
     }
     write_result(out, hr, grid, sidecar, t_start)
     print(out)
@@ -430,6 +701,7 @@ def cmd_metrics(args: argparse.Namespace) -> None:
         mask = m.data > 0.5
     res = compute_metrics(pred.data, gt.data, mask=mask, threshold=args.threshold)
     res.update({"pred": str(args.pred), "gt": str(args.gt), "mask_file": args.mask})
+    res["meta"] = dict(args.meta)
     if args.output:
         write_json(args.output, res)
     json.dump(res, sys.stdout, indent=2)
@@ -438,12 +710,15 @@ def cmd_metrics(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``irem`` console script."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(external=_first_command(argv) not in BUILTIN_COMMANDS)
     args = parser.parse_args(argv)
     try:
+        setup_logging(args.verbose, args.quiet, args.log)
         args.func(args)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        _log_to_files(f"error: {exc}")
         return EXIT_INPUT
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

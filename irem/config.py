@@ -54,6 +54,9 @@ class TrainConfig:
     run does).
     ``precision: bf16`` runs forward and backward under bfloat16 autocast (weights and Adam stay
     float32).
+    ``time_per_mvoxel`` (seconds per million target voxels) scales the time budget with the size of
+    the output grid: the run gets ``time_per_mvoxel * voxels / 1e6`` seconds, capped by
+    ``time_budget`` when both are set (see :func:`irem.train.resolve_budget`).
     """
 
     epochs: int = 2000
@@ -70,6 +73,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     time_budget: float | None = None
+    time_per_mvoxel: float | None = None
     checkpoint_every: float = 60.0
 
 
@@ -105,7 +109,7 @@ def _coerce(section: str, key: str, value: Any, current: Any) -> Any:
             if isinstance(value, str):
                 value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
             return tuple(type(current[0])(v) if current else int(v) for v in value)
-        if current is None or key == "time_budget":
+        if current is None or key in ("time_budget", "time_per_mvoxel"):
             return None if value in (None, "null", "none", "None") else float(value)
         if isinstance(current, int):
             f = float(value)
@@ -145,6 +149,10 @@ def _check(cfg: IremConfig) -> None:
         ),
         (t.eps > 0, "train.eps must be positive"),
         (t.time_budget is None or t.time_budget > 0, "train.time_budget must be positive"),
+        (
+            t.time_per_mvoxel is None or t.time_per_mvoxel > 0,
+            "train.time_per_mvoxel must be positive",
+        ),
         (t.checkpoint_every > 0, "train.checkpoint_every must be positive"),
         (cfg.reconstruct.chunk >= 1, "reconstruct.chunk must be >= 1"),
     ]
@@ -177,6 +185,13 @@ def apply_overrides(cfg: IremConfig, overrides: dict[str, Any]) -> IremConfig:
         setattr(sub, key, _coerce(section, key, value, getattr(sub, key)))
     _check(cfg)
     return cfg
+
+
+def config_from_dict(tree: dict[str, Any]) -> IremConfig:
+    """An :class:`IremConfig` from :meth:`IremConfig.to_dict` output (checked like a YAML file)."""
+    if not isinstance(tree, dict):
+        raise InputError("config: expected a mapping of sections")
+    return apply_overrides(IremConfig(), flatten(tree))
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,10 +1,15 @@
 """The steps every reconstruction method shares: load stacks, normalise them, choose the grid,
-write the result. Each method (IREM, B-spline, SRR) sees identical inputs through these."""
+run the method, write the result and its sidecar. Each method (IREM, B-spline, SRR) sees identical
+inputs through :func:`run`, which is the whole flow of ``irem reconstruct`` and ``irem baseline``.
+"""
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +18,19 @@ import numpy as np
 from irem import __version__
 from irem.errors import InputError
 from irem.grid import Grid, check_overlap, isotropic_grid, reference_grid
-from irem.volume import Stack, load_stack, load_volume, save_volume, strip_nifti_suffix
+from irem.volume import (
+    Stack,
+    check_output_path,
+    load_stack,
+    load_volume,
+    save_volume,
+    strip_nifti_suffix,
+)
+
+log = logging.getLogger(__name__)
+
+#: A reconstruction method: (normalised stacks, target grid) -> (HR image, sidecar fields).
+Method = Callable[[list[Stack], Grid], tuple[np.ndarray, dict[str, Any]]]
 
 
 def load_stacks(paths: list[str]) -> list[Stack]:
@@ -90,6 +107,7 @@ def provenance() -> dict[str, Any]:
 def describe_inputs(
     paths: list[str], stacks: list[Stack], fixed_index: int
 ) -> list[dict[str, Any]]:
+    """Per input stack: path, name, shape, spacing, whether fixed, and its transform to N."""
     return [
         {
             "path": str(p),
@@ -112,3 +130,62 @@ def write_result(
     sidecar["software"] = provenance()
     sidecar["total_seconds"] = time.perf_counter() - t_start
     save_volume(out, data, grid.affine, sidecar=sidecar)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the user asked for: input stacks, output file, target grid and normalisation."""
+
+    stacks: list[str]
+    output: str
+    fixed_index: int = 0
+    register: bool = True
+    seed: int = 0
+    reference: str | None = None
+    spacing: float | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What :func:`run` wrote and the inputs the method saw."""
+
+    output: Path
+    stacks: list[Stack]
+    grid: Grid
+
+
+def prepare(req: Request) -> tuple[Path, list[Stack], Grid]:
+    """Check the output path, load and normalise the stacks, and choose the target grid."""
+    out = check_output_path(req.output)
+    stacks = normalise(load_stacks(req.stacks), req.fixed_index, req.register, seed=req.seed)
+    grid = target_grid(stacks[req.fixed_index], req.reference, req.spacing)
+    log.info("target grid %s voxels (%.2f M)", "x".join(map(str, grid.shape)), grid.size / 1e6)
+    return out, stacks, grid
+
+
+def run(req: Request, name: str, method: Method) -> Outcome:
+    """Load -> normalise/register -> target grid -> ``method`` -> NIfTI + JSON sidecar.
+
+    Args:
+        req: the inputs, output and grid.
+        name: the method's name in the sidecar.
+        method: the reconstruction itself.
+
+    Returns:
+        The output path, the normalised stacks and the grid.
+    """
+    t_start = time.perf_counter()
+    out, stacks, grid = prepare(req)
+    hr, extra = method(stacks, grid)
+    tfms = save_transforms(out, stacks, req.fixed_index) if req.register else []
+    sidecar = {
+        "method": name,
+        "inputs": describe_inputs(req.stacks, stacks, req.fixed_index),
+        "registered": req.register,
+        "transform_files": tfms,
+        "seed": req.seed,
+        **extra,
+    }
+    write_result(out, hr, grid, sidecar, t_start)
+    log.info("wrote %s", out)
+    return Outcome(out, stacks, grid)

@@ -16,6 +16,7 @@ the inverse, *moving -> fixed*.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -26,6 +27,7 @@ import SimpleITK as sitk
 from irem.errors import InputError
 from irem.volume import Stack, Volume
 
+log = logging.getLogger(__name__)
 #: RAS <-> LPS world flip as a 4x4 homogeneous matrix (its own inverse).
 FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -274,6 +276,14 @@ def _run_pyramid(
         reg.SetOptimizerScalesFromPhysicalShift()
         reg.SetInitialTransform(tx, inPlace=True)
         reg.Execute(f_img, m_img)
+        log.log(
+            logging.INFO if factor == LEVEL_FACTORS[-1] else logging.DEBUG,
+            "  %.3g mm level: Mattes MI %.5f after %d iterations",
+            target,
+            reg.GetMetricValue(),
+            reg.GetOptimizerIteration(),
+        )
+        log.debug("  %s", reg.GetOptimizerStopConditionDescription())
 
 
 def normalise_stacks(
@@ -311,7 +321,14 @@ def normalise_stacks(
     out = []
     for i, stack in enumerate(stacks):
         if register and i != fixed_index:
+            log.info("registering stack %r to %r", stack.name, fixed.name)
             transform = register_rigid(fixed, stack, seed=seed)
+            log.info(
+                "  %r: rotation %.2f deg, translation %.2f mm",
+                stack.name,
+                rotation_angle_deg(transform),
+                float(np.linalg.norm(transform[:3, 3])),
+            )
         else:
             transform = np.eye(4)
         out.append(

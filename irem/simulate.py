@@ -84,6 +84,28 @@ def lr_affine(hr_affine: np.ndarray, axis: int, k: int, offset: float) -> np.nda
     return np.asarray(hr_affine, dtype=np.float64) @ m
 
 
+# --------------------------------------------------------------------------------------------------
+# Noise
+#
+# Definition: SNR = mean white-matter signal of the noise-free image / sigma, where sigma is the
+# standard deviation of the Gaussian noise on each of the real and imaginary channels and the
+# magnitude image is |x + n_re + i n_im| (Rician; Gudbjartsson & Patz 1995, "The Rician
+# distribution of noisy MRI data", Magn Reson Med 34:910-914). Without a white-matter mask the
+# reference signal is the mean of the upper intensity half of the foreground (see
+# :func:`reference_signal`): about the brightest large tissue (WM in T1w, GM/CSF in T2w).
+#
+# Literature levels for clinical 3 T brain scans (whole-volume SNR measured in healthy volunteers,
+# Springer E et al. 2016, "Comparison of routine brain imaging at 3 T and 7 T", Invest Radiol 51(8):
+# 469-482, table 5, mean +- SD over volunteers): 3-D T1 MP2RAGE 61 +- 18, 3-D T2 SPACE 28 +- 9,
+# 3-D FLAIR SPACE 29 +- 11 (2-D TSE: T2 22, FLAIR 25). Their ROI tissue and exact voxel sizes are
+# not restated here. :data:`LITERATURE_HR_SNR` takes the T2/FLAIR means as they are and, for T1w,
+# the MP2RAGE mean minus one SD (a conservative estimate: MP2RAGE is not MPRAGE, and single-site
+# numbers vary with coil, tissue ROI and noise estimate); treat all three as typical, not exact.
+
+#: HR (1 mm, 3 T) SNR per contrast family, as defined above; an estimate from Springer et al. 2016.
+LITERATURE_HR_SNR: dict[str, float] = {"T1w": 40.0, "T2w": 28.0, "FLAIR": 29.0}
+
+
 def rician_noise(data: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Magnitude of the signal plus complex Gaussian noise of standard deviation ``sigma``."""
     real = data + rng.normal(0.0, sigma, data.shape)
@@ -91,10 +113,124 @@ def rician_noise(data: np.ndarray, sigma: float, rng: np.random.Generator) -> np
     return np.sqrt(real**2 + imag**2).astype(np.float32)
 
 
-def noise_sigma(hr: np.ndarray, snr: float) -> float:
-    """Noise level for a given SNR: mean of the foreground (voxels above 10% of max) over SNR."""
-    fg = hr[hr > 0.1 * float(hr.max())]
-    return float(fg.mean()) / snr
+def reference_signal(data: np.ndarray, wm_mask: np.ndarray | None = None) -> float:
+    """The signal that SNR is relative to: mean over the white-matter mask of a noise-free image.
+
+    Without a mask (fallback): the foreground is every voxel above 10% of the maximum, and the
+    reference is the mean of the foreground voxels at or above the foreground's median intensity.
+
+    Args:
+        data: the noise-free image.
+        wm_mask: white-matter mask on the same grid (non-zero = WM), or None.
+    """
+    data = np.asarray(data, dtype=np.float64)
+    if wm_mask is not None:
+        mask = np.asarray(wm_mask) > 0
+        if mask.shape != data.shape:
+            raise InputError(f"WM mask shape {mask.shape} differs from the image's {data.shape}")
+        if not mask.any():
+            raise InputError("the white-matter mask is empty")
+        return float(data[mask].mean())
+    fg = data[data > 0.1 * float(data.max())]
+    if fg.size == 0:
+        raise InputError("the image has no foreground to take a reference signal from")
+    return float(fg[fg >= np.median(fg)].mean())
+
+
+def noise_sigma_for_snr(reference_signal: float, snr: float) -> float:
+    """Noise standard deviation per channel giving ``snr`` = reference signal / sigma."""
+    if not (np.isfinite(snr) and snr > 0):
+        raise InputError(f"the SNR must be a positive number, got {snr}")
+    if not (np.isfinite(reference_signal) and reference_signal > 0):
+        raise InputError(f"the reference signal must be positive, got {reference_signal}")
+    return float(reference_signal) / float(snr)
+
+
+def noise_sigma(hr: np.ndarray, snr: float, wm_mask: np.ndarray | None = None) -> float:
+    """Noise level for ``snr`` relative to :func:`reference_signal` of the noise-free ``hr``."""
+    return noise_sigma_for_snr(reference_signal(hr, wm_mask), snr)
+
+
+def noise_generators(
+    seed: int, subject_seed: int | None = None, n: int = 4
+) -> list[np.random.Generator]:
+    """Independent generators: children 0-2 for the three stacks, 3 for the noisy HR scan.
+
+    Seeded from ``SeedSequence([subject_seed, seed])``, or ``SeedSequence(seed)`` without a subject
+    seed (the stacks' noise is then the same as before subject seeds existed).
+    """
+    entropy = int(seed) if subject_seed is None else [int(subject_seed), int(seed)]
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(entropy).spawn(n)]
+
+
+def scan_time_matched_snr(hr_snr: float, k: int, n_stacks: int = 3) -> float:
+    """SNR of each of ``n_stacks`` LR stacks taking, together, the scan time of one HR scan.
+
+    SNR is proportional to voxel volume times the square root of the scan time. An LR voxel is
+    ``k`` times the HR voxel's volume, and each stack has ``1 / n_stacks`` of the HR scan time, so
+    ``snr_lr = hr_snr * k / sqrt(n_stacks)``: three stacks at ``k = 4`` each have 2.31 times the
+    SNR of the HR scan (the textbook rule; e.g. Macovski 1996, "Noise in MRI", Magn Reson Med
+    36:494-497).
+
+    Args:
+        hr_snr: SNR of the HR scan (same definition as everywhere here).
+        k: slice-thickness factor of the LR stacks.
+        n_stacks: number of LR stacks sharing the HR scan time.
+    """
+    if k < 1 or n_stacks < 1:
+        raise InputError(f"k and n_stacks must be >= 1, got k={k}, n_stacks={n_stacks}")
+    if not (np.isfinite(hr_snr) and hr_snr > 0):
+        raise InputError(f"the HR SNR must be a positive number, got {hr_snr}")
+    return float(hr_snr) * k / np.sqrt(n_stacks)
+
+
+def noisy_hr(
+    hr: Volume,
+    snr: float,
+    seed: int = 0,
+    subject_seed: int | None = None,
+    wm_mask: np.ndarray | None = None,
+) -> Volume:
+    """The HR scan of the same subject with Rician noise at ``snr`` (the same model as the stacks).
+
+    Its noise comes from generator 3 of :func:`noise_generators`, independent of the stacks'.
+    """
+    sigma = noise_sigma(hr.data, snr, wm_mask)
+    rng = noise_generators(seed, subject_seed)[3]
+    return Volume(data=rician_noise(hr.data, sigma, rng), affine=np.array(hr.affine))
+
+
+def _rician_xi(theta: float) -> float:
+    """Koay & Basser's correction factor: variance of a Rician magnitude / sigma^2 at SNR theta."""
+    from scipy.special import ive
+
+    x = theta**2 / 4.0
+    bracket = (2.0 + theta**2) * ive(0, x) + theta**2 * ive(1, x)
+    return float(2.0 + theta**2 - np.pi / 8.0 * bracket**2)
+
+
+def rician_signal_and_sigma(magnitude: np.ndarray) -> tuple[float, float]:
+    """Estimate the underlying signal and sigma of a uniform region of a Rician magnitude image.
+
+    Moment matching by Koay & Basser (2006, J Magn Reson 179:317-322): solves
+    ``theta = sqrt(xi(theta) (1 + r^2) - 2)`` with ``r`` = mean / std of the magnitudes, then
+    ``sigma = std / sqrt(xi(theta))`` and signal = ``theta * sigma``. Returns ``(0, ...)`` when the
+    region is indistinguishable from pure noise.
+    """
+    from scipy.optimize import brentq
+
+    m = np.asarray(magnitude, dtype=np.float64).ravel()
+    mean, std = float(m.mean()), float(m.std())
+    r = mean / std
+    if r <= np.sqrt(np.pi / (4.0 - np.pi)):
+        return 0.0, float(np.sqrt((m**2).mean() / 2.0))
+
+    def f(theta: float) -> float:
+        return np.sqrt(max(_rician_xi(theta) * (1.0 + r**2) - 2.0, 0.0)) - theta
+
+    theta = brentq(f, 0.0, r + 1.0)
+    sigma = std / np.sqrt(_rician_xi(theta))
+    return float(theta * sigma), float(sigma)
 
 
 def simulate_stack(hr: Volume, axis: int, k: int, profile: Profile = "box") -> Stack:
@@ -117,17 +253,59 @@ def simulate_stacks(
     profile: Profile = "box",
     snr: float | None = None,
     seed: int = 0,
+    wm_mask: np.ndarray | None = None,
+    subject_seed: int | None = None,
 ) -> list[Stack]:
-    """Three orthogonal LR stacks, one thick along each voxel axis, with optional Rician noise."""
+    """Three orthogonal LR stacks, one thick along each voxel axis, with optional Rician noise.
+
+    Args:
+        hr: the noise-free HR volume.
+        k: slice-thickness factor.
+        profile: slice profile.
+        snr: SNR of each stack (reference signal of ``hr``, see :func:`reference_signal`).
+        seed: run seed of the noise.
+        wm_mask: white-matter mask on ``hr``'s grid defining the SNR reference (recommended).
+        subject_seed: subject seed, combined with ``seed`` (see :func:`noise_generators`).
+    """
     if snr is not None and not snr > 0:
         raise InputError(f"--snr must be positive, got {snr}")
     stacks = [simulate_stack(hr, axis, k, profile) for axis in range(3)]
     if snr is not None:
-        sigma = noise_sigma(hr.data, snr)
-        rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)]
-        for stack, rng in zip(stacks, rngs, strict=True):
+        sigma = noise_sigma(hr.data, snr, wm_mask)
+        for stack, rng in zip(stacks, noise_generators(seed, subject_seed)[:3], strict=True):
             stack.data = rician_noise(stack.data, sigma, rng)
     return stacks
+
+
+def simulate_scan_time_matched(
+    hr: Volume,
+    k: int,
+    hr_snr: float,
+    profile: Profile = "box",
+    seed: int = 0,
+    wm_mask: np.ndarray | None = None,
+    subject_seed: int | None = None,
+) -> tuple[list[Stack], Volume, dict[str, float]]:
+    """Three LR stacks and one HR scan of equal total scan time (the paper's dataset #C argument).
+
+    The HR scan gets Rician noise at ``hr_snr``; each stack at :func:`scan_time_matched_snr`.
+
+    Returns:
+        The noisy stacks, the noisy HR scan and ``{"hr_snr", "lr_snr", "hr_sigma", "lr_sigma",
+        "reference_signal"}`` for the sidecar.
+    """
+    lr_snr = scan_time_matched_snr(hr_snr, k, n_stacks=3)
+    stacks = simulate_stacks(hr, k, profile, lr_snr, seed, wm_mask, subject_seed)
+    hr_noisy = noisy_hr(hr, hr_snr, seed, subject_seed, wm_mask)
+    ref = reference_signal(hr.data, wm_mask)
+    info = {
+        "hr_snr": float(hr_snr),
+        "lr_snr": lr_snr,
+        "hr_sigma": noise_sigma_for_snr(ref, hr_snr),
+        "lr_sigma": noise_sigma_for_snr(ref, lr_snr),
+        "reference_signal": ref,
+    }
+    return stacks, hr_noisy, info
 
 
 def random_rigid(

@@ -1,4 +1,4 @@
-"""Training IREM on the LR stacks (paper sections 2.2 and 3.2) and evaluating it on a dense grid.
+"""Training IREM on the LR stacks (paper sections 2.2 and 3.2).
 
 Coordinates. Every LR voxel centre is carried into normalised space N (millimetres, through the
 stack's affine and registration transform). The axis-aligned bounding box in N of all stacks' voxel
@@ -9,56 +9,89 @@ and a unit of input is the same number of millimetres along every axis.
 Intensities. All stacks are divided by the largest LR intensity for training; outputs are
 multiplied back.
 
-One epoch is one pass over all LR voxels of all stacks in a seeded random order.
+One epoch is one pass over all LR voxels of all stacks in a seeded random order. A run ends when
+its epochs are done, its time budget is spent, or a step callback asks it to; the reason is a
+:class:`StopReason` value. Evaluation on a grid lives in :mod:`irem.reconstruct`.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from irem.config import IremConfig
+from irem.config import IremConfig, TrainConfig
 from irem.errors import InputError
-from irem.grid import Grid, stack_points
+from irem.grid import stack_points
 from irem.grid_inr import GridINR
-from irem.model import IREM, for_inference
-from irem.volume import Stack, apply_affine
+from irem.progress import Progress
+
+# Re-exported so that callers written before irem.reconstruct existed keep working.
+from irem.reconstruct import Normaliser, build_model
+from irem.reconstruct import predict as predict
+from irem.reconstruct import resolve_device as resolve_device
+from irem.volume import Stack
+
+log = logging.getLogger(__name__)
+
+OnStep = Callable[[int, float, torch.nn.Module, Normaliser], bool | None]
+
+
+class StopReason(StrEnum):
+    """Why a training run ended."""
+
+    EPOCHS = "epochs"
+    BUDGET = "budget"
+    CALLBACK = "callback"
 
 
 @dataclass(frozen=True)
-class Normaliser:
-    """Maps normalised-space millimetres to network inputs and intensities to [0, 1]."""
+class TimeBudget:
+    """The wall-time budget of a run and the rule it came from.
 
-    centre: np.ndarray
-    half_extent: float
-    intensity_scale: float
-    box_mm: tuple[float, float, float] = (2.0, 2.0, 2.0)
+    ``rule`` is ``epochs`` (no time budget: the epochs bound the run), ``fixed`` (``seconds`` given)
+    or ``per_mvoxel`` (``seconds_per_mvoxel`` x target voxels / 1e6, capped by ``cap_seconds``).
+    """
 
-    def coords(self, points: np.ndarray) -> np.ndarray:
-        return ((np.asarray(points) - self.centre) / self.half_extent).astype(np.float32)
+    rule: str
+    seconds: float | None
+    seconds_per_mvoxel: float | None = None
+    cap_seconds: float | None = None
+    target_voxels: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "centre_mm": [float(c) for c in self.centre],
-            "half_extent_mm": self.half_extent,
-            "intensity_scale": self.intensity_scale,
-            "box_mm": list(self.box_mm),
-        }
+        return asdict(self)
 
-    @property
-    def extent(self) -> tuple[float, float, float]:
-        """Half sides of the box in input units (the longest is 1)."""
-        return tuple(float(b) / (2 * self.half_extent) for b in self.box_mm)  # type: ignore[return-value]
+
+def resolve_budget(
+    time_budget: float | None, time_per_mvoxel: float | None, target_voxels: int | None
+) -> TimeBudget:
+    """Apply the budget rule: a fixed budget, or seconds per million target voxels (capped).
+
+    Args:
+        time_budget: seconds (``train.time_budget``); the cap when ``time_per_mvoxel`` is set.
+        time_per_mvoxel: seconds per million voxels of the target grid (``train.time_per_mvoxel``).
+        target_voxels: voxels of the output grid; needed with ``time_per_mvoxel``.
+
+    Returns:
+        The resolved budget (``seconds`` None: no time budget).
+    """
+    if time_per_mvoxel is None:
+        return TimeBudget("epochs" if time_budget is None else "fixed", time_budget)
+    if target_voxels is None or target_voxels < 1:
+        raise InputError("train.time_per_mvoxel needs the number of target grid voxels")
+    scaled = time_per_mvoxel * target_voxels / 1e6
+    seconds = scaled if time_budget is None else min(scaled, time_budget)
+    return TimeBudget("per_mvoxel", seconds, time_per_mvoxel, time_budget, int(target_voxels))
 
 
 @dataclass
@@ -72,26 +105,7 @@ class TrainResult:
     stopped_by: str
     resumed: bool
     loss_history: list[float] = field(default_factory=list)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU (with a warning if CUDA was visible but unusable)."""
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda was asked for but CUDA is not available")
-        return torch.device("cuda")
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1"):
-            print(
-                "warning: a GPU slot was given but CUDA is not usable; running on CPU",
-                file=sys.stderr,
-            )
-        return torch.device("cpu")
-    raise InputError(f"--device must be auto, cpu or cuda, got {name!r}")
+    budget: TimeBudget = field(default_factory=lambda: TimeBudget("epochs", None))
 
 
 def training_data(stacks: list[Stack]) -> tuple[np.ndarray, np.ndarray, Normaliser]:
@@ -113,25 +127,42 @@ def slice_vectors(stacks: list[Stack], norm: Normaliser) -> tuple[np.ndarray, np
     return vectors.astype(np.float32), owner
 
 
-def build_model(cfg: IremConfig, seed: int, norm: Normaliser) -> torch.nn.Module:
-    """The paper's IREM network or the fast feature-grid representation, as configured."""
-    m = cfg.model
-    if m.kind == "grid":
-        return GridINR(
-            norm.box_mm,
-            norm.extent,
-            m.levels,
-            m.features,
-            m.finest_mm,
-            m.width,
-            m.hidden_layers,
-            seed,
-        )
-    return IREM(m.fourier_dim, m.sigma, m.width, m.depth, tuple(m.skips), seed=seed)
+@dataclass
+class TrainingData:
+    """The LR voxels as tensors on the training device, and how they are batched."""
+
+    coords: torch.Tensor
+    vals: torch.Tensor
+    vectors: torch.Tensor
+    owner: torch.Tensor
+    norm: Normaliser
+    batch: int
+    steps_per_epoch: int
+
+    @property
+    def n(self) -> int:
+        return len(self.vals)
 
 
-def build_optimizer(model: torch.nn.Module, cfg: IremConfig) -> torch.optim.Adam:
-    """Adam; the feature grids of ``kind: grid`` get their own learning rate."""
+def prepare_data(stacks: list[Stack], cfg: IremConfig, device: torch.device) -> TrainingData:
+    """Coordinates, intensities, slice vectors and stack owners of all LR voxels; batch sizes."""
+    coords, vals, norm = training_data(stacks)
+    vectors, owner = slice_vectors(stacks, norm)
+    batch = min(cfg.train.batch_size, len(vals))
+    return TrainingData(
+        coords=torch.from_numpy(coords).to(device),
+        vals=torch.from_numpy(vals).to(device),
+        vectors=torch.from_numpy(vectors).to(device),
+        owner=torch.from_numpy(owner).to(device),
+        norm=norm,
+        batch=batch,
+        steps_per_epoch=max(1, len(vals) // batch),  # drop the last partial batch (BatchNorm)
+    )
+
+
+def build_optimizer(model: torch.nn.Module, cfg: IremConfig) -> torch.optim.Optimizer:
+    """The one place the optimiser is built: Adam; the feature grids of ``kind: grid`` get their own
+    learning rate."""
     t = cfg.train
     if isinstance(model, GridINR):
         groups = [
@@ -146,6 +177,43 @@ def build_optimizer(model: torch.nn.Module, cfg: IremConfig) -> torch.optim.Adam
     return torch.optim.Adam(groups, lr=t.lr, betas=tuple(t.betas), eps=t.eps, fused=True)
 
 
+class LearningRate:
+    """The scheduler: owns the learning rate of every parameter group of an optimiser.
+
+    ``lr_schedule: step`` (the paper): the start rates times ``lr_decay ** (epoch // lr_step_epochs)``.
+    ``budget``: the start rates times ``lr_final ** done``, with ``done`` the fraction of the run
+    behind (steps of the epoch budget, or seconds of the time budget, whichever is further).
+    The rate depends only on (steps, seconds, epoch), so a resumed run needs no scheduler state.
+    """
+
+    def __init__(
+        self,
+        opt: torch.optim.Optimizer,
+        t: TrainConfig,
+        total_steps: int,
+        budget_seconds: float | None,
+    ):
+        self.opt = opt
+        self.base = [float(g["lr"]) for g in opt.param_groups]
+        self.t, self.total_steps, self.budget_seconds = t, total_steps, budget_seconds
+
+    def factor(self, steps: int, seconds: float, epoch: int) -> float:
+        """Multiplier of the start rates for the step after ``steps`` steps and ``seconds``."""
+        t = self.t
+        if t.lr_schedule == "step":
+            return t.lr_decay ** (epoch // t.lr_step_epochs)
+        done = steps / self.total_steps
+        if self.budget_seconds is not None:
+            done = max(done, seconds / self.budget_seconds)
+        return t.lr_final ** min(done, 1.0)
+
+    def step(self, steps: int, seconds: float, epoch: int) -> None:
+        """Set the rates of the next optimiser step."""
+        f = self.factor(steps, seconds, epoch)
+        for group, base in zip(self.opt.param_groups, self.base, strict=True):
+            group["lr"] = base * f
+
+
 def profile_offsets(n: int, points: int, gen: torch.Generator) -> torch.Tensor:
     """Positions across a slice in [-0.5, 0.5], one per stratum of ``points``, jittered: ``(n, points)``."""
     base = (torch.arange(points, dtype=torch.float32) + 0.5) / points - 0.5
@@ -153,40 +221,293 @@ def profile_offsets(n: int, points: int, gen: torch.Generator) -> torch.Tensor:
     return base + jitter
 
 
+def _forward(
+    model: torch.nn.Module, data: TrainingData, idx: torch.Tensor, points: int, jitter_seed: int
+) -> torch.Tensor:
+    """Predicted LR intensities of the voxels ``idx``: the value at the voxel centre, or the mean
+    over ``points`` jittered points across the thick slice."""
+    if points == 1:
+        return model(data.coords[idx])
+    # A generator per step keeps resumed runs identical to uninterrupted ones.
+    jitter = torch.Generator().manual_seed(jitter_seed)
+    offsets = profile_offsets(len(idx), points, jitter).to(data.coords.device)
+    vec = data.vectors[data.owner[idx]]
+    across = data.coords[idx][:, None, :] + offsets[..., None] * vec[:, None, :]
+    return model(across.reshape(-1, 3)).view(len(idx), points).mean(dim=1)
+
+
 def _fingerprint(cfg: IremConfig, n: int, seed: int) -> dict[str, Any]:
     d = cfg.to_dict()
-    d["train"].pop("time_budget", None)
-    d["train"].pop("checkpoint_every", None)
+    for key in ("time_budget", "time_per_mvoxel", "checkpoint_every"):
+        d["train"].pop(key, None)
     d.pop("reconstruct", None)
     return {"config": d, "samples": n, "seed": seed}
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write a training checkpoint atomically (temporary name, then rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
 
 
-def _forward(
-    model: torch.nn.Module,
-    coords: torch.Tensor,
-    idx: torch.Tensor,
-    points: int,
-    vectors: torch.Tensor,
-    owner: torch.Tensor,
-    seed: int,
-    step: int,
-    device: torch.device,
-) -> torch.Tensor:
-    """Predicted LR intensities of the voxels ``idx``: the value at the voxel centre, or the mean
-    over ``points`` jittered points across the thick slice."""
-    if points == 1:
-        return model(coords[idx])
-    # A generator per step keeps resumed runs identical to uninterrupted ones.
-    jitter = torch.Generator().manual_seed(int(seed) * 1_000_003 + step)
-    offsets = profile_offsets(len(idx), points, jitter).to(device)
-    across = coords[idx][:, None, :] + offsets[..., None] * vectors[owner[idx]][:, None, :]
-    return model(across.reshape(-1, 3)).view(len(idx), points).mean(dim=1)
+def load_checkpoint(
+    path: Path, fingerprint: dict[str, Any], device: torch.device
+) -> dict[str, Any]:
+    """Read a checkpoint and check that it belongs to this run (config, data and seed)."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # torch raises many types for garbage
+        raise InputError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
+        raise InputError(f"{path}: checkpoint belongs to another run (config, data or seed differ)")
+    return state
+
+
+@dataclass
+class RunState:
+    """Where a run is: the position in the epochs, steps, training seconds and losses."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    running: float = 0.0
+    loss: float = float("nan")
+    history: list[float] = field(default_factory=list)
+
+    def record(self, loss: float) -> None:
+        """Count a step and update the smoothed loss."""
+        self.steps += 1
+        self.loss = loss
+        self.running = loss if self.steps == 1 else 0.98 * self.running + 0.02 * loss
+
+
+class Stopwatch:
+    """Training seconds on an injectable clock, with time spent in callbacks left out."""
+
+    def __init__(self, clock: Callable[[], float], before: float = 0.0):
+        self._clock, self._before = clock, before
+        self._t0 = self._last = clock()
+
+    def elapsed(self) -> float:
+        """Training seconds now (reads the clock once)."""
+        self._last = self._clock()
+        return self._before + self._last - self._t0
+
+    def exclude_since_last_read(self) -> None:
+        """Leave the time since the last :meth:`elapsed` out of the training seconds."""
+        now = self._clock()
+        self._t0 += now - self._last
+        self._last = now
+
+
+class Trainer:
+    """Fits a representation to the LR voxels of stacks already in normalised space.
+
+    Args:
+        stacks: LR stacks with their transforms into normalised space.
+        cfg: model and training hyperparameters.
+        seed: seeds the weights, the sample order and the slice-profile jitter.
+        device: torch device (CPU by default).
+        target_voxels: voxels of the output grid, for ``train.time_per_mvoxel``.
+        clock: wall clock (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        stacks: list[Stack],
+        cfg: IremConfig,
+        *,
+        seed: int = 0,
+        device: torch.device | None = None,
+        target_voxels: int | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
+        self.cfg, self.seed, self.clock = cfg, int(seed), clock
+        self.device = device or torch.device("cpu")
+        self.data = prepare_data(stacks, cfg, self.device)
+        self.model = build_model(cfg, self.seed, self.data.norm).to(self.device)
+        self.opt = build_optimizer(self.model, cfg)
+        t = cfg.train
+        self.total_steps = t.epochs * self.data.steps_per_epoch
+        self.budget = resolve_budget(t.time_budget, t.time_per_mvoxel, target_voxels)
+        self.lr = LearningRate(self.opt, t, self.total_steps, self.budget.seconds)
+        self.gen = torch.Generator().manual_seed(self.seed + 1)
+        self.state = RunState()
+        self.fingerprint = _fingerprint(cfg, self.data.n, self.seed)
+        self.resumed = False
+        self._last_checkpoint = 0.0
+
+    @property
+    def norm(self) -> Normaliser:
+        return self.data.norm
+
+    def step(self, idx: torch.Tensor) -> float:
+        """One optimisation step on the LR voxels ``idx``: forward, loss, backward, prior, update.
+
+        Returns:
+            The data term (mean squared error) of the batch.
+        """
+        t = self.cfg.train
+        jitter_seed = self.seed * 1_000_003 + self.state.steps
+        bf16 = t.precision == "bf16"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            pred = _forward(self.model, self.data, idx, t.profile_points, jitter_seed)
+        loss = torch.mean((pred.float() - self.data.vals[idx]) ** 2)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self._add_prior_gradient()
+        self.opt.step()
+        return float(loss.detach())
+
+    def _add_prior_gradient(self) -> None:
+        """The grid smoothness prior (first-order Tikhonov on the feature grids), added to the
+        gradients; the reported loss is the data term alone."""
+        if self.cfg.train.grid_smoothness > 0:
+            self.model.add_smoothness_grad(self.cfg.train.grid_smoothness)
+
+    def checkpoint_state(self, gen_state: torch.Tensor) -> dict[str, Any]:
+        """Everything a resumed run needs; ``gen_state`` re-draws the current epoch's order."""
+        s = self.state
+        return {
+            "fingerprint": self.fingerprint,
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "generator": gen_state,
+            "epoch": s.epoch,
+            "step_in_epoch": s.step_in_epoch,
+            "steps": s.steps,
+            "training_seconds": s.seconds,
+            "history": s.history,
+            "running": s.running,
+        }
+
+    def resume(self, path: Path) -> None:
+        """Continue from the checkpoint at ``path`` (refused if it belongs to another run)."""
+        state = load_checkpoint(path, self.fingerprint, self.device)
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["generator"])
+        self.state = RunState(
+            epoch=state["epoch"],
+            step_in_epoch=state["step_in_epoch"],
+            steps=state["steps"],
+            seconds=state["training_seconds"],
+            running=state.get("running", 0.0),
+            history=list(state["history"]),
+        )
+        self._last_checkpoint = self.state.seconds
+        self.resumed = True
+
+    def fit(
+        self,
+        *,
+        checkpoint: Path | None = None,
+        progress: bool = True,
+        progress_stream: TextIO | None = None,
+        on_step: OnStep | None = None,
+    ) -> TrainResult:
+        """Train until the epochs are done, the time budget is spent or ``on_step`` returns True.
+
+        Args:
+            checkpoint: file for periodic checkpoints and the final state.
+            progress: show progress (a bar on a terminal, plain lines otherwise).
+            progress_stream: where progress goes (default: stderr).
+            on_step: called after every step with (steps, training seconds, model, normaliser);
+                its time is not training time, and returning True stops training.
+
+        Returns:
+            What the run did; the model is left in eval mode.
+        """
+        s = self.state
+        bar = Progress(
+            self.total_steps,
+            self.budget.seconds,
+            start_steps=s.steps,
+            start_seconds=s.seconds,
+            enabled=progress,
+            stream=progress_stream,
+        )
+        watch = Stopwatch(self.clock, s.seconds)
+        self.model.train()
+        stop: StopReason | None = None
+        with bar:
+            while stop is None and s.epoch < self.cfg.train.epochs:
+                stop = self._run_epoch(watch, bar, checkpoint, on_step)
+        if stop is None:
+            stop = StopReason.EPOCHS
+            self._save(checkpoint, self.gen.get_state())
+        self.model.eval()
+        return self._result(stop)
+
+    def _run_epoch(
+        self, watch: Stopwatch, bar: Progress, checkpoint: Path | None, on_step: OnStep | None
+    ) -> StopReason | None:
+        """The rest of the current epoch; a stop reason if the run ends inside it."""
+        s, d = self.state, self.data
+        epoch_gen = self.gen.get_state()
+        perm = torch.randperm(d.n, generator=self.gen).to(self.device)
+        for i in range(s.step_in_epoch, d.steps_per_epoch):
+            self.lr.step(s.steps, s.seconds, s.epoch)
+            s.record(self.step(perm[i * d.batch : (i + 1) * d.batch]))
+            s.step_in_epoch = i + 1
+            stop = self._check_stop(watch, on_step)
+            bar.update(s.steps, s.seconds, s.running)
+            if stop is not None:
+                # Resume re-draws this epoch's order from its generator state.
+                self.gen.set_state(epoch_gen)
+                self._save(checkpoint, epoch_gen)
+                return stop
+            if checkpoint is not None and s.seconds - self._last_checkpoint >= (
+                self.cfg.train.checkpoint_every
+            ):
+                self._save(checkpoint, epoch_gen)
+                self._last_checkpoint = s.seconds
+        s.history.append(s.running)
+        s.epoch += 1
+        s.step_in_epoch = 0
+        return None
+
+    def _check_stop(self, watch: Stopwatch, on_step: OnStep | None) -> StopReason | None:
+        """Read the clock, run the callback (untimed) and check the time budget."""
+        s = self.state
+        s.seconds = watch.elapsed()
+        if on_step is not None:
+            asked = on_step(s.steps, s.seconds, self.model, self.norm)
+            self.model.train()
+            watch.exclude_since_last_read()
+            if asked:
+                return StopReason.CALLBACK
+        if self.budget.seconds is not None and s.seconds >= self.budget.seconds:
+            return StopReason.BUDGET
+        return None
+
+    def _save(self, checkpoint: Path | None, gen_state: torch.Tensor) -> None:
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, self.checkpoint_state(gen_state))
+
+    def _result(self, stop: StopReason) -> TrainResult:
+        s = self.state
+        result = TrainResult(
+            epochs_completed=s.epoch,
+            steps=s.steps,
+            final_loss=s.running if math.isfinite(s.running) else s.loss,
+            training_seconds=s.seconds,
+            stopped_by=str(stop),
+            resumed=self.resumed,
+            loss_history=list(s.history),
+            budget=self.budget,
+        )
+        log.info(
+            "trained %d steps (%d epochs) in %.1f s, stopped by %s, loss %.4g",
+            result.steps,
+            result.epochs_completed,
+            result.training_seconds,
+            result.stopped_by,
+            result.final_loss,
+        )
+        return result
 
 
 def train(
@@ -199,7 +520,9 @@ def train(
     resume: bool = False,
     progress: bool = True,
     clock: Callable[[], float] = time.perf_counter,
-    on_step: Callable[[int, float, torch.nn.Module, Normaliser], bool | None] | None = None,
+    on_step: OnStep | None = None,
+    target_voxels: int | None = None,
+    progress_stream: TextIO | None = None,
 ) -> tuple[torch.nn.Module, Normaliser, TrainResult]:
     """Fit IREM to the LR voxels of ``stacks`` (already in normalised space).
 
@@ -210,180 +533,23 @@ def train(
         device: torch device (CPU by default).
         checkpoint: file for periodic checkpoints; needed for ``resume``.
         resume: continue from ``checkpoint`` if it exists and matches the run.
-        progress: show a tqdm bar with the loss.
+        progress: show progress with the loss.
         clock: wall clock (injectable for tests).
-        on_step: called after every step with (steps, training seconds, model, normaliser); its time
-            is not counted as training time, and returning True stops training ("callback").
+        on_step: see :meth:`Trainer.fit`.
+        target_voxels: voxels of the output grid, for ``train.time_per_mvoxel``.
+        progress_stream: where progress goes (default: stderr).
 
     Returns:
         The trained model (in eval mode), the coordinate/intensity normaliser and a summary.
     """
-    device = device or torch.device("cpu")
-    coords_np, vals_np, norm = training_data(stacks)
-    vectors_np, owner_np = slice_vectors(stacks, norm)
-    n = len(vals_np)
-    t = cfg.train
-    batch = min(t.batch_size, n)
-    steps_per_epoch = max(1, n // batch)  # drop the last partial batch (BatchNorm needs > 1)
-    coords = torch.from_numpy(coords_np).to(device)
-    vals = torch.from_numpy(vals_np).to(device)
-    vectors = torch.from_numpy(vectors_np).to(device)
-    owner = torch.from_numpy(owner_np).to(device)
-    points = t.profile_points
-    bf16 = t.precision == "bf16"
-
-    model = build_model(cfg, seed, norm).to(device)
-    opt = build_optimizer(model, cfg)
-    by_budget = t.lr_schedule == "budget"
-    sched = torch.optim.lr_scheduler.StepLR(
-        opt, step_size=t.lr_step_epochs, gamma=1.0 if by_budget else t.lr_decay
+    trainer = Trainer(
+        stacks, cfg, seed=seed, device=device, target_voxels=target_voxels, clock=clock
     )
-    gen = torch.Generator().manual_seed(int(seed) + 1)
-    start_epoch, start_step, steps, elapsed_before = 0, 0, 0, 0.0
-    history: list[float] = []
-    fingerprint = _fingerprint(cfg, n, seed)
-    resumed = False
     if resume and checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        if state.get("fingerprint") != fingerprint:
-            raise InputError(
-                f"{checkpoint}: checkpoint belongs to another run (config, data or seed differ)"
-            )
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        start_epoch, start_step = state["epoch"], state["step_in_epoch"]
-        steps, elapsed_before, history = state["steps"], state["training_seconds"], state["history"]
-        resumed = True
+        trainer.resume(checkpoint)
     elif resume:
-        print(f"warning: no checkpoint at {checkpoint}; starting from scratch", file=sys.stderr)
-
-    def snapshot(epoch: int, step_in_epoch: int, gen_state: torch.Tensor) -> None:
-        if checkpoint is None:
-            return
-        _save_checkpoint(
-            checkpoint,
-            {
-                "fingerprint": fingerprint,
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "generator": gen_state,
-                "epoch": epoch,
-                "step_in_epoch": step_in_epoch,
-                "steps": steps,
-                "training_seconds": elapsed_before + (clock() - t0),
-                "history": history,
-            },
-        )
-
-    model.train()
-    t0 = clock()
-    last_ckpt = t0
-    stopped_by = "epochs"
-    loss_val = float("nan")
-    total = t.epochs * steps_per_epoch
-    bar = tqdm(
-        total=total,
-        initial=start_epoch * steps_per_epoch + start_step,
-        disable=not progress,
-        unit="step",
-        dynamic_ncols=True,
-        desc="IREM",
+        log.warning("no checkpoint at %s; starting from scratch", checkpoint)
+    result = trainer.fit(
+        checkpoint=checkpoint, progress=progress, progress_stream=progress_stream, on_step=on_step
     )
-    epoch = start_epoch
-    running = 0.0
-    try:
-        while epoch < t.epochs:
-            epoch_gen_state = gen.get_state()
-            perm = torch.randperm(n, generator=gen).to(device)
-            first = start_step if epoch == start_epoch else 0
-            for s in range(first, steps_per_epoch):
-                idx = perm[s * batch : (s + 1) * batch]
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    pred = _forward(model, coords, idx, points, vectors, owner, seed, steps, device)
-                loss = torch.mean((pred.float() - vals[idx]) ** 2)
-                opt.zero_grad(set_to_none=True)
-                if by_budget:
-                    done = steps / total
-                    if t.time_budget is not None:
-                        done = max(done, (elapsed_before + clock() - t0) / t.time_budget)
-                    for group, lr in zip(opt.param_groups, sched.base_lrs, strict=True):
-                        group["lr"] = lr * t.lr_final ** min(done, 1.0)
-                loss.backward()
-                if t.grid_smoothness > 0:
-                    model.add_smoothness_grad(t.grid_smoothness)
-                opt.step()
-                steps += 1
-                loss_val = float(loss.detach())
-                running = loss_val if steps == 1 else 0.98 * running + 0.02 * loss_val
-                bar.update(1)
-                if steps % 50 == 0:
-                    bar.set_postfix(loss=f"{running:.3g}", epoch=epoch)
-                now = clock()
-                if on_step is not None:
-                    stop = on_step(steps, elapsed_before + (now - t0), model, norm)
-                    model.train()
-                    after = clock()
-                    t0 += after - now  # evaluation time is not training time
-                    last_ckpt += after - now
-                    now = after
-                    if stop:
-                        stopped_by = "callback"
-                        gen.set_state(epoch_gen_state)
-                        snapshot(epoch, s + 1, epoch_gen_state)
-                        raise StopIteration
-                if t.time_budget is not None and now - t0 >= t.time_budget:
-                    stopped_by = "time_budget"
-                    # Resume re-draws this epoch's order from its generator state.
-                    gen.set_state(epoch_gen_state)
-                    snapshot(epoch, s + 1, epoch_gen_state)
-                    raise StopIteration
-                if checkpoint is not None and now - last_ckpt >= t.checkpoint_every:
-                    snapshot(epoch, s + 1, epoch_gen_state)
-                    last_ckpt = now
-            history.append(running)
-            sched.step()
-            epoch += 1
-        snapshot(epoch, 0, gen.get_state())
-    except StopIteration:
-        pass
-    finally:
-        bar.close()
-    model.eval()
-    result = TrainResult(
-        epochs_completed=epoch,
-        steps=steps,
-        final_loss=running if math.isfinite(running) else loss_val,
-        training_seconds=elapsed_before + (clock() - t0),
-        stopped_by=stopped_by,
-        resumed=resumed,
-        loss_history=history,
-    )
-    return model, norm, result
-
-
-@torch.inference_mode()
-def predict(
-    model: torch.nn.Module,
-    norm: Normaliser,
-    grid: Grid,
-    *,
-    chunk: int = 8192,
-    device: torch.device | None = None,
-    progress: bool = False,
-) -> np.ndarray:
-    """Evaluate the trained model at every voxel centre of ``grid`` in chunks; returns float32."""
-    device = device or torch.device("cpu")
-    net = for_inference(model)
-    out = np.empty(grid.size, dtype=np.float32)
-    for start in tqdm(
-        range(0, grid.size, chunk), disable=not progress, desc="evaluate", unit="chunk"
-    ):
-        flat = np.arange(start, min(start + chunk, grid.size))
-        ijk = np.stack(np.unravel_index(flat, grid.shape), axis=-1)
-        pts = apply_affine(grid.affine, ijk)
-        x = torch.from_numpy(norm.coords(pts)).to(device)
-        out[start : start + len(flat)] = net(x).float().cpu().numpy()
-    return (out * norm.intensity_scale).reshape(grid.shape)
+    return trainer.model, trainer.norm, result

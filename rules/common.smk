@@ -430,8 +430,9 @@ def ablation_runs():
     seeds = a["seeds"] if a["seeds"] is not None else SEEDS
     d = ablation_dataset()
     lines = [m for m, e in METHODS.items() if e["fig3"]]
+    subs = subjects(d, ablation_split())[: a["subjects"] or None]
     out = []
-    for s in subjects(d, ablation_split()):
+    for s in subs:
         for m in [*ABLATION, *lines]:
             for seed in seeds:
                 out.append((L.Run(d, a["k"]), s, m, seed, suffix_of(d, s)))
@@ -454,8 +455,10 @@ def all_reconstructions():
     return sorted({L.rec_path(*r) for r in every_run()})
 
 
-def all_benchmarks():
-    return sorted({L.benchmark_path(*r) for r in every_run() if r[2] != HR_SCAN})
+def benchmark_pairs():
+    """(benchmark TSV, metrics JSON) of every scored reconstruction: the TSV's run identity."""
+    runs = {r for r in scored_runs() if r[2] != HR_SCAN}
+    return sorted((L.benchmark_path(*r), L.metrics_path(*r)) for r in runs)
 
 
 def metrics_meta(wildcards):
@@ -577,10 +580,14 @@ def all_figures():
 
 
 def fig3_caption():
+    """What Fig. 3 compares: every variant with the same optimiser steps (an --epochs budget)."""
     a = config["ablation"]
-    return (f"Fig. 3: the paper's network at an equal number of optimiser steps "
-            f"({a['command'].split('--epochs')[1].split()[0] if '--epochs' in a['command'] else '?'} "
-            f"epochs), {ablation_dataset()} {ablation_split()} subjects, k={a['k']}")
+    words = a["command"].split()
+    epochs = words[words.index("--epochs") + 1] if "--epochs" in words else "the config's"
+    n = len(subjects(ablation_dataset(), ablation_split())[: a["subjects"] or None])
+    return (f"Every variant trained for {epochs} epochs of the same LR data (the same number of "
+            f"Adam steps); {ablation_split()} subjects of {ablation_dataset()} (n={n}), seeds "
+            f"{a['seeds'] if a['seeds'] is not None else SEEDS}; dotted: baselines.")
 
 
 def fig4_metrics(wildcards):

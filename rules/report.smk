@@ -7,7 +7,7 @@ rule tables:
     comparison against the best baseline), runs.csv (one row per run) and runtime.csv/.md."""
     input:
         metrics=metrics_of(scored_runs()),
-        benchmarks=all_benchmarks(),
+        benchmarks=[b for b, _ in benchmark_pairs()],
     output:
         metrics_csv=report(
             "results/tables/metrics.csv", category="Tables", labels={"table": "quality (CSV)"}
@@ -30,12 +30,13 @@ rule tables:
     params:
         outdir=subpath(output.metrics_csv, parent=True),
         methods=method_args(),
+        pairs=shlex.join(f"{b}={m}" for b, m in benchmark_pairs()),
     log:
         "results/logs/tables.log",
     conda:
         config["conda_env"]
     shell:
-        "irem report tables --metrics {input.metrics:q} --benchmarks {input.benchmarks:q} "
+        "irem report tables --metrics {input.metrics:q} --benchmark {params.pairs} "
         "{params.methods} --out-dir {params.outdir:q} > {log:q} 2>&1"
 
 
@@ -66,7 +67,7 @@ rule scantime:
         config["conda_env"]
     shell:
         "irem report scantime --metrics {input.metrics:q} {params.methods} "
-        "--title {params.title:q} --dpi {params.dpi} --table {output.csv:q} {output.md:q} "
+        "--title {params.title:q} --dpi {params.dpi} --csv {output.csv:q} --md {output.md:q} "
         "-o {output.png:q} {output.pdf:q} > {log:q} 2>&1"
 
 
@@ -84,7 +85,9 @@ rule fig3:
         pdf="results/figures/fig3_ablation.pdf",
     params:
         methods=method_args([*ABLATION, *[m for m, e in METHODS.items() if e["fig3"]]]),
-        title=fig3_caption(),
+        title=f"Fig. 3: ablation of the paper's network ({config['ablation']['dataset']}, "
+        f"k={config['ablation']['k']})",
+        caption=fig3_caption(),
         dpi=config["figures"]["dpi"],
     log:
         "results/logs/fig3.log",
@@ -92,8 +95,8 @@ rule fig3:
         config["conda_env"]
     shell:
         "irem report fig3 --metrics {input.metrics:q} {params.methods} "
-        "--title {params.title:q} --dpi {params.dpi} -o {output.png:q} {output.pdf:q} "
-        "> {log:q} 2>&1"
+        "--title {params.title:q} --caption {params.caption:q} --dpi {params.dpi} "
+        "-o {output.png:q} {output.pdf:q} > {log:q} 2>&1"
 
 
 rule fig4:

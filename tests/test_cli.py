@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -248,3 +249,68 @@ def test_registration_undoes_simulated_motion(tmp_path: Path, capsys) -> None:
     assert psnr["moved"] > psnr["aligned"] - 0.3
     assert psnr["moved-unregistered"] < psnr["aligned"] - 3.0
     assert (tmp_path / "moved_from-acq-coronal.tfm").exists()
+
+
+def test_help_lists_every_subcommand_with_an_example(capsys) -> None:
+    from irem.cli import build_parser
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for name in ("simulate", "reconstruct", "baseline", "sample", "metrics", "dataset", "report"):
+        assert f"    {name} " in text, name
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name in ("simulate", "reconstruct", "sample", "metrics"):
+        assert f"irem {name} " in sub.choices[name].epilog, name
+
+
+def test_metrics_meta_is_stored_as_strings(tmp_path: Path, stack_files, capsys) -> None:
+    _, gt = stack_files
+    pred = tmp_path / "pred.nii.gz"
+    img = nib.load(gt)
+    save_volume(pred, 0.9 * img.get_fdata(), img.affine)
+    out = tmp_path / "m.json"
+    meta = ["--meta", "dataset=mni152_t1", "--meta", "k=4", "--meta", "method=irem", "--meta", "x="]
+    code, err = run(["metrics", str(pred), gt, "-o", str(out), *meta], capsys)
+    assert code == 0, err
+    m = json.loads(out.read_text())
+    assert m["meta"] == {"dataset": "mni152_t1", "k": "4", "method": "irem", "x": ""}
+    code, err = run(["metrics", gt, gt, "--meta", "novalue"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "KEY=VALUE" in err
+
+
+def test_reconstruct_sidecar_records_budget_rule_and_stop(
+    tmp_path: Path, stack_files, capsys
+) -> None:
+    stacks, gt = stack_files
+    out = tmp_path / "r.nii.gz"
+    log = tmp_path / "run.log"
+    argv = ["--log", str(log), "reconstruct", *stacks, "-o", str(out), "--reference", gt]
+    budget = ["--time-per-mvoxel", "1", "--time-budget", "3600", "--no-register"]
+    code, err = run([*argv, *budget, *FAST[2:]], capsys)
+    assert code == 0, err
+    side = json.loads((tmp_path / "r.json").read_text())
+    # 1 s per million voxels of the 32^3 reference grid
+    assert side["budget"]["rule"] == "per_mvoxel"
+    assert side["budget"]["seconds"] == pytest.approx(32**3 / 1e6)
+    assert side["budget"]["cap_seconds"] == 3600
+    assert side["stopped_by"] in ("budget", "epochs") and side["steps"] >= 1
+    assert side["config"]["train"]["time_per_mvoxel"] == 1.0
+    text = log.read_text()
+    assert "trained" in text and "stopped by" in text and "wrote" in text
+
+
+def test_quiet_after_the_subcommand_still_works_and_verbose_logs(
+    tmp_path: Path, stack_files, capsys
+) -> None:
+    stacks, _ = stack_files
+    out = tmp_path / "b.nii.gz"
+    code, err = run(["-v", "baseline", "bspline", *stacks, "-o", str(out), "--no-register"], capsys)
+    assert code == 0 and "target grid" in err
+    code, err = run(["baseline", "bspline", *stacks, "-o", str(out), "--no-register", "-q"], capsys)
+    assert code == 0 and err == ""
+    code, err = run(["--log", str(tmp_path / "no" / "x.log"), "metrics", "a", "b"], capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: --log {tmp_path / 'no' / 'x.log'}: folder does not exist"
+    ]

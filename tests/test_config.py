@@ -61,3 +61,23 @@ def test_yaml_file_and_unknown_name(tmp_path: Path) -> None:
     f.write_text("- a list\n")
     with pytest.raises(InputError, match="mapping"):
         load_config(f)
+
+
+def test_time_per_mvoxel_key() -> None:
+    assert IremConfig().train.time_per_mvoxel is None
+    cfg = load_config("fast", parse_set(["train.time_per_mvoxel=30"]))
+    assert cfg.train.time_per_mvoxel == 30.0
+    assert load_config(None, {"train.time_per_mvoxel": "null"}).train.time_per_mvoxel is None
+    for bad in ("0", "-2", "fast"):
+        with pytest.raises(InputError):
+            load_config(None, parse_set([f"train.time_per_mvoxel={bad}"]))
+
+
+def test_config_round_trips_through_its_dict() -> None:
+    from irem.config import config_from_dict
+
+    cfg = load_config("fast", parse_set(["model.skips=3,5", "train.time_budget=12"]))
+    assert config_from_dict(cfg.to_dict()) == cfg
+    assert config_from_dict(IremConfig().to_dict()) == IremConfig()
+    with pytest.raises(InputError):
+        config_from_dict({"model": {"kind": "nope"}})

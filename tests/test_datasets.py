@@ -210,6 +210,52 @@ def test_cli_mask_only_from_a_ground_truth(tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gt.json", "gt.nii.gz", "mask.nii.gz"]
 
 
-def test_cli_needs_an_output(tmp_path) -> None:
+def test_cli_needs_an_output(capsys) -> None:
+    assert datasets.main(["phantom"]) == 2
+    assert "error: give -o" in capsys.readouterr().err
+
+
+def test_cli_writes_a_cohort_subject_with_its_masks(tmp_path) -> None:
+    out, mask, wm = (tmp_path / f"sub-01_{n}.nii.gz" for n in ("T2w", "mask", "label-WM_mask"))
+    args = ["mni152_cohort", "--index", "1", "--seed", "2", "--crop", "40", "48", "40"]
+    rc = datasets.main([*args, "-o", str(out), "--mask-out", str(mask), "--wm-mask-out", str(wm)])
+    assert rc == 0
+    img, m, w = (np.asarray(nib.load(p).dataobj) for p in (out, mask, wm))
+    assert img.shape == m.shape == w.shape == (40, 48, 40)
+    assert np.allclose(nib.load(out).affine, nib.load(wm).affine)
+    assert set(np.unique(w)) == {0.0, 1.0} and np.all(m[w > 0] == 1)
+    assert np.all(img[m == 0] == 0)
+    side = json.loads((tmp_path / "sub-01_T2w.json").read_text())
+    assert side["dataset"] == "mni152_cohort" and side["subject"] == 1
+    assert side["contrast"] == "T2w" and side["cohort_seed"] == 2
+    assert side["wm_mask_voxels"] == int(w.sum()) and side["jacobian_min"] > 0
+    from irem.cohort import cohort_subject
+
+    expected = cohort_subject(1, seed=2, crop=(40, 48, 40))
+    np.testing.assert_array_equal(img, expected.image.data)
+
+
+def test_cli_wm_mask_needs_the_cohort(tmp_path, capsys) -> None:
+    out = tmp_path / "x.nii.gz"
+    assert datasets.main(["phantom", "-o", str(out), "--wm-mask-out", str(tmp_path / "w.nii")]) == 2
+    assert "--wm-mask-out needs the mni152_cohort" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+    assert datasets.main(["mni152_cohort", "--subject", "-2", "-o", str(out)]) == 2
+    assert not list(tmp_path.iterdir())
+
+
+def test_add_dataset_parser_is_a_subcommand(tmp_path, capsys) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="irem")
+    datasets.add_dataset_parser(parser.add_subparsers(dest="command", required=True))
+    out = tmp_path / "sub-01_PD.nii.gz"
+    args = parser.parse_args(["dataset", "phantom", "--phantom-size", "16", "-o", str(out)])
+    args.func(args)
+    assert nib.load(out).shape == (16, 16, 16)
+    bad = parser.parse_args(["dataset", "nope", "-o", str(tmp_path / "y.nii.gz")])
+    with pytest.raises(InputError, match="unknown dataset"):
+        bad.func(bad)
     with pytest.raises(SystemExit):
-        datasets.main(["phantom"])
+        parser.parse_args(["dataset", "--help"])
+    assert "irem dataset mni152_cohort --subject 3" in capsys.readouterr().out

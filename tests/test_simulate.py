@@ -1,10 +1,20 @@
 import numpy as np
 import pytest
 
+from irem.errors import InputError
 from irem.simulate import (
+    LITERATURE_HR_SNR,
     REORIENT_CODES,
+    noise_generators,
+    noise_sigma_for_snr,
+    noisy_hr,
     orientation_name,
+    reference_signal,
     reorient,
+    rician_noise,
+    rician_signal_and_sigma,
+    scan_time_matched_snr,
+    simulate_scan_time_matched,
     simulate_stack,
     simulate_stacks,
 )
@@ -101,3 +111,109 @@ def test_reorient_keeps_world_content() -> None:
         ia, ib = np.lexsort(a.T), np.lexsort(b.T)
         np.testing.assert_allclose(a[ia], b[ib], atol=1e-9)
         np.testing.assert_array_equal(stack.data.ravel()[ia], r.data.ravel()[ib])
+
+
+# --------------------------------------------------------------------------------------------------
+# Noise: definition, estimation, scan-time rule
+
+
+def _two_tissue(shape: tuple[int, int, int] = (48, 48, 48)) -> tuple[Volume, np.ndarray]:
+    """A 'GM' shell (0.5) around a large 'WM' block (0.8) in a zero background, and the WM mask."""
+    data = np.zeros(shape, np.float32)
+    data[4:-4, 4:-4, 4:-4] = 0.5
+    wm = np.zeros(shape, bool)
+    wm[8:-8, 8:-8, 8:-8] = True
+    data[wm] = 0.8
+    return Volume(data, np.eye(4)), wm
+
+
+def test_noise_sigma_for_snr_and_bad_values() -> None:
+    assert noise_sigma_for_snr(0.8, 20.0) == pytest.approx(0.04)
+    for sig, snr in ((0.8, 0.0), (0.8, -3.0), (0.0, 10.0), (0.8, float("nan"))):
+        with pytest.raises(InputError):
+            noise_sigma_for_snr(sig, snr)
+
+
+def test_reference_signal_is_the_wm_mean_else_the_upper_half() -> None:
+    hr, wm = _two_tissue()
+    assert reference_signal(hr.data, wm) == pytest.approx(0.8)
+    # Fallback: foreground above 10% of max, mean of its upper intensity half (here: the WM).
+    assert reference_signal(hr.data) == pytest.approx(0.8)
+    shell = hr.data.copy()
+    shell[shell == 0.8] = 0.5
+    shell[20:24, 20:24, 20:24] = 1.0  # a small bright spot: the upper half still counts all 0.5s
+    assert 0.5 < reference_signal(shell) < 0.52
+    with pytest.raises(InputError):
+        reference_signal(hr.data, np.zeros_like(wm))
+    with pytest.raises(InputError):
+        reference_signal(hr.data, wm[:-1])
+
+
+@pytest.mark.parametrize("snr", [3.0, 10.0, 40.0])
+def test_rician_noise_gives_the_asked_snr_within_5_percent(snr: float) -> None:
+    signal = 0.7
+    rng = np.random.default_rng(int(snr))
+    mag = rician_noise(np.full(200_000, signal), noise_sigma_for_snr(signal, snr), rng)
+    s_hat, sigma_hat = rician_signal_and_sigma(mag)
+    assert signal / sigma_hat == pytest.approx(snr, rel=0.05)
+    assert s_hat == pytest.approx(signal, rel=0.05)
+    # The naive mean / std is biased at low SNR (the Rician floor): the estimator is needed.
+    if snr <= 3:
+        assert float(mag.mean() / mag.std()) > 1.05 * snr
+
+
+def test_stacks_have_the_asked_snr_in_white_matter() -> None:
+    hr, wm = _two_tissue()
+    stacks = simulate_stacks(hr, 2, snr=15.0, seed=1, wm_mask=wm, subject_seed=7)
+    for axis, stack in enumerate(stacks):
+        sl = [slice(10, 38)] * 3
+        sl[axis] = slice(5, 19)  # WM interior on the thick axis (k=2)
+        _, sigma = rician_signal_and_sigma(stack.data[tuple(sl)])
+        assert 0.8 / sigma == pytest.approx(15.0, rel=0.05)
+
+
+def test_noise_is_seeded_by_subject_and_run() -> None:
+    hr, wm = _two_tissue((24, 24, 24))
+    a = simulate_stacks(hr, 4, snr=10, seed=0, wm_mask=wm, subject_seed=3)
+    b = simulate_stacks(hr, 4, snr=10, seed=0, wm_mask=wm, subject_seed=3)
+    c = simulate_stacks(hr, 4, snr=10, seed=0, wm_mask=wm, subject_seed=4)
+    d = simulate_stacks(hr, 4, snr=10, seed=1, wm_mask=wm, subject_seed=3)
+    assert all(np.array_equal(x.data, y.data) for x, y in zip(a, b, strict=True))
+    assert not np.array_equal(a[0].data, c[0].data)
+    assert not np.array_equal(a[0].data, d[0].data)
+    # Without a subject seed the generators are the historical SeedSequence(seed) children.
+    old = [np.random.default_rng(s) for s in np.random.SeedSequence(5).spawn(3)]
+    new = noise_generators(5)[:3]
+    assert all(o.random() == n.random() for o, n in zip(old, new, strict=True))
+
+
+def test_scan_time_matched_snr_rule() -> None:
+    assert scan_time_matched_snr(1.0, 4) == pytest.approx(2.309, abs=5e-4)
+    assert scan_time_matched_snr(30.0, 4) == pytest.approx(30.0 * 4 / np.sqrt(3))
+    assert scan_time_matched_snr(10.0, 8, n_stacks=4) == pytest.approx(40.0)
+    assert scan_time_matched_snr(10.0, 1, n_stacks=1) == pytest.approx(10.0)
+    with pytest.raises(InputError):
+        scan_time_matched_snr(10.0, 0)
+    with pytest.raises(InputError):
+        scan_time_matched_snr(-1.0, 4)
+    assert set(LITERATURE_HR_SNR) == {"T1w", "T2w", "FLAIR"}
+
+
+def test_scan_time_matched_hr_and_stacks() -> None:
+    hr, wm = _two_tissue()
+    hr_snr, k = 12.0, 2
+    stacks, hr_noisy, info = simulate_scan_time_matched(
+        hr, k, hr_snr, seed=2, wm_mask=wm, subject_seed=1
+    )
+    assert info["lr_snr"] == pytest.approx(hr_snr * k / np.sqrt(3))
+    assert info["lr_sigma"] / info["hr_sigma"] == pytest.approx(np.sqrt(3) / k)
+    assert info["reference_signal"] == pytest.approx(0.8)
+    _, sigma_hr = rician_signal_and_sigma(hr_noisy.data[wm])
+    assert 0.8 / sigma_hr == pytest.approx(hr_snr, rel=0.05)
+    _, sigma_lr = rician_signal_and_sigma(stacks[2].data[10:38, 10:38, 5:19])
+    assert 0.8 / sigma_lr == pytest.approx(info["lr_snr"], rel=0.05)
+    assert np.allclose(hr_noisy.affine, hr.affine) and hr_noisy.shape == hr.shape
+    # Same subject and run: the same HR scan; the HR noise is not any stack's noise.
+    again = noisy_hr(hr, hr_snr, seed=2, subject_seed=1, wm_mask=wm)
+    np.testing.assert_array_equal(again.data, hr_noisy.data)
+    assert not np.array_equal(noisy_hr(hr, hr_snr, seed=3, subject_seed=1).data, again.data)

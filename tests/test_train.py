@@ -77,7 +77,7 @@ def test_time_budget_stops_and_resume_continues_exactly(phantom: Volume, tmp_pat
     _, _, part = train(
         stacks, cut, seed=1, progress=False, checkpoint=ckpt, clock=lambda: float(next(clock))
     )
-    assert part.stopped_by == "time_budget" and 0 < part.steps < full.steps
+    assert part.stopped_by == "budget" and 0 < part.steps < full.steps
     assert ckpt.exists()
     resumed_model, norm2, rest = train(
         stacks, cfg, seed=1, progress=False, checkpoint=ckpt, resume=True
@@ -138,7 +138,7 @@ def test_grid_inr_with_profile_fits_and_resumes(phantom: Volume, tmp_path) -> No
     _, _, part = train(
         stacks, cut, seed=2, progress=False, checkpoint=ckpt, clock=lambda: float(next(clock))
     )
-    assert part.stopped_by == "time_budget"
+    assert part.stopped_by == "budget"
     resumed, norm2, _ = train(stacks, cfg, seed=2, progress=False, checkpoint=ckpt, resume=True)
     np.testing.assert_array_equal(predict(resumed, norm2, grid), out)
 
@@ -190,3 +190,57 @@ def test_budget_schedule_anneals_to_lr_final(phantom: Volume, monkeypatch) -> No
     train(stacks, timed, progress=False, on_step=record, clock=lambda: float(next(clock)))
     assert len(lrs) < total and lrs[-1] < 1e-3 * 0.01 ** (len(lrs) / total)
     assert lrs[-1] == pytest.approx(1e-5, rel=0.2)
+
+
+def test_budget_rule_scales_with_target_voxels_and_is_capped() -> None:
+    from irem.errors import InputError
+    from irem.train import resolve_budget
+
+    assert resolve_budget(None, None, 10**6).rule == "epochs"
+    assert resolve_budget(None, None, None).seconds is None
+    fixed = resolve_budget(120.0, None, 5 * 10**6)
+    assert (fixed.rule, fixed.seconds) == ("fixed", 120.0)  # a fixed budget ignores the size
+    small = resolve_budget(None, 30.0, 614_400)  # the 80x96x80 crop
+    large = resolve_budget(None, 30.0, 3_649_536)  # 144x176x144
+    assert small.rule == "per_mvoxel" and small.seconds == pytest.approx(18.432)
+    assert large.seconds / small.seconds == pytest.approx(3_649_536 / 614_400)
+    capped = resolve_budget(60.0, 30.0, 3_649_536)
+    assert capped.seconds == 60.0 and capped.cap_seconds == 60.0
+    assert resolve_budget(600.0, 30.0, 614_400).seconds == pytest.approx(18.432)  # cap not reached
+    assert capped.to_dict()["target_voxels"] == 3_649_536
+    with pytest.raises(InputError, match="target grid"):
+        resolve_budget(None, 30.0, None)
+
+
+def test_per_mvoxel_budget_stops_training(phantom: Volume) -> None:
+    stacks = simulate_stacks(phantom, 4)
+    # 2 s per million voxels of a 32^3 grid (32768 voxels): 0.065536 s; the clock ticks 0.01 s
+    cfg = load_config(overrides={**SMALL, "train.epochs": 50, "train.time_per_mvoxel": 2.0})
+    clock = _fake_clock()
+    _, _, res = train(
+        stacks, cfg, progress=False, target_voxels=32**3, clock=lambda: 0.01 * next(clock)
+    )
+    assert res.stopped_by == "budget" and res.steps == 7
+    assert res.budget.rule == "per_mvoxel" and res.budget.seconds == pytest.approx(0.065536)
+    assert res.training_seconds >= res.budget.seconds
+
+
+def test_step_schedule_decays_per_epoch(phantom: Volume, monkeypatch) -> None:
+    import irem.train
+
+    stacks = simulate_stacks(phantom, 4)
+    opts: list[torch.optim.Optimizer] = []
+    build = irem.train.build_optimizer
+    monkeypatch.setattr(
+        irem.train, "build_optimizer", lambda m, c: opts.append(build(m, c)) or opts[-1]
+    )
+    lrs: list[float] = []
+
+    def record(steps: int, seconds: float, model: torch.nn.Module, norm: object) -> None:
+        lrs.append(opts[-1].param_groups[0]["lr"])
+
+    over = {**SMALL, "train.epochs": 3, "train.lr_step_epochs": 1, "train.lr_decay": 0.5}
+    _, _, res = train(stacks, load_config(overrides=over), progress=False, on_step=record)
+    per_epoch = res.steps // 3
+    assert res.stopped_by == "epochs" and res.epochs_completed == 3
+    assert lrs == [1e-3 * 0.5 ** (s // per_epoch) for s in range(res.steps)]

@@ -1,0 +1,272 @@
+"""Training-step cost of the fast grid INR against the target volume's size: dense against sparse
+grid updates.
+
+For each target size (millions of HR voxels; HR grids in the proportions of a 144x176x144 head at
+1 mm) a smooth random volume is cut into three k-fold box-profile stacks (``irem.simulate``), and
+a fresh process per (size, update) trains ``GridINR`` on them as the trainer does (batch of LR
+voxels with slice-profile points, MSE, backward, smoothness prior, optimiser step) with the fast
+configuration's hyperparameters on one thread, for ``--seconds`` after ``--warmup`` steps. Each
+process reports steps/s and its peak resident memory (``ru_maxrss``) once the data are built and
+after training. The two updates run alternately for every size (and in swapped order on each
+repeat), so that load from other users of the CPU hits both alike; compare them by ratios.
+
+  python benchmarks/inr_step_cost.py [--sizes 0.3 0.6 1.2 2.4 3.6 5.0] [--repeats 2]
+      [--seconds 6] [--k 4]
+  -> results/benchmarks/inr_step_cost.{csv,md,png}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import ndimage
+
+from irem.config import TrainConfig, load_config
+from irem.errors import InputError
+from irem.grid_inr import UPDATES, GridINR
+from irem.optim import grid_optimizer
+from irem.simulate import simulate_stacks
+from irem.train import profile_offsets, slice_vectors, training_data
+from irem.volume import Stack, Volume
+
+OUT = Path("results/benchmarks")
+HEAD = np.array([144.0, 176.0, 144.0])  # proportions of the HR grid
+
+
+def hr_shape(mvoxels: float) -> tuple[int, int, int]:
+    """An HR grid of about ``mvoxels`` million voxels in the proportions of ``HEAD``."""
+    scale = (mvoxels * 1e6 / HEAD.prod()) ** (1 / 3)
+    return tuple(int(max(8, round(s * scale))) for s in HEAD)  # type: ignore[return-value]
+
+
+def synthetic_stacks(shape: tuple[int, int, int], k: int, seed: int) -> list[Stack]:
+    """Three k-fold box-profile stacks of a smooth random volume (1 mm voxels): noise on a grid 8
+    times coarser, interpolated linearly."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.random(tuple(max(2, s // 8) for s in shape)).astype(np.float32)
+    data = ndimage.zoom(coarse, [s / c for s, c in zip(shape, coarse.shape, strict=True)], order=1)
+    return simulate_stacks(Volume(data=data, affine=np.eye(4)), k)
+
+
+def _max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+
+
+def step_rate(stacks: list[Stack], t: TrainConfig, model: GridINR, seconds: float, warmup: int):
+    """Steps per second of the trainer's step on ``stacks`` (steps, seconds)."""
+    coords_np, vals_np, norm = training_data(stacks)
+    vectors_np, owner_np = slice_vectors(stacks, norm)
+    coords, vals = torch.from_numpy(coords_np), torch.from_numpy(vals_np)
+    vectors, owner = torch.from_numpy(vectors_np), torch.from_numpy(owner_np)
+    opt = grid_optimizer(model, t.lr_grid, t.lr, tuple(t.betas), t.eps)
+    gen = torch.Generator().manual_seed(1)
+    batch, points = min(t.batch_size, len(vals)), t.profile_points
+
+    def step() -> None:
+        idx = torch.randint(len(vals), (batch,), generator=gen)
+        offsets = profile_offsets(batch, points, gen)
+        across = coords[idx][:, None, :] + offsets[..., None] * vectors[owner[idx]][:, None, :]
+        pred = model(across.reshape(-1, 3)).view(batch, points).mean(dim=1)
+        loss = torch.mean((pred - vals[idx]) ** 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        model.add_smoothness_grad(t.grid_smoothness)
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    steps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        step()
+        steps += 1
+    return steps, time.perf_counter() - t0
+
+
+def worker(mvoxels: float, update: str, k: int, seconds: float, warmup: int) -> dict:
+    """One measurement in this (fresh) process: steps/s and peak RSS."""
+    torch.set_num_threads(1)
+    t = load_config("fast").train
+    shape = hr_shape(mvoxels)
+    stacks = synthetic_stacks(shape, k, seed=0)
+    norm = training_data(stacks)[2]
+    m = load_config("fast").model
+    rss_data = _max_rss_mb()
+    model = GridINR(
+        norm.box_mm,
+        norm.extent,
+        m.levels,
+        m.features,
+        m.finest_mm,
+        m.width,
+        m.hidden_layers,
+        seed=0,
+        update=update,
+    )
+    steps, secs = step_rate(stacks, t, model, seconds, warmup)
+    return {
+        "target_mvoxels": mvoxels,
+        "hr_shape": "x".join(map(str, shape)),
+        "hr_voxels": int(np.prod(shape)),
+        "grid_values": sum(g.numel() for g in model.grids),
+        "update": update,
+        "batch_size": t.batch_size,
+        "steps": steps,
+        "seconds": secs,
+        "steps_per_s": steps / secs,
+        "rss_data_mb": rss_data,
+        "rss_peak_mb": _max_rss_mb(),
+    }
+
+
+def cpu_description() -> str:
+    """CPU model and the SIMD flags that matter for torch (from /proc/cpuinfo)."""
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16"]
+    return f"{model}; flags: {', '.join(f for f in wanted if f in flags) or 'none of avx2/avx512'}"
+
+
+def run_all(args: argparse.Namespace) -> pd.DataFrame:
+    """All measurements, each in a fresh single-threaded process, updates interleaved per size."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    rows = []
+    for size in args.sizes:
+        for rep in range(args.repeats):
+            for update in UPDATES if rep % 2 == 0 else UPDATES[::-1]:
+                cmd = [sys.executable, __file__, "--worker", str(size), update, "--k", str(args.k)]
+                cmd += ["--seconds", str(args.seconds), "--warmup", str(args.warmup)]
+                out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+                if out.returncode != 0:
+                    raise RuntimeError(f"worker {size} {update} failed:\n{out.stderr[-2000:]}")
+                row = json.loads(out.stdout.strip().splitlines()[-1]) | {"repeat": rep}
+                print(
+                    f"{size:4.1f} M  {update:6s}  {row['steps_per_s']:6.2f} steps/s  "
+                    f"peak RSS {row['rss_peak_mb']:7.0f} MB",
+                    flush=True,
+                )
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """Median steps/s and peak RSS per size and update, and the sparse/dense speed-up."""
+    keys = ["target_mvoxels", "hr_shape", "hr_voxels"]
+    med = runs.groupby([*keys, "update"]).agg(
+        steps_per_s=("steps_per_s", "median"), rss_peak_mb=("rss_peak_mb", "max")
+    )
+    table = med.unstack("update")
+    table.columns = [f"{u} {q}" for q, u in table.columns]
+    table = table.reset_index()
+    table["sparse / dense steps/s"] = table["sparse steps_per_s"] / table["dense steps_per_s"]
+    return table
+
+
+def size_ratios(table: pd.DataFrame, big: float, small: float) -> dict[str, float]:
+    """steps/s at ``big`` M voxels over steps/s at ``small`` M voxels, per update."""
+    t = table.set_index("target_mvoxels")
+    if big not in t.index or small not in t.index:
+        return {}
+    return {u: t.loc[big, f"{u} steps_per_s"] / t.loc[small, f"{u} steps_per_s"] for u in UPDATES}
+
+
+def write_outputs(runs: pd.DataFrame, table: pd.DataFrame, args: argparse.Namespace) -> None:
+    """CSV of every run, Markdown summary with the machine, and the plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(OUT / "inr_step_cost.csv", index=False)
+    ratios = size_ratios(table, 3.6, 0.6)
+    lines = [
+        "# Grid INR training-step cost against volume size: dense and sparse grid updates",
+        "",
+        f"- command: `python benchmarks/inr_step_cost.py {' '.join(sys.argv[1:])}`".rstrip(),
+        f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- CPU: {cpu_description()}; {os.cpu_count()} cores visible, shared with other users",
+        f"- torch {torch.__version__}, 1 thread per measurement, a fresh process each",
+        f"- fast.yaml training settings (batch {int(runs['batch_size'].iloc[0])} LR voxels x "
+        f"profile points), k = {args.k} box-profile stacks of a smooth random volume, "
+        f"{args.seconds:g} s timed after {args.warmup} warm-up steps, {args.repeats} repeat(s), "
+        "updates alternated; steps/s are medians over repeats, peak RSS the largest",
+        "",
+        table.to_markdown(index=False, floatfmt=".2f"),
+        "",
+    ]
+    if ratios:
+        lines.append(
+            "steps/s at 3.6 M voxels / at 0.6 M voxels: "
+            + ", ".join(f"{u} {r:.2f}" for u, r in ratios.items())
+        )
+    (OUT / "inr_step_cost.md").write_text("\n".join(lines) + "\n")
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for u in UPDATES:
+        a.plot(table["target_mvoxels"], table[f"{u} steps_per_s"], "o-", label=u)
+        b.plot(table["target_mvoxels"], table[f"{u} rss_peak_mb"], "o-", label=u)
+    a.set(xlabel="target volume (M voxels)", ylabel="training steps/s (1 thread)", ylim=(0, None))
+    b.set(xlabel="target volume (M voxels)", ylabel="peak RSS (MB)", ylim=(0, None))
+    a.legend()
+    fig.tight_layout()
+    fig.savefig(OUT / "inr_step_cost.png", dpi=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--sizes",
+        type=float,
+        nargs="+",
+        default=[0.3, 0.6, 1.2, 2.4, 3.6, 5.0],
+        help="target volume sizes in millions of HR voxels",
+    )
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--seconds", type=float, default=6.0, help="timed seconds per measurement")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--k", type=int, default=4, help="slice thickness factor of the stacks")
+    p.add_argument("--worker", nargs=2, metavar=("MVOXELS", "UPDATE"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    try:
+        if args.worker:
+            if args.worker[1] not in UPDATES:
+                raise InputError(f"update must be one of {UPDATES}")
+            row = worker(float(args.worker[0]), args.worker[1], args.k, args.seconds, args.warmup)
+            print(json.dumps(row))
+            return 0
+        if min(args.sizes) <= 0 or args.repeats < 1 or args.seconds <= 0 or args.k < 1:
+            raise InputError("--sizes, --repeats, --seconds and --k must be positive")
+        runs = run_all(args)
+    except (InputError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    table = summarise(runs)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    write_outputs(runs, table, args)
+    print(f"wrote {OUT}/inr_step_cost.{{csv,md,png}}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""Training throughput of the paper's IREM network on CPU against the matmul bound, and inference.
+
+The paper's network (batch 2500): training samples/s of several variants (fused Adam,
+torch.compile, bf16 autocast) and dense-grid inference samples/s, against two bounds measured in
+the same run: the issue's (a 2500x256 @ 256x256 float32 product's GFLOP/s over the network's 7.47
+MFLOP per training sample, 6 x multiply-adds) and the own-GEMM bound (the step's 53 matrix
+products, each timed alone). The bound and the variants are measured in interleaved rounds; the
+table gives medians and ranges over rounds. -> results/benchmarks/irem_throughput.{md,csv}
+
+  python benchmarks/irem_throughput.py [--threads 1 2] [--rounds 5]     # about 10 minutes
+  python benchmarks/irem_throughput.py --quick                          # a few seconds, no files
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from _workflow import OUT
+
+from irem.grid import Grid
+from irem.model import IREM, for_inference
+from irem.train import predict
+
+
+def _best_seconds(fn: Callable[[], object], seconds: float, warmup: int = 3) -> float:
+    """The fastest of repeated calls of ``fn`` over about ``seconds`` (after ``warmup`` calls)."""
+    for _ in range(warmup):
+        fn()
+    best, t_end = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def matmul_gflops(seconds: float = 2.0) -> float:
+    """float32 GFLOP/s of the paper's typical layer product, 2500x256 @ 256x256 (the issue's bound)."""
+    a, b, c = torch.randn(2500, 256), torch.randn(256, 256), torch.empty(2500, 256)
+    return 2 * 2500 * 256 * 256 / _best_seconds(lambda: torch.mm(a, b, out=c), seconds) / 1e9
+
+
+def gemm_seconds(model: torch.nn.Module, batch: int, seconds: float = 0.3) -> float:
+    """Time of one training step's matrix products alone, each timed in isolation (best of repeats):
+    per Linear, the forward product, the weight gradient and (but for the first layer, whose input
+    needs no gradient) the input gradient."""
+    total = 0.0
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    for i, lin in enumerate(linears):
+        n_in, n_out = lin.in_features, lin.out_features
+        shapes = [(batch, n_in, n_out), (n_out, batch, n_in)] + (
+            [(batch, n_out, n_in)] if i else []
+        )
+        for m, k, n in shapes:
+            a, b, c = torch.randn(m, k), torch.randn(k, n), torch.empty(m, n)
+            total += _best_seconds(lambda a=a, b=b, c=c: torch.mm(a, b, out=c), seconds)
+    return total
+
+
+def flops_per_sample(model: torch.nn.Module) -> float:
+    """Forward and backward FLOPs of the Linear layers per sample (6 x multiply-adds)."""
+    macs = sum(
+        m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)
+    )
+    return 6.0 * macs
+
+
+TRAINING_VARIANTS = {
+    # name: (autocast bf16, fused Adam, torch.compile)
+    "fp32, foreach Adam (PyTorch default)": (False, False, False),
+    "fp32, fused Adam": (False, True, False),
+    "fp32, fused Adam, torch.compile": (False, True, True),
+}
+BF16 = "bf16 autocast, fused Adam"
+INFERENCE_VARIANTS = [(False, 8192), (True, 65_536), (True, 8192)]
+
+
+def training_block(
+    bf16: bool, fused: bool, compiled: bool, steps: int = 3, batch: int = 2500
+) -> Callable[[], None]:
+    """``steps`` training steps of the paper's network as one call, warmed up (and compiled);
+    random coordinates: the cost does not depend on the data."""
+    model = IREM()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused)
+    x, y = torch.rand(batch, 3) * 2 - 1, torch.rand(batch)
+    net = torch.compile(model) if compiled else model
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            pred = net(x)
+        loss = torch.mean((pred.float() - y) ** 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(2):  # warm-up (and compilation)
+        step()
+
+    def block() -> None:
+        for _ in range(steps):
+            step()
+
+    return block
+
+
+def inference_call(folded: bool, chunk: int) -> Callable[[], object]:
+    """One dense-grid evaluation of ``chunk`` points by a paper network (eval mode, no autograd)."""
+    model = IREM().eval()
+    net = for_inference(model) if folded else model
+    x = torch.rand(chunk, 3) * 2 - 1
+
+    def call() -> object:
+        with torch.inference_mode():
+            return net(x)
+
+    call()  # warm-up
+    return call
+
+
+def predict_rate(size: int = 128) -> float:
+    """End-to-end dense-grid evaluation samples/s of :func:`irem.train.predict` (paper network)."""
+    from irem.train import Normaliser
+
+    grid = Grid(shape=(size,) * 3, affine=np.eye(4))
+    norm = Normaliser(centre=np.full(3, size / 2), half_extent=size / 2, intensity_scale=1.0)
+    model = IREM().eval()
+    t0 = time.perf_counter()
+    predict(model, norm, grid)
+    return grid.size / (time.perf_counter() - t0)
+
+
+def throughput_table(threads: int, rounds: int = 5) -> tuple[list[str], pd.DataFrame]:
+    """Training and inference rates of the paper's network against the matmul bound.
+
+    This machine's speed drifts by 10-20% over minutes, so the bound and every variant are
+    measured ``rounds`` times, interleaved: each round measures the bound, then each variant (best
+    of repeated calls over a few seconds), and a variant's % of the bound is taken per round. The
+    table gives the median over rounds and the range.
+    """
+    torch.set_num_threads(threads)
+    fps = flops_per_sample(IREM())
+    own = 2500 / gemm_seconds(IREM(), 2500)
+    calls: list[tuple[str, Callable[[], object], int, float]] = []
+    for name, flags in TRAINING_VARIANTS.items():
+        try:
+            calls.append((f"training: {name}", training_block(*flags), 3 * 2500, 3.0))
+        except Exception as exc:  # torch.compile needs a working C++ toolchain
+            print(f"{name}: failed ({type(exc).__name__}: {exc})".splitlines()[0], flush=True)
+    for folded, chunk in INFERENCE_VARIANTS:
+        what = "BatchNorm folded" if folded else "eval mode"
+        calls.append(
+            (f"inference: {what}, chunks of {chunk}", inference_call(folded, chunk), chunk, 2.0)
+        )
+    raw = []
+    for r in range(rounds):
+        bound = matmul_gflops(1.0) * 1e9 / fps
+        for run, fn, samples, seconds in calls:
+            rate = samples / _best_seconds(fn, seconds, warmup=0)  # warmed up when built
+            raw.append({"round": r, "run": run, "samples/s": rate, "bound": bound})
+        print(f"round {r + 1}/{rounds}: bound {bound:.0f} samples/s", flush=True)
+    df = pd.DataFrame(raw)
+    inference = df["run"].str.startswith("inference")
+    flops = np.where(inference, 1 / 3, 1)  # forward only: a third of the training FLOPs per sample
+    df["pct"] = 100 * df["samples/s"] * flops / df["bound"]
+    df["own pct"] = 100 * df["samples/s"] * flops / own
+    best_train = df[~inference].groupby("round")["samples/s"].max()
+    df["x"] = np.where(inference, df["samples/s"] / df["round"].map(best_train), np.nan)
+    rows = []
+    for run, g in df.groupby("run", sort=False):
+        rows.append(
+            {
+                "threads": threads,
+                "run": run,
+                "samples/s": g["samples/s"].median(),
+                "x best fp32 training": g["x"].median(),
+                "% of matmul bound": g["pct"].median(),
+                "% range over rounds": f"{g['pct'].min():.1f}-{g['pct'].max():.1f}",
+                "% of own-GEMM bound": g["own pct"].median(),
+            }
+        )
+    # bf16 is ~20x slower here (no bf16 arithmetic on AVX2): one step, once.
+    bound = matmul_gflops(1.0) * 1e9 / fps
+    bf16 = 2500 / _best_seconds(training_block(True, True, False, steps=1), 1.0)
+    rows.append(
+        {
+            "threads": threads,
+            "run": f"training: {BF16} (once)",
+            "samples/s": bf16,
+            "% of matmul bound": 100 * bf16 / bound,
+            "% of own-GEMM bound": 100 * bf16 / own,
+        }
+    )
+    rate = predict_rate()
+    rows.append(
+        {
+            "threads": threads,
+            "run": "inference: irem.train.predict on a 128^3 grid (default chunks, coordinates too; once)",
+            "samples/s": rate,
+            "x best fp32 training": rate / best_train.median(),
+            "% of matmul bound": 100 * rate / bound / 3,
+            "% of own-GEMM bound": 100 * rate / own / 3,
+        }
+    )
+    out = pd.DataFrame(rows)
+    head = [
+        f"{threads} thread(s), {rounds} interleaved rounds: 2500x256 @ 256x256 float32 product "
+        f"{df['bound'].median() * fps / 1e9:.0f} GFLOP/s (median; "
+        f"{df['bound'].min() * fps / 1e9:.0f}-{df['bound'].max() * fps / 1e9:.0f}), "
+        f"{fps / 1e6:.2f} MFLOP per training sample: matmul bound {df['bound'].median():.0f} "
+        f"samples/s; own-GEMM bound (the step's {3 * 18 - 1} products timed one by one, once) "
+        f"{own:.0f} samples/s.",
+        "",
+    ]
+    return head, out.round(
+        {
+            "samples/s": 0,
+            "x best fp32 training": 2,
+            "% of matmul bound": 1,
+            "% of own-GEMM bound": 1,
+        }
+    )
+
+
+def quick() -> int:
+    """A smoke test of the measuring code: one short round, nothing written."""
+    torch.set_num_threads(1)
+    block = training_block(False, True, False, steps=1, batch=256)
+    rate = 256 / _best_seconds(block, 0.2, warmup=0)
+    call = inference_call(True, 1024)
+    inf = 1024 / _best_seconds(call, 0.2, warmup=0)
+    print(f"quick: training {rate:.0f} samples/s (batch 256), inference {inf:.0f} samples/s")
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds")
+    ap.add_argument("--quick", action="store_true", help="smoke test only, writes nothing")
+    args = ap.parse_args()
+    if args.quick:
+        return quick()
+    OUT.mkdir(parents=True, exist_ok=True)
+    lines = [f"# Paper IREM throughput on CPU (torch {torch.__version__})", ""]
+    frames = []
+    for threads in args.threads:
+        head, df = throughput_table(threads, args.rounds)
+        lines += head + [df.to_markdown(index=False), ""]
+        frames.append(df)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    lines.append(f"Peak resident memory: {rss:.0f} MiB")
+    pd.concat(frames).to_csv(OUT / "irem_throughput.csv", index=False)
+    (OUT / "irem_throughput.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

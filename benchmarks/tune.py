@@ -1,0 +1,191 @@
+"""Choose the methods' free parameters on the cohort's tuning subjects only.
+
+Protocol (the README's "Tuning"): the tuning subjects are the first ``cohort.tuning`` subjects of
+the first cohort dataset of a workflow config (``config/config.yaml``); the evaluation subjects are
+never generated here. Each subject is simulated exactly as the workflow does (same crop, noise,
+seed 0, every k of the config), each candidate value is run through the method's own command
+from the config (the same ``irem`` code path as the workflow), and the value with the highest mean
+brain PSNR over tuning subjects and k is chosen. Writes ``results/tuning/<parameter>.csv`` (every
+run) and ``results/tuning/chosen.csv`` + ``README.md`` (the choices); the config's commands must
+carry the chosen values (``tests/test_tuning.py`` checks it).
+
+    python benchmarks/tune.py                      # every sweep, 2 runs side by side
+    python benchmarks/tune.py --only srr_alpha     # one sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from irem import layout as L  # noqa: E402
+from irem.labels import fill  # noqa: E402
+
+#: What is tuned: parameter name -> (methods it applies to, option, candidate values).
+SWEEPS: dict[str, tuple[tuple[str, ...], str, tuple[float, ...]]] = {
+    "srr_alpha": (("srrtk1", "srrtv"), "--alpha", (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)),
+    "grid_smoothness": (("iremfast",), "--set train.grid_smoothness=", (0.01, 0.03, 0.1, 0.3)),
+}
+
+
+def irem(*args: str) -> list[str]:
+    """The `irem` command of this checkout."""
+    return [sys.executable, "-m", "irem.cli", *args]
+
+
+def run(cmd: list[str] | str, log: Path) -> None:
+    """Run a command (a list, or a shell string), its output in ``log``; raise on failure."""
+    with log.open("w") as fh:
+        res = subprocess.run(
+            cmd, shell=isinstance(cmd, str), stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+        )
+    if res.returncode != 0:
+        raise RuntimeError(f"failed ({res.returncode}): {cmd}; see {log}")
+
+
+def cohort_entry(config: dict) -> dict:
+    for entry in config["datasets"]:
+        if entry.get("cohort"):
+            return entry
+    raise SystemExit("error: the config has no cohort dataset")
+
+
+def prepare(config: dict, work: Path) -> list[dict]:
+    """Ground truth, masks and stacks of every tuning subject and k (as the workflow makes them)."""
+    entry = cohort_entry(config)
+    c = entry["cohort"]
+    contrasts = ("T1w", "T2w", "FLAIR")
+    cases = []
+    for index in range(c.get("tuning", 2)):
+        subject, contrast = f"{index + 1:02d}", contrasts[index % 3]
+        gt, wm = work / f"sub-{subject}_{contrast}.nii.gz", work / f"sub-{subject}_wm.nii.gz"
+        mask = work / f"sub-{subject}_mask.nii.gz"
+        crop = ["--crop", *map(str, entry["crop"])] if entry.get("crop") else []
+        run(irem("dataset", "mni152_cohort", "--index", str(index), "--seed", str(c.get("seed", 0)),
+                 "--contrast", contrast, *crop, "-o", str(gt), "--wm-mask-out", str(wm)),
+            work / f"gt-{subject}.log")
+        run(irem("dataset", str(gt), "--mask-out", str(mask), "--mask-threshold", "0"),
+            work / f"mask-{subject}.log")
+        for k in config["ks"]:
+            out = work / f"k{k}" / f"sub-{subject}"
+            noise = []
+            if config["simulation"].get("snr"):
+                noise = ["--snr", str(config["simulation"]["snr"]), "--wm-mask", str(wm)]
+            run(irem("simulate", str(gt), "--k", str(k), "--seed", "0", "--profile",
+                     config["simulation"]["profile"], *noise, "--out-dir", str(out)),
+                work / f"sim-{subject}-k{k}.log")
+            stacks = [str(out / f"acq-{o}.nii.gz") for o in L.ORIENTATIONS]
+            cases.append({"subject": subject, "contrast": contrast, "k": k, "gt": gt,
+                          "mask": mask, "stacks": stacks, "dir": out})
+    return cases
+
+
+def with_value(command: str, option: str, value: float) -> str:
+    """The command with ``option`` set to ``value`` (replacing any value it had)."""
+    if option.endswith("="):
+        return f"{command} {option}{value:g}"
+    stripped = re.sub(rf"\s{re.escape(option)}\s+\S+", "", command)
+    return f"{stripped} {option} {value:g}"
+
+
+def score(case: dict, method: dict, option: str, value: float, work: Path) -> dict:
+    """Run one candidate on one case; its brain PSNR/SSIM."""
+    tag = f"{method['name']}-{value:g}-{case['subject']}-k{case['k']}"
+    out = work / f"{tag}.nii.gz"
+    geometry = shlex.join(["--no-register", "--fixed-index", "0", "--reference", str(case["gt"])])
+    cmd = fill(with_value(method["command"], option, value), stacks=shlex.join(case["stacks"]),
+               output=shlex.quote(str(out)), reference=shlex.quote(str(case["gt"])),
+               geometry=geometry, threads=1, device="cpu", seed=0,
+               checkpoint=shlex.quote(str(work / f".{tag}.ckpt")))
+    cmd = re.sub(r"^irem\s", f"{shlex.quote(sys.executable)} -m irem.cli ", cmd)
+    run(cmd, work / f"{tag}.log")
+    met = work / f"{tag}_metrics.json"
+    run(irem("metrics", str(out), str(case["gt"]), "--mask", str(case["mask"]), "-o", str(met)),
+        work / f"{tag}-metrics.log")
+    m = json.loads(met.read_text())
+    return {"method": method["name"], "subject": case["subject"], "contrast": case["contrast"],
+            "k": case["k"], "value": value, "psnr_mask": m["psnr_mask"], "ssim_mask": m["ssim_mask"]}
+
+
+def sweep(name: str, config: dict, cases: list[dict], work: Path, jobs: int) -> pd.DataFrame:
+    names, option, values = SWEEPS[name]
+    methods = [m for m in config["methods"] if m["name"] in names]
+    tasks = [(c, m, v) for m in methods for v in values for c in cases]
+    with ThreadPoolExecutor(jobs) as pool:
+        rows = list(pool.map(lambda t: score(t[0], t[1], option, t[2], work), tasks))
+    return pd.DataFrame(rows)
+
+
+def choose(df: pd.DataFrame) -> pd.DataFrame:
+    """Per method, the value of highest mean brain PSNR over tuning subjects and k."""
+    means = df.groupby(["method", "value"], as_index=False)["psnr_mask"].mean()
+    best = means.loc[means.groupby("method")["psnr_mask"].idxmax()]
+    return best.rename(columns={"psnr_mask": "mean_psnr_mask"}).reset_index(drop=True)
+
+
+def write_readme(out: Path, chosen: pd.DataFrame, config_path: str, n_cases: int) -> None:
+    lines = [
+        "# Tuning results",
+        "",
+        f"Made by `python benchmarks/tune.py --config {config_path}` on "
+        f"{dt.date.today().isoformat()}: every candidate value run on the cohort's tuning subjects "
+        f"only ({n_cases} subject x k cases), chosen by the highest mean brain PSNR. The configs' "
+        "method commands carry the chosen values (tests/test_tuning.py).",
+        "",
+        "| parameter | method | chosen | mean brain PSNR (dB) |",
+        "|---|---|---|---|",
+    ]
+    for _, r in chosen.iterrows():
+        lines.append(f"| {r['parameter']} | {r['method']} | {r['value']:g} | "
+                     f"{r['mean_psnr_mask']:.2f} |")
+    lines += ["", "Every run: the `<parameter>.csv` files beside this one."]
+    (out / "README.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="config/config.yaml")
+    parser.add_argument("--only", nargs="*", choices=sorted(SWEEPS), default=sorted(SWEEPS))
+    parser.add_argument("--jobs", type=int, default=2, help="runs side by side (1 thread each)")
+    parser.add_argument("--out", default="results/tuning")
+    args = parser.parse_args(argv)
+    config = yaml.safe_load((ROOT / args.config).read_text())
+    out = ROOT / args.out
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="irem-tune-") as tmp:
+        work = Path(tmp)
+        cases = prepare(config, work)
+        for name in args.only:
+            df = sweep(name, config, cases, work, args.jobs)
+            df.to_csv(out / f"{name}.csv", index=False, float_format="%.4f")
+            print(df.groupby(["method", "value"])["psnr_mask"].mean().to_string())
+    chosen = []
+    for name in sorted(SWEEPS):
+        path = out / f"{name}.csv"
+        if path.exists():
+            chosen.append(choose(pd.read_csv(path)).assign(parameter=name))
+    table = pd.concat(chosen, ignore_index=True)[["parameter", "method", "value", "mean_psnr_mask"]]
+    table.to_csv(out / "chosen.csv", index=False, float_format="%.4f")
+    write_readme(out, table, args.config, len(cases))
+    print(table.to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

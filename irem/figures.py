@@ -1,0 +1,473 @@
+"""Figures of the benchmark: ablations (Fig. 3), bars by method and k (Fig. 4), slices (Figs. 5/6)
+and quality against HR SNR at equal scan time.
+
+Each figure is a pure function of a runs table (:func:`irem.tables.load_runs`) or of image files,
+returning a matplotlib figure (Agg backend); :func:`save_figure` writes it as PNG and/or PDF.
+Labels, order and colours of the methods come from a :class:`irem.tables.Methods`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from irem import stats
+from irem.tables import HR_SCAN, METRICS, Methods, evaluation_runs
+from irem.volume import apply_affine, load_volume, voxel_sizes
+
+METRIC_LABELS = {
+    "psnr": "PSNR (dB)",
+    "ssim": "SSIM",
+    "psnr_mask": "PSNR in brain (dB)",
+    "ssim_mask": "SSIM in brain",
+}
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, outputs: Sequence[str | Path], dpi: int = 150) -> None:
+    """Write ``fig`` to each output (format from the extension, no time stamp), atomically."""
+    for out in map(Path, outputs):
+        fmt = out.suffix.lstrip(".").lower()
+        if fmt not in ("png", "pdf", "svg"):
+            raise ValueError(f"{out}: figures are written as .png, .pdf or .svg")
+        meta = {"CreationDate": None} if fmt == "pdf" else {}
+        tmp = out.with_name(f".{out.name}.tmp")
+        try:
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=meta)
+            os.replace(tmp, out)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+
+def add_caption(fig: Any, caption: str, width: int = 130) -> None:
+    """Caption text under the axes (kept by ``bbox_inches='tight'``)."""
+    if caption:
+        fig.text(0.5, 0.0, textwrap.fill(caption, width), ha="center", va="top", fontsize=8)
+
+
+def _ci_halfwidth(values: np.ndarray) -> float:
+    s = stats.summarise(values)
+    return (s.ci_high - s.mean) if math.isfinite(s.ci_high) else 0.0
+
+
+def axis_scale(values: Sequence[float]) -> str:
+    """``log`` (base 2) for positive values spanning a factor of 4 or more, else ``linear``."""
+    v = np.asarray(values, dtype=float)
+    return "log" if v.size and v.min() > 0 and v.max() / v.min() >= 4 else "linear"
+
+
+# --------------------------------------------------------------------------------------------------
+# Fig. 3: ablations
+
+
+def ablation_points(
+    runs: pd.DataFrame, param: str, defaults: dict[str, str] | None = None
+) -> pd.DataFrame:
+    """Runs of the ablation of ``param`` with a numeric ``x``; runs of the same methods at the same
+    dataset and k without an ablation join at ``defaults[param]`` (the main run is the default)."""
+    ablated = runs[runs["ablation"] == param]
+    out = ablated.assign(x=pd.to_numeric(ablated["value"], errors="coerce"))
+    if defaults and param in defaults:
+        same = runs["method"].isin(ablated["method"]) & (runs["ablation"] == "")
+        same &= runs["dataset"].isin(ablated["dataset"]) & runs["k"].isin(ablated["k"])
+        out = pd.concat([out, runs[same].assign(x=float(defaults[param]))], ignore_index=True)
+    if out["x"].isna().any():
+        raise ValueError(f"ablation {param!r}: a value is not a number")
+    return out
+
+
+def _fig3_panel(
+    ax: Any, runs: pd.DataFrame, param: str, methods: Methods, defaults: dict[str, str] | None
+) -> None:
+    points = ablation_points(runs, param, defaults)
+    colours = methods.colours(runs["method"].unique())
+    for method in sorted(points["method"].unique(), key=methods.sort_key):
+        g = points[points["method"] == method].groupby("x")["psnr_mask"]
+        xs = np.array(sorted(g.groups), dtype=float)
+        mean = g.mean().reindex(xs).to_numpy(dtype=float)
+        err = [_ci_halfwidth(g.get_group(x).to_numpy()) for x in xs]
+        ax.errorbar(
+            xs, mean, yerr=err, fmt="o-", capsize=3, color=colours[method],
+            label=methods.label(method),
+        )  # fmt: skip
+    base = runs[runs["method"].isin(methods.baselines) & (runs["ablation"] == "")]
+    base = base[base["dataset"].isin(points["dataset"]) & base["k"].isin(points["k"])]
+    for method in sorted(base["method"].unique(), key=methods.sort_key):
+        level = float(base.loc[base["method"] == method, "psnr_mask"].mean())
+        ax.axhline(level, color=colours[method], linestyle=":", label=methods.label(method))
+    xs = np.array(sorted(points["x"].unique()), dtype=float)
+    if axis_scale(xs) == "log":
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"{x:g}" for x in xs])
+    ax.set(xlabel=param, ylabel=METRIC_LABELS["psnr_mask"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+
+
+def fig3_ablation(
+    runs: pd.DataFrame,
+    methods: Methods,
+    defaults: dict[str, str] | None = None,
+    title: str = "",
+    caption: str = "",
+) -> Any:
+    """Fig. 3: brain PSNR against each ablated parameter (one panel each), mean over seeds and
+    subjects with 95% t intervals over runs, the baselines as dotted horizontal lines.
+
+    Args:
+        runs: the ablation runs (meta ``ablation``/``value``), the main runs of the ablated methods
+            and the baselines' runs (see :func:`ablation_points`).
+        methods: labels, order, colours and baselines.
+        defaults: parameter -> value of the runs without an ablation (e.g. ``fourier_dim: 256``).
+        title: figure title.
+        caption: text under the figure.
+
+    Raises:
+        ValueError: no run carries an ablation.
+    """
+    params = [p for p in dict.fromkeys(runs["ablation"]) if p]
+    if not params:
+        raise ValueError('no ablation run (meta "ablation") to plot')
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(params), figsize=(4.8 * len(params), 3.8), squeeze=False)
+    for ax, param in zip(axes[0], params, strict=True):
+        _fig3_panel(ax, runs, param, methods, defaults)
+    fig.suptitle(title or "Fig. 3: ablations")
+    fig.tight_layout()
+    add_caption(fig, caption)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Fig. 4: bars by method and k
+
+
+def main_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Evaluation runs of simulated data outside the ablations and the scan-time experiment."""
+    runs = evaluation_runs(runs)
+    keep = (runs["k"] != "") & (runs["ablation"] == "") & (runs["hr_snr"] == "")
+    return runs[keep]
+
+
+def _fig4_panel(ax: Any, runs: pd.DataFrame, metric: str, methods: Methods) -> None:
+    ks = sorted(runs["k"].unique(), key=float)
+    names = sorted(runs["method"].unique(), key=methods.sort_key)
+    colours = methods.colours(names)
+    width = 0.8 / len(names)
+    per_subject = runs.groupby(["method", "k", "subject"])[metric].mean()
+    for i, method in enumerate(names):
+        for j, k in enumerate(ks):
+            if (method, k) not in per_subject.index.droplevel("subject"):
+                continue
+            scores = per_subject.loc[(method, k)].to_numpy(dtype=float)
+            pos = j + (i - (len(names) - 1) / 2) * width
+            s = stats.summarise(scores)
+            err = (s.ci_high - s.mean) if math.isfinite(s.ci_high) else 0.0
+            ax.bar(
+                pos, s.mean, width, yerr=err, capsize=3, color=colours[method], alpha=0.85,
+                label=methods.label(method) if j == 0 else None,
+            )  # fmt: skip
+            spread = np.linspace(-0.25, 0.25, scores.size) * width if scores.size > 1 else [0.0]
+            ax.scatter(pos + np.asarray(spread), scores, s=9, color="k", zorder=3)
+    ax.set_xticks(range(len(ks)))
+    ax.set_xticklabels([f"k={k}" for k in ks])
+    ax.set_ylabel(METRIC_LABELS[metric])
+    vals = runs[metric].to_numpy(dtype=float)
+    vals = vals[np.isfinite(vals)]
+    if vals.size:
+        lo = 0.0 if metric.startswith("psnr") else max(0.0, float(vals.min()) - 0.1)
+        hi = float(vals.max())
+        ax.set_ylim(lo, hi + 0.08 * (hi - lo if hi > lo else 1.0))
+    ax.grid(axis="y", alpha=0.3)
+
+
+def fig4_bars(runs: pd.DataFrame, methods: Methods, title: str = "", caption: str = "") -> Any:
+    """Fig. 4: PSNR and SSIM (whole volume and in the brain) by k and method for one dataset: bars
+    at the mean over subjects (seeds averaged first), 95% t intervals, one dot per subject.
+
+    Raises:
+        ValueError: no simulated evaluation run, or runs of several datasets.
+    """
+    runs = main_runs(runs)
+    if runs.empty:
+        raise ValueError("no simulated evaluation run to plot")
+    if runs["dataset"].nunique() > 1:
+        raise ValueError(f"fig4 draws one dataset, got {sorted(runs['dataset'].unique())}")
+    plt = pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    for ax, metric in zip(axes.ravel(), METRICS, strict=True):
+        _fig4_panel(ax, runs, metric, methods)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(title or "Fig. 4")
+    fig.tight_layout()
+    add_caption(fig, caption)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Equal scan time
+
+
+def scantime_figure(
+    runs: pd.DataFrame, methods: Methods, title: str = "", caption: str = ""
+) -> Any:
+    """Brain PSNR against the HR scan's SNR at equal scan time: one curve per method and one for
+    the HR scan itself (``hrscan``), mean over subjects (seeds averaged first), 95% t band.
+
+    Raises:
+        ValueError: no run with an ``hr_snr``.
+    """
+    runs = evaluation_runs(runs)
+    runs = runs[runs["hr_snr"] != ""]
+    if runs.empty:
+        raise ValueError('no scan-time run (meta "hr_snr") to plot')
+    per_subject = runs.groupby(["method", "hr_snr", "subject"])["psnr_mask"].mean().reset_index()
+    per_subject["x"] = pd.to_numeric(per_subject["hr_snr"], errors="coerce")
+    if per_subject["x"].isna().any():
+        raise ValueError("hr_snr: a value is not a number")
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    colours = methods.colours(per_subject["method"].unique())
+    for method in sorted(per_subject["method"].unique(), key=methods.sort_key):
+        sel = per_subject[per_subject["method"] == method]
+        summ = [(x, stats.summarise(g["psnr_mask"])) for x, g in sel.groupby("x")]
+        xs = np.array([x for x, _ in summ])
+        mean = np.array([s.mean for _, s in summ])
+        style = {"color": "k", "linestyle": "--"} if method == HR_SCAN else {}
+        line = ax.plot(xs, mean, marker="o", label=methods.label(method), **style)[0]
+        if not style:
+            line.set_color(colours[method])
+        low = np.array([s.ci_low for _, s in summ])
+        if np.isfinite(low).any():
+            high = np.array([s.ci_high for _, s in summ])
+            ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set(xlabel="SNR of the HR scan", ylabel=METRIC_LABELS["psnr_mask"])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "PSNR vs HR SNR at equal scan time")
+    fig.tight_layout()
+    add_caption(fig, caption)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Figs. 5 and 6: slices
+
+
+def brightest_slice(img: np.ndarray, mask: np.ndarray, axis: int, top: float = 0.001) -> int:
+    """The slice holding the most of the brightest ``top`` fraction of voxels inside the mask
+    (for a FLAIR: the slice through the lesions)."""
+    other = tuple(a for a in range(3) if a != axis)
+    inside = img[mask]
+    if inside.size == 0:
+        return img.shape[axis] // 2
+    level = float(np.quantile(inside, 1.0 - top))
+    return int(np.argmax(((img >= level) & mask).sum(axis=other)))
+
+
+def slice_index(mask: np.ndarray, axis: int, fraction: float) -> int:
+    """The slice at ``fraction`` of the mask's extent along ``axis`` (the middle by default)."""
+    other = tuple(a for a in range(3) if a != axis)
+    present = np.flatnonzero(mask.any(axis=other))
+    if present.size == 0:
+        return mask.shape[axis] // 2
+    return int(round(present[0] + fraction * (present[-1] - present[0])))
+
+
+def sample_on_slice(
+    data: np.ndarray,
+    affine: np.ndarray,
+    ref_shape: tuple[int, ...],
+    ref_affine: np.ndarray,
+    axis: int,
+    index: int,
+) -> np.ndarray:
+    """Nearest-neighbour values of an image (any grid and orientation) on one slice of a reference
+    grid, through world coordinates; zero outside the image."""
+    grids = [np.arange(n) for n in ref_shape]
+    grids[axis] = np.array([index])
+    ijk = np.stack(np.meshgrid(*grids, indexing="ij"), axis=-1).reshape(-1, 3)
+    vox = np.rint(apply_affine(np.linalg.inv(affine), apply_affine(ref_affine, ijk))).astype(int)
+    ok = np.all((vox >= 0) & (vox < np.asarray(data.shape)), axis=1)
+    out = np.zeros(len(vox), dtype=np.float32)
+    out[ok] = data[vox[ok, 0], vox[ok, 1], vox[ok, 2]]
+    return out.reshape([n for a, n in enumerate(ref_shape) if a != axis])
+
+
+def zoom_window(img: np.ndarray, mask: np.ndarray, size: int) -> tuple[int, int]:
+    """Top-left corner of the ``size`` x ``size`` window with the most image detail (gradient
+    energy) inside the mask: where super-resolution differences show."""
+    from scipy import ndimage
+
+    gx, gy = np.gradient(img.astype(np.float64))
+    energy = (gx**2 + gy**2) * (mask > 0)
+    summed = ndimage.uniform_filter(energy, size=size, mode="constant")
+    half = size // 2
+    valid = np.zeros_like(summed, dtype=bool)
+    valid[half : img.shape[0] - (size - half) + 1, half : img.shape[1] - (size - half) + 1] = True
+    if not valid.any():
+        return 0, 0
+    summed[~valid] = -np.inf
+    cx, cy = np.unravel_index(int(np.argmax(summed)), summed.shape)
+    return int(cx - half), int(cy - half)
+
+
+def _mask_array(path: str | Path) -> np.ndarray:
+    """A binary mask file as a boolean array (a constant mask is allowed, unlike an image)."""
+    import nibabel as nib
+
+    try:
+        return np.asarray(nib.load(str(path)).dataobj) > 0.5
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+
+
+def slice_panels(
+    gt_path: str | Path,
+    mask_path: str | Path,
+    lr_path: str | Path,
+    recs: dict[str, str | Path],
+    axis: int,
+    fraction: float | str,
+    gt_label: str,
+) -> tuple[list[tuple[str, np.ndarray]], np.ndarray, np.ndarray, int]:
+    """The 2-D panels (GT, LR resampled, each method) of one slice, the mask slice, the GT affine
+    and the slice index.
+
+    Raises:
+        ValueError: a reconstruction is not on the ground truth's grid, or an unreadable image.
+    """
+    gt = load_volume(gt_path)
+    mask = _mask_array(mask_path)
+    if fraction == "brightest":
+        idx = brightest_slice(gt.data, mask, axis)
+    else:
+        idx = slice_index(mask, axis, float(fraction))
+    take: list[Any] = [slice(None)] * 3
+    take[axis] = idx
+    sl = tuple(take)
+    lr = load_volume(lr_path)
+    lr_name = Path(lr_path).name.split(".")[0]
+    panels = [
+        (gt_label, gt.data[sl]),
+        (
+            f"LR input: {lr_name}",
+            sample_on_slice(lr.data, lr.affine, gt.shape, gt.affine, axis, idx),
+        ),
+    ]
+    for method, path in recs.items():
+        rec = load_volume(path)
+        if rec.shape != gt.shape or not np.allclose(rec.affine, gt.affine, atol=1e-3):
+            raise ValueError(f"{path}: not on the grid of {gt_path}")
+        panels.append((method, rec.data[sl]))
+    return panels, mask[sl], gt.affine, idx
+
+
+def _slice_title(name: str, j: int, methods: Methods, metrics: dict[str, dict[str, Any]]) -> str:
+    label = methods.label(name) if j >= 2 else name
+    if name in metrics and j >= 2:
+        met = metrics[name]
+        psnr, ssim = met.get("psnr_mask", math.nan), met.get("ssim_mask", math.nan)
+        label += f"\n{psnr:.2f} dB / {ssim:.4f}"
+    return label
+
+
+def _draw_slices(
+    axes: Any,
+    panels: list[tuple[str, np.ndarray]],
+    mask2: np.ndarray,
+    aspect: float,
+    titles: list[str],
+) -> Any:
+    from matplotlib.patches import Rectangle
+
+    gt2 = panels[0][1]
+    size = max(8, min(gt2.shape) // 4)
+    x0, y0 = zoom_window(gt2, mask2, size)
+    vmax = float(np.percentile(gt2[mask2], 99.5)) if mask2.any() else float(gt2.max())
+    errors = [np.abs(p - gt2) for _, p in panels[1:]]
+    emax = max(float(np.percentile(e[mask2] if mask2.any() else e, 99)) for e in errors) or 1.0
+    show = {"cmap": "gray", "origin": "lower", "vmin": 0, "vmax": vmax, "aspect": aspect}
+    err_im = None
+    for j, (_, img) in enumerate(panels):
+        axes[0, j].imshow(img.T, **show)
+        box = Rectangle((x0 - 0.5, y0 - 0.5), size, size, fill=False, edgecolor="yellow", lw=1)
+        axes[0, j].add_patch(box)
+        axes[0, j].set_title(titles[j], fontsize=9)
+        axes[1, j].imshow(img[x0 : x0 + size, y0 : y0 + size].T, **show)
+        axes[1, j].set_title("zoom", fontsize=8)
+        if j == 0:
+            axes[2, j].imshow(mask2.T, **(show | {"vmax": 1}))
+            axes[2, j].set_title("brain mask", fontsize=8)
+            continue
+        err_im = axes[2, j].imshow(errors[j - 1].T, **(show | {"cmap": "magma", "vmax": emax}))
+        axes[2, j].set_title("|error|", fontsize=8)
+    return err_im
+
+
+def fig5_slices(
+    gt_path: str | Path,
+    mask_path: str | Path,
+    lr_path: str | Path,
+    recs: dict[str, str | Path],
+    methods: Methods,
+    metrics: dict[str, dict[str, Any]] | None = None,
+    axis: int = 2,
+    fraction: float | str = 0.5,
+    title: str = "",
+    gt_label: str = "Ground truth",
+    caption: str = "",
+) -> Any:
+    """Fig. 5/6: one slice through the ground truth, an LR input stack and every reconstruction,
+    with a zoomed window (second row) and the absolute error (third row).
+
+    Args:
+        gt_path: the HR ground truth (or a real scan's HR reference); every reconstruction must be
+            on its grid.
+        mask_path: its brain mask (chooses the slice and the zoom window).
+        lr_path: an LR stack, shown by nearest-neighbour sampling through world coordinates.
+        recs: method -> reconstruction, in display order.
+        methods: labels of the methods.
+        metrics: method -> metrics JSON content, for the titles (brain PSNR / SSIM).
+        axis: voxel axis normal to the slice.
+        fraction: slice position within the mask's extent along ``axis``, or ``"brightest"``.
+        title: figure title.
+        gt_label: title of the ground-truth column.
+        caption: text under the figure.
+    """
+    panels, mask2, gt_aff, idx = slice_panels(
+        gt_path, mask_path, lr_path, recs, axis, fraction, gt_label
+    )
+    sp = [s for a, s in enumerate(voxel_sizes(gt_aff)) if a != axis]
+    titles = [_slice_title(name, j, methods, metrics or {}) for j, (name, _) in enumerate(panels)]
+    plt = pyplot()
+    n = len(panels)
+    fig, axes = plt.subplots(3, n, figsize=(2.6 * n, 8.2), squeeze=False)
+    err_im = _draw_slices(axes, panels, mask2, sp[1] / sp[0], titles)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if err_im is not None:
+        fig.colorbar(err_im, ax=axes[2, :].tolist(), shrink=0.8, label="absolute error")
+    sub = f" — slice {'xyz'[axis]}={idx}; titles: PSNR / SSIM in the brain mask"
+    fig.suptitle((title or "Fig. 5") + sub, fontsize=10)
+    add_caption(fig, caption)
+    return fig

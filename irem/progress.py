@@ -1,0 +1,140 @@
+"""Training progress that tells the truth: what the run is bounded by, and how far along it is.
+
+Under a time budget the bar runs on seconds (elapsed / budget), under an epoch budget on steps; the
+postfix carries the other quantity and the loss. On a terminal this is a tqdm bar; when the stream
+is not a terminal (a Snakemake log, a Slurm output file) it is one plain line every ``interval``
+seconds of training, so that a long run leaves a log of a few kilobytes, not of bar refreshes.
+
+The caller passes the elapsed training seconds to :meth:`Progress.update`, so the clock is the
+trainer's (and injectable in tests).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import TextIO
+
+from tqdm import tqdm
+
+#: Seconds of training between two plain lines when the stream is not a terminal.
+PLAIN_INTERVAL = 10.0
+#: Steps between two refreshes of the bar's postfix.
+POSTFIX_EVERY = 50
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def plain_line(
+    desc: str, steps: int, seconds: float, loss: float, budget: float | None, total_steps: int
+) -> str:
+    """One progress line: position against the bound (seconds or steps), the other one, the loss."""
+    loss_text = f"loss {loss:.4g}" if math.isfinite(loss) else "loss -"
+    if budget is not None:
+        pct = 100.0 * min(seconds / budget, 1.0)
+        return f"{desc}: {seconds:.0f}/{budget:.0f} s ({pct:.0f}%), {steps} steps, {loss_text}"
+    pct = 100.0 * min(steps / max(total_steps, 1), 1.0)
+    return f"{desc}: step {steps}/{total_steps} ({pct:.0f}%), {seconds:.0f} s, {loss_text}"
+
+
+class Progress:
+    """A progress display for a training run bounded by seconds or by steps.
+
+    Args:
+        total_steps: steps of the full epoch budget.
+        budget: time budget in seconds, or None for an epoch budget.
+        start_steps: steps already done (a resumed run).
+        start_seconds: training seconds already spent (a resumed run).
+        enabled: False shows nothing.
+        stream: where to write (default ``sys.stderr``).
+        interval: seconds of training between plain lines (non-terminal streams).
+        desc: label of the bar and lines.
+    """
+
+    def __init__(
+        self,
+        total_steps: int,
+        budget: float | None = None,
+        *,
+        start_steps: int = 0,
+        start_seconds: float = 0.0,
+        enabled: bool = True,
+        stream: TextIO | None = None,
+        interval: float = PLAIN_INTERVAL,
+        desc: str = "IREM",
+    ):
+        self.total_steps, self.budget, self.desc = total_steps, budget, desc
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled
+        self.plain = enabled and not _is_tty(self.stream)
+        self.interval = interval
+        self._next_line = start_seconds + interval
+        self._state = (start_steps, start_seconds, math.nan)
+        self._printed = self._state
+        self.bar: tqdm | None = None
+        if enabled and not self.plain:
+            self.bar = self._make_bar(start_steps, start_seconds)
+
+    def _make_bar(self, start_steps: int, start_seconds: float) -> tqdm:
+        if self.budget is None:
+            return tqdm(
+                total=self.total_steps,
+                initial=start_steps,
+                unit="step",
+                dynamic_ncols=True,
+                desc=self.desc,
+                file=self.stream,
+            )
+        return tqdm(
+            total=self.budget,
+            initial=start_seconds,
+            unit="s",
+            dynamic_ncols=True,
+            desc=self.desc,
+            file=self.stream,
+            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]",
+        )
+
+    def update(self, steps: int, seconds: float, loss: float) -> None:
+        """Record the state after a step: total steps, training seconds, (smoothed) loss."""
+        self._state = (steps, seconds, loss)
+        if self.bar is not None:
+            self._update_bar(steps, seconds, loss)
+        elif self.plain and seconds >= self._next_line:
+            self._write_line()
+            self._next_line = seconds + self.interval
+
+    def _update_bar(self, steps: int, seconds: float, loss: float) -> None:
+        assert self.bar is not None
+        position = steps if self.budget is None else min(seconds, self.budget)
+        self.bar.update(position - self.bar.n)
+        if steps % POSTFIX_EVERY == 0:
+            post = {"loss": f"{loss:.3g}"}
+            post.update({"steps": str(steps)} if self.budget is not None else {})
+            self.bar.set_postfix(post, refresh=False)
+
+    def _write_line(self) -> None:
+        steps, seconds, loss = self._state
+        line = plain_line(self.desc, steps, seconds, loss, self.budget, self.total_steps)
+        print(line, file=self.stream, flush=True)
+        self._printed = self._state
+
+    def close(self) -> None:
+        """Close the bar, or write the last plain line if the run moved since the previous one."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        elif self.plain and self._state[:2] != self._printed[:2]:
+            self._write_line()
+        self.plain = False
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

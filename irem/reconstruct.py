@@ -1,0 +1,227 @@
+"""Reconstruction from a trained representation: the coordinate/intensity normaliser, the model's
+architecture, evaluation on a dense grid, and saving or loading a trained model.
+
+A saved model (``irem reconstruct --save-model``) is one ``torch.save`` file holding the weights,
+the normaliser, the IREM configuration, the seed, the stacks' registration transforms, the fixed
+stack's geometry and the training target grid, so that ``irem sample`` can evaluate it on any grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from irem.config import IremConfig, config_from_dict
+from irem.errors import InputError
+from irem.grid import Grid
+from irem.grid_inr import GridINR
+from irem.model import IREM, for_inference
+from irem.volume import Stack, apply_affine
+
+log = logging.getLogger(__name__)
+
+#: Tag and version of the saved-model format.
+MODEL_FORMAT = "irem-bench-model"
+MODEL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    """Maps normalised-space millimetres to network inputs and intensities to [0, 1]."""
+
+    centre: np.ndarray
+    half_extent: float
+    intensity_scale: float
+    box_mm: tuple[float, float, float] = (2.0, 2.0, 2.0)
+
+    def coords(self, points: np.ndarray) -> np.ndarray:
+        """Network inputs of normalised-space points ``(n, 3)`` (float32)."""
+        return ((np.asarray(points) - self.centre) / self.half_extent).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready description (for sidecars and saved models)."""
+        return {
+            "centre_mm": [float(c) for c in self.centre],
+            "half_extent_mm": self.half_extent,
+            "intensity_scale": self.intensity_scale,
+            "box_mm": list(self.box_mm),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Normaliser:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            centre=np.asarray(d["centre_mm"], dtype=np.float64),
+            half_extent=float(d["half_extent_mm"]),
+            intensity_scale=float(d["intensity_scale"]),
+            box_mm=tuple(float(b) for b in d["box_mm"]),  # type: ignore[arg-type]
+        )
+
+    @property
+    def extent(self) -> tuple[float, float, float]:
+        """Half sides of the box in input units (the longest is 1)."""
+        return tuple(float(b) / (2 * self.half_extent) for b in self.box_mm)  # type: ignore[return-value]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU (with a warning if CUDA was visible but unusable)."""
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda was asked for but CUDA is not available")
+        return torch.device("cuda")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1"):
+            log.warning("a GPU slot was given but CUDA is not usable; running on CPU")
+        return torch.device("cpu")
+    raise InputError(f"--device must be auto, cpu or cuda, got {name!r}")
+
+
+def build_model(cfg: IremConfig, seed: int, norm: Normaliser) -> torch.nn.Module:
+    """The paper's IREM network or the fast feature-grid representation, as configured."""
+    m = cfg.model
+    if m.kind == "grid":
+        return GridINR(
+            norm.box_mm,
+            norm.extent,
+            m.levels,
+            m.features,
+            m.finest_mm,
+            m.width,
+            m.hidden_layers,
+            seed,
+        )
+    return IREM(m.fourier_dim, m.sigma, m.width, m.depth, tuple(m.skips), seed=seed)
+
+
+@torch.inference_mode()
+def predict(
+    model: torch.nn.Module,
+    norm: Normaliser,
+    grid: Grid,
+    *,
+    chunk: int = 8192,
+    device: torch.device | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Evaluate the trained model at every voxel centre of ``grid`` in chunks; returns float32."""
+    device = device or torch.device("cpu")
+    net = for_inference(model)
+    out = np.empty(grid.size, dtype=np.float32)
+    for start in tqdm(
+        range(0, grid.size, chunk), disable=not progress, desc="evaluate", unit="chunk"
+    ):
+        flat = np.arange(start, min(start + chunk, grid.size))
+        ijk = np.stack(np.unravel_index(flat, grid.shape), axis=-1)
+        pts = apply_affine(grid.affine, ijk)
+        x = torch.from_numpy(norm.coords(pts)).to(device)
+        out[start : start + len(flat)] = net(x).float().cpu().numpy()
+    return (out * norm.intensity_scale).reshape(grid.shape)
+
+
+@dataclass
+class SavedModel:
+    """A trained representation with everything needed to evaluate it again."""
+
+    model: torch.nn.Module
+    norm: Normaliser
+    cfg: IremConfig
+    seed: int
+    grid: Grid
+    fixed: Stack
+    transforms: dict[str, list[list[float]]]
+
+
+def _geometry(shape: tuple[int, ...], affine: np.ndarray) -> dict[str, Any]:
+    return {"shape": [int(s) for s in shape], "affine": np.asarray(affine).tolist()}
+
+
+def save_model(
+    path: Path,
+    model: torch.nn.Module,
+    norm: Normaliser,
+    cfg: IremConfig,
+    *,
+    seed: int,
+    grid: Grid,
+    stacks: list[Stack],
+    fixed_index: int,
+) -> None:
+    """Write the weights, normaliser, config, seed, registration transforms and grids atomically."""
+    fixed = stacks[fixed_index]
+    state = {
+        "format": MODEL_FORMAT,
+        "version": MODEL_VERSION,
+        "weights": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "normaliser": norm.to_dict(),
+        "config": cfg.to_dict(),
+        "seed": int(seed),
+        "grid": _geometry(grid.shape, grid.affine),
+        "fixed_stack": {
+            **_geometry(fixed.shape, fixed.affine),
+            "name": fixed.name,
+            "transform": fixed.transform.tolist(),
+        },
+        "transforms": {s.name: s.transform.tolist() for s in stacks},
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read_model_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputError(f"{path}: no such model file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for garbage
+        raise InputError(f"{path}: not a saved IREM model ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
+        raise InputError(
+            f"{path}: not a saved IREM model (written by irem reconstruct --save-model)"
+        )
+    if state.get("version") != MODEL_VERSION:
+        raise InputError(f"{path}: model format version {state.get('version')} is not supported")
+    return state
+
+
+def load_model(path: str | os.PathLike[str], device: torch.device | None = None) -> SavedModel:
+    """Read a model written by :func:`save_model` (refuses anything else with an InputError)."""
+    path = Path(path)
+    state = _read_model_file(path)
+    try:
+        cfg = config_from_dict(state["config"])
+        norm = Normaliser.from_dict(state["normaliser"])
+        model = build_model(cfg, int(state["seed"]), norm)
+        model.load_state_dict(state["weights"])
+        g, f = state["grid"], state["fixed_stack"]
+        grid = Grid(shape=tuple(g["shape"]), affine=np.asarray(g["affine"], dtype=np.float64))
+        fixed = Stack(
+            data=np.broadcast_to(np.float32(0), tuple(f["shape"])),
+            affine=np.asarray(f["affine"], dtype=np.float64),
+            name=str(f["name"]),
+            transform=np.asarray(f["transform"], dtype=np.float64),
+        )
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise InputError(f"{path}: damaged model file ({type(exc).__name__})") from None
+    model.to(device or torch.device("cpu")).eval()
+    return SavedModel(model, norm, cfg, int(state["seed"]), grid, fixed, state["transforms"])

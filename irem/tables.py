@@ -1,0 +1,506 @@
+"""Tables of the benchmark from the run files: every run, quality per method, run time, scan time.
+
+A run is identified by the ``"meta"`` dict of strings its metrics JSON carries (written by
+``irem metrics --meta KEY=VALUE``): always ``dataset``, ``k`` (empty for a real scan), ``subject``,
+``seed`` and ``method``; optionally ``split`` (``evaluation``/``tuning``), ``hr_snr`` (scan-time
+experiment), ``ablation`` (the varied parameter) and ``value``. File names are never parsed. The
+reconstruction's JSON sidecar (the metrics path with ``_metrics.json`` replaced by ``.json``) adds
+timings when it exists.
+
+Quality is summarised per *condition* (dataset, k, HR SNR) and *variant* (method, ablation, value):
+several seeds of one subject are averaged first, then n, mean, std and the 95% t interval are taken
+over subjects, and every variant is compared, subject by subject, with the condition's best baseline
+(highest mean brain PSNR) by :func:`irem.stats.paired`. Runs of the tuning split are left out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from irem import stats
+
+META_REQUIRED = ("dataset", "k", "subject", "seed", "method")
+META_OPTIONAL = ("split", "hr_snr", "ablation", "value")
+METRICS = ("psnr", "ssim", "psnr_mask", "ssim_mask")
+PAIRED_METRICS = ("psnr_mask", "ssim_mask")
+CONDITION = ["dataset", "k", "hr_snr"]
+VARIANT = ["method", "ablation", "value"]
+GROUP = CONDITION + VARIANT
+SIDECAR_FIELDS = (
+    "training_seconds",
+    "evaluation_seconds",
+    "total_seconds",
+    "final_loss",
+    "epochs_completed",
+    "stopped_by",
+    "device",
+)
+#: Colours given to the methods in the order of ``--method`` (then to any other method met).
+PALETTE = (
+    "#8c8c8c",
+    "#4c72b0",
+    "#dd8452",
+    "#55a868",
+    "#c44e52",
+    "#8172b3",
+    "#937860",
+    "#da8bc3",
+    "#ccb974",
+    "#64b5cd",
+)
+HR_SCAN = "hrscan"
+DEFAULT_LABELS = {HR_SCAN: "HR scan (direct)"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Methods: labels, order, colours and roles, all from the command line
+
+
+@dataclass(frozen=True)
+class Methods:
+    """Display order, labels and colours of the methods, and which of them are baselines.
+
+    Args:
+        labels: method name -> label, in display order (``--method NAME=LABEL``).
+        baselines: names of the baseline methods (``--baselines``).
+    """
+
+    labels: dict[str, str] = field(default_factory=dict)
+    baselines: tuple[str, ...] = ()
+
+    def label(self, method: str) -> str:
+        """The given label, else a default (``hrscan``), else the name itself."""
+        return self.labels.get(method) or DEFAULT_LABELS.get(method, method)
+
+    def sort_key(self, method: str) -> tuple[int, str]:
+        """Given methods in their order, then any other alphabetically."""
+        order = list(self.labels)
+        return (order.index(method), "") if method in order else (len(order), method)
+
+    def colours(self, present: Sequence[str]) -> dict[str, str]:
+        """A colour per method: the palette in display order over the given and present methods."""
+        names = list(self.labels) + sorted(set(present) - set(self.labels))
+        return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(names)}
+
+
+def parse_pairs(items: Sequence[str], what: str = "NAME=VALUE") -> dict[str, str]:
+    """``["a=b", ...]`` -> ``{"a": "b"}`` in order.
+
+    Raises:
+        ValueError: an item without ``=`` or with an empty name.
+    """
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected {what}, got {item!r}")
+        out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading runs
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A JSON object from a file (ValueError if it is not valid JSON or not an object)."""
+    with open(path) as fh:
+        try:
+            obj = json.load(fh)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc.msg})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return obj
+
+
+def run_meta(obj: dict[str, Any], path: str | Path) -> dict[str, str]:
+    """The run's identity from a metrics JSON's ``meta`` (optional keys default to ``""``).
+
+    Raises:
+        ValueError: no ``meta`` dict, or a required key missing.
+    """
+    meta = obj.get("meta")
+    if not isinstance(meta, dict):
+        raise ValueError(f'{path}: no "meta" dict (write it with `irem metrics --meta KEY=VALUE`)')
+    missing = [key for key in META_REQUIRED if key not in meta]
+    if missing:
+        raise ValueError(f"{path}: meta lacks {', '.join(missing)}")
+    return {key: str(meta.get(key) or "") for key in (*META_REQUIRED, *META_OPTIONAL)}
+
+
+def sidecar_of(metrics_path: str | Path) -> Path:
+    """``..._T1w_metrics.json`` -> ``..._T1w.json`` (the reconstruction's sidecar)."""
+    p = Path(metrics_path)
+    return p.with_name(p.name.replace("_metrics.json", ".json"))
+
+
+def load_run(path: str | Path) -> dict[str, Any]:
+    """One run: meta, scores and (from the sidecar, if any) timings and 2L."""
+    met = read_json(path)
+    row: dict[str, Any] = run_meta(met, path)
+    for key in (*METRICS, "data_range", "mask_voxels"):
+        row[key] = met.get(key, math.nan)
+    side_path = sidecar_of(path)
+    side = read_json(side_path) if side_path.exists() and side_path != Path(path) else {}
+    row["fourier_dim"] = ((side.get("config") or {}).get("model") or {}).get("fourier_dim")
+    row |= {key: side.get(key) for key in SIDECAR_FIELDS}
+    row["metrics_file"] = str(path)
+    return row
+
+
+def load_runs(paths: Sequence[str | Path], methods: Methods | None = None) -> pd.DataFrame:
+    """One row per metrics JSON, sorted by :func:`sort_runs`; scores as floats, meta as strings."""
+    columns = [
+        *META_REQUIRED,
+        *META_OPTIONAL,
+        *METRICS,
+        "data_range",
+        "mask_voxels",
+        "fourier_dim",
+        *SIDECAR_FIELDS,
+        "metrics_file",
+    ]
+    df = pd.DataFrame([load_run(p) for p in paths], columns=columns)
+    for col in METRICS:
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    return sort_runs(df, methods or Methods())
+
+
+def evaluation_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs outside the tuning split."""
+    return runs[runs["split"] != "tuning"].reset_index(drop=True)
+
+
+def _number(text: Any, missing: float) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return missing
+
+
+def sort_runs(df: pd.DataFrame, methods: Methods) -> pd.DataFrame:
+    """Sort by dataset, k (real scans last), HR SNR, method order, ablation, value, subject, seed."""
+    if df.empty:
+        return df.reset_index(drop=True)
+    keys = {
+        "_k": df["k"].map(lambda v: _number(v, math.inf)),
+        "_snr": df["hr_snr"].map(lambda v: _number(v, math.inf)),
+        "_m": df["method"].map(methods.sort_key),
+        "_v": df["value"].map(lambda v: _number(v, math.inf)),
+    }
+    by = ["dataset", "_k", "_snr", "_m", "ablation", "_v", "value"]
+    by += [c for c in ("subject", "seed") if c in df.columns]
+    out = df.assign(**keys).sort_values(by, kind="stable")
+    return out.drop(columns=list(keys)).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Quality
+
+
+def subject_scores(runs: pd.DataFrame, metric: str, keys: Sequence[str] = GROUP) -> pd.Series:
+    """``metric`` per group and subject, averaged over seeds (index: ``keys`` + subject)."""
+    return runs.groupby([*keys, "subject"], sort=False)[metric].mean()
+
+
+def _summary_row(scores: pd.DataFrame) -> dict[str, Any]:
+    row: dict[str, Any] = {"n": len(scores)}
+    for m in METRICS:
+        s = stats.summarise(scores[m])
+        row |= {f"{m}_mean": s.mean, f"{m}_std": s.std, f"{m}_ci_low": s.ci_low}
+        row[f"{m}_ci_high"] = s.ci_high
+    return row
+
+
+def best_baselines(summary: pd.DataFrame, methods: Methods) -> dict[tuple[str, ...], str]:
+    """Condition (dataset, k, hr_snr) -> the baseline with the highest mean brain PSNR there."""
+    base = summary[summary["method"].isin(methods.baselines) & (summary["ablation"] == "")]
+    base = base.dropna(subset=["psnr_mask_mean"])
+    best = base.loc[base.groupby(CONDITION, sort=False)["psnr_mask_mean"].idxmax()]
+    return {tuple(r[CONDITION]): r["method"] for _, r in best.iterrows()}
+
+
+def _paired_row(
+    per_subject: pd.DataFrame, key: tuple[str, ...], baseline: str | None
+) -> dict[str, Any]:
+    row: dict[str, Any] = {"baseline": baseline or ""}
+    for m in PAIRED_METRICS:
+        cols = [f"{m}_{c}" for c in ("diff", "diff_ci_low", "diff_ci_high", "p")]
+        cols += [f"{m}_{c}" for c in ("wins", "ties", "losses")]
+        if baseline is None or key[3] == baseline and key[4] == "":
+            row |= dict.fromkeys(cols, math.nan)
+            continue
+        base_key = (*key[:3], baseline, "", "")
+        p = stats.paired(
+            per_subject.loc[key, m], per_subject.loc[base_key, m], stats.TIE_TOLERANCE[m]
+        )
+        values = (p.diff, p.ci_low, p.ci_high, p.p_wilcoxon, p.wins, p.ties, p.losses)
+        row |= dict(zip(cols, values, strict=True))
+    return row
+
+
+def quality_table(runs: pd.DataFrame, methods: Methods) -> pd.DataFrame:
+    """Per condition and variant: n subjects and runs, mean/std/95% CI of every metric, and the
+    paired comparison (brain PSNR and SSIM) with the condition's best baseline."""
+    runs = evaluation_runs(runs)
+    if runs.empty:
+        return pd.DataFrame(columns=[*GROUP, "label", "n", "n_runs"])
+    per_subject = runs.groupby([*GROUP, "subject"], sort=False)[list(METRICS)].mean()
+    rows = []
+    for key, scores in per_subject.groupby(level=list(range(len(GROUP))), sort=False):
+        rows.append({**dict(zip(GROUP, key, strict=True)), **_summary_row(scores)})
+    summary = pd.DataFrame(rows)
+    summary.insert(len(GROUP), "label", summary["method"].map(methods.label))
+    summary.insert(len(GROUP) + 2, "n_runs", runs.groupby(GROUP, sort=False).size().values)
+    best = best_baselines(summary, methods)
+    per_subject = per_subject.sort_index()
+    paired = [
+        _paired_row(per_subject, tuple(k), best.get(tuple(k[:3])))
+        for k in summary[GROUP].itertuples(index=False)
+    ]
+    return sort_runs(pd.concat([summary, pd.DataFrame(paired)], axis=1), methods)
+
+
+def fmt(value: float, digits: int) -> str:
+    """``value`` with ``digits`` decimals, ``n/a`` when missing."""
+    return f"{value:.{digits}f}" if value is not None and math.isfinite(value) else "n/a"
+
+
+def fmt_summary(row: Any, metric: str, digits: int) -> str:
+    """``mean ± std [low, high]`` (std and interval only where defined)."""
+    mean, std = getattr(row, f"{metric}_mean"), getattr(row, f"{metric}_std")
+    text = fmt(mean, digits)
+    if math.isfinite(std):
+        text += f" ± {fmt(std, digits)}"
+    low, high = getattr(row, f"{metric}_ci_low"), getattr(row, f"{metric}_ci_high")
+    if math.isfinite(low):
+        text += f" [{fmt(low, digits)}, {fmt(high, digits)}]"
+    return text
+
+
+def fmt_paired(row: Any, metric: str, digits: int) -> list[str]:
+    """Cells ``diff [low, high]``, ``p``, ``W/T/L`` of a paired comparison (empty if none)."""
+    diff = getattr(row, f"{metric}_diff")
+    if not math.isfinite(diff):
+        return ["", "", ""]
+    text = f"{diff:+.{digits}f}"
+    low, high = getattr(row, f"{metric}_diff_ci_low"), getattr(row, f"{metric}_diff_ci_high")
+    if math.isfinite(low):
+        text += f" [{low:+.{digits}f}, {high:+.{digits}f}]"
+    p = getattr(row, f"{metric}_p")
+    wtl = "/".join(str(int(getattr(row, f"{metric}_{c}"))) for c in ("wins", "ties", "losses"))
+    return [text, fmt(p, 3), wtl]
+
+
+def k_label(k: str) -> str:
+    """``""`` (a real scan) -> ``real``."""
+    return k if k else "real"
+
+
+def variant_label(row: Any) -> str:
+    """The method's label, with the ablation's value and the HR SNR when set."""
+    text = row.label
+    if row.ablation:
+        text += f" ({row.ablation}={row.value})"
+    if row.hr_snr:
+        text += f", HR SNR {row.hr_snr}"
+    return text
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub Markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+QUALITY_NOTE = (
+    "PSNR (dB) and SSIM (scikit-image, Gaussian window sigma 1.5, data range of the ground truth) "
+    "over the whole volume and inside the brain mask. Several seeds of one subject are averaged "
+    "first; then mean ± sample standard deviation [95% Student-t confidence interval of the mean] "
+    "over the n subjects. Each method is compared subject by subject with the best baseline of its "
+    "dataset and k (highest mean brain PSNR, column 'vs'): mean difference [95% paired-t interval], "
+    "two-sided Wilcoxon signed-rank p (n/a with fewer than two subjects or all differences zero) "
+    "and wins/ties/losses (tie: |difference| < {tp} dB for PSNR, < {ts} for SSIM). k = real: "
+    "real-scan protocol against its HR reference. Runs of the tuning split are not included."
+)
+
+
+def quality_markdown(table: pd.DataFrame) -> str:
+    """``metrics.md``: the quality table with its caption."""
+    headers = ["dataset", "k", "method", "n", "PSNR", "SSIM", "PSNR brain", "SSIM brain", "vs"]
+    headers += ["Δ PSNR brain", "p", "W/T/L", "Δ SSIM brain", "p", "W/T/L"]
+    rows = []
+    for r in table.itertuples(index=False):
+        cells = [r.dataset, k_label(r.k), variant_label(r), str(int(r.n))]
+        cells += [fmt_summary(r, m, 4 if m.startswith("ssim") else 2) for m in METRICS]
+        cells.append(r.baseline)
+        cells += fmt_paired(r, "psnr_mask", 2) + fmt_paired(r, "ssim_mask", 4)
+        rows.append(cells)
+    tol = stats.TIE_TOLERANCE
+    note = QUALITY_NOTE.format(tp=tol["psnr_mask"], ts=tol["ssim_mask"])
+    return "# Reconstruction quality\n\n" + note + "\n\n" + markdown_table(headers, rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# Scan time
+
+
+def scantime_table(runs: pd.DataFrame, methods: Methods) -> pd.DataFrame:
+    """Brain PSNR/SSIM per dataset, k, HR SNR and method (``hrscan``: the noisy HR scan scored
+    directly), seeds averaged per subject, then mean and 95% CI over subjects."""
+    runs = evaluation_runs(runs)
+    runs = runs[runs["hr_snr"] != ""]
+    cols = ["dataset", "k", "hr_snr", "method", "label", "n"]
+    if runs.empty:
+        return pd.DataFrame(columns=cols)
+    keys = ["dataset", "k", "hr_snr", "method"]
+    per_subject = runs.groupby([*keys, "subject"], sort=False)[list(PAIRED_METRICS)].mean()
+    rows = []
+    for key, scores in per_subject.groupby(level=list(range(len(keys))), sort=False):
+        row: dict[str, Any] = dict(zip(keys, key, strict=True))
+        row |= {"label": methods.label(row["method"]), "n": len(scores)}
+        for m in PAIRED_METRICS:
+            s = stats.summarise(scores[m])
+            row |= {f"{m}_mean": s.mean, f"{m}_ci_low": s.ci_low, f"{m}_ci_high": s.ci_high}
+        rows.append(row)
+    out = pd.DataFrame(rows).assign(ablation="", value="")
+    return sort_runs(out, methods).drop(columns=["ablation", "value"])
+
+
+def scantime_markdown(table: pd.DataFrame) -> str:
+    """The scan-time table with its caption."""
+    headers = ["dataset", "k", "HR SNR", "method", "n", "PSNR brain", "SSIM brain"]
+    rows = []
+    for r in table.itertuples(index=False):
+        cells = [r.dataset, k_label(r.k), r.hr_snr, r.label, str(int(r.n))]
+        for m, digits in (("psnr_mask", 2), ("ssim_mask", 4)):
+            text = fmt(getattr(r, f"{m}_mean"), digits)
+            low, high = getattr(r, f"{m}_ci_low"), getattr(r, f"{m}_ci_high")
+            if math.isfinite(low):
+                text += f" [{fmt(low, digits)}, {fmt(high, digits)}]"
+            cells.append(text)
+        rows.append(cells)
+    note = (
+        "Brain PSNR (dB) and SSIM at equal scan time: the LR stacks and an HR scan of the same "
+        "duration with the given SNR ('HR scan (direct)': the noisy HR scan scored against the "
+        "ground truth). Seeds are averaged per subject; mean [95% Student-t CI] over n subjects."
+    )
+    return "# Equal scan time\n\n" + note + "\n\n" + markdown_table(headers, rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# Run time
+
+
+def load_benchmarks(pairs: Sequence[tuple[str | Path, str | Path]]) -> pd.DataFrame:
+    """Snakemake ``benchmark:`` TSVs (one row per repeat), each with the meta of its run.
+
+    Args:
+        pairs: (benchmark TSV, metrics JSON of the same run) pairs; the JSON gives the meta.
+    """
+    frames = []
+    for tsv, metrics in pairs:
+        bench = pd.read_csv(tsv, sep="\t")
+        meta = run_meta(read_json(metrics), metrics)
+        frames.append(bench.assign(**meta))
+    if not frames:
+        return pd.DataFrame(columns=[*META_REQUIRED, *META_OPTIONAL, "s", "max_rss"])
+    return pd.concat(frames, ignore_index=True)
+
+
+RUNTIME_COLUMNS = [*GROUP, "label", "n", "wall_s_mean", "wall_s_std", "cpu_s_mean", "max_rss_mb"]
+
+
+def runtime_table(bench: pd.DataFrame, runs: pd.DataFrame, methods: Methods) -> pd.DataFrame:
+    """Wall time, CPU time and peak memory per condition and variant from the benchmark files, with
+    the training time from the sidecars where available (tuning runs left out)."""
+    cols = [*RUNTIME_COLUMNS, "training_s_mean"]
+    bench = evaluation_runs(bench) if not bench.empty else bench
+    if bench.empty:
+        return pd.DataFrame(columns=cols)
+    b = bench.copy()
+    for col in ("s", "cpu_time", "max_rss"):
+        b[col] = pd.to_numeric(b[col], errors="coerce") if col in b.columns else np.nan
+    g = b.groupby(GROUP, sort=False)
+    out = pd.DataFrame(
+        {
+            "n": g.size(),
+            "wall_s_mean": g["s"].mean(),
+            "wall_s_std": g["s"].std(),
+            "cpu_s_mean": g["cpu_time"].mean(),
+            "max_rss_mb": g["max_rss"].max(),
+        }
+    )
+    train = pd.to_numeric(evaluation_runs(runs)["training_seconds"], errors="coerce")
+    t = train.groupby([evaluation_runs(runs)[c] for c in GROUP], sort=False).mean()
+    out["training_s_mean"] = t.reindex(out.index) if not t.empty else np.nan
+    out = out.reset_index()
+    out.insert(len(GROUP), "label", out["method"].map(methods.label))
+    return sort_runs(out, methods)[cols]
+
+
+def runtime_markdown(table: pd.DataFrame) -> str:
+    """``runtime.md``: the run-time table with its caption."""
+    headers = ["dataset", "k", "method", "n", "wall time (s)", "CPU time (s)", "peak RSS (MB)"]
+    headers.append("IREM training (s)")
+    rows = []
+    for r in table.itertuples(index=False):
+        wall = fmt(r.wall_s_mean, 1)
+        if math.isfinite(r.wall_s_std):
+            wall += f" ± {fmt(r.wall_s_std, 1)}"
+        rows.append(
+            [r.dataset, k_label(r.k), variant_label(r), str(int(r.n)), wall]
+            + [fmt(r.cpu_s_mean, 1), fmt(r.max_rss_mb, 0), fmt(r.training_s_mean, 1)]
+        )
+    note = (
+        "Per reconstruction job, from Snakemake's `benchmark:` files (mean ± std over runs); "
+        "IREM's training time from its sidecar. Measured on the machine that ran the workflow, "
+        "with whatever else it was running."
+    )
+    return "# Run time\n\n" + note + "\n\n" + markdown_table(headers, rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file renamed into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_tables(
+    runs: pd.DataFrame, bench: pd.DataFrame, methods: Methods, out_dir: str | Path
+) -> dict[str, Path]:
+    """metrics.csv/.md, runs.csv (every run, tuning split included), runtime.csv/.md and, when
+    scan-time runs are present, scantime.csv/.md, written under ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    quality = quality_table(runs, methods)
+    runtime = runtime_table(bench, runs, methods)
+    texts = {
+        "metrics.csv": quality.to_csv(index=False),
+        "metrics.md": quality_markdown(quality),
+        "runs.csv": runs.to_csv(index=False),
+        "runtime.csv": runtime.to_csv(index=False),
+        "runtime.md": runtime_markdown(runtime),
+    }
+    scan = scantime_table(runs, methods)
+    if not scan.empty:
+        texts |= {"scantime.csv": scan.to_csv(index=False), "scantime.md": scantime_markdown(scan)}
+    files = {name: out / name for name in texts}
+    for name, text in texts.items():
+        write_text(files[name], text)
+    return files
