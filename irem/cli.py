@@ -182,8 +182,34 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--profile", choices=("box", "gaussian", "none"), default="box", help="slice profile"
     )
-    p.add_argument("--snr", type=_positive_float, default=None, help="add Rician noise at this SNR")
+    noise = p.add_mutually_exclusive_group()
+    noise.add_argument(
+        "--snr",
+        type=_positive_float,
+        default=None,
+        help="Rician noise of each stack at this SNR (mean white-matter signal of the noise-free "
+        "HR image over the noise sigma of each channel; see --wm-mask)",
+    )
+    noise.add_argument(
+        "--hr-snr",
+        type=_positive_float,
+        default=None,
+        help="scan-time-matched: an HR scan of this SNR (written as hr.nii.gz) and three stacks of "
+        "a third of its scan time each, at K / sqrt(3) times its SNR",
+    )
+    p.add_argument(
+        "--wm-mask",
+        metavar="MASK.nii.gz",
+        help="white-matter mask of HR, the SNR's reference region (default: the upper half of the "
+        "foreground's intensities)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for noise and motion")
+    p.add_argument(
+        "--subject-seed",
+        type=int,
+        default=None,
+        help="a per-subject seed, combined with --seed for the noise",
+    )
     p.add_argument(
         "--motion",
         type=_nonneg_float,
@@ -446,13 +472,29 @@ def _log_to_files(message: str) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
-    from irem.simulate import REORIENT_CODES, move, random_rigid, reorient, simulate_stacks
+    from irem.simulate import (
+        REORIENT_CODES,
+        move,
+        random_rigid,
+        reorient,
+        simulate_scan_time_matched,
+        simulate_stacks,
+    )
     from irem.volume import load_volume, save_volume, voxel_centres, write_json
 
     hr = load_volume(args.hr)
     if args.k > min(hr.shape):
         raise InputError(f"--k {args.k} is larger than the smallest image extent {min(hr.shape)}")
-    stacks = simulate_stacks(hr, args.k, args.profile, args.snr, args.seed)
+    wm = load_volume(args.wm_mask, mask=True).data if args.wm_mask else None
+    noise: dict[str, Any] = {"subject_seed": args.subject_seed, "wm_mask": args.wm_mask}
+    hr_scan = None
+    if args.hr_snr is not None:
+        stacks, hr_scan, info = simulate_scan_time_matched(
+            hr, args.k, args.hr_snr, args.profile, args.seed, wm, args.subject_seed
+        )
+        noise.update(info)
+    else:
+        stacks = simulate_stacks(hr, args.k, args.profile, args.snr, args.seed, wm, args.subject_seed)
     motions: list[list[list[float]] | None] = [None] * 3
     if args.motion is not None:
         rng = np.random.default_rng(np.random.SeedSequence([args.seed, 7]))
@@ -472,6 +514,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         "k": args.k,
         "profile": args.profile,
         "snr": args.snr,
+        "noise": noise,
         "seed": args.seed,
         "motion": args.motion,
         "reorient": args.reorient,
@@ -489,6 +532,8 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         }
         save_volume(path, s.data, s.affine, sidecar=sidecar)
         files.append(path.name)
+    if hr_scan is not None:
+        save_volume(out / "hr.nii.gz", hr_scan.data, hr_scan.affine, sidecar=params)
     write_json(out / "simulation.json", {**params, "stacks": files, "motions": motions})
     print("\n".join(str(out / f) for f in files))
 
@@ -695,7 +740,7 @@ def cmd_metrics(args: argparse.Namespace) -> None:
         raise InputError(f"{args.pred} is not on the grid of {args.gt} (shape or affine differ)")
     mask = None
     if args.mask:
-        m = load_volume(args.mask)
+        m = load_volume(args.mask, mask=True)
         if m.shape != gt.shape:
             raise InputError(f"{args.mask}: mask shape {m.shape} differs from {gt.shape}")
         mask = m.data > 0.5

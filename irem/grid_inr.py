@@ -45,35 +45,46 @@ def corner_lookup(
         shape: nodes ``(D, H, W)`` along z, y, x.
 
     Returns:
-        ``(n, 8)`` int64 rows ``(z * H + y) * W + x`` and ``(n, 8)`` weights summing to 1.
+        ``(8, n)`` int64 rows ``(z * H + y) * W + x`` and ``(8, n)`` weights summing to 1 over the
+        corners; corner ``c`` lies ``((c >> 2) & 1, (c >> 1) & 1, c & 1)`` nodes above the lowest
+        along (z, y, x).
     """
-    sizes = torch.tensor(shape[::-1], dtype=u.dtype)  # (W, H, D) along (x, y, z)
-    pos = ((u + 1) / 2 * (sizes - 1)).clamp_(min=0).minimum(sizes - 1)
-    low = pos.floor().minimum(sizes - 2)  # every node count is >= 2
+    d, h, w = shape
+    sizes = torch.tensor([w, h, d], dtype=u.dtype)
+    pos = ((u + 1) / 2 * (sizes - 1)).clamp_(min=0).minimum(sizes - 1).t().contiguous()
+    low = pos.floor().minimum((sizes - 2)[:, None])  # every node count is >= 2
     frac = pos - low
     low = low.long()
+    base = (low[2] * h + low[1]) * w + low[0]
+    corner = torch.arange(8)
+    pair = torch.stack((1 - frac, frac), dim=1)  # (axis x/y/z, low/high, n)
+    weights = pair[2].index_select(0, (corner >> 2) & 1) * pair[1].index_select(
+        0, (corner >> 1) & 1
+    )
+    weights *= pair[0].index_select(0, corner & 1)
+    offsets = ((corner >> 2) & 1) * (h * w) + ((corner >> 1) & 1) * w + (corner & 1)
+    return base[None, :] + offsets[:, None], weights
+
+
+def spatial_order(u: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Permutation sorting points ``u`` by the row of their lowest corner in a grid of ``shape``:
+    gathers and scatters in that order walk the tables forwards (cache-friendly)."""
     d, h, w = shape
-    base = (low[:, 2] * h + low[:, 1]) * w + low[:, 0]
-    bits = torch.tensor([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)])  # (z, y, x) bits
-    offsets = bits @ torch.tensor([h * w, w, 1])
-    rows = base[:, None] + offsets
-    fz, fy, fx = frac[:, 2:3], frac[:, 1:2], frac[:, 0:1]
-    weights = torch.where(bits[:, 0].bool(), fz, 1 - fz)
-    weights = weights * torch.where(bits[:, 1].bool(), fy, 1 - fy)
-    weights = weights * torch.where(bits[:, 2].bool(), fx, 1 - fx)
-    return rows, weights
+    sizes = torch.tensor([w, h, d], dtype=u.dtype)
+    cell = ((u + 1) / 2 * (sizes - 1)).clamp_(min=0).minimum(sizes - 1).int()
+    return torch.argsort((cell[:, 2] * h + cell[:, 1]) * w + cell[:, 0])
 
 
 class _GatherTrilinear(torch.autograd.Function):
-    """``(n, F)`` weighted sums of table rows; the table's gradient is sparse (only the rows
-    used, coalesced) or dense."""
+    """``(n, F)`` sums of the ``(8, n)`` weighted table ``rows`` over corners; the table's gradient
+    is sparse (only the rows used, coalesced) or dense."""
 
     @staticmethod
     def forward(
         table: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor, sparse: bool
     ) -> torch.Tensor:
         corners = table.index_select(0, rows.reshape(-1)).view(*rows.shape, table.shape[1])
-        return torch.bmm(weights.unsqueeze(1), corners).squeeze(1)
+        return (corners * weights.unsqueeze(2)).sum(dim=0)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
@@ -87,7 +98,7 @@ class _GatherTrilinear(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return None, None, None, None
         rows, weights = ctx.saved_tensors
-        values = (weights.unsqueeze(2) * grad.unsqueeze(1)).reshape(-1, grad.shape[1])
+        values = (weights.unsqueeze(2) * grad.unsqueeze(0)).reshape(-1, grad.shape[1])
         flat = rows.reshape(-1)
         if not ctx.sparse:
             dense = grad.new_zeros(ctx.table_shape).index_add_(0, flat, values)
@@ -165,7 +176,7 @@ class GridINR(nn.Module):
         hidden_layers: int = 1,
         seed: int = 0,
         update: str = "dense",
-        dense_max_nodes: int = 2**18,
+        dense_max_nodes: int = 2**20,
     ):
         """Build the grids and the MLP; all parameters are drawn from ``seed``.
 
@@ -181,7 +192,9 @@ class GridINR(nn.Module):
             update: ``dense`` (``grid_sample``, dense gradients) or ``sparse`` (corner gathers,
                 sparse gradients on levels of more than ``dense_max_nodes`` nodes).
             dense_max_nodes: in ``sparse`` mode, levels up to this many nodes keep dense gradients
-                (the default is the corner lookups of 8192 voxels x 4 profile points).
+                (a fast.yaml batch touches ~250 k nodes of a fine level; measured on one thread on a
+                3.6 M-voxel volume: dense Adam and prior on the 0.46 M-node level ~7 ms a step,
+                lazy Adam and local prior on the ~250 k touched rows of the finest ~45 ms).
         """
         super().__init__()
         if levels < 1 or features < 1 or finest_mm <= 0 or width < 1 or hidden_layers < 0:
@@ -302,10 +315,19 @@ class GridINR(nn.Module):
         The MLP runs channels first (``W @ h`` on ``(channels, n)`` activations), the layout the
         grids produce: on a CPU its products are 2-3 times faster than on ``(n, channels)``.
         """
+        order = None
+        if self.update == "sparse" and any(self.sparse_levels) and self.training:
+            # In spatial order, the sparse levels' gathers, scatters and updates run 1.4 times
+            # faster on a 3.6 M-voxel volume (1 thread); the output is put back in input order.
+            order = spatial_order(p / self.extent, self.shapes[-1])
+            p = p.index_select(0, order)
         h = self.encode(p)
         for layer in self.mlp:
             if isinstance(layer, nn.Linear):
                 h = torch.addmm(layer.bias[:, None], layer.weight, h)
             else:
                 h = layer(h)
-        return h.squeeze(0)
+        out = h.squeeze(0)
+        if order is not None:
+            out = torch.empty_like(out).index_copy(0, order, out)
+        return out

@@ -34,6 +34,7 @@ _SHORT = {
     "train.batch_size": "batch",
     "model.width": "width",
     "model.depth": "depth",
+    "model.skips": "skips",
 }
 
 
@@ -74,6 +75,8 @@ def _budget(args: Any, device: str, paper_epochs: int) -> list[str]:
 
 
 def _value(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return "/".join(map(str, value))
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 

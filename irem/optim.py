@@ -105,8 +105,7 @@ def adam_update(
     if not grad.is_sparse:
         exp_avg.lerp_(grad, 1 - b1)
         exp_avg_sq.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        denom = (exp_avg_sq.sqrt() / root_bc2).add_(eps)
-        param.addcdiv_(exp_avg, denom, value=-step_size)
+        param.addcdiv_(exp_avg, (exp_avg_sq.sqrt() / root_bc2).add_(eps), value=-step_size)
         return
     if grad.sparse_dim() != 1:
         raise ValueError("LazyAdam handles sparse gradients with one sparse dimension (rows)")

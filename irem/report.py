@@ -102,6 +102,8 @@ def cmd_fig4(args: argparse.Namespace) -> None:
     runs = tables.load_runs(args.metrics, methods)
     fig = figures.fig4_bars(runs, methods, title=args.title, caption=args.caption)
     figures.save_figure(fig, args.out, dpi=args.dpi)
+    drawn = sorted(set(runs["method"]), key=methods.sort_key)
+    print("drawn: " + "; ".join(methods.label(m) for m in drawn))
 
 
 @_input_errors

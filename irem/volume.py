@@ -75,7 +75,9 @@ def voxel_centres(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
     return apply_affine(affine, idx.reshape(-1, 3))
 
 
-def validate(data: np.ndarray, affine: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+def validate(
+    data: np.ndarray, affine: np.ndarray, what: str, mask: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Check that an image is 3-D, finite, not constant and has an invertible affine.
 
     Returns the data as float32 and the affine as float64. Raises :class:`InputError`.
@@ -93,7 +95,7 @@ def validate(data: np.ndarray, affine: np.ndarray, what: str) -> tuple[np.ndarra
     if not np.all(np.isfinite(data)):
         bad = int(np.count_nonzero(~np.isfinite(data)))
         raise InputError(f"{what}: {bad} voxels are NaN or infinite")
-    if float(data.max()) == float(data.min()):
+    if not mask and float(data.max()) == float(data.min()):
         raise InputError(f"{what}: the image is constant ({float(data.min())!r} everywhere)")
     affine = np.asarray(affine, dtype=np.float64)
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
@@ -103,8 +105,9 @@ def validate(data: np.ndarray, affine: np.ndarray, what: str) -> tuple[np.ndarra
     return data, affine
 
 
-def load_volume(path: str | os.PathLike[str]) -> Volume:
-    """Read and validate a 3-D NIfTI file (``.nii`` or ``.nii.gz``)."""
+def load_volume(path: str | os.PathLike[str], mask: bool = False) -> Volume:
+    """Read and validate a 3-D NIfTI file (``.nii`` or ``.nii.gz``); a ``mask`` may be constant
+    (a crop inside the brain is all brain)."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -120,7 +123,7 @@ def load_volume(path: str | os.PathLike[str]) -> Volume:
         arr = np.asanyarray(img.dataobj)
     except Exception as exc:
         raise InputError(f"{path}: cannot read voxel data ({type(exc).__name__}: {exc})") from None
-    data, affine = validate(arr, img.affine, str(path))
+    data, affine = validate(arr, img.affine, str(path), mask=mask)
     return Volume(data=data, affine=affine)
 
 

@@ -2,8 +2,10 @@
 # from irem/layout.py (the layout is documented there); method commands and labels from the
 # config's `methods` entries (irem/labels.py); nothing here names a method.
 
+import os
 import shlex
 import sys
+import zlib
 
 # The workflow's own source tree first (as the rules' PYTHONPATH), then an installed irem-bench.
 sys.path.insert(0, workflow.basedir)
@@ -11,6 +13,8 @@ from irem import layout as L  # noqa: E402
 from irem.labels import fill, method_label  # noqa: E402
 
 ORIENTATIONS = L.ORIENTATIONS
+# The jobs' conda environment (--use-conda), relative to the workflow (rules/ would be the default).
+CONDA_ENV = os.path.join(workflow.basedir, config["conda_env"])
 EMBEDDED = ("mni152_t1", "mni152_flair", "phantom")
 CONTRASTS = ("T1w", "T2w", "FLAIR")  # cohort subject i has CONTRASTS[i % 3]
 
@@ -212,14 +216,21 @@ def _noise_args(wildcards, snr_option, snr):
     return args
 
 
+def subject_seed(dataset, subject):
+    """A stable per-subject seed of the noise (combined with the run's seed)."""
+    return zlib.crc32(f"{dataset}/{subject}".encode())
+
+
 def simulate_args(wildcards):
-    return shlex.join(_noise_args(wildcards, "--snr", config["simulation"]["snr"]))
+    args = _noise_args(wildcards, "--snr", config["simulation"]["snr"])
+    return shlex.join(args + ["--subject-seed", str(subject_seed(wildcards.dataset, wildcards.subject))])
 
 
 def scantime_args(wildcards):
     """The scan-time experiment: LR SNR from the HR SNR by the scan-time rule, plus the HR scan."""
     snr = L.parse_run(f"{wildcards.dataset}/snr{wildcards.snr}/k{wildcards.k}").hr_snr
-    return shlex.join(_noise_args(wildcards, "--hr-snr", snr))
+    args = _noise_args(wildcards, "--hr-snr", snr)
+    return shlex.join(args + ["--subject-seed", str(subject_seed(wildcards.dataset, wildcards.subject))])
 
 
 def scan_sim(wildcards):

@@ -16,7 +16,7 @@ rule ground_truth:
     log:
         "results/logs/{dataset}/sub-{subject}_{suffix}.log",
     conda:
-        config["conda_env"]
+        CONDA_ENV
     shell:
         "irem dataset {params.source:q} -o {output.gt:q} {params.args} > {log:q} 2>&1"
 
@@ -34,7 +34,7 @@ rule cohort_subject:
     log:
         "results/logs/{dataset}/sub-{subject}_{suffix}.log",
     conda:
-        config["conda_env"]
+        CONDA_ENV
     shell:
         "irem dataset mni152_cohort -o {output.gt:q} --wm-mask-out {output.wm:q} {params.args} "
         "> {log:q} 2>&1"
@@ -51,7 +51,7 @@ rule brain_mask:
     log:
         "results/logs/{dataset}/sub-{subject}_desc-brain_mask.log",
     conda:
-        config["conda_env"]
+        CONDA_ENV
     shell:
         "irem dataset {input:q} --mask-out {output:q} --mask-threshold {params.threshold} "
         "> {log:q} 2>&1"
@@ -73,7 +73,7 @@ rule simulate:
     log:
         "results/logs/{dataset}/k{k}/lr/sub-{subject}_seed-{seed}.log",
     conda:
-        config["conda_env"]
+        CONDA_ENV
     shell:
         "irem simulate {input.gt:q} --k {wildcards.k} --seed {wildcards.seed} {params.args} "
         "--out-dir {params.outdir:q} > {log:q} 2>&1"
@@ -96,7 +96,7 @@ rule simulate_scantime:
     log:
         "results/logs/{dataset}/snr{snr}/k{k}/lr/sub-{subject}_seed-{seed}.log",
     conda:
-        config["conda_env"]
+        CONDA_ENV
     shell:
         "irem simulate {input.gt:q} --k {wildcards.k} --seed {wildcards.seed} {params.args} "
         "--out-dir {params.outdir:q} > {log:q} 2>&1"
@@ -108,8 +108,12 @@ rule hr_scan:
         "results/{dataset}/snr{snr}/k{k}/lr/sub-{subject}_seed-{seed}/hr.nii.gz",
     output:
         "results/{dataset}/snr{snr}/k{k}/sub-{subject}_rec-hrscan_seed-{seed}_{suffix}.nii.gz",
+    log:
+        "results/logs/{dataset}/snr{snr}/k{k}/sub-{subject}_rec-hrscan_seed-{seed}_{suffix}.log",
+    conda:
+        CONDA_ENV
     shell:
-        "cp {input:q} {output:q}"
+        "cp -v {input:q} {output:q} > {log:q} 2>&1"
 
 
 rule simulate_scan:
@@ -127,6 +131,6 @@ rule simulate_scan:
     log:
         "results/logs/{dataset}/lr/sub-{subject}.log",
     conda:
-        config["conda_env"]
+        CONDA_ENV
     shell:
         "irem simulate {input.gt:q} {params.args} --out-dir {params.outdir:q} > {log:q} 2>&1"

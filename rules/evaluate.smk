@@ -15,7 +15,7 @@ rule metrics:
     log:
         "results/logs/{run}/sub-{subject}_rec-{method}_seed-{seed}_{suffix}_metrics.log",
     conda:
-        config["conda_env"]
+        CONDA_ENV
     shell:
         "irem metrics {input.image:q} {input.gt:q} --mask {input.mask:q} -o {output:q} "
         "{params.meta} > {log:q} 2>&1"

@@ -28,6 +28,6 @@ rule reconstruct:
         runtime=method_runtime,
         mem_mb=method_mem,
     conda:
-        config["conda_env"]
+        CONDA_ENV
     shell:
         "OMP_NUM_THREADS={threads} {params.command} > {log:q} 2>&1; rm -f {params.checkpoint:q}"

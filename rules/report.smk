@@ -34,7 +34,7 @@ rule tables:
     log:
         "results/logs/tables.log",
     conda:
-        config["conda_env"]
+        CONDA_ENV
     shell:
         "irem report tables --metrics {input.metrics:q} --benchmark {params.pairs} "
         "{params.methods} --out-dir {params.outdir:q} > {log:q} 2>&1"
@@ -64,7 +64,7 @@ rule scantime:
     log:
         "results/logs/scantime.log",
     conda:
-        config["conda_env"]
+        CONDA_ENV
     shell:
         "irem report scantime --metrics {input.metrics:q} {params.methods} "
         "--title {params.title:q} --dpi {params.dpi} --csv {output.csv:q} --md {output.md:q} "
@@ -92,7 +92,7 @@ rule fig3:
     log:
         "results/logs/fig3.log",
     conda:
-        config["conda_env"]
+        CONDA_ENV
     shell:
         "irem report fig3 --metrics {input.metrics:q} {params.methods} "
         "--title {params.title:q} --caption {params.caption:q} --dpi {params.dpi} "
@@ -117,7 +117,7 @@ rule fig4:
     log:
         "results/logs/fig4_{dataset}.log",
     conda:
-        config["conda_env"]
+        CONDA_ENV
     shell:
         "irem report fig4 --metrics {input.metrics:q} {params.methods} "
         "--title 'Fig. 4: {wildcards.dataset}' --dpi {params.dpi} "
@@ -142,7 +142,7 @@ rule cohort_figure:
     log:
         "results/logs/cohort_{dataset}.log",
     conda:
-        config["conda_env"]
+        CONDA_ENV
     shell:
         "irem report cohort {input:q} --dpi {params.dpi} -o {output.png:q} {output.pdf:q} "
         "> {log:q} 2>&1"
@@ -173,7 +173,7 @@ rule fig5:
     log:
         "results/logs/fig5_{dataset}.log",
     conda:
-        config["conda_env"]
+        CONDA_ENV
     shell:
         "irem report fig5 --gt {input.gt:q} --mask {input.mask:q} --lr {input.lr:q} "
         "--rec {params.recs} --metrics {input.metrics:q} {params.methods} --axis {params.axis} "
@@ -205,7 +205,7 @@ rule fig6:
     log:
         "results/logs/fig6_{dataset}.log",
     conda:
-        config["conda_env"]
+        CONDA_ENV
     shell:
         "irem report fig5 --gt {input.gt:q} --mask {input.mask:q} --lr {input.lr:q} "
         "--rec {params.recs} --metrics {input.metrics:q} {params.methods} --axis {params.axis} "

@@ -1,16 +1,103 @@
 import pytest
 import torch
 
-from irem.grid_inr import GridINR
+from irem.grid_inr import GridINR, corner_lookup, local_smoothness_grad
+
+BOX, EXTENT = (20.0, 12.0, 9.0), (1.0, 0.6, 0.45)
 
 
-def _grid_inr() -> GridINR:
-    return GridINR((20.0, 12.0, 9.0), (1.0, 0.6, 0.45), levels=3, features=2, finest_mm=2.0, seed=3)
+def _grid_inr(update: str = "dense", dense_max_nodes: int = 0) -> GridINR:
+    return GridINR(
+        BOX, EXTENT, levels=3, features=2, finest_mm=2.0, seed=3, update=update,
+        dense_max_nodes=dense_max_nodes,
+    )  # fmt: skip
 
 
-def test_smoothness_gradient_equals_autograd() -> None:
-    """The in-place gradient of the grid penalty is the gradient autograd gives for it."""
-    a, b = _grid_inr(), _grid_inr()
+def _random_pair(dense_max_nodes: int = 0) -> tuple[GridINR, GridINR]:
+    """A dense-mode and a sparse-mode model holding the same random grid values."""
+    a, b = _grid_inr("dense"), _grid_inr("sparse", dense_max_nodes)
+    with torch.no_grad():
+        for level, ga in enumerate(a.grids):
+            ga.copy_(torch.randn_like(ga))
+            b.grid_volume(level).copy_(ga)
+    return a, b
+
+
+def _points(n: int = 300) -> torch.Tensor:
+    """Random points over 1.2 times the box (some outside: border clamping), plus its 8 corners
+    (exactly on the first and last nodes: align_corners)."""
+    ext = torch.tensor(EXTENT)
+    corners = torch.tensor([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)]) * ext
+    gen = torch.Generator().manual_seed(0)
+    return torch.cat([(torch.rand(n, 3, generator=gen) * 2.4 - 1.2) * ext, corners.float()])
+
+
+def _dense_grad(model: GridINR, level: int) -> torch.Tensor:
+    """A sparse-mode level's gradient as a (1, F, D, H, W) dense tensor."""
+    g = model.grids[level].grad
+    g = g.to_dense() if g.is_sparse else g
+    return g.t().reshape(model.grid_volume(level).shape)
+
+
+def test_sparse_mode_starts_from_the_same_values() -> None:
+    a, b = _grid_inr("dense"), _grid_inr("sparse")
+    for level in range(3):
+        assert torch.equal(a.grid_volume(level), b.grid_volume(level))
+
+
+@pytest.mark.parametrize("dense_max_nodes", [0, 10**9])  # sparse and dense gradients
+def test_gather_interpolation_equals_grid_sample(dense_max_nodes: int) -> None:
+    """Value and grid gradient of the corner-gather path are those of grid_sample."""
+    a, b = _random_pair(dense_max_nodes)
+    p = _points()
+    ya, yb = a(p), b(p)
+    torch.testing.assert_close(yb, ya, rtol=1e-5, atol=1e-6)
+    w = torch.randn(len(p))
+    (w * ya).sum().backward()
+    (w * yb).sum().backward()
+    for level, ga in enumerate(a.grids):
+        assert b.grids[level].grad.is_sparse == (dense_max_nodes == 0)
+        torch.testing.assert_close(_dense_grad(b, level), ga.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_training_order_does_not_change_outputs() -> None:
+    """Points are sorted spatially in training mode; outputs come back in input order."""
+    _, b = _random_pair()
+    p = _points()
+    y_train = b.train()(p)
+    with torch.no_grad():
+        y_eval = b.eval()(p)
+    torch.testing.assert_close(y_train.detach(), y_eval, rtol=0, atol=1e-6)
+
+
+def test_corner_lookup_on_a_node_and_between_nodes() -> None:
+    shape = (3, 4, 5)  # D, H, W
+    # x at node 2 of 5, y halfway between nodes 1 and 2 of 4, z on the last node (2 of 3)
+    u = torch.tensor([[0.0, -1 / 3 + 1 / 3, 1.0]])
+    rows, weights = corner_lookup(u, shape)
+    assert rows.shape == weights.shape == (8, 1)
+    got = {int(r): float(w) for r, w in zip(rows[:, 0], weights[:, 0], strict=True) if w > 0}
+    expected = {(2 * 4 + 1) * 5 + 2: 0.5, (2 * 4 + 2) * 5 + 2: 0.5}
+    assert got.keys() == expected.keys()
+    assert all(got[k] == pytest.approx(v) for k, v in expected.items())
+    assert weights.sum().item() == pytest.approx(1.0)
+
+
+def test_sparse_gradient_holds_the_touched_rows_only() -> None:
+    _, b = _random_pair()
+    p = _points(5)[:5]
+    b(p).sum().backward()
+    for level, shape in enumerate(b.shapes):
+        rows, _ = corner_lookup(p / b.extent, shape)
+        grad = b.grids[level].grad.coalesce()
+        assert set(grad.indices()[0].tolist()) == set(rows.reshape(-1).tolist())
+
+
+@pytest.mark.parametrize("update", ["dense", "sparse"])
+def test_smoothness_gradient_equals_autograd(update: str) -> None:
+    """The in-place gradient of the grid penalty is the gradient autograd gives for it (dense
+    gradients: the whole grid)."""
+    a, b = _grid_inr(update, 10**9), _grid_inr(update, 10**9)
     with torch.no_grad():
         for ga, gb in zip(a.grids, b.grids, strict=True):
             ga.copy_(torch.randn_like(ga))
@@ -21,6 +108,39 @@ def test_smoothness_gradient_equals_autograd() -> None:
     (b(p).square().mean() + 0.3 * b.smoothness()).backward()
     for ga, gb in zip(a.grids, b.grids, strict=True):
         torch.testing.assert_close(ga.grad, gb.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_local_smoothness_gradient_equals_autograd_on_touched_rows() -> None:
+    """With sparse gradients the prior's gradient is added on the touched rows, exactly the
+    full penalty's gradient there; the gradient stays sparse (no other row)."""
+    a, b = _random_pair()
+    p = _points(3)[:3]
+    b(p).square().mean().backward()
+    b.add_smoothness_grad(0.3)
+    (a(p).square().mean() + 0.3 * a.smoothness()).backward()
+    for level, ga in enumerate(a.grids):
+        grad = b.grids[level].grad.coalesce()
+        rows = grad.indices()[0]
+        assert 0 < len(rows) < b.grids[level].shape[0]
+        expected = ga.grad.reshape(ga.shape[1], -1).t()[rows]
+        torch.testing.assert_close(grad.values(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_local_smoothness_grad_of_one_raised_node() -> None:
+    """A node raised by 1 inside a constant level: the gradient there is 2 w / M_axis per
+    neighbour, each neighbour gets minus its share."""
+    shape = (4, 5, 6)
+    table = torch.zeros(4 * 5 * 6, 1)
+    centre = (1 * 5 + 2) * 6 + 3
+    table[centre] = 1.0
+    rows = torch.tensor([centre, centre + 1, centre + 6, centre + 30])
+    g = local_smoothness_grad(table, rows, shape, weight=1.0)
+    m = [3 * 5 * 6, 4 * 4 * 6, 4 * 5 * 5]  # differences along z, y, x
+    per_axis = [2.0 / n for n in m]
+    assert g[0, 0].item() == pytest.approx(2 * sum(per_axis))
+    assert g[1, 0].item() == pytest.approx(-per_axis[2])  # x neighbour
+    assert g[2, 0].item() == pytest.approx(-per_axis[1])  # y neighbour
+    assert g[3, 0].item() == pytest.approx(-per_axis[0])  # z neighbour
 
 
 def test_smoothness_of_constant_grids_and_of_one_raised_node() -> None:
@@ -38,3 +158,8 @@ def test_smoothness_of_constant_grids_and_of_one_raised_node() -> None:
     # per axis: two differences of 1, in the mean over all features' differences
     expected = sum(2 / (d[1] * n) for n in diffs)
     assert m.smoothness().item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_unknown_update_is_refused() -> None:
+    with pytest.raises(ValueError, match="update"):
+        _grid_inr("lazy")

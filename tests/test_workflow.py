@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -12,9 +13,13 @@ import pandas as pd
 import pytest
 import yaml
 
+from irem.labels import method_label
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
-WORKFLOW_FILES = ("Snakefile", "rules", "config", "schemas", "report", "environment.yml")
+WORKFLOW_FILES = (
+    "Snakefile", "rules", "config", "schemas", "report", "environment.yml", "envs", "scripts"
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("snakemake") is None, reason="snakemake not installed")
 
@@ -37,17 +42,7 @@ def test_dry_run(config: Path) -> None:
     res = snakemake("--dry-run", "--forceall", "--configfile", str(config.relative_to(ROOT)))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = res.stdout + res.stderr
-    for rule in (
-        "ground_truth",
-        "simulate",
-        "bspline",
-        "srr",
-        "irem",
-        "metrics",
-        "tables",
-        "fig4",
-        "fig5",
-    ):
+    for rule in ("simulate", "reconstruct", "metrics", "tables", "fig4", "fig5"):
         assert f"rule {rule}:" in out, f"{config.name}: no {rule} job"
 
 
@@ -68,29 +63,59 @@ def test_every_config_sets_every_default_key(config: Path) -> None:
     assert default <= keys, f"{config.name} lacks {sorted(default - keys)}"
 
 
-def test_paper_config_has_the_paper_hyperparameters() -> None:
+def test_paper_config_runs_the_paper() -> None:
     paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
-    sets = dict(item.split("=", 1) for item in paper["irem"]["set"])
-    assert sets["model.fourier_dim"] == "256"
-    assert sets["train.batch_size"] == "2500"
-    assert float(sets["train.lr"]) == 1e-4
-    assert float(sets["train.lr_decay"]) == 0.5 and sets["train.lr_step_epochs"] == "500"
-    assert paper["irem"]["device"] == "cuda" and paper["irem"]["time_budget"] is None
+    irem = next(m for m in paper["methods"] if m["name"] == "irem")
+    assert "--config paper" in irem["command"] and "--time-budget" not in irem["command"]
+    assert method_label(irem) == "IREM" and irem["device"] == "cuda"
     assert all(d["crop"] is None for d in paper["datasets"])
     assert paper["ks"] == [4, 8]
-    assert paper["ablation"]["fourier_dims"] == [32, 64, 128, 256, 512]
+    assert paper["conda_env"] == "envs/gpu.yml"
+    names = [m["name"] for m in paper["methods"]]
+    assert {"srrtk1", "srrtv", "srrtvgauss"} <= set(names)
 
 
-def test_gpu_rules_take_a_gpu_token() -> None:
-    # With a non-CPU device IREM jobs declare gpu=1, so that --resources gpu=1 serialises them.
+def test_no_rule_names_a_method() -> None:
+    # Methods come from the config: no rule or helper names one.
+    text = (ROOT / "Snakefile").read_text() + "".join(
+        p.read_text() for p in sorted((ROOT / "rules").glob("*.smk"))
+    )
+    assert not re.search(r"bspline|srr|iremfast", text)
+
+
+def test_gpu_methods_take_a_gpu_token() -> None:
+    # A method on a non-CPU device declares gpu=1, so that --resources gpu=1 serialises them.
     res = snakemake("--dry-run", "--forceall", "--configfile", "config/paper.yaml")
     blocks = (res.stdout + res.stderr).split("\n\n")
-    irem = [b for b in blocks if "rule irem:" in b]
-    assert irem and all("gpu=1" in b for b in irem)
+    rec = [b for b in blocks if "rule reconstruct:" in b and "rec-irem_" in b]
+    assert rec and all("gpu=1" in b for b in rec)
     res = snakemake("--dry-run", "--forceall", "--configfile", "config/config.yaml")
     blocks = (res.stdout + res.stderr).split("\n\n")
-    irem = [b for b in blocks if "rule irem:" in b]
-    assert irem and not any("gpu=1" in b for b in irem)
+    rec = [b for b in blocks if "rule reconstruct:" in b]
+    assert rec and not any("gpu=1" in b for b in rec)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("cohort: {subjects: 0, tuning: 0, seed: 0}", "subjects"),
+        ("cohort: {subjects: 2, tuning: 2, seed: 0}", "leaves no evaluation subject"),
+    ],
+)
+def test_bad_cohort_stops_before_any_job(tmp_path: Path, change: str, message: str) -> None:
+    text = (ROOT / "config" / "config.yaml").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("cohort: {subjects: 7, tuning: 2, seed: 0}", change))
+    res = snakemake("--dry-run", "--configfile", str(bad))
+    assert res.returncode != 0 and message in res.stdout + res.stderr
+
+
+def test_negative_snr_stops_before_any_job(tmp_path: Path) -> None:
+    text = (ROOT / "config" / "config.yaml").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("  snr: 40", "  snr: -5"))
+    res = snakemake("--dry-run", "--configfile", str(bad))
+    assert res.returncode != 0 and "snr" in res.stdout + res.stderr
 
 
 @pytest.fixture(scope="module")
@@ -134,43 +159,51 @@ def test_end_to_end_tables(test_run: Path) -> None:
     config = yaml.safe_load((test_run / "config" / "test.yaml").read_text())
     tables = test_run / "results" / "tables"
     metrics = pd.read_csv(tables / "metrics.csv")
-    # Every dataset x k x method, the ablation variants and the real scan.
-    sim = metrics[metrics["dataset"] == "phantom"]
-    assert set(sim["method"]) >= set(config["methods"])
-    assert {f"irem2L{d}" for d in config["ablation"]["fourier_dims"]} <= set(sim["method"])
-    real = metrics[metrics["dataset"] == "realscan"]
-    assert set(real["method"]) == set(config["methods"]) and set(real["k"]) == {"real"}
-    main = metrics[metrics["method"].isin(config["methods"])]
-    assert set(main["n"]) == {len(config["seeds"])}
+    labels = {m["name"]: method_label(m) for m in config["methods"]}
+    main = metrics[(metrics["dataset"] == "cohort") & metrics["hr_snr"].isna()]
+    # Every method, the external one included, on the 2 evaluation subjects (never the tuning one).
+    assert set(main["method"]) == set(labels)
+    assert set(main["n"]) == {2}
+    for col in ("psnr_mask_mean", "ssim_mask_mean", "psnr_mask_std"):
+        assert main[col].notna().all(), col
+    assert (main["psnr_mask_std"] > 0).all()  # noise and anatomy differ between subjects
     for col in ("psnr_mean", "psnr_mask_mean"):
         assert all(math.isfinite(v) and 5.0 < v < 100.0 for v in metrics[col]), metrics[col]
-    for col in ("ssim_mean", "ssim_mask_mean"):
-        assert all(0.0 < v <= 1.0 for v in metrics[col]), metrics[col]
-    # Two seeds: a sample standard deviation exists for the main methods.
-    assert main["psnr_std"].notna().all()
     runs = pd.read_csv(tables / "runs.csv")
     assert len(runs) == len(list(test_run.glob("results/**/*_metrics.json")))
+    assert set(runs.loc[runs["split"] == "tuning", "method"]) >= {"irem2L16", "iremsigma2"}
     md = (tables / "metrics.md").read_text()
-    assert "| phantom | 4 | IREM | 2 |" in md
+    assert f"| cohort | 4 | {labels['stackmean']} | 2 |" in md
+    scantime = pd.read_csv(tables / "scantime.csv")
+    assert "hrscan" in set(scantime["method"])
     runtime = pd.read_csv(tables / "runtime.csv")
     assert (runtime["wall_s_mean"] > 0).all()
-    assert (tables / "runtime.md").exists()
+
+
+@pytest.mark.workflow
+@pytest.mark.slow
+def test_external_method_is_drawn_in_fig4(test_run: Path) -> None:
+    config = yaml.safe_load((test_run / "config" / "test.yaml").read_text())
+    ext = next(m for m in config["methods"] if m["name"] == "stackmean")
+    log = (test_run / "results" / "logs" / "fig4_cohort.log").read_text()
+    assert ext["label"] in log
 
 
 @pytest.mark.workflow
 @pytest.mark.slow
 def test_end_to_end_outputs(test_run: Path) -> None:
     results = test_run / "results"
-    for fig in ("fig3_fourier_dim", "fig4_phantom", "fig5_phantom", "fig6_realscan"):
+    for fig in ("fig3_ablation", "fig4_cohort", "fig5_cohort", "fig6_realscan", "cohort",
+                "scantime"):
         png, pdf = results / "figures" / f"{fig}.png", results / "figures" / f"{fig}.pdf"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", fig
         assert pdf.read_bytes()[:5] == b"%PDF-", fig
-    rec = results / "phantom" / "k4" / "sub-sl_rec-irem_seed-1_PD.nii.gz"
-    assert rec.exists() and rec.with_name("sub-sl_rec-irem_seed-1_PD.json").exists()
-    assert rec.with_name("sub-sl_rec-irem_seed-1_PD_metrics.json").exists()
-    # The IREM checkpoint is a temp() intermediate: gone after the run.
+    rec = results / "cohort" / "k4" / "sub-02_rec-irem_seed-0_T2w.nii.gz"
+    assert rec.exists() and rec.with_name("sub-02_rec-irem_seed-0_T2w.json").exists()
+    assert rec.with_name("sub-02_rec-irem_seed-0_T2w_metrics.json").exists()
+    # Checkpoints are removed once a job succeeds.
     assert not list(results.rglob("*.ckpt.pt"))
-    assert (results / "runtime" / "phantom" / "k4" / "sub-sl_rec-irem_seed-0_PD.tsv").exists()
+    assert (results / "runtime" / "cohort" / "k4" / "sub-02_rec-irem_seed-0_T2w.tsv").exists()
     assert (results / "realscan" / "lr" / "sub-sl" / "acq-axial.nii.gz").exists()
 
 
