@@ -27,7 +27,10 @@ def bspline(stacks: Sequence[Stack], grid: Grid, order: int = 3) -> np.ndarray:
     normalised space through ``stack.to_normalised`` and ``grid.affine``. A grid point is covered by
     a stack when that index lies inside the stack's field of view, edge to edge
     (:func:`irem.grid.inside`); between the outermost voxel centres and the field-of-view edge the
-    spline is extended with the ``mirror`` boundary condition (symmetric about the edge voxel centre). Points covered by no stack are 0.
+    spline is extended with the ``mirror`` boundary condition (symmetric about the edge voxel centre).
+    A stack with a ``mask`` covers only the grid points whose nearest LR voxel is inside the mask
+    (the spline itself still spans masked-out neighbours). Points covered by no stack are 0. The
+    slice thickness plays no part: interpolation has no slice profile.
 
     Args:
         stacks: the LR stacks, already placed in normalised space (their ``transform``).
@@ -54,6 +57,8 @@ def bspline(stacks: Sequence[Stack], grid: Grid, order: int = 3) -> np.ndarray:
         perm = aligned_permutation(to_stack[:3, :3])
         if perm is not None:
             vals, cover = _separable(data, to_stack, perm, shape, order)
+            if stack.mask is not None:
+                cover &= _separable(_mask_of(stack), to_stack, perm, shape, 0)[0] > 0.5
             total += (vals * cover).reshape(total.shape)
             count += cover.reshape(count.shape)
             continue
@@ -69,6 +74,8 @@ def bspline(stacks: Sequence[Stack], grid: Grid, order: int = 3) -> np.ndarray:
             )
             vox = apply_affine(to_stack, idx)
             cover = inside(stack, vox)
+            if stack.mask is not None:
+                cover[cover] = _nearest(_mask_of(stack), vox[cover]) > 0.5
             if not cover.any():
                 continue
             vals = ndimage.map_coordinates(
@@ -80,6 +87,19 @@ def bspline(stacks: Sequence[Stack], grid: Grid, order: int = 3) -> np.ndarray:
             block_count[cover] += 1
     out = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
     return out.reshape(shape).astype(np.float32)
+
+
+def _mask_of(stack: Stack) -> np.ndarray:
+    """The stack's mask as float64 0/1 (checked against the stack's shape)."""
+    mask = np.asarray(stack.mask, dtype=np.float64)
+    if mask.shape != tuple(stack.shape):
+        raise InputError(f"stack {stack.name!r}: mask shape {mask.shape} is not {stack.shape}")
+    return mask
+
+
+def _nearest(image: np.ndarray, vox: np.ndarray) -> np.ndarray:
+    """Nearest-neighbour values of ``image`` at continuous voxel indices ``vox`` ``(n, 3)``."""
+    return ndimage.map_coordinates(image, vox.T, order=0, mode="nearest", prefilter=False)
 
 
 def _axis_matrix(n: int, q: np.ndarray, order: int) -> np.ndarray:

@@ -13,16 +13,20 @@ stack's low-resolution (LR) voxels in three steps:
    holds the point-spread function (PSF) centred on each LR voxel centre. The 3-D PSF is the tensor
    product of the three, i.e. oriented with the stack.
 3. *renormalise*: each LR voxel's weights are divided by the part of its PSF that falls on the HR
-   grid (a diagonal scaling); LR voxels with less than half of their PSF on the grid are ignored.
+   grid (a diagonal scaling); LR voxels with less than half of their PSF on the grid are ignored,
+   and so are LR voxels outside the stack's mask (``Stack.mask``), which get weight 0.
 
 PSFs (``psf``):
 
 - ``"gaussian"``: NiftyMIC's slice model, a Gaussian with FWHM 1.2 x the in-plane spacing in-plane and
-  FWHM = slice thickness (the spacing along the thick axis) through-plane, sampled at the source
-  points and cut at 4 sigma;
-- ``"box"``: the voxel footprint, a box as wide as the spacing along every stack axis, integrated
-  exactly over the source voxels. For simulated stacks this is exactly the mean of ``k`` HR slices
-  through-plane and the identity in-plane: the simulator's ``box`` profile.
+  FWHM = slice thickness through-plane, sampled at the source points and cut at 4 sigma;
+- ``"box"``: the voxel footprint, a box as wide as the spacing in-plane and as the slice thickness
+  through-plane, integrated exactly over the source voxels. For simulated stacks this is exactly
+  the mean of ``k`` HR slices through-plane and the identity in-plane: the simulator's ``box``
+  profile.
+
+The slice thickness is the spacing along the thick axis unless ``Stack.thickness`` gives another
+(slices thicker than their spacing overlap; thinner ones leave gaps).
 
 The adjoint is the transpose of every step (the transposed 1-D matrices and ``grid_sample``'s
 backward pass); ``tests/test_srr.py`` checks ``<A x, y> = <x, A^T y>``.
@@ -49,14 +53,22 @@ IN_PLANE_FWHM = 1.2  # NiftyMIC: in-plane FWHM = 1.2 x in-plane spacing
 
 
 def psf_widths(stack: Stack, psf: str) -> np.ndarray:
-    """Per stack axis: the Gaussian sigma (``gaussian``) or the full box width (``box``), in mm."""
+    """Per stack axis: the Gaussian sigma (``gaussian``) or the full box width (``box``), in mm.
+
+    Through-plane the width is the slice thickness (:attr:`~irem.volume.Stack.slice_thickness`:
+    the spacing unless ``stack.thickness`` says otherwise): the box's width or the Gaussian's FWHM.
+    """
     spacing = voxel_sizes(stack.affine)
+    thick = stack.thick_axis
     if psf == "gaussian":
         fwhm = IN_PLANE_FWHM * spacing
-        fwhm[stack.thick_axis] = spacing[stack.thick_axis]
+        fwhm[thick] = spacing[thick] if stack.thickness is None else stack.slice_thickness
         return fwhm * FWHM_TO_SIGMA
     if psf == "box":
-        return spacing.copy()
+        widths = spacing.copy()
+        if stack.thickness is not None:
+            widths[thick] = stack.slice_thickness
+        return widths
     raise InputError(f"unknown psf {psf!r}; choose from {', '.join(PSFS)}")
 
 
@@ -293,6 +305,8 @@ class StackOperator:
         ones = torch.ones(self.hr_shape, dtype=dtype, device=self.device)
         mass = self._blur(ones)
         keep = mass >= MIN_MASS
+        if stack.mask is not None:  # masked-out LR voxels: weight 0 in the data term
+            keep &= _stack_mask(stack, self.device)
         self.valid = keep
         self.scale = torch.where(keep, 1.0 / torch.where(keep, mass, 1.0), 0.0).to(dtype)
 
@@ -344,6 +358,14 @@ class StackOperator:
         for a in reversed(self.order):
             u = self.maps[a].adjoint(u, a)
         return self._from_source(u)
+
+
+def _stack_mask(stack: Stack, device: torch.device) -> torch.Tensor:
+    """The stack's mask as a boolean tensor (checked against the stack's shape)."""
+    mask = np.asarray(stack.mask, dtype=bool)
+    if mask.shape != tuple(stack.shape):
+        raise InputError(f"stack {stack.name!r}: mask shape {mask.shape} is not {stack.shape}")
+    return torch.as_tensor(mask, device=device)
 
 
 class MultiStackOperator:

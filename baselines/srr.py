@@ -195,7 +195,9 @@ def srr(
         regulariser: ``"tk1"`` (first-order Tikhonov, CG) or ``"tv"`` (total variation, ADMM).
         iterations: maximum CG iterations (``tk1``) or ADMM iterations (``tv``); ``None``: the
             default (``DEFAULT_ITERATIONS``).
-        psf: slice model, ``"gaussian"`` (NiftyMIC's) or ``"box"`` (mean of the slice's HR voxels).
+        psf: slice model, ``"gaussian"`` (NiftyMIC's) or ``"box"`` (mean of the slice's HR voxels),
+            as wide through-plane as each stack's ``slice_thickness``. LR voxels outside a stack's
+            ``mask`` have weight 0 in the data term.
         device: torch device to compute on.
         init: initial HR volume; ``None``: the multi-stack B-spline interpolation.
         progress: show a tqdm progress bar.
@@ -226,6 +228,8 @@ def srr(
         "max_iterations": iterations,
         "tol": tol,
         "device": str(device),
+        "slice_thickness_mm": [s.slice_thickness for s in stacks],
+        "lr_voxels_used": [int(o.valid.sum()) for o in op.ops],
     }
     residual = [math.sqrt(sum(_sq(y - a) for y, a in zip(ys, op.forward(x), strict=True))) / ynorm]
     bar = tqdm(total=iterations, desc=f"srr {regulariser}", disable=not progress, leave=False)

@@ -10,8 +10,8 @@ process reports steps/s and its peak resident memory (``ru_maxrss``) once the da
 after training. The two updates run alternately for every size (and in swapped order on each
 repeat), so that load from other users of the CPU hits both alike; compare them by ratios.
 
-  python benchmarks/inr_step_cost.py [--sizes 0.3 0.6 1.2 2.4 3.6 5.0] [--repeats 2]
-      [--seconds 6] [--k 4]
+  python benchmarks/inr_step_cost.py [--sizes 0.3 0.6 1.2 2.4 3.6 5.0] [--repeats 3]
+      [--seconds 5] [--k 4]
   -> results/benchmarks/inr_step_cost.{csv,md,png}
 """
 
@@ -120,6 +120,7 @@ def worker(mvoxels: float, update: str, k: int, seconds: float, warmup: int) -> 
         "hr_shape": "x".join(map(str, shape)),
         "hr_voxels": int(np.prod(shape)),
         "grid_values": sum(g.numel() for g in model.grids),
+        "sparse_levels": sum(model.sparse_levels),
         "update": update,
         "batch_size": t.batch_size,
         "steps": steps,
@@ -171,13 +172,19 @@ def run_all(args: argparse.Namespace) -> pd.DataFrame:
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """Median steps/s and peak RSS per size and update, and the sparse/dense speed-up."""
     keys = ["target_mvoxels", "hr_shape", "hr_voxels"]
+    runs = runs.assign(train_mb=runs["rss_peak_mb"] - runs["rss_data_mb"])
     med = runs.groupby([*keys, "update"]).agg(
-        steps_per_s=("steps_per_s", "median"), rss_peak_mb=("rss_peak_mb", "max")
+        steps_per_s=("steps_per_s", "median"),
+        best_steps_per_s=("steps_per_s", "max"),
+        rss_peak_mb=("rss_peak_mb", "max"),
+        train_mb=("train_mb", "max"),
     )
     table = med.unstack("update")
     table.columns = [f"{u} {q}" for q, u in table.columns]
     table = table.reset_index()
     table["sparse / dense steps/s"] = table["sparse steps_per_s"] / table["dense steps_per_s"]
+    sparse_levels = runs[runs["update"] == "sparse"].groupby("target_mvoxels")["sparse_levels"]
+    table["sparse levels"] = table["target_mvoxels"].map(sparse_levels.first())
     return table
 
 
@@ -186,7 +193,11 @@ def size_ratios(table: pd.DataFrame, big: float, small: float) -> dict[str, floa
     t = table.set_index("target_mvoxels")
     if big not in t.index or small not in t.index:
         return {}
-    return {u: t.loc[big, f"{u} steps_per_s"] / t.loc[small, f"{u} steps_per_s"] for u in UPDATES}
+    return {
+        f"{u} ({q.replace('_', ' ')})": t.loc[big, f"{u} {q}"] / t.loc[small, f"{u} {q}"]
+        for u in UPDATES
+        for q in ("steps_per_s", "best_steps_per_s")
+    }
 
 
 def write_outputs(runs: pd.DataFrame, table: pd.DataFrame, args: argparse.Namespace) -> None:
@@ -209,7 +220,11 @@ def write_outputs(runs: pd.DataFrame, table: pd.DataFrame, args: argparse.Namesp
         f"- fast.yaml training settings (batch {int(runs['batch_size'].iloc[0])} LR voxels x "
         f"profile points), k = {args.k} box-profile stacks of a smooth random volume, "
         f"{args.seconds:g} s timed after {args.warmup} warm-up steps, {args.repeats} repeat(s), "
-        "updates alternated; steps/s are medians over repeats, peak RSS the largest",
+        "updates alternated; steps/s: median and best over repeats; peak RSS: the process's "
+        "largest (torch, data and model), train MB: its growth during training",
+        "- `sparse levels`: grid levels above `dense_max_nodes` (sparse gradients, LazyAdam, "
+        "local prior); with none, both variants run the same code and their difference is "
+        "measurement noise (the CPU is shared)",
         "",
         table.to_markdown(index=False, floatfmt=".2f"),
         "",
@@ -242,8 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         default=[0.3, 0.6, 1.2, 2.4, 3.6, 5.0],
         help="target volume sizes in millions of HR voxels",
     )
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--seconds", type=float, default=6.0, help="timed seconds per measurement")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=5.0, help="timed seconds per measurement")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--k", type=int, default=4, help="slice thickness factor of the stacks")
     p.add_argument("--worker", nargs=2, metavar=("MVOXELS", "UPDATE"), help=argparse.SUPPRESS)

@@ -36,10 +36,13 @@ sys.path.insert(0, str(ROOT))
 from irem import layout as L  # noqa: E402
 from irem.labels import fill  # noqa: E402
 
-#: What is tuned: parameter name -> (methods it applies to, option, candidate values).
+#: What is tuned, in order: parameter name -> (methods it applies to, option, candidate values).
+#: Sweeps of the same method run one after the other, each with the values chosen before it
+#: (coordinate-wise search).
 SWEEPS: dict[str, tuple[tuple[str, ...], str, tuple[float, ...]]] = {
     "srr_alpha": (("srrtk1", "srrtv"), "--alpha", (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)),
     "grid_smoothness": (("iremfast",), "--set train.grid_smoothness=", (0.01, 0.03, 0.1, 0.3)),
+    "grid_lr": (("iremfast",), "--set train.lr_grid=", (0.01, 0.03, 0.1)),
 }
 
 
@@ -106,10 +109,13 @@ def with_value(command: str, option: str, value: float) -> str:
 
 def score(case: dict, method: dict, option: str, value: float, work: Path) -> dict:
     """Run one candidate on one case; its brain PSNR/SSIM."""
-    tag = f"{method['name']}-{value:g}-{case['subject']}-k{case['k']}"
+    tag = f"{method['name']}-{option.strip('-=').split('.')[-1]}-{value:g}-{case['subject']}-k{case['k']}"
     out = work / f"{tag}.nii.gz"
     geometry = shlex.join(["--no-register", "--fixed-index", "0", "--reference", str(case["gt"])])
-    cmd = fill(with_value(method["command"], option, value), stacks=shlex.join(case["stacks"]),
+    command = method["command"]
+    for prev_option, prev_value in method.get("chosen", []):
+        command = with_value(command, prev_option, prev_value)
+    cmd = fill(with_value(command, option, value), stacks=shlex.join(case["stacks"]),
                output=shlex.quote(str(out)), reference=shlex.quote(str(case["gt"])),
                geometry=geometry, threads=1, device="cpu", seed=0,
                checkpoint=shlex.quote(str(work / f".{tag}.ckpt")))
@@ -126,6 +132,8 @@ def score(case: dict, method: dict, option: str, value: float, work: Path) -> di
 def sweep(name: str, config: dict, cases: list[dict], work: Path, jobs: int) -> pd.DataFrame:
     names, option, values = SWEEPS[name]
     methods = [m for m in config["methods"] if m["name"] in names]
+    if not methods:
+        raise SystemExit(f"error: no method of {names} in the config")
     tasks = [(c, m, v) for m in methods for v in values for c in cases]
     with ThreadPoolExecutor(jobs) as pool:
         rows = list(pool.map(lambda t: score(t[0], t[1], option, t[2], work), tasks))
@@ -171,12 +179,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="irem-tune-") as tmp:
         work = Path(tmp)
         cases = prepare(config, work)
-        for name in args.only:
+        for name in [n for n in SWEEPS if n in args.only]:
             df = sweep(name, config, cases, work, args.jobs)
             df.to_csv(out / f"{name}.csv", index=False, float_format="%.4f")
-            print(df.groupby(["method", "value"])["psnr_mask"].mean().to_string())
+            print(df.groupby(["method", "value"])["psnr_mask"].mean().to_string(), flush=True)
+            option = SWEEPS[name][1]
+            for _, r in choose(df).iterrows():  # later sweeps of a method start from this choice
+                entry = next(m for m in config["methods"] if m["name"] == r["method"])
+                entry.setdefault("chosen", []).append((option, r["value"]))
     chosen = []
-    for name in sorted(SWEEPS):
+    for name in SWEEPS:
         path = out / f"{name}.csv"
         if path.exists():
             chosen.append(choose(pd.read_csv(path)).assign(parameter=name))

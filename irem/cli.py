@@ -139,7 +139,9 @@ def _add_grid_args(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-def _add_stack_args(p: argparse.ArgumentParser) -> None:
+def _add_stack_args(p: argparse.ArgumentParser, method: str) -> None:
+    """Inputs, output, grid, registration and acquisition options of ``method`` (irem, srr or
+    bspline)."""
     p.add_argument("stacks", nargs="+", metavar="STACK", help="LR stacks (NIfTI), any orientation")
     p.add_argument("-o", "--output", required=True, metavar="OUT.nii.gz", help="HR output image")
     _add_grid_args(p, "the fixed stack's finest spacing")
@@ -152,6 +154,59 @@ def _add_stack_args(p: argparse.ArgumentParser) -> None:
         "--fixed-index", type=int, default=0, metavar="I", help="index of the fixed stack"
     )
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    _add_acquisition_args(p, method)
+
+
+#: What each method does with --thickness, --stack-masks and --mask (help texts).
+_ACQUISITION_USE = {
+    "irem": (
+        "IREM spreads its slice-profile points over the thickness (with train.profile_points > 1)",
+        "not used for training",
+        "; training uses only the LR voxels within about one LR voxel of it (those containing a "
+        "mask voxel centre, dilated by one LR voxel)",
+    ),
+    "srr": (
+        "SRR's PSF is that wide through-plane (box width or Gaussian FWHM)",
+        "not in the data term (weight 0)",
+        "",
+    ),
+    "bspline": (
+        "ignored by B-spline interpolation, which has no slice profile; recorded in the sidecar",
+        "not interpolated: a grid point takes no value from a stack whose nearest LR voxel is "
+        "outside that stack's mask",
+        "",
+    ),
+}
+
+
+def _add_acquisition_args(p: argparse.ArgumentParser, method: str) -> None:
+    """``--thickness``, ``--stack-masks`` and ``--mask``, with what ``method`` does with them."""
+    thick, stack_mask, mask = _ACQUISITION_USE[method]
+    g = p.add_argument_group("acquisition (real scans)")
+    g.add_argument(
+        "--thickness",
+        type=_positive_float,
+        nargs="+",
+        metavar="MM",
+        help="slice thickness when it differs from the slice spacing (overlapping slices, or "
+        "gaps): one value for all stacks or one per stack, in the order of STACK; "
+        f"{thick}; e.g. --thickness 2 for 2 mm slices every 1.5 mm "
+        "(default: each stack's spacing along its thick axis)",
+    )
+    g.add_argument(
+        "--stack-masks",
+        nargs="+",
+        metavar="MASK",
+        help="one mask per stack, on that stack's grid (same shape and affine), in the order of "
+        f"STACK; LR voxels outside it are {stack_mask}; e.g. --stack-masks m1.nii.gz m2.nii.gz "
+        "m3.nii.gz",
+    )
+    g.add_argument(
+        "--mask",
+        metavar="MASK.nii.gz",
+        help="mask on the target grid (a mask on another grid in the fixed stack's world space is "
+        f"resampled to it, nearest neighbour): the output is 0 outside it{mask}; e.g. --mask brain.nii.gz",
+    )
 
 
 def _add_device_args(p: argparse.ArgumentParser) -> None:
@@ -234,7 +289,7 @@ def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
         "irem reconstruct lr/acq-*.nii.gz -o irem.nii.gz --config fast --time-per-mvoxel 30 \\\n"
         "    --time-budget 300 --save-model irem.pt",
     )
-    _add_stack_args(p)
+    _add_stack_args(p, "irem")
     p.add_argument(
         "--config", metavar="YAML", help="IREM configuration (model/train/reconstruct sections)"
     )
@@ -290,7 +345,7 @@ def _add_baseline(sub: argparse._SubParsersAction) -> None:
         "where the stacks cover a voxel.",
         "irem baseline bspline lr/acq-*.nii.gz -o bspline.nii.gz --reference hr.nii.gz",
     )
-    _add_stack_args(b)
+    _add_stack_args(b, "bspline")
     b.set_defaults(func=cmd_baseline)
     b = _command(
         bsub,
@@ -300,7 +355,7 @@ def _add_baseline(sub: argparse._SubParsersAction) -> None:
         "PSF B_k (NiftyMIC's model), initialised from the B-spline result.",
         "irem baseline srr lr/acq-*.nii.gz -o srr.nii.gz --psf box --regulariser tv",
     )
-    _add_stack_args(b)
+    _add_stack_args(b, "srr")
     b.add_argument(
         "--alpha",
         type=_nonneg_float,
@@ -549,6 +604,9 @@ def _request(args: argparse.Namespace) -> Any:
         seed=args.seed,
         reference=args.reference,
         spacing=args.spacing,
+        thickness=None if args.thickness is None else tuple(args.thickness),
+        stack_masks=None if args.stack_masks is None else tuple(args.stack_masks),
+        mask=args.mask,
     )
 
 
@@ -643,7 +701,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
         trained.update(model=model, norm=norm)
         return hr, _irem_sidecar(cfg, device, norm, result, time.perf_counter() - t0, model_path)
 
-    done = run(req, "irem", method)
+    done = run(req, "irem", method, mask_lr_voxels=True)
     if model_path is not None:
         save_model(
             model_path,

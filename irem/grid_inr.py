@@ -12,13 +12,13 @@ Two update modes give the same function of the same parameters:
 - ``update="dense"``: each level is a ``(1, features, D, H, W)`` parameter read by ``grid_sample``;
   its gradient, Adam's update and the smoothness prior cover every node at every step, so a step
   costs time in proportion to the volume.
-- ``update="sparse"``: each level is a ``(D * H * W, features)`` table (node ``(x, y, z)`` at row
-  ``(z * H + y) * W + x``) read by gathering the 8 corners of each point (the same trilinear weights,
-  ``align_corners=True`` and border clamping as ``grid_sample``). Levels with more than
-  ``dense_max_nodes`` nodes get a sparse gradient holding only the rows the batch touched, which
+- ``update="sparse"``: levels of more than ``dense_max_nodes`` nodes become ``(D * H * W,
+  features)`` tables (node ``(x, y, z)`` at row ``(z * H + y) * W + x``) read by gathering the 8
+  corners of each point (the weights, ``align_corners=True`` and border clamping of
+  ``grid_sample``). Their gradient is sparse: only the rows the batch touched, which
   :class:`irem.optim.LazyAdam` updates and :meth:`GridINR.add_smoothness_grad` regularises alone
-  (the prior's gradient restricted to those rows); smaller levels keep dense gradients, which cost
-  no more than the batch's own corner lookups.
+  (the prior's gradient restricted to those rows). Smaller levels stay as in ``dense`` mode: they
+  cost less to update whole than to update sparsely.
 """
 
 from __future__ import annotations
@@ -57,12 +57,11 @@ def corner_lookup(
     low = low.long()
     base = (low[2] * h + low[1]) * w + low[0]
     corner = torch.arange(8)
+    cz, cy, cx = (corner >> 2) & 1, (corner >> 1) & 1, corner & 1
     pair = torch.stack((1 - frac, frac), dim=1)  # (axis x/y/z, low/high, n)
-    weights = pair[2].index_select(0, (corner >> 2) & 1) * pair[1].index_select(
-        0, (corner >> 1) & 1
-    )
-    weights *= pair[0].index_select(0, corner & 1)
-    offsets = ((corner >> 2) & 1) * (h * w) + ((corner >> 1) & 1) * w + (corner & 1)
+    weights = pair[2].index_select(0, cz) * pair[1].index_select(0, cy)
+    weights *= pair[0].index_select(0, cx)
+    offsets = cz * (h * w) + cy * w + cx
     return base[None, :] + offsets[:, None], weights
 
 
@@ -77,34 +76,27 @@ def spatial_order(u: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
 
 class _GatherTrilinear(torch.autograd.Function):
     """``(n, F)`` sums of the ``(8, n)`` weighted table ``rows`` over corners; the table's gradient
-    is sparse (only the rows used, coalesced) or dense."""
+    is sparse: only the rows used, distinct and sorted."""
 
     @staticmethod
-    def forward(
-        table: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor, sparse: bool
-    ) -> torch.Tensor:
+    def forward(table: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         corners = table.index_select(0, rows.reshape(-1)).view(*rows.shape, table.shape[1])
         return (corners * weights.unsqueeze(2)).sum(dim=0)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-        table, rows, weights, sparse = inputs
+        table, rows, weights = inputs
         ctx.save_for_backward(rows, weights)
-        ctx.sparse = sparse
         ctx.table_shape = table.shape
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:
         if not ctx.needs_input_grad[0]:
-            return None, None, None, None
+            return None, None, None
         rows, weights = ctx.saved_tensors
         values = (weights.unsqueeze(2) * grad.unsqueeze(0)).reshape(-1, grad.shape[1])
-        flat = rows.reshape(-1)
-        if not ctx.sparse:
-            dense = grad.new_zeros(ctx.table_shape).index_add_(0, flat, values)
-            return dense, None, None, None
         # int32 sorts about twice as fast as int64 on a CPU
-        touched, inverse = torch.unique(flat.int(), return_inverse=True)
+        touched, inverse = torch.unique(rows.reshape(-1).int(), return_inverse=True)
         summed = grad.new_zeros(len(touched), grad.shape[1]).index_add_(0, inverse, values)
         out = torch.sparse_coo_tensor(
             touched.long().unsqueeze(0),
@@ -113,7 +105,7 @@ class _GatherTrilinear(torch.autograd.Function):
             is_coalesced=True,
             check_invariants=False,
         )
-        return out, None, None, None
+        return out, None, None
 
 
 def coalesced(grad: torch.Tensor) -> torch.Tensor:
@@ -176,7 +168,7 @@ class GridINR(nn.Module):
         hidden_layers: int = 1,
         seed: int = 0,
         update: str = "dense",
-        dense_max_nodes: int = 2**20,
+        dense_max_nodes: int = 2**21,
     ):
         """Build the grids and the MLP; all parameters are drawn from ``seed``.
 
@@ -191,10 +183,11 @@ class GridINR(nn.Module):
             seed: seed of the initialisation (the same values in both update modes).
             update: ``dense`` (``grid_sample``, dense gradients) or ``sparse`` (corner gathers,
                 sparse gradients on levels of more than ``dense_max_nodes`` nodes).
-            dense_max_nodes: in ``sparse`` mode, levels up to this many nodes keep dense gradients
-                (a fast.yaml batch touches ~250 k nodes of a fine level; measured on one thread on a
-                3.6 M-voxel volume: dense Adam and prior on the 0.46 M-node level ~7 ms a step,
-                lazy Adam and local prior on the ~250 k touched rows of the finest ~45 ms).
+            dense_max_nodes: in ``sparse`` mode, levels up to this many nodes keep dense gradients.
+                A fast.yaml batch touches ~250 k nodes of a fine level wherever it lies, and their
+                lazy update and local prior cost about as much as a dense update of 1.5-2 M nodes
+                (benchmarks/inr_step_cost.py, 1 thread: sparse slower at 1.2 M voxels, faster
+                from 2.4 M).
         """
         super().__init__()
         if levels < 1 or features < 1 or finest_mm <= 0 or width < 1 or hidden_layers < 0:
@@ -213,12 +206,12 @@ class GridINR(nn.Module):
             # grid_sample indexes (x, y, z) -> (W, H, D): store axis 0 last.
             shape = (1, features, nodes[2], nodes[1], nodes[0])
             values = (torch.rand(shape, generator=gen) * 2 - 1) * 1e-4
-            if update == "sparse":
+            sparse = update == "sparse" and nodes[0] * nodes[1] * nodes[2] > dense_max_nodes
+            if sparse:
                 values = values.view(features, -1).t().contiguous()
             grids.append(nn.Parameter(values))
             self.shapes.append((nodes[2], nodes[1], nodes[0]))
-            n_nodes = nodes[0] * nodes[1] * nodes[2]
-            self.sparse_levels.append(update == "sparse" and n_nodes > dense_max_nodes)
+            self.sparse_levels.append(sparse)
         self.grids = nn.ParameterList(grids)
         state = torch.random.get_rng_state()
         torch.manual_seed(int(seed))
@@ -234,7 +227,7 @@ class GridINR(nn.Module):
     def grid_volume(self, level: int) -> torch.Tensor:
         """Level ``level`` as a ``(1, features, D, H, W)`` tensor (a view in either mode)."""
         g = self.grids[level]
-        if self.update == "dense":
+        if not self.sparse_levels[level]:
             return g
         return g.t().view(1, g.shape[1], *self.shapes[level])
 
@@ -274,7 +267,7 @@ class GridINR(nn.Module):
                     continue  # nothing touched: no gradient to add to
                 g.grad = torch.zeros_like(g)
             vol = self.grid_volume(level)
-            grad_vol = g.grad if self.update == "dense" else g.grad.t().view(vol.shape)
+            grad_vol = g.grad if g.dim() == 5 else g.grad.t().view(vol.shape)
             for axis in (2, 3, 4):
                 d = torch.diff(vol, dim=axis)
                 c = 2.0 * weight / d.numel()
@@ -292,21 +285,17 @@ class GridINR(nn.Module):
         """Concatenated features of all levels at input coordinates ``p`` ``(n, 3)``, channels
         first: ``(levels * features, n)``."""
         u = p / self.extent
-        if self.update == "sparse":
-            feats = []
-            for grid, shape, sparse in zip(
-                self.grids, self.shapes, self.sparse_levels, strict=True
-            ):
+        feats = []
+        for grid, shape, sparse in zip(self.grids, self.shapes, self.sparse_levels, strict=True):
+            if sparse:
                 rows, weights = corner_lookup(u, shape)
-                feats.append(_GatherTrilinear.apply(grid, rows, weights, sparse))
-            return torch.cat(feats, dim=1).t()
-        g = u.view(1, 1, 1, -1, 3)
-        feats = [
-            F.grid_sample(grid, g, mode="bilinear", padding_mode="border", align_corners=True).view(
-                grid.shape[1], -1
-            )
-            for grid in self.grids
-        ]
+                feats.append(_GatherTrilinear.apply(grid, rows, weights).t())
+            else:
+                g = u.view(1, 1, 1, -1, 3)
+                f = F.grid_sample(
+                    grid, g, mode="bilinear", padding_mode="border", align_corners=True
+                )
+                feats.append(f.view(grid.shape[1], -1))
         return torch.cat(feats, dim=0)
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
@@ -316,7 +305,7 @@ class GridINR(nn.Module):
         grids produce: on a CPU its products are 2-3 times faster than on ``(n, channels)``.
         """
         order = None
-        if self.update == "sparse" and any(self.sparse_levels) and self.training:
+        if any(self.sparse_levels) and self.training:
             # In spatial order, the sparse levels' gathers, scatters and updates run 1.4 times
             # faster on a 3.6 M-voxel volume (1 thread); the output is put back in input order.
             order = spatial_order(p / self.extent, self.shapes[-1])

@@ -109,7 +109,9 @@ class TrainResult:
 
 
 def training_data(stacks: list[Stack]) -> tuple[np.ndarray, np.ndarray, Normaliser]:
-    """Normalised-space coordinates ``(n, 3)`` and intensities ``(n,)`` of all LR voxels."""
+    """Normalised-space coordinates ``(n, 3)`` and intensities ``(n,)`` of the LR voxels used for
+    training: all of them, or those inside each stack's ``mask``. The normaliser is that of all LR
+    voxels, masked or not (the stacks' full field of view)."""
     pts = np.concatenate([stack_points(s) for s in stacks])
     vals = np.concatenate([s.data.reshape(-1) for s in stacks]).astype(np.float32)
     lo, hi = pts.min(axis=0), pts.max(axis=0)
@@ -117,14 +119,39 @@ def training_data(stacks: list[Stack]) -> tuple[np.ndarray, np.ndarray, Normalis
     scale = float(np.abs(vals).max())
     box = tuple(float(max(b, 1e-6)) for b in hi - lo)
     norm = Normaliser(centre=(lo + hi) / 2.0, half_extent=half, intensity_scale=scale, box_mm=box)
+    if any(s.mask is not None for s in stacks):
+        used = np.concatenate([_used(s) for s in stacks])
+        pts, vals = pts[used], vals[used]
     return norm.coords(pts), vals / scale, norm
 
 
+def _used(stack: Stack) -> np.ndarray:
+    """Flat (C order) boolean selection of the stack's LR voxels used for training."""
+    if stack.mask is None:
+        return np.ones(stack.data.size, dtype=bool)
+    mask = np.asarray(stack.mask, dtype=bool)
+    if mask.shape != tuple(stack.shape):
+        raise InputError(f"stack {stack.name!r}: mask shape {mask.shape} is not {stack.shape}")
+    return mask.reshape(-1)
+
+
 def slice_vectors(stacks: list[Stack], norm: Normaliser) -> tuple[np.ndarray, np.ndarray]:
-    """Per stack, the vector across one thick slice in input units, and each LR voxel's stack index."""
-    vectors = np.stack([s.to_normalised[:3, s.thick_axis] / norm.half_extent for s in stacks])
-    owner = np.concatenate([np.full(s.data.size, i, dtype=np.int64) for i, s in enumerate(stacks)])
+    """Per stack, the vector across one thick slice (its ``slice_thickness``) in input units, and
+    the stack index of each LR voxel used for training (see :func:`training_data`)."""
+    vectors = np.stack([_across(s) / norm.half_extent for s in stacks])
+    owner = np.concatenate(
+        [np.full(int(_used(s).sum()), i, dtype=np.int64) for i, s in enumerate(stacks)]
+    )
     return vectors.astype(np.float32), owner
+
+
+def _across(stack: Stack) -> np.ndarray:
+    """The normalised-space vector (mm) across one slice: the thick voxel axis, as long as the
+    slice thickness."""
+    axis = stack.to_normalised[:3, stack.thick_axis]
+    if stack.thickness is None:
+        return axis
+    return axis * (stack.slice_thickness / float(np.linalg.norm(axis)))
 
 
 @dataclass
@@ -236,12 +263,15 @@ def _forward(
     return model(across.reshape(-1, 3)).view(len(idx), points).mean(dim=1)
 
 
-def _fingerprint(cfg: IremConfig, n: int, seed: int) -> dict[str, Any]:
+def _fingerprint(
+    cfg: IremConfig, n: int, seed: int, thickness: list[float] | None = None
+) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: config, data size, seed, slice thicknesses."""
     d = cfg.to_dict()
     for key in ("time_budget", "time_per_mvoxel", "checkpoint_every"):
         d["train"].pop(key, None)
     d.pop("reconstruct", None)
-    return {"config": d, "samples": n, "seed": seed}
+    return {"config": d, "samples": n, "seed": seed, "thickness": thickness or []}
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -335,7 +365,8 @@ class Trainer:
         self.lr = LearningRate(self.opt, t, self.total_steps, self.budget.seconds)
         self.gen = torch.Generator().manual_seed(self.seed + 1)
         self.state = RunState()
-        self.fingerprint = _fingerprint(cfg, self.data.n, self.seed)
+        thickness = [float(s.slice_thickness) for s in stacks]
+        self.fingerprint = _fingerprint(cfg, self.data.n, self.seed, thickness)
         self.resumed = False
         self._last_checkpoint = 0.0
 

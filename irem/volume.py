@@ -42,15 +42,29 @@ class Volume:
 
 @dataclass
 class Stack(Volume):
-    """A low-resolution stack: a volume, a name and its rigid map into normalised space."""
+    """A low-resolution stack: a volume, a name and its rigid map into normalised space.
+
+    ``thickness`` is the slice thickness in mm when it differs from the slice spacing (the spacing
+    along :attr:`thick_axis`); ``None``: as thick as the spacing. ``mask`` (boolean, the stack's
+    shape) marks the LR voxels the methods may use; ``None``: all of them.
+    """
 
     name: str = "stack"
     transform: np.ndarray = field(default_factory=lambda: np.eye(4))
+    thickness: float | None = None
+    mask: np.ndarray | None = None
 
     @property
     def thick_axis(self) -> int:
         """The voxel axis with the largest spacing (the slice-select direction)."""
         return int(np.argmax(self.spacing))
+
+    @property
+    def slice_thickness(self) -> float:
+        """Slice thickness in mm: ``thickness`` if given, else the spacing along the thick axis."""
+        if self.thickness is not None:
+            return float(self.thickness)
+        return float(self.spacing[self.thick_axis])
 
     @property
     def to_normalised(self) -> np.ndarray:
