@@ -62,31 +62,47 @@ def bspline(stacks: Sequence[Stack], grid: Grid, order: int = 3) -> np.ndarray:
             total += (vals * cover).reshape(total.shape)
             count += cover.reshape(count.shape)
             continue
-        coeffs = ndimage.spline_filter(data, order=order, mode=BOUNDARY_MODE) if order > 1 else data
-        for start in range(0, shape[0], rows):
-            stop = min(shape[0], start + rows)
-            idx = np.concatenate(
-                [
-                    np.repeat(np.arange(start, stop), plane.shape[0])[:, None],
-                    np.tile(plane, (stop - start, 1)),
-                ],
-                axis=1,
-            )
-            vox = apply_affine(to_stack, idx)
-            cover = inside(stack, vox)
-            if stack.mask is not None:
-                cover[cover] = _nearest(_mask_of(stack), vox[cover]) > 0.5
-            if not cover.any():
-                continue
-            vals = ndimage.map_coordinates(
-                coeffs, vox[cover].T, order=order, mode=BOUNDARY_MODE, prefilter=False
-            )
-            block_total = total[start:stop].reshape(-1)  # views: rows are contiguous
-            block_count = count[start:stop].reshape(-1)
-            block_total[cover] += vals
-            block_count[cover] += 1
+        _accumulate_oblique(stack, data, to_stack, order, plane, rows, total, count)
     out = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
     return out.reshape(shape).astype(np.float32)
+
+
+def _accumulate_oblique(
+    stack: Stack,
+    data: np.ndarray,
+    to_stack: np.ndarray,
+    order: int,
+    plane: np.ndarray,
+    rows: int,
+    total: np.ndarray,
+    count: np.ndarray,
+) -> None:
+    """Add one oblique stack's spline values (and coverage counts) to ``total`` and ``count``,
+    a few grid rows at a time."""
+    shape0 = total.shape[0]
+    coeffs = ndimage.spline_filter(data, order=order, mode=BOUNDARY_MODE) if order > 1 else data
+    for start in range(0, shape0, rows):
+        stop = min(shape0, start + rows)
+        idx = np.concatenate(
+            [
+                np.repeat(np.arange(start, stop), plane.shape[0])[:, None],
+                np.tile(plane, (stop - start, 1)),
+            ],
+            axis=1,
+        )
+        vox = apply_affine(to_stack, idx)
+        cover = inside(stack, vox)
+        if stack.mask is not None:
+            cover[cover] = _nearest(_mask_of(stack), vox[cover]) > 0.5
+        if not cover.any():
+            continue
+        vals = ndimage.map_coordinates(
+            coeffs, vox[cover].T, order=order, mode=BOUNDARY_MODE, prefilter=False
+        )
+        block_total = total[start:stop].reshape(-1)  # views: rows are contiguous
+        block_count = count[start:stop].reshape(-1)
+        block_total[cover] += vals
+        block_count[cover] += 1
 
 
 def _mask_of(stack: Stack) -> np.ndarray:

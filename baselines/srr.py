@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,31 @@ def _sq(t: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(t)) ** 2
 
 
+def _cg_start(
+    op: MultiStackOperator,
+    ys: Sequence[torch.Tensor],
+    x: torch.Tensor,
+    mu: float,
+    c: torch.Tensor | None,
+    aty: torch.Tensor | None,
+    rd: list[torch.Tensor] | None,
+) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, float]:
+    """CG's starting residuals: data ``y - A x``, prior ``c - grad x``, normal equations, and the
+    norm of the right-hand side."""
+    if rd is None:
+        rd = [y - a for y, a in zip(ys, op.forward(x), strict=True)]
+    rg = -gradient(x) if c is None else c - gradient(x)
+    b = op.adjoint(ys) if aty is None else aty
+    if c is not None and mu:
+        b = b + mu * gradient_adjoint(c)
+    bnorm = float(torch.linalg.vector_norm(b))
+    del b
+    r = op.adjoint(rd)
+    if mu:
+        r += mu * gradient_adjoint(rg)
+    return rd, rg, r, bnorm
+
+
 def _cg(
     op: MultiStackOperator,
     ys: Sequence[torch.Tensor],
@@ -77,17 +103,7 @@ def _cg(
         ``x``, the data residuals ``y_k - A_k x``, ``c - grad x``, the number of steps taken and why
         it stopped.
     """
-    if rd is None:
-        rd = [y - a for y, a in zip(ys, op.forward(x), strict=True)]
-    rg = -gradient(x) if c is None else c - gradient(x)
-    b = op.adjoint(ys) if aty is None else aty
-    if c is not None and mu:
-        b = b + mu * gradient_adjoint(c)
-    bnorm = float(torch.linalg.vector_norm(b))
-    del b
-    r = op.adjoint(rd)
-    if mu:
-        r += mu * gradient_adjoint(rg)
+    rd, rg, r, bnorm = _cg_start(op, ys, x, mu, c, aty, rd)
     objective = 0.5 * (sum(_sq(t) for t in rd) + mu * _sq(rg))
     p = r.clone()
     rr = _sq(r)
@@ -139,6 +155,90 @@ def _shrink(v: torch.Tensor, threshold: float) -> torch.Tensor:
         _magnitude(v).clamp_(min=1e-30).reciprocal_().mul_(-threshold).add_(1.0).clamp_(min=0.0)
     )
     return v * factor
+
+
+@dataclass
+class _Trace:
+    """Relative data residual and objective per iteration, and the progress bar."""
+
+    residual: list[float]
+    objective: list[float]
+    ynorm: float
+    bar: Any
+
+    def add(self, data: float, objective: float) -> None:
+        """Record one iteration from its squared data residual and objective."""
+        self.residual.append(math.sqrt(data) / self.ynorm)
+        self.objective.append(objective)
+        self.bar.update(1)
+        self.bar.set_postfix(residual=f"{self.residual[-1]:.3e}")
+
+
+def _solve_tk1(
+    op: MultiStackOperator,
+    ys: Sequence[torch.Tensor],
+    x: torch.Tensor,
+    alpha: float,
+    norm: float,
+    iterations: int,
+    tol: float,
+    trace: _Trace,
+) -> tuple[torch.Tensor, float, int, str, dict[str, Any]]:
+    """First-order Tikhonov: CG on the normal equations, ``lambda = alpha * L``."""
+    lam = alpha * norm
+    trace.objective.append(
+        0.5 * (trace.residual[0] * trace.ynorm) ** 2 + 0.5 * lam * _sq(gradient(x))
+    )
+
+    def step(rd: list[torch.Tensor], obj: float) -> None:
+        trace.add(sum(_sq(t) for t in rd), obj)
+
+    x, _, _, done, reason = _cg(op, ys, x, lam, None, iterations, tol, step)
+    return x, lam, done, reason, {"cg_iterations": done}
+
+
+def _solve_tv(
+    op: MultiStackOperator,
+    ys: Sequence[torch.Tensor],
+    x: torch.Tensor,
+    alpha: float,
+    norm: float,
+    iterations: int,
+    tol: float,
+    trace: _Trace,
+) -> tuple[torch.Tensor, float, int, str, dict[str, Any]]:
+    """Total variation by ADMM (split ``z = grad x``), ``lambda = alpha * L * s``."""
+    scale = max(float(y.abs().max()) for y in ys) or 1.0
+    lam = alpha * norm * scale
+    rho = max(TV_RHO * alpha, TV_RHO_MIN) * norm
+    dx = gradient(x)
+    tv = float(_magnitude(dx).sum())
+    trace.objective.append(0.5 * (trace.residual[0] * trace.ynorm) ** 2 + lam * tv)
+    z = _shrink(dx, lam / rho) if rho > 0 else dx
+    u = torch.zeros_like(dx)
+    aty = op.adjoint(ys)
+    rd = None
+    done, cg_total = 0, 0
+    for _ in range(iterations):
+        c = z.sub_(u)  # z and u are replaced below
+        x, rd, rg, n_cg, _ = _cg(op, ys, x, rho, c, TV_INNER, tol, aty=aty, rd=rd)
+        cg_total += n_cg
+        dx = c.sub_(rg)  # grad x
+        del rg
+        tv = float(_magnitude(dx).sum())
+        v = dx.add_(u)
+        z = _shrink(v, lam / rho)
+        u = v.sub_(z)
+        data = sum(_sq(t) for t in rd)
+        trace.add(data, 0.5 * data + lam * tv)
+        done += 1
+    return (
+        x,
+        lam,
+        done,
+        "iterations",
+        {"cg_iterations": cg_total, "rho": rho, "intensity_scale": scale},
+    )
 
 
 def _check(
@@ -232,50 +332,16 @@ def srr(
         "lr_voxels_used": [int(o.valid.sum()) for o in op.ops],
     }
     residual = [math.sqrt(sum(_sq(y - a) for y, a in zip(ys, op.forward(x), strict=True))) / ynorm]
-    bar = tqdm(total=iterations, desc=f"srr {regulariser}", disable=not progress, leave=False)
-    if regulariser == "tk1":
-        lam = alpha * norm
-        objective = [0.5 * (residual[0] * ynorm) ** 2 + 0.5 * lam * _sq(gradient(x))]
-
-        def step(rd: list[torch.Tensor], obj: float) -> None:
-            residual.append(math.sqrt(sum(_sq(t) for t in rd)) / ynorm)
-            objective.append(obj)
-            bar.update(1)
-            bar.set_postfix(residual=f"{residual[-1]:.3e}")
-
-        x, _, _, done, reason = _cg(op, ys, x, lam, None, iterations, tol, step)
-        info["cg_iterations"] = done
-    else:
-        scale = max(float(y.abs().max()) for y in ys) or 1.0
-        lam = alpha * norm * scale
-        rho = max(TV_RHO * alpha, TV_RHO_MIN) * norm
-        dx = gradient(x)
-        tv = float(_magnitude(dx).sum())
-        objective = [0.5 * (residual[0] * ynorm) ** 2 + lam * tv]
-        z = _shrink(dx, lam / rho) if rho > 0 else dx
-        u = torch.zeros_like(dx)
-        aty = op.adjoint(ys)
-        rd = None
-        done, cg_total, reason = 0, 0, "iterations"
-        for _ in range(iterations):
-            c = z.sub_(u)  # z and u are replaced below
-            x, rd, rg, n_cg, _ = _cg(op, ys, x, rho, c, TV_INNER, tol, aty=aty, rd=rd)
-            cg_total += n_cg
-            dx = c.sub_(rg)  # grad x
-            del rg
-            tv = float(_magnitude(dx).sum())
-            v = dx.add_(u)
-            z = _shrink(v, lam / rho)
-            u = v.sub_(z)
-            data = sum(_sq(t) for t in rd)
-            residual.append(math.sqrt(data) / ynorm)
-            objective.append(0.5 * data + lam * tv)
-            done += 1
-            bar.update(1)
-            bar.set_postfix(residual=f"{residual[-1]:.3e}")
-        info["cg_iterations"] = cg_total
-        info["rho"] = rho
-        info["intensity_scale"] = scale
+    trace = _Trace(
+        residual,
+        [],
+        ynorm,
+        tqdm(total=iterations, desc=f"srr {regulariser}", disable=not progress, leave=False),
+    )
+    solve = _solve_tk1 if regulariser == "tk1" else _solve_tv
+    x, lam, done, reason, extra = solve(op, ys, x, alpha, norm, iterations, tol, trace)
+    info.update(extra)
+    residual, objective, bar = trace.residual, trace.objective, trace.bar
     bar.close()
     out = x.detach().cpu().numpy().astype(np.float32)
     info.update(

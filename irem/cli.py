@@ -535,7 +535,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         simulate_scan_time_matched,
         simulate_stacks,
     )
-    from irem.volume import load_volume, save_volume, voxel_centres, write_json
+    from irem.volume import load_volume, voxel_centres
 
     hr = load_volume(args.hr)
     if args.k > min(hr.shape):
@@ -562,8 +562,6 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         stacks = [
             s if c is None else reorient(s, c) for s, c in zip(stacks, REORIENT_CODES, strict=True)
         ]
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     params = {
         "source": str(args.hr),
         "k": args.k,
@@ -575,6 +573,16 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         "reorient": args.reorient,
         "version": __version__,
     }
+    _write_simulation(Path(args.out_dir), stacks, params, motions, hr_scan)
+
+
+def _write_simulation(
+    out: Path, stacks: list[Any], params: dict[str, Any], motions: list[Any], hr_scan: Any
+) -> None:
+    """The stacks (with sidecars), the scan-time experiment's HR scan and simulation.json."""
+    from irem.volume import save_volume, write_json
+
+    out.mkdir(parents=True, exist_ok=True)
     files = []
     for i, s in enumerate(stacks):
         path = out / f"acq-{s.name}.nii.gz"
