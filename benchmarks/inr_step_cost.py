@@ -7,8 +7,9 @@ a fresh process per (size, update) trains ``GridINR`` on them as the trainer doe
 voxels with slice-profile points, MSE, backward, smoothness prior, optimiser step) with the fast
 configuration's hyperparameters on one thread, for ``--seconds`` after ``--warmup`` steps. Each
 process reports steps/s and its peak resident memory (``ru_maxrss``) once the data are built and
-after training. The two updates run alternately for every size (and in swapped order on each
-repeat), so that load from other users of the CPU hits both alike; compare them by ratios.
+after training. Each of ``--repeats`` rounds measures every size, the two updates back to back
+(in swapped order every other round), so that load from other users of the CPU hits both
+updates and all sizes alike; compare them by ratios.
 
   python benchmarks/inr_step_cost.py [--sizes 0.3 0.6 1.2 2.4 3.6 5.0] [--repeats 3]
       [--seconds 5] [--k 4]
@@ -148,11 +149,12 @@ def cpu_description() -> str:
 
 
 def run_all(args: argparse.Namespace) -> pd.DataFrame:
-    """All measurements, each in a fresh single-threaded process, updates interleaved per size."""
+    """All measurements, each in a fresh single-threaded process: rounds over all sizes, the two
+    updates back to back per size (in alternating order)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     rows = []
-    for size in args.sizes:
-        for rep in range(args.repeats):
+    for rep in range(args.repeats):  # every size in every round: load drift hits all sizes
+        for size in args.sizes:
             for update in UPDATES if rep % 2 == 0 else UPDATES[::-1]:
                 cmd = [sys.executable, __file__, "--worker", str(size), update, "--k", str(args.k)]
                 cmd += ["--seconds", str(args.seconds), "--warmup", str(args.warmup)]
@@ -220,7 +222,8 @@ def write_outputs(runs: pd.DataFrame, table: pd.DataFrame, args: argparse.Namesp
         f"- fast.yaml training settings (batch {int(runs['batch_size'].iloc[0])} LR voxels x "
         f"profile points), k = {args.k} box-profile stacks of a smooth random volume, "
         f"{args.seconds:g} s timed after {args.warmup} warm-up steps, {args.repeats} repeat(s), "
-        "updates alternated; steps/s: median and best over repeats; peak RSS: the process's "
+        "rounds over all sizes, updates back to back; steps/s: median and best over rounds; "
+        "peak RSS: the process's "
         "largest (torch, data and model), train MB: its growth during training",
         "- `sparse levels`: grid levels above `dense_max_nodes` (sparse gradients, LazyAdam, "
         "local prior); with none, both variants run the same code and their difference is "

@@ -36,18 +36,22 @@ class LazyAdam(torch.optim.Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
     ):
-        """Args:
-        params: parameters or parameter groups (dicts with ``params`` and optionally ``lr``).
-        lr: learning rate.
-        betas: decay rates of the first and second moments.
-        eps: added to the root of the second moment.
+        """Set the defaults of every parameter group.
+
+        Args:
+            params: parameters or parameter groups (dicts with ``params`` and optionally ``lr``).
+            lr: learning rate.
+            betas: decay rates of the first and second moments.
+            eps: added to the root of the second moment.
         """
         if lr <= 0 or eps <= 0 or not all(0 <= b < 1 for b in betas):
             raise ValueError("LazyAdam needs lr > 0, eps > 0 and betas in [0, 1)")
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps})
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+    def step(  # type: ignore[override]
+        self, closure: Callable[[], float] | None = None
+    ) -> float | None:
         """One update of every parameter that has a gradient."""
         loss = None
         if closure is not None:
@@ -64,6 +68,11 @@ class LazyAdam(torch.optim.Optimizer):
                     # gather and one scatter of the rows per step instead of two each.
                     shape = (p.shape[0], 2, *p.shape[1:]) if p.grad.is_sparse else (2, *p.shape)
                     state["moments"] = p.new_zeros(shape)
+                    state["sparse"] = p.grad.is_sparse
+                if p.grad.is_sparse != state["sparse"]:
+                    raise ValueError(
+                        "LazyAdam: a parameter's gradient changed layout (dense/sparse)"
+                    )
                 state["step"] += 1
                 adam_update(
                     p,
@@ -127,7 +136,7 @@ def grid_optimizer(
     betas: tuple[float, float],
     eps: float,
 ) -> torch.optim.Optimizer:
-    """The optimiser of a :class:`GridINR`: two groups, the grids (``lr_grid``) then the MLP (``lr``).
+    """The optimiser of a :class:`GridINR`: the grids (``lr_grid``), then the MLP (``lr``).
 
     :class:`LazyAdam` when some level has sparse gradients (``update="sparse"`` on a volume large
     enough), else fused dense Adam (one pass over the parameters; measured 1.2 ms instead of

@@ -277,7 +277,7 @@ def _ablation_variants():
                 "threads": a["threads"],
                 "device": a["device"],
                 "runtime": a["runtime"],
-                "mem_mb": 4000,
+                "mem_mb": a["mem_mb"],
                 "inputs": [],
                 "baseline": False,
                 "fig3": False,

@@ -116,6 +116,13 @@ def test_bad_arguments_are_refused() -> None:
     p.grad = torch.eye(3).to_sparse(2)  # two sparse dimensions
     with pytest.raises(ValueError, match="one sparse dimension"):
         LazyAdam([p]).step()
+    q = torch.nn.Parameter(torch.zeros(3, 2))
+    opt = LazyAdam([q])
+    q.grad = torch.ones(3, 2)
+    opt.step()
+    q.grad = torch.ones(3, 2).to_sparse(1)
+    with pytest.raises(ValueError, match="changed layout"):
+        opt.step()
     with pytest.raises(TypeError, match="GridINR"):
         grid_optimizer(torch.nn.Linear(2, 2), 0.1, 0.1, BETAS, EPS)
 

@@ -5,22 +5,26 @@ What is checked, from Slurm's own records (`scontrol show job`, no accounting da
 plugin's per-job Slurm logs and Snakemake's log:
 - every job of the DAG but the `all` target was submitted with sbatch and COMPLETED as its own
   Slurm job, and its Slurm log shows the rule run inside that job;
-- the IREM jobs asked for the node's one GPU (`resources: gpu=1` -> --gpus=1) and no other job did,
-  so Slurm ran them one at a time, while CPU jobs ran beside them; inside a job that holds a GPU
-  slot but has no CUDA, `--device auto` trains on the CPU after one warning;
-- the tables equal those of a local run of the same config (see `test_metrics_equal_local_run`);
+- each `reconstruct` job asked Slurm for its method's threads, run time and memory (the method
+  entries of the config, docs/methods.md);
+- the `reconstruct` jobs of methods with a non-cpu `device` asked for the node's one GPU
+  (`gpu=1` -> --gpus=1) and no other job did, so Slurm ran them one at a time, while CPU jobs ran
+  beside them; inside a job that holds a GPU slot but has no CUDA, `--device auto` trains on the
+  CPU after one warning;
+- the tables equal those of a local run of the same config (see `test_tables_equal_local_run`);
 - a rerun submits nothing; a failing job and an unreachable controller end Snakemake with an
   error that names the job's log, instead of hanging.
 
-The test config trains IREM for a time budget, which is not reproducible from run to run; here both
-runs use the same config with the budget replaced by a fixed number of epochs (`EPOCHS`) and
-`irem.device: auto` (so that IREM jobs declare a GPU). The cluster is stopped at the end, also when
-a test fails. Skipped only where the host cannot run a local Slurm (not root, or Slurm missing
-and no apt-get). About 4.5 minutes on a 2-core machine (7.7 under a load of 4-5).
+The test config trains IREM for time budgets, which are not reproducible from run to run; here both
+runs use the same config with every `--time-budget` replaced by a fixed number of epochs (`EPOCHS`)
+and the `irem` method on `device: auto` (so that its jobs declare a GPU). The cluster is stopped at
+the end, also when a test fails. Skipped only where the host cannot run a local Slurm (not root, or
+Slurm missing and no apt-get). About 9.5 minutes on a 2-core machine under a load of 5-10.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -127,6 +131,58 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Cluster:
 # The two runs of the test config
 
 
+# A time-bounded training option of `irem reconstruct` and its value.
+TIME_BUDGET = re.compile(r"\s--time-(?:budget|per-mvoxel)[= ]\S+")
+# The method `irem` of the test config asks for a GPU, with its own run time and memory (neither
+# the schema's defaults nor the profile's), so that the test sees the entry's values reach Slurm.
+GPU_METHOD = {"device": "auto", "runtime": 12, "mem_mb": 1500}
+
+
+def _epoch_bounded(command: str, epochs: int) -> str:
+    """``command`` with its time budget replaced by ``--epochs epochs`` (unchanged without one)."""
+    if not TIME_BUDGET.search(command):
+        return command
+    command = re.sub(r"\s--epochs[= ]\S+", "", TIME_BUDGET.sub("", command))
+    return f"{command} --epochs {epochs}"
+
+
+def slurm_test_config(config: dict, epochs: int = EPOCHS) -> dict:
+    """The test config with reproducible training: every method's and the ablation's time budget
+    replaced by ``epochs``, and the `irem` method on a GPU device (`GPU_METHOD`)."""
+    out = copy.deepcopy(config)
+    for entry in out["methods"]:
+        entry["command"] = _epoch_bounded(entry["command"], epochs)
+        if entry["name"] == "irem":
+            entry.update(GPU_METHOD)
+    if out["ablation"].get("command"):
+        out["ablation"]["command"] = _epoch_bounded(out["ablation"]["command"], epochs)
+    return out
+
+
+def test_slurm_test_config_is_epoch_bounded() -> None:
+    """Runs without a cluster: the conversion leaves no time budget and changes nothing else."""
+    config = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
+    out = slurm_test_config(config)
+    commands = [m["command"] for m in out["methods"]] + [out["ablation"]["command"]]
+    assert not any(TIME_BUDGET.search(c) for c in commands), commands
+    budgeted = [m["name"] for m in config["methods"] if TIME_BUDGET.search(m["command"])]
+    assert "irem" in budgeted
+    for entry, before in zip(out["methods"], config["methods"], strict=True):
+        epochs = re.findall(r"--epochs (\d+)", entry["command"])
+        assert epochs == (
+            [str(EPOCHS)]
+            if entry["name"] in budgeted
+            else re.findall(r"--epochs (\d+)", before["command"])
+        ), entry
+        # Only the time option went: every other word of the command is kept, in order.
+        kept = TIME_BUDGET.sub("", before["command"]).split()
+        assert [w for w in entry["command"].split() if w in kept] == kept
+    assert {m["name"] for m in out["methods"] if m.get("device", "cpu") != "cpu"} == {"irem"}
+    assert {k: v for k, v in out.items() if k not in ("methods", "ablation")} == {
+        k: v for k, v in config.items() if k not in ("methods", "ablation")
+    }
+
+
 def _workflow_copy(dest: Path) -> Path:
     dest.mkdir(parents=True)
     for name in COPY:
@@ -135,14 +191,8 @@ def _workflow_copy(dest: Path) -> Path:
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(src, dest / name)
-    # The test config with epoch-bounded IREM training (reproducible) and IREM on `auto` (a GPU
-    # job). Every section with a time budget (irem, and any IREM variant's) gets epochs instead.
     config = yaml.safe_load((dest / "config" / "test.yaml").read_text())
-    for section in config.values():
-        if isinstance(section, dict) and {"time_budget", "epochs"} <= set(section):
-            section.update(time_budget=None, epochs=EPOCHS)
-    config["irem"]["device"] = "auto"
-    (dest / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
+    (dest / CONFIG).write_text(yaml.safe_dump(slurm_test_config(config), sort_keys=False))
     return dest
 
 
@@ -272,30 +322,53 @@ def runs(
 class Job:
     rule: str
     jobid: int
-    gpu: bool
+    gpu: bool = False
+    wildcards: dict[str, str] = field(default_factory=dict)
+    resources: dict[str, str] = field(default_factory=dict)
+    threads: int = 1
+    log: str = ""
     slurm_id: str = ""
     slurm_log: Path | None = None
 
+    @property
+    def method(self) -> str:
+        return self.wildcards.get("method", "") if self.rule == "reconstruct" else ""
+
+
+def _fields(text: str) -> dict[str, str]:
+    """``a=1, b=x`` -> {"a": "1", "b": "x"}."""
+    return dict(item.split("=", 1) for item in text.split(", ") if "=" in item)
+
 
 def _jobs(log: str) -> tuple[list[Job], list[str]]:
-    """Snakemake's jobs of a run (rule, job id, whether it declared a GPU, its Slurm job id and
-    log) and the local rules, from its log."""
+    """Snakemake's jobs of a run (rule, job id, wildcards, threads, resources, whether it declared
+    a GPU, its log, its Slurm job id and Slurm log) and the local rules, from its log."""
     jobs, local, current = [], [], None
     for line in log.splitlines():
         m = re.match(r"^(localrule|rule) (\w+):$", line)
         if m:
-            current = m.groups()
+            current, job_log = m.groups(), ""
             continue
-        m = re.match(r"^\s+jobid: (\d+)$", line)
-        if m and current:
-            if current[0] == "localrule":
-                local.append(current[1])
-            else:
-                jobs.append(Job(current[1], int(m.group(1)), False))
+        if current is None:
             continue
-        m = re.match(r"^\s+resources: (.*)$", line)
-        if m and current and current[0] == "rule" and jobs:
-            jobs[-1].gpu = bool(re.search(r"(?:^|, )gpu=[1-9]", m.group(1)))
+        m = re.match(r"^\s+(log|jobid|wildcards|threads|resources): (.*)$", line)
+        if not m:
+            continue
+        key, value = m.groups()
+        if key == "log":
+            job_log = value
+        elif key == "jobid" and current[0] == "localrule":
+            local.append(current[1])
+            current = None
+        elif key == "jobid":
+            jobs.append(Job(current[1], int(value), log=job_log))
+        elif key == "wildcards":
+            jobs[-1].wildcards = _fields(value)
+        elif key == "threads":
+            jobs[-1].threads = int(value)
+        else:  # resources: the last line of a job's block
+            jobs[-1].resources = _fields(value)
+            jobs[-1].gpu = int(jobs[-1].resources.get("gpu", 0)) > 0
             current = None
     by_id = {j.jobid: j for j in jobs}
     for m in re.finditer(
@@ -307,15 +380,42 @@ def _jobs(log: str) -> tuple[list[Job], list[str]]:
     return jobs, local
 
 
+def _config(folder: Path) -> dict:
+    return yaml.safe_load((folder / CONFIG).read_text())
+
+
+def _method_entry(config: dict, method: str) -> dict:
+    """A method's entry (or, for a Fig. 3 ablation variant, the ablation's section)."""
+    entries = {m["name"]: m for m in config["methods"]}
+    return entries.get(method, config["ablation"])
+
+
+def _gpu_methods(config: dict, jobs: list[Job]) -> set[str]:
+    """The methods run in this DAG whose entry names a device other than cpu."""
+    return {
+        j.method
+        for j in jobs
+        if j.method and _method_entry(config, j.method).get("device", "cpu") != "cpu"
+    }
+
+
+def _mb(value: str) -> float:
+    """Slurm's ``4000M``/``1.50G`` -> MB."""
+    number, unit = re.fullmatch(r"([\d.]+)([KMGT]?)", value).groups()
+    return float(number) * {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024**2}[unit]
+
+
+def _minutes(value: str) -> float:
+    """Slurm's ``[days-]hh:mm:ss`` -> minutes."""
+    days, _, clock = value.rpartition("-")
+    h, m, sec = (int(x) for x in clock.split(":"))
+    return (int(days or 0) * 24 + h) * 60 + m + sec / 60
+
+
 def _job_stats_total(log: str) -> int:
     m = re.search(r"^total\s+(\d+)$", log, re.MULTILINE)
     assert m, "no job stats in the log"
     return int(m.group(1))
-
-
-def _irem_logs(folder: Path) -> list[Path]:
-    """The logs of the IREM reconstructions (not of their metrics)."""
-    return sorted(p for p in folder.rglob("*_rec-irem*.log") if not p.name.endswith("_metrics.log"))
 
 
 def _time(value: str) -> datetime:
@@ -346,25 +446,56 @@ def test_every_job_ran_as_a_slurm_job(runs: Runs, cluster: Cluster) -> None:
         assert f"Finished jobid: 0 (Rule: {j.rule})" in j.slurm_log.read_text(), j.slurm_log
 
 
+def test_reconstruct_jobs_ask_for_their_methods_resources(runs: Runs, cluster: Cluster) -> None:
+    """Threads, run time and memory of each `reconstruct` job come from its method's entry (the
+    schema's defaults where the entry has none) and reach Slurm as the job's limits."""
+    jobs, _ = _jobs(runs.log)
+    config, records = _config(runs.slurm), cluster.jobs()
+    schema = yaml.safe_load((runs.slurm / "schemas" / "config.schema.yaml").read_text())
+    defaults = {
+        k: v["default"]
+        for k, v in schema["definitions"]["method"]["properties"].items()
+        if "default" in v
+    }
+    rec_jobs = [j for j in jobs if j.rule == "reconstruct"]
+    assert {j.method for j in rec_jobs} >= {m["name"] for m in config["methods"]}
+    for j in rec_jobs:
+        rec = records[j.slurm_id]
+        if j.method in {m["name"] for m in config["methods"]}:
+            entry = {**defaults, **_method_entry(config, j.method)}
+            want = (entry["threads"], entry["runtime"], entry["mem_mb"])
+            assert (j.threads, int(j.resources["runtime"]), int(j.resources["mem_mb"])) == want, j
+        assert int(rec["CPUs/Task"]) == j.threads, (j.method, rec)
+        assert _minutes(rec["TimeLimit"]) == int(j.resources["runtime"]), (j.method, rec)
+        assert _mb(rec["MinMemoryNode"]) == int(j.resources["mem_mb"]), (j.method, rec)
+    # The GPU method's own values (GPU_METHOD), neither the schema's nor the profile's defaults.
+    irem = [records[j.slurm_id] for j in rec_jobs if j.method == "irem"]
+    assert irem and all(_minutes(r["TimeLimit"]) == GPU_METHOD["runtime"] for r in irem)
+    assert all(_mb(r["MinMemoryNode"]) == GPU_METHOD["mem_mb"] for r in irem)
+
+
 def test_gpu_jobs_ran_one_at_a_time(runs: Runs, cluster: Cluster) -> None:
     jobs, _ = _jobs(runs.log)
     records = cluster.jobs()
     gpu = [j for j in jobs if j.gpu]
-    assert {j.rule for j in gpu} == {"irem"}, "only IREM jobs declare a GPU in this config"
+    # Exactly the reconstructions of the methods on a non-cpu device declared a GPU.
+    gpu_methods = _gpu_methods(_config(runs.slurm), jobs)
+    assert gpu_methods == {"irem"}, gpu_methods
+    assert gpu == [j for j in jobs if j.method in gpu_methods]
     assert len(gpu) >= 4
     for j in jobs:
         tres = records[j.slurm_id].get("TresPerJob", "")
-        assert ("gpu:1" in tres) == j.gpu, (j.rule, tres)
+        assert ("gpu:1" in tres) == j.gpu, (j.rule, j.method, tres)
     # One GPU on the node: Slurm started each GPU job only after the previous one had ended
     # (scontrol times have a resolution of one second).
     spans = sorted(
-        (_time(records[j.slurm_id]["StartTime"]), _time(records[j.slurm_id]["EndTime"]), j.rule)
+        (_time(records[j.slurm_id]["StartTime"]), _time(records[j.slurm_id]["EndTime"]), j.method)
         for j in gpu
     )
     for (s0, e0, _), (s1, e1, _) in zip(spans, spans[1:], strict=False):
         assert s1 >= e0, f"GPU jobs overlap: {s0}-{e0} and {s1}-{e1}"
     # ... while the node's second core kept running CPU jobs beside them: the GPU, not the cores,
-    # is what kept the IREM jobs apart.
+    # is what kept the GPU jobs apart.
     cpu = [
         (_time(records[j.slurm_id]["StartTime"]), _time(records[j.slurm_id]["EndTime"]))
         for j in jobs
@@ -375,49 +506,57 @@ def test_gpu_jobs_ran_one_at_a_time(runs: Runs, cluster: Cluster) -> None:
 
 def test_device_auto_falls_back_to_cpu_with_one_warning(runs: Runs) -> None:
     jobs, _ = _jobs(runs.log)
-    logs = runs.slurm / "results" / "logs"
-    irem_logs = _irem_logs(logs)
-    assert len(irem_logs) == sum(j.rule == "irem" for j in jobs)
-    for log in irem_logs:
-        # Slurm gave the job the GPU (CUDA_VISIBLE_DEVICES=0: the warning is printed only when it
-        # is set); torch found no CUDA; the run went on, on the CPU.
-        assert log.read_text().count(GPU_WARNING) == 1, log
-        sidecar = runs.slurm / "results" / log.relative_to(logs).with_suffix(".json")
-        assert json.loads(sidecar.read_text())["device"] == "cpu", sidecar
-    # A local run has no GPU slot (CUDA_VISIBLE_DEVICES unset): no warning there.
-    for log in _irem_logs(runs.local / "results" / "logs"):
-        assert GPU_WARNING not in log.read_text(), log
-
-
-def test_metrics_equal_local_run(runs: Runs) -> None:
-    # Same code snapshot, config, seeds and thread counts (one per job), and IREM trained for a
-    # fixed number of epochs: every step is deterministic on a CPU, and the two runs were measured
-    # to agree bit for bit. The tolerance (1e-9 relative) only forgives a different summation
-    # order in the last bits; anything the Slurm run changed for real (inputs, seeds, epochs,
-    # options) moves PSNR/SSIM by orders of magnitude more.
-    tables = "results/tables"
-    a = pd.read_csv(runs.local / tables / "metrics.csv")
-    b = pd.read_csv(runs.slurm / tables / "metrics.csv")
-    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9, atol=1e-12)
-    cols = [
-        "dataset",
-        "k",
-        "subject",
-        "method",
-        "seed",
-        "psnr",
-        "ssim",
-        "psnr_mask",
-        "ssim_mask",
-        "final_loss",
-        "epochs_completed",
+    rec_jobs = [j for j in jobs if j.rule == "reconstruct"]
+    assert all(j.log for j in rec_jobs)
+    irem = [
+        j
+        for j in rec_jobs
+        if "irem reconstruct" in _method_entry(_config(runs.slurm), j.method)["command"]
     ]
-    a = pd.read_csv(runs.local / tables / "runs.csv")
-    b = pd.read_csv(runs.slurm / tables / "runs.csv")
-    cols = [c for c in cols if c in a.columns]
-    pd.testing.assert_frame_equal(a[cols], b[cols], check_exact=False, rtol=1e-9, atol=1e-12)
-    irem = a[a["method"].str.startswith("irem")]
-    assert len(irem) and (irem["epochs_completed"] == EPOCHS).all()
+    assert any(j.gpu for j in irem) and not all(j.gpu for j in irem)
+    for j in irem:
+        # A GPU job: Slurm gave it the GPU (CUDA_VISIBLE_DEVICES=0: the warning is printed only
+        # when it is set), torch found no CUDA, the run went on, on the CPU. A CPU job (device
+        # cpu) has no GPU slot and says nothing.
+        text = (runs.slurm / j.log).read_text()
+        assert text.count(GPU_WARNING) == (1 if j.gpu else 0), j.log
+        sidecar = runs.slurm / "results" / Path(j.log).relative_to("results/logs")
+        assert json.loads(sidecar.with_suffix(".json").read_text())["device"] == "cpu", sidecar
+    # A local run has no GPU slot (CUDA_VISIBLE_DEVICES unset): no warning there.
+    for j in rec_jobs:
+        assert GPU_WARNING not in (runs.local / j.log).read_text(), j.log
+
+
+# Columns of runs.csv that differ from run to run: wall-clock timings.
+TIMINGS = ("training_seconds", "evaluation_seconds", "total_seconds")
+
+
+def test_tables_equal_local_run(runs: Runs) -> None:
+    # Same code snapshot, config, seeds and thread counts, and IREM trained for fixed numbers of
+    # epochs: every step is deterministic on a CPU, and the two runs were measured to agree bit
+    # for bit. The tolerance (1e-9 relative) only forgives a different summation order in the
+    # last bits; anything the Slurm run changed for real (inputs, seeds, epochs, options) moves
+    # PSNR/SSIM by orders of magnitude more. metrics.csv and scantime.csv (statistics across
+    # subjects: means, spreads, intervals, paired tests) are functions of the runs' scores only,
+    # so they are compared whole; runs.csv on every column but the timings.
+    tables = "results/tables"
+    for name in ("metrics.csv", "scantime.csv", "runs.csv"):
+        a = pd.read_csv(runs.local / tables / name)
+        b = pd.read_csv(runs.slurm / tables / name)
+        assert len(a) > 0 and list(a.columns) == list(b.columns), name
+        cols = [c for c in a.columns if c not in TIMINGS]
+        pd.testing.assert_frame_equal(
+            a[cols], b[cols], check_exact=False, rtol=1e-9, atol=1e-12, obj=name
+        )
+    assert (a[["psnr", "ssim", "psnr_mask", "ssim_mask"]].notna()).all().all()
+    # Every IREM run trained for exactly its command's epochs.
+    config = _config(runs.local)
+    trained = a[a["epochs_completed"].notna()]
+    assert len(trained) and (trained["stopped_by"] == "epochs").all(), trained["stopped_by"]
+    for method, epochs in trained.groupby("method")["epochs_completed"]:
+        command = _method_entry(config, method)["command"]
+        assert (epochs == int(re.search(r"--epochs (\d+)", command).group(1))).all(), method
+    assert set(trained["method"]) >= {"irem", "iremfast"}
 
 
 def test_rerun_submits_nothing(runs: Runs, cluster: Cluster) -> None:
