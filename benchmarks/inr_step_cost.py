@@ -190,16 +190,15 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def size_ratios(table: pd.DataFrame, big: float, small: float) -> dict[str, float]:
-    """steps/s at ``big`` M voxels over steps/s at ``small`` M voxels, per update."""
-    t = table.set_index("target_mvoxels")
-    if big not in t.index or small not in t.index:
+def size_ratios(runs: pd.DataFrame, big: float, small: float) -> dict[str, list[float]]:
+    """Per update, steps/s at ``big`` M voxels over steps/s at ``small`` M voxels in each round
+    (the two measured minutes apart, under similar load); empty if a size was not run."""
+    steps = runs.pivot_table(
+        index="repeat", columns=["update", "target_mvoxels"], values="steps_per_s"
+    )
+    if (UPDATES[0], big) not in steps.columns or (UPDATES[0], small) not in steps.columns:
         return {}
-    return {
-        f"{u} ({q.replace('_', ' ')})": t.loc[big, f"{u} {q}"] / t.loc[small, f"{u} {q}"]
-        for u in UPDATES
-        for q in ("steps_per_s", "best_steps_per_s")
-    }
+    return {u: list(steps[(u, big)] / steps[(u, small)]) for u in UPDATES}
 
 
 def write_outputs(runs: pd.DataFrame, table: pd.DataFrame, args: argparse.Namespace) -> None:
@@ -211,11 +210,11 @@ def write_outputs(runs: pd.DataFrame, table: pd.DataFrame, args: argparse.Namesp
 
     OUT.mkdir(parents=True, exist_ok=True)
     runs.to_csv(OUT / "inr_step_cost.csv", index=False)
-    ratios = size_ratios(table, 3.6, 0.6)
+    ratios = size_ratios(runs, 3.6, 0.6)
     lines = [
         "# Grid INR training-step cost against volume size: dense and sparse grid updates",
         "",
-        f"- command: `python benchmarks/inr_step_cost.py {' '.join(sys.argv[1:])}`".rstrip(),
+        f"- command: `{' '.join(['python benchmarks/inr_step_cost.py', *sys.argv[1:]])}`",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- CPU: {cpu_description()}; {os.cpu_count()} cores visible, shared with other users",
         f"- torch {torch.__version__}, 1 thread per measurement, a fresh process each",
@@ -232,10 +231,10 @@ def write_outputs(runs: pd.DataFrame, table: pd.DataFrame, args: argparse.Namesp
         table.to_markdown(index=False, floatfmt=".2f"),
         "",
     ]
-    if ratios:
+    for u, r in ratios.items():
         lines.append(
-            "steps/s at 3.6 M voxels / at 0.6 M voxels: "
-            + ", ".join(f"{u} {r:.2f}" for u, r in ratios.items())
+            f"- {u}: steps/s at 3.6 M voxels / at 0.6 M voxels, per round: "
+            f"{', '.join(f'{x:.2f}' for x in r)} (median {np.median(r):.2f})"
         )
     (OUT / "inr_step_cost.md").write_text("\n".join(lines) + "\n")
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))

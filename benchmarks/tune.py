@@ -40,7 +40,7 @@ from irem.labels import fill  # noqa: E402
 #: Sweeps of the same method run one after the other, each with the values chosen before it
 #: (coordinate-wise search).
 SWEEPS: dict[str, tuple[tuple[str, ...], str, tuple[float, ...]]] = {
-    "srr_alpha": (("srrtk1", "srrtv"), "--alpha", (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)),
+    "srr_alpha": (("srrtk1", "srrtv"), "--alpha", (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)),
     "grid_smoothness": (("iremfast",), "--set train.grid_smoothness=", (0.01, 0.03, 0.1, 0.3)),
     "grid_lr": (("iremfast",), "--set train.lr_grid=", (0.01, 0.03, 0.1)),
 }

@@ -19,7 +19,8 @@ class ModelConfig:
     ``kind: irem`` is the paper's network (section 2.2: Fourier features, ``depth`` layers of
     ``width`` with BatchNorm, skips); ``kind: grid`` is the fast CPU representation of
     :mod:`irem.grid_inr` (``levels`` dense feature grids, the finest at ``finest_mm``, then an MLP of
-    ``hidden_layers`` layers of ``width``).
+    ``hidden_layers`` layers of ``width``); ``grid_update: sparse`` updates only the nodes a batch
+    touches on levels over 2^21 nodes (lazy Adam, :mod:`irem.optim`), ``dense`` every node.
     """
 
     kind: str = "irem"
@@ -32,6 +33,7 @@ class ModelConfig:
     features: int = 2
     finest_mm: float = 1.0
     hidden_layers: int = 1
+    grid_update: str = "dense"
 
 
 @dataclass
@@ -158,6 +160,7 @@ def _check(cfg: IremConfig) -> None:
     ]
     checks += [
         (m.kind in ("irem", "grid"), "model.kind must be irem or grid"),
+        (m.grid_update in ("dense", "sparse"), "model.grid_update must be dense or sparse"),
         (m.levels >= 1 and m.features >= 1, "model.levels and model.features must be >= 1"),
         (m.finest_mm > 0, "model.finest_mm must be positive"),
         (m.hidden_layers >= 0, "model.hidden_layers must be >= 0"),

@@ -101,6 +101,7 @@ def build_model(cfg: IremConfig, seed: int, norm: Normaliser) -> torch.nn.Module
             m.width,
             m.hidden_layers,
             seed,
+            update=m.grid_update,
         )
     return IREM(m.fourier_dim, m.sigma, m.width, m.depth, tuple(m.skips), seed=seed)
 

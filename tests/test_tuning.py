@@ -1,0 +1,63 @@
+"""The configs carry the values chosen on the tuning split (results/tuning/chosen.csv)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from tune import SWEEPS  # noqa: E402
+
+CHOSEN = ROOT / "results" / "tuning" / "chosen.csv"
+
+
+def option_value(command: str, option: str) -> float | None:
+    """The last value an option takes in a command (``--alpha X`` or ``--set key=X``)."""
+    words = shlex.split(command)
+    found = None
+    for i, word in enumerate(words):
+        if option.endswith("="):  # "--set train.x=" -> the word after --set
+            if word == "--set" and words[i + 1].startswith(option.split()[-1]):
+                found = float(words[i + 1].split("=", 1)[1])
+        elif word == option:
+            found = float(words[i + 1])
+    return found
+
+
+@pytest.mark.parametrize("config", ["config.yaml", "paper.yaml"])
+def test_configs_carry_the_tuned_values(config: str) -> None:
+    chosen = pd.read_csv(CHOSEN)
+    methods = {m["name"]: m for m in yaml.safe_load((ROOT / "config" / config).read_text())["methods"]}
+    checked = 0
+    for _, row in chosen.iterrows():
+        if row["method"] not in methods:
+            continue
+        option = SWEEPS[row["parameter"]][1]
+        value = option_value(methods[row["method"]]["command"], option)
+        if value is None and option.endswith("="):  # from the IREM config file instead
+            from irem.config import flatten, load_config
+
+            cmd = shlex.split(methods[row["method"]]["command"])
+            cfg = load_config(cmd[cmd.index("--config") + 1] if "--config" in cmd else None)
+            value = flatten(cfg.to_dict())[option.split()[-1].rstrip("=")]
+        assert value == pytest.approx(row["value"]), (config, row["method"], row["parameter"])
+        checked += 1
+    assert checked > 0
+
+
+def test_every_sweep_was_run_on_tuning_subjects_only() -> None:
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cohort = next(d["cohort"] for d in config["datasets"] if d.get("cohort"))
+    tuning = {f"{i + 1:02d}" for i in range(cohort["tuning"])}
+    chosen = pd.read_csv(CHOSEN)
+    assert set(chosen["parameter"]) == set(SWEEPS)
+    for name in SWEEPS:
+        runs = pd.read_csv(ROOT / "results" / "tuning" / f"{name}.csv")
+        assert set(runs["subject"].astype(str).str.zfill(2)) <= tuning
