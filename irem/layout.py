@@ -123,25 +123,27 @@ def _stem(subject: str, method: str, seed: int | str, suffix: str) -> str:
     return f"sub-{subject}_rec-{method}_seed-{seed}_{suffix}"
 
 
+def run_file(
+    run: Run, subject: str, method: str, seed: int | str, suffix: str, ext: str,
+    root: str = RESULTS,
+) -> str:
+    """A file of one reconstruction in its run folder: ``ext`` is ``.nii.gz`` (the image),
+    ``.json`` (its sidecar) or ``_metrics.json`` (its scores)."""
+    return f"{root}/{run.folder}/{_stem(subject, method, seed, suffix)}{ext}"
+
+
 def rec_path(
     run: Run, subject: str, method: str, seed: int | str, suffix: str, root: str = RESULTS
 ) -> str:
-    """A reconstruction (NIfTI); its JSON sidecar is :func:`sidecar_path`."""
-    return f"{root}/{run.folder}/{_stem(subject, method, seed, suffix)}.nii.gz"
-
-
-def sidecar_path(
-    run: Run, subject: str, method: str, seed: int | str, suffix: str, root: str = RESULTS
-) -> str:
-    """The JSON sidecar a method may write beside its reconstruction."""
-    return f"{root}/{run.folder}/{_stem(subject, method, seed, suffix)}.json"
+    """A reconstruction (NIfTI)."""
+    return run_file(run, subject, method, seed, suffix, ".nii.gz", root)
 
 
 def metrics_path(
     run: Run, subject: str, method: str, seed: int | str, suffix: str, root: str = RESULTS
 ) -> str:
     """The scores of a reconstruction."""
-    return f"{root}/{run.folder}/{_stem(subject, method, seed, suffix)}_metrics.json"
+    return run_file(run, subject, method, seed, suffix, "_metrics.json", root)
 
 
 def benchmark_path(

@@ -32,7 +32,7 @@ def test_paths_share_one_stem() -> None:
     rec = L.rec_path(run, "03", "srrtv", 0, "FLAIR")
     assert rec == "results/cohort/k4/sub-03_rec-srrtv_seed-0_FLAIR.nii.gz"
     assert L.metrics_path(run, "03", "srrtv", 0, "FLAIR") == rec.replace(".nii.gz", "_metrics.json")
-    assert L.sidecar_path(run, "03", "srrtv", 0, "FLAIR") == rec.replace(".nii.gz", ".json")
+    assert L.run_file(run, "03", "srrtv", 0, "FLAIR", ".json") == rec.replace(".nii.gz", ".json")
     assert L.benchmark_path(run, "03", "srrtv", 0, "FLAIR").startswith("results/runtime/cohort/k4/")
     stacks = L.stack_paths(run, "03", 0)
     assert [s.rsplit("acq-", 1)[1] for s in stacks] == [f"{o}.nii.gz" for o in L.ORIENTATIONS]
