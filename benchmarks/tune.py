@@ -41,8 +41,8 @@ from irem.labels import fill  # noqa: E402
 #: (coordinate-wise search).
 SWEEPS: dict[str, tuple[tuple[str, ...], str, tuple[float, ...]]] = {
     "srr_alpha": (("srrtk1", "srrtv"), "--alpha", (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)),
-    "grid_smoothness": (("iremfast",), "--set train.grid_smoothness=", (0.01, 0.03, 0.1, 0.3)),
-    "grid_lr": (("iremfast",), "--set train.lr_grid=", (0.01, 0.03, 0.1)),
+    "grid_prior_weight": (("iremfast",), "--set train.grid_smoothness=", (1.0, 3.0, 10.0)),
+    "grid_prior_delta": (("iremfast",), "--set train.grid_prior_delta=", (0.003, 0.01, 0.03)),
 }
 
 

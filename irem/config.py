@@ -47,7 +47,10 @@ class TrainConfig:
     ``grid_smoothness`` the weight of a first-order Tikhonov penalty on them (the squared
     difference of neighbouring nodes, averaged over nodes and features, summed over levels and
     axes; 0: none), the prior that fills in what three thick-slice stacks leave undetermined, as
-    SRR's tk1 regulariser does (the reported loss is the data term alone).
+    SRR's tk1 regulariser does (the reported loss is the data term alone). ``grid_prior`` picks
+    that penalty of a node difference ``d``: ``tk1`` (``d**2``), or the edge-preserving ``huber``
+    or ``tv`` (smoothed total variation), both ``d**2`` near 0 and linear in ``|d|`` beyond about
+    ``grid_prior_delta`` (see :func:`irem.grid_inr.edge_penalty`).
     ``lr_schedule: step`` (the paper) multiplies the learning rates by ``lr_decay`` every
     ``lr_step_epochs`` epochs; ``budget`` lowers them exponentially with the fraction of the run
     done (steps of ``epochs``, or seconds of ``time_budget``, whichever is further) to ``lr_final``
@@ -66,6 +69,8 @@ class TrainConfig:
     lr: float = 1e-4
     lr_grid: float = 1e-2
     grid_smoothness: float = 0.0
+    grid_prior: str = "tk1"
+    grid_prior_delta: float = 0.01
     profile_points: int = 1
     precision: str = "fp32"
     lr_decay: float = 0.5
@@ -170,6 +175,8 @@ def _check(cfg: IremConfig) -> None:
             t.grid_smoothness == 0 or m.kind == "grid",
             "train.grid_smoothness needs model.kind: grid",
         ),
+        (t.grid_prior in ("tk1", "huber", "tv"), "train.grid_prior must be tk1, huber or tv"),
+        (t.grid_prior_delta > 0, "train.grid_prior_delta must be positive"),
         (t.profile_points >= 1, "train.profile_points must be >= 1"),
         (t.precision in ("fp32", "bf16"), "train.precision must be fp32 or bf16"),
     ]

@@ -31,6 +31,34 @@ import torch.nn.functional as F
 from torch import nn
 
 UPDATES: tuple[str, ...] = ("dense", "sparse")
+PRIORS: tuple[str, ...] = ("tk1", "huber", "tv")
+
+
+def edge_penalty(d: torch.Tensor, kind: str, delta: float) -> torch.Tensor:
+    """Elementwise penalty of node differences ``d``: ``tk1`` ``d**2``; ``huber`` ``d**2`` up to
+    ``|d| = delta``, ``2 * delta * |d| - delta**2`` beyond; ``tv`` (smoothed total variation)
+    ``2 * delta * (sqrt(d**2 + delta**2) - delta)``. All three equal ``d**2`` to second order at 0
+    (the same weight means the same prior on small differences); ``huber`` and ``tv`` grow like
+    ``2 * delta * |d|`` on large ones (edges)."""
+    if kind == "tk1":
+        return d.square()
+    if kind == "huber":
+        a = d.abs()
+        return torch.where(a <= delta, d.square(), 2 * delta * a - delta**2)
+    if kind == "tv":
+        return 2 * delta * (torch.sqrt(d.square() + delta**2) - delta)
+    raise ValueError(f"prior must be one of {PRIORS}, got {kind!r}")
+
+
+def edge_penalty_grad(d: torch.Tensor, kind: str, delta: float) -> torch.Tensor:
+    """Derivative of :func:`edge_penalty` with respect to ``d``."""
+    if kind == "tk1":
+        return 2 * d
+    if kind == "huber":
+        return 2 * d.clamp(-delta, delta)
+    if kind == "tv":
+        return 2 * delta * d / torch.sqrt(d.square() + delta**2)
+    raise ValueError(f"prior must be one of {PRIORS}, got {kind!r}")
 
 
 def corner_lookup(
@@ -158,6 +186,48 @@ def local_smoothness_grad(
     return table.index_select(0, r).mul_(total).sub_(neighbours)
 
 
+def local_prior_grad(
+    table: torch.Tensor,
+    rows: torch.Tensor,
+    shape: tuple[int, int, int],
+    weight: float,
+    kind: str,
+    delta: float,
+) -> torch.Tensor:
+    """Gradient of ``weight * GridINR.prior(kind, delta)`` for one level at the nodes ``rows``.
+
+    The :func:`local_smoothness_grad` of any :func:`edge_penalty`: a node's gradient needs only the
+    node and its 6 neighbours.
+
+    Args:
+        table: ``(D * H * W, F)`` node values.
+        rows: distinct node rows ``(m,)``.
+        shape: nodes ``(D, H, W)``.
+        weight: the penalty's weight.
+        kind: one of :data:`PRIORS`.
+        delta: the difference where ``huber`` and ``tv`` turn from quadratic to linear.
+
+    Returns:
+        ``(m, F)`` gradient rows.
+    """
+    d, h, w = shape
+    r = rows.int()
+    z = r // (h * w)
+    y = (r - z * (h * w)) // w
+    coords = (z, y, r - (z * h + y) * w)
+    numel = d * h * w * table.shape[1]
+    centre = table.index_select(0, r)
+    out = torch.zeros_like(centre)
+    for coord, size, stride in zip(coords, shape, (h * w, w, 1), strict=True):
+        c = weight / (numel // size * (size - 1))
+        # A missing neighbour is replaced by the node itself: its difference is then 0.
+        below = table.index_select(0, torch.where(coord > 0, r - stride, r))
+        above = table.index_select(0, torch.where(coord < size - 1, r + stride, r))
+        out.add_(edge_penalty_grad(centre - below, kind, delta), alpha=c)
+        out.sub_(edge_penalty_grad(above - centre, kind, delta), alpha=c)
+    return out
+
+
 class GridINR(nn.Module):
     """Multiresolution dense feature grids followed by an MLP."""
 
@@ -278,6 +348,53 @@ class GridINR(nn.Module):
                 n = vol.shape[axis]
                 grad_vol.narrow(axis, 0, n - 1).sub_(d, alpha=c)
                 grad_vol.narrow(axis, 1, n - 1).add_(d, alpha=c)
+
+    def prior(self, kind: str = "tk1", delta: float = 0.01) -> torch.Tensor:
+        """The grids' :func:`edge_penalty` of neighbouring node differences, averaged per level and
+        axis, summed over levels and axes (``tk1``: :meth:`smoothness`)."""
+        vols = [self.grid_volume(level) for level in range(len(self.grids))]
+        return sum(
+            (
+                edge_penalty(torch.diff(g, dim=axis), kind, delta).mean()
+                for g in vols
+                for axis in (2, 3, 4)
+            ),
+            start=torch.zeros(()),
+        )
+
+    @torch.no_grad()
+    def add_prior_grad(self, weight: float, kind: str = "tk1", delta: float = 0.01) -> None:
+        """Add the gradient of ``weight * self.prior(kind, delta)`` to the grids' gradients, in
+        place as :meth:`add_smoothness_grad` does (sparse gradients: on their rows only)."""
+        if kind == "tk1":
+            self.add_smoothness_grad(weight)
+            return
+        for level, g in enumerate(self.grids):
+            if g.grad is not None and g.grad.is_sparse:
+                grad = coalesced(g.grad)
+                prior = local_prior_grad(
+                    g, grad.indices()[0], self.shapes[level], weight, kind, delta
+                )
+                g.grad = torch.sparse_coo_tensor(
+                    grad.indices(),
+                    grad.values() + prior,
+                    grad.shape,
+                    is_coalesced=True,
+                    check_invariants=False,
+                )
+                continue
+            if g.grad is None:
+                if self.sparse_levels[level]:
+                    continue
+                g.grad = torch.zeros_like(g)
+            vol = self.grid_volume(level)
+            grad_vol = g.grad if g.dim() == 5 else g.grad.t().view(vol.shape)
+            for axis in (2, 3, 4):
+                d = torch.diff(vol, dim=axis)
+                slope = edge_penalty_grad(d, kind, delta).mul_(weight / d.numel())
+                n = vol.shape[axis]
+                grad_vol.narrow(axis, 0, n - 1).sub_(slope)
+                grad_vol.narrow(axis, 1, n - 1).add_(slope)
 
     def grid_parameters(self) -> list[nn.Parameter]:
         return list(self.grids)

@@ -388,10 +388,11 @@ class Trainer:
         return float(loss.detach())
 
     def _add_prior_gradient(self) -> None:
-        """The grid smoothness prior (first-order Tikhonov on the feature grids), added to the
-        gradients; the reported loss is the data term alone."""
-        if self.cfg.train.grid_smoothness > 0:
-            self.model.add_smoothness_grad(self.cfg.train.grid_smoothness)
+        """The grid prior (``train.grid_prior`` of the feature grids' node differences), added to
+        the gradients; the reported loss is the data term alone."""
+        t = self.cfg.train
+        if t.grid_smoothness > 0:
+            self.model.add_prior_grad(t.grid_smoothness, t.grid_prior, t.grid_prior_delta)
 
     def checkpoint_state(self, gen_state: torch.Tensor) -> dict[str, Any]:
         """Everything a resumed run needs; ``gen_state`` re-draws the current epoch's order."""

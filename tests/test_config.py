@@ -81,3 +81,11 @@ def test_config_round_trips_through_its_dict() -> None:
     assert config_from_dict(IremConfig().to_dict()) == IremConfig()
     with pytest.raises(InputError):
         config_from_dict({"model": {"kind": "nope"}})
+
+
+@pytest.mark.parametrize(
+    "override", ["train.grid_prior=l3", "train.grid_prior_delta=0", "model.grid_update=lazy"]
+)
+def test_bad_grid_options_are_refused(override: str) -> None:
+    with pytest.raises(InputError):
+        load_config("fast", parse_set([override]))

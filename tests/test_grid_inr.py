@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from irem.grid_inr import GridINR, corner_lookup, local_smoothness_grad
+from irem.grid_inr import (
+    GridINR,
+    corner_lookup,
+    edge_penalty,
+    edge_penalty_grad,
+    local_smoothness_grad,
+)
 
 BOX, EXTENT = (20.0, 12.0, 9.0), (1.0, 0.6, 0.45)
 
@@ -169,3 +175,47 @@ def test_smoothness_of_constant_grids_and_of_one_raised_node() -> None:
 def test_unknown_update_is_refused() -> None:
     with pytest.raises(ValueError, match="update"):
         _grid_inr("lazy")
+
+
+@pytest.mark.parametrize("kind", ["huber", "tv"])
+def test_edge_prior_gradient_equals_autograd(kind: str) -> None:
+    """The in-place gradient of an edge-preserving prior is autograd's, with dense gradients and,
+    on the touched rows only, with sparse ones; delta is set inside the differences' range so that
+    both the quadratic and the linear parts are exercised."""
+    a, b = _random_pair()
+    p = _points(3)[:3]
+    b(p).square().mean().backward()
+    b.add_prior_grad(0.3, kind, 0.5)
+    (a(p).square().mean() + 0.3 * a.prior(kind, 0.5)).backward()
+    c = _grid_inr()
+    with torch.no_grad():
+        for gc, ga in zip(c.grids, a.grids, strict=True):
+            gc.copy_(ga)
+    c(p).square().mean().backward()
+    c.add_prior_grad(0.3, kind, 0.5)
+    for level, ga in enumerate(a.grids):
+        torch.testing.assert_close(c.grids[level].grad, ga.grad, rtol=1e-5, atol=1e-7)
+        grad = b.grids[level].grad.coalesce()
+        rows = grad.indices()[0]
+        assert 0 < len(rows) < b.grids[level].shape[0]
+        expected = ga.grad.reshape(ga.shape[1], -1).t()[rows]
+        torch.testing.assert_close(grad.values(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_edge_penalties_are_quadratic_near_zero_and_linear_on_edges() -> None:
+    delta = 0.1
+    small, large = torch.tensor([1e-3, -2e-3]), torch.tensor([5.0, -10.0])
+    for kind in ("huber", "tv"):
+        torch.testing.assert_close(
+            edge_penalty(small, kind, delta), small.square(), rtol=1e-3, atol=0
+        )
+        slope = edge_penalty_grad(large, kind, delta)
+        torch.testing.assert_close(slope.abs(), torch.full((2,), 2 * delta), rtol=1e-2, atol=0)
+        assert bool((edge_penalty(large, kind, delta) < large.square()).all())
+    model = _grid_inr()
+    with torch.no_grad():
+        for g in model.grids:
+            g.copy_(torch.randn_like(g))
+    torch.testing.assert_close(model.prior("tk1"), model.smoothness())
+    with pytest.raises(ValueError, match="prior"):
+        edge_penalty(small, "l3", delta)
