@@ -67,7 +67,7 @@ def _budget(args: Any, device: str, paper_epochs: int) -> list[str]:
         out.append(f"{args.time_budget:g} s{where} budget")
     per_mvoxel = getattr(args, "time_per_mvoxel", None)
     if per_mvoxel is not None:
-        out.append(f"{per_mvoxel:g} s per M voxels{where}")
+        out.append(f"{per_mvoxel:g} s{where} per M voxels")
     epochs = getattr(args, "epochs", None)
     if epochs is not None and epochs != paper_epochs:
         out.append(f"{epochs} epochs")
