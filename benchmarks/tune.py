@@ -147,11 +147,11 @@ def choose(df: pd.DataFrame) -> pd.DataFrame:
     return best.rename(columns={"psnr_mask": "mean_psnr_mask"}).reset_index(drop=True)
 
 
-def write_readme(out: Path, chosen: pd.DataFrame, config_path: str, n_cases: int) -> None:
+def write_readme(out: Path, chosen: pd.DataFrame, command: str, n_cases: int) -> None:
     lines = [
         "# Tuning results",
         "",
-        f"Made by `python benchmarks/tune.py --config {config_path}` on "
+        f"Made by `{command}` (the latest run; each sweep's CSV holds its own runs) on "
         f"{dt.date.today().isoformat()}: every candidate value run on the cohort's tuning subjects "
         f"only ({n_cases} subject x k cases), chosen by the highest mean brain PSNR. The configs' "
         "method commands carry the chosen values (tests/test_tuning.py).",
@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             chosen.append(choose(pd.read_csv(path)).assign(parameter=name))
     table = pd.concat(chosen, ignore_index=True)[["parameter", "method", "value", "mean_psnr_mask"]]
     table.to_csv(out / "chosen.csv", index=False, float_format="%.4f")
-    write_readme(out, table, args.config, len(cases))
+    write_readme(out, table, " ".join(["python benchmarks/tune.py", *(argv or sys.argv[1:])]),
+                 len(cases))
     print(table.to_string(index=False))
     return 0
 

@@ -268,25 +268,13 @@ class GridINR(nn.Module):
             raise ValueError("levels, features, width >= 1, hidden_layers >= 0, finest_mm > 0")
         if update not in UPDATES:
             raise ValueError(f"update must be one of {UPDATES}, got {update!r}")
-        gen = torch.Generator().manual_seed(int(seed))
         self.register_buffer("extent", torch.tensor(extent, dtype=torch.float32))
         self.update = update
         self.shapes: list[tuple[int, int, int]] = []
         self.sparse_levels: list[bool] = []
-        grids = []
-        for level in range(levels):
-            spacing = finest_mm * 2 ** (levels - 1 - level)
-            nodes = [max(2, math.ceil(b / spacing) + 1) for b in box_mm]
-            # grid_sample indexes (x, y, z) -> (W, H, D): store axis 0 last.
-            shape = (1, features, nodes[2], nodes[1], nodes[0])
-            values = (torch.rand(shape, generator=gen) * 2 - 1) * 1e-4
-            sparse = update == "sparse" and nodes[0] * nodes[1] * nodes[2] > dense_max_nodes
-            if sparse:
-                values = values.view(features, -1).t().contiguous()
-            grids.append(nn.Parameter(values))
-            self.shapes.append((nodes[2], nodes[1], nodes[0]))
-            self.sparse_levels.append(sparse)
-        self.grids = nn.ParameterList(grids)
+        self.grids = nn.ParameterList(
+            self._init_grids(box_mm, levels, features, finest_mm, seed, dense_max_nodes)
+        )
         state = torch.random.get_rng_state()
         torch.manual_seed(int(seed))
         layers: list[nn.Module] = []
@@ -297,6 +285,33 @@ class GridINR(nn.Module):
         layers.append(nn.Linear(in_f, 1))
         torch.random.set_rng_state(state)
         self.mlp = nn.Sequential(*layers)
+
+    def _init_grids(
+        self,
+        box_mm: tuple[float, float, float],
+        levels: int,
+        features: int,
+        finest_mm: float,
+        seed: int,
+        dense_max_nodes: int,
+    ) -> list[nn.Parameter]:
+        """Small random node values of every level (coarsest first), as dense volumes or, for
+        sparse levels, ``(nodes, features)`` tables; fills ``shapes`` and ``sparse_levels``."""
+        gen = torch.Generator().manual_seed(int(seed))
+        grids = []
+        for level in range(levels):
+            spacing = finest_mm * 2 ** (levels - 1 - level)
+            nodes = [max(2, math.ceil(b / spacing) + 1) for b in box_mm]
+            # grid_sample indexes (x, y, z) -> (W, H, D): store axis 0 last.
+            shape = (1, features, nodes[2], nodes[1], nodes[0])
+            values = (torch.rand(shape, generator=gen) * 2 - 1) * 1e-4
+            sparse = self.update == "sparse" and nodes[0] * nodes[1] * nodes[2] > dense_max_nodes
+            if sparse:
+                values = values.view(features, -1).t().contiguous()
+            grids.append(nn.Parameter(values))
+            self.shapes.append((nodes[2], nodes[1], nodes[0]))
+            self.sparse_levels.append(sparse)
+        return grids
 
     def grid_volume(self, level: int) -> torch.Tensor:
         """Level ``level`` as a ``(1, features, D, H, W)`` tensor (a view in either mode)."""

@@ -105,7 +105,7 @@ def test_gpu_methods_take_a_gpu_token() -> None:
 def test_bad_cohort_stops_before_any_job(tmp_path: Path, change: str, message: str) -> None:
     text = (ROOT / "config" / "config.yaml").read_text()
     bad = tmp_path / "bad.yaml"
-    bad.write_text(text.replace("cohort: {subjects: 7, tuning: 2, seed: 0}", change))
+    bad.write_text(text.replace("cohort: {subjects: 8, tuning: 2, seed: 0}", change))
     res = snakemake("--dry-run", "--configfile", str(bad))
     assert res.returncode != 0 and message in res.stdout + res.stderr
 
