@@ -98,15 +98,13 @@ def _fig3_panel(
 ) -> None:
     points = ablation_points(runs, param, defaults)
     colours = methods.colours(runs["method"].unique())
-    for method in sorted(points["method"].unique(), key=methods.sort_key):
-        g = points[points["method"] == method].groupby("x")["psnr_mask"]
-        xs = np.array(sorted(g.groups), dtype=float)
-        mean = g.mean().reindex(xs).to_numpy(dtype=float)
-        err = [_ci_halfwidth(g.get_group(x).to_numpy()) for x in xs]
-        ax.errorbar(
-            xs, mean, yerr=err, fmt="o-", capsize=3, color=colours[method],
-            label=methods.label(method),
-        )  # fmt: skip
+    # One curve per parameter: every variant (one method each, or one method with several values)
+    # is a point of it.
+    g = points.groupby("x")["psnr_mask"]
+    xs = np.array(sorted(g.groups), dtype=float)
+    mean = g.mean().reindex(xs).to_numpy(dtype=float)
+    err = [_ci_halfwidth(g.get_group(x).to_numpy()) for x in xs]
+    ax.errorbar(xs, mean, yerr=err, fmt="o-", capsize=3, color="#333333", label=f"{param} varied")
     base = runs[runs["method"].isin(methods.baselines) & (runs["ablation"] == "")]
     base = base[base["dataset"].isin(points["dataset"]) & base["k"].isin(points["k"])]
     for method in sorted(base["method"].unique(), key=methods.sort_key):
@@ -255,10 +253,16 @@ def scantime_figure(
         line = ax.plot(xs, mean, marker="o", label=methods.label(method), **style)[0]
         if not style:
             line.set_color(colours[method])
-        low = np.array([s.ci_low for _, s in summ])
-        if np.isfinite(low).any():
+        # 95% CI bands from 3 subjects on (with 2 the t interval is wider than the plot); below
+        # that, every subject's own curve, thin.
+        if min(s.n for _, s in summ) >= 3:
+            low = np.array([s.ci_low for _, s in summ])
             high = np.array([s.ci_high for _, s in summ])
             ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        else:
+            for _, sub in sel.groupby("subject"):
+                sub = sub.sort_values("x")
+                ax.plot(sub["x"], sub["psnr_mask"], color=line.get_color(), lw=0.6, alpha=0.5)
     ax.set(xlabel="SNR of the HR scan", ylabel=METRIC_LABELS["psnr_mask"])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -411,7 +415,8 @@ def _draw_slices(
         axes[0, j].imshow(img.T, **show)
         box = Rectangle((x0 - 0.5, y0 - 0.5), size, size, fill=False, edgecolor="yellow", lw=1)
         axes[0, j].add_patch(box)
-        axes[0, j].set_title(titles[j], fontsize=9)
+        wrapped = "\n".join(textwrap.fill(part, 26) for part in titles[j].split("\n"))
+        axes[0, j].set_title(wrapped, fontsize=8)
         axes[1, j].imshow(img[x0 : x0 + size, y0 : y0 + size].T, **show)
         axes[1, j].set_title("zoom", fontsize=8)
         if j == 0:
