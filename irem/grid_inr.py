@@ -168,22 +168,7 @@ def local_smoothness_grad(
     Returns:
         ``(m, F)`` gradient rows.
     """
-    d, h, w = shape
-    r = rows.int()  # int32 arithmetic and indices: faster, and D * H * W < 2**31
-    z = r // (h * w)
-    y = (r - z * (h * w)) // w
-    coords = (z, y, r - (z * h + y) * w)
-    numel = d * h * w * table.shape[1]
-    neighbours = torch.zeros(len(rows), table.shape[1], dtype=table.dtype)
-    total = 0.0
-    for coord, size, stride in zip(coords, shape, (h * w, w, 1), strict=True):
-        c = 2.0 * weight / (numel // size * (size - 1))
-        # A missing neighbour is replaced by the node itself: its difference is then 0.
-        below = table.index_select(0, torch.where(coord > 0, r - stride, r))
-        above = table.index_select(0, torch.where(coord < size - 1, r + stride, r))
-        neighbours.add_(below.add_(above), alpha=c)
-        total += 2 * c
-    return table.index_select(0, r).mul_(total).sub_(neighbours)
+    return local_prior_grad(table, rows, shape, weight, "tk1", 0.0)
 
 
 def local_prior_grad(
@@ -338,31 +323,7 @@ class GridINR(nn.Module):
         A level with a sparse gradient gets the penalty's gradient on the rows it holds only
         (:func:`local_smoothness_grad`); untouched nodes get none.
         """
-        for level, g in enumerate(self.grids):
-            if g.grad is not None and g.grad.is_sparse:
-                grad = coalesced(g.grad)
-                rows = grad.indices()[0]
-                prior = local_smoothness_grad(g, rows, self.shapes[level], weight)
-                g.grad = torch.sparse_coo_tensor(
-                    grad.indices(),
-                    grad.values() + prior,
-                    grad.shape,
-                    is_coalesced=True,
-                    check_invariants=False,
-                )
-                continue
-            if g.grad is None:
-                if self.sparse_levels[level]:
-                    continue  # nothing touched: no gradient to add to
-                g.grad = torch.zeros_like(g)
-            vol = self.grid_volume(level)
-            grad_vol = g.grad if g.dim() == 5 else g.grad.t().view(vol.shape)
-            for axis in (2, 3, 4):
-                d = torch.diff(vol, dim=axis)
-                c = 2.0 * weight / d.numel()
-                n = vol.shape[axis]
-                grad_vol.narrow(axis, 0, n - 1).sub_(d, alpha=c)
-                grad_vol.narrow(axis, 1, n - 1).add_(d, alpha=c)
+        self.add_prior_grad(weight, "tk1")
 
     def prior(self, kind: str = "tk1", delta: float = 0.01) -> torch.Tensor:
         """The grids' :func:`edge_penalty` of neighbouring node differences, averaged per level and
@@ -381,9 +342,6 @@ class GridINR(nn.Module):
     def add_prior_grad(self, weight: float, kind: str = "tk1", delta: float = 0.01) -> None:
         """Add the gradient of ``weight * self.prior(kind, delta)`` to the grids' gradients, in
         place as :meth:`add_smoothness_grad` does (sparse gradients: on their rows only)."""
-        if kind == "tk1":
-            self.add_smoothness_grad(weight)
-            return
         for level, g in enumerate(self.grids):
             if g.grad is not None and g.grad.is_sparse:
                 grad = coalesced(g.grad)
@@ -400,7 +358,7 @@ class GridINR(nn.Module):
                 continue
             if g.grad is None:
                 if self.sparse_levels[level]:
-                    continue
+                    continue  # nothing touched: no gradient to add to
                 g.grad = torch.zeros_like(g)
             vol = self.grid_volume(level)
             grad_vol = g.grad if g.dim() == 5 else g.grad.t().view(vol.shape)
