@@ -38,6 +38,7 @@ from irem.config import TrainConfig, load_config
 from irem.errors import InputError
 from irem.grid_inr import UPDATES, GridINR
 from irem.optim import grid_optimizer
+from irem.reconstruct import build_model
 from irem.simulate import simulate_stacks
 from irem.train import profile_offsets, slice_vectors, training_data
 from irem.volume import Stack, Volume
@@ -102,19 +103,8 @@ def worker(mvoxels: float, update: str, k: int, seconds: float, warmup: int) -> 
     shape = hr_shape(mvoxels)
     stacks = synthetic_stacks(shape, k, seed=0)
     norm = training_data(stacks)[2]
-    m = load_config("fast").model
     rss_data = _max_rss_mb()
-    model = GridINR(
-        norm.box_mm,
-        norm.extent,
-        m.levels,
-        m.features,
-        m.finest_mm,
-        m.width,
-        m.hidden_layers,
-        seed=0,
-        update=update,
-    )
+    model = build_model(load_config("fast", {"model.grid_update": update}), 0, norm)
     steps, secs = step_rate(stacks, t, model, seconds, warmup)
     return {
         "target_mvoxels": mvoxels,
