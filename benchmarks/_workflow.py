@@ -9,7 +9,12 @@ Everything is read from ``config/config.yaml`` and the packaged IREM configurati
 
 from __future__ import annotations
 
+import os
+import platform
+import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,7 @@ import yaml
 
 from irem.config import IremConfig, load_config, parse_set
 from irem.datasets import brain_mask, crop_centre, load_dataset
+from irem.labels import fill
 from irem.metrics import compute_metrics
 from irem.volume import Volume
 
@@ -72,3 +78,49 @@ def method_config(method: str, overrides: dict[str, Any] | None = None) -> IremC
 def scores(pred: np.ndarray, hr: Volume, mask: np.ndarray) -> dict[str, Any]:
     """PSNR/SSIM over the volume and in the brain mask, as ``irem metrics`` computes them."""
     return compute_metrics(pred, hr.data, mask=mask)
+
+
+def irem(*args: str) -> list[str]:
+    """The ``irem`` command of this checkout."""
+    return [sys.executable, "-m", "irem.cli", *args]
+
+
+def run_logged(cmd: list[str] | str, log: Path) -> None:
+    """Run a command (a list, or a shell string) on one thread, its output in ``log``; raise on
+    failure."""
+    with log.open("w") as fh:
+        res = subprocess.run(
+            cmd, shell=isinstance(cmd, str), stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+        )
+    if res.returncode != 0:
+        raise RuntimeError(f"failed ({res.returncode}): {cmd}; see {log}")
+
+
+def method_shell(
+    command: str, stacks: list[str], output: Path, reference: Path, checkpoint: Path
+) -> str:
+    """A workflow method's command template filled in as the ``reconstruct`` rule does for one
+    simulated case (known geometry, no registration; 1 thread, CPU, seed 0), ``irem`` being this
+    checkout's."""
+    geometry = shlex.join(["--no-register", "--fixed-index", "0", "--reference", str(reference)])
+    cmd = fill(command, stacks=shlex.join(stacks), output=shlex.quote(str(output)),
+               reference=shlex.quote(str(reference)), geometry=geometry, threads=1,
+               device="cpu", seed=0, checkpoint=shlex.quote(str(checkpoint)))
+    return re.sub(r"^irem\s", f"{shlex.quote(sys.executable)} -m irem.cli ", cmd)
+
+
+def cpu_description() -> str:
+    """CPU model and the SIMD flags that matter for torch (from /proc/cpuinfo)."""
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16"]
+    return f"{model}; flags: {', '.join(f for f in wanted if f in flags) or 'none of avx2/avx512'}"

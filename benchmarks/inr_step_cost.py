@@ -3,9 +3,9 @@ grid updates.
 
 For each target size (millions of HR voxels; HR grids in the proportions of a 144x176x144 head at
 1 mm) a smooth random volume is cut into three k-fold box-profile stacks (``irem.simulate``), and
-a fresh process per (size, update) trains ``GridINR`` on them as the trainer does (batch of LR
-voxels with slice-profile points, MSE, backward, smoothness prior, optimiser step) with the fast
-configuration's hyperparameters on one thread, for ``--seconds`` after ``--warmup`` steps. Each
+a fresh process per (size, update) runs :meth:`irem.train.Trainer.step` on them (batch of LR
+voxels with slice-profile points, MSE, backward, grid prior, optimiser step) with the fast
+configuration (``irem/configs/fast.yaml``, the update mode set) on one thread, for ``--seconds`` after ``--warmup`` steps. Each
 process reports steps/s and its peak resident memory (``ru_maxrss``) once the data are built and
 after training. Each of ``--repeats`` rounds measures every size, the two updates back to back
 (in swapped order every other round), so that load from other users of the CPU hits both
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -32,15 +31,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from _workflow import cpu_description
 from scipy import ndimage
 
-from irem.config import TrainConfig, load_config
+from irem.config import load_config
 from irem.errors import InputError
-from irem.grid_inr import UPDATES, GridINR
-from irem.optim import grid_optimizer
-from irem.reconstruct import build_model
+from irem.grid_inr import UPDATES
 from irem.simulate import simulate_stacks
-from irem.train import profile_offsets, slice_vectors, training_data
+from irem.train import Trainer
 from irem.volume import Stack, Volume
 
 OUT = Path("results/benchmarks")
@@ -66,26 +64,15 @@ def _max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
 
 
-def step_rate(stacks: list[Stack], t: TrainConfig, model: GridINR, seconds: float, warmup: int):
-    """Steps per second of the trainer's step on ``stacks`` (steps, seconds)."""
-    coords_np, vals_np, norm = training_data(stacks)
-    vectors_np, owner_np = slice_vectors(stacks, norm)
-    coords, vals = torch.from_numpy(coords_np), torch.from_numpy(vals_np)
-    vectors, owner = torch.from_numpy(vectors_np), torch.from_numpy(owner_np)
-    opt = grid_optimizer(model, t.lr_grid, t.lr, tuple(t.betas), t.eps)
+def step_rate(trainer: Trainer, seconds: float, warmup: int) -> tuple[int, float]:
+    """Steps per second of the trainer's own step (data term, backward, grid prior, optimiser
+    update) on random batches of its LR voxels: (steps, seconds)."""
     gen = torch.Generator().manual_seed(1)
-    batch, points = min(t.batch_size, len(vals)), t.profile_points
+    batch = min(trainer.cfg.train.batch_size, trainer.data.n)
 
     def step() -> None:
-        idx = torch.randint(len(vals), (batch,), generator=gen)
-        offsets = profile_offsets(batch, points, gen)
-        across = coords[idx][:, None, :] + offsets[..., None] * vectors[owner[idx]][:, None, :]
-        pred = model(across.reshape(-1, 3)).view(batch, points).mean(dim=1)
-        loss = torch.mean((pred - vals[idx]) ** 2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        model.add_smoothness_grad(t.grid_smoothness)
-        opt.step()
+        trainer.step(torch.randint(trainer.data.n, (batch,), generator=gen))
+        trainer.state.steps += 1
 
     for _ in range(warmup):
         step()
@@ -99,13 +86,13 @@ def step_rate(stacks: list[Stack], t: TrainConfig, model: GridINR, seconds: floa
 def worker(mvoxels: float, update: str, k: int, seconds: float, warmup: int) -> dict:
     """One measurement in this (fresh) process: steps/s and peak RSS."""
     torch.set_num_threads(1)
-    t = load_config("fast").train
+    cfg = load_config("fast", {"model.grid_update": update})
     shape = hr_shape(mvoxels)
     stacks = synthetic_stacks(shape, k, seed=0)
-    norm = training_data(stacks)[2]
-    rss_data = _max_rss_mb()
-    model = build_model(load_config("fast", {"model.grid_update": update}), 0, norm)
-    steps, secs = step_rate(stacks, t, model, seconds, warmup)
+    trainer = Trainer(stacks, cfg, seed=0)
+    rss_data = _max_rss_mb()  # data and model built, nothing trained
+    model, t = trainer.model, cfg.train
+    steps, secs = step_rate(trainer, seconds, warmup)
     return {
         "target_mvoxels": mvoxels,
         "hr_shape": "x".join(map(str, shape)),
@@ -120,22 +107,6 @@ def worker(mvoxels: float, update: str, k: int, seconds: float, warmup: int) -> 
         "rss_data_mb": rss_data,
         "rss_peak_mb": _max_rss_mb(),
     }
-
-
-def cpu_description() -> str:
-    """CPU model and the SIMD flags that matter for torch (from /proc/cpuinfo)."""
-    model, flags = platform.processor() or "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16"]
-    return f"{model}; flags: {', '.join(f for f in wanted if f in flags) or 'none of avx2/avx512'}"
 
 
 def run_all(args: argparse.Namespace) -> pd.DataFrame:

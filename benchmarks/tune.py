@@ -18,10 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import re
-import shlex
-import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -33,8 +30,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _workflow import irem, method_shell, run_logged  # noqa: E402
+
 from irem import layout as L  # noqa: E402
-from irem.labels import fill  # noqa: E402
 
 #: What is tuned, in order: parameter name -> (methods it applies to, option, candidate values).
 #: Sweeps of the same method run one after the other, each with the values chosen before it
@@ -44,22 +42,6 @@ SWEEPS: dict[str, tuple[tuple[str, ...], str, tuple[float, ...]]] = {
     "grid_prior_weight": (("iremfast",), "--set train.grid_smoothness=", (1.0, 3.0, 10.0)),
     "grid_prior_delta": (("iremfast",), "--set train.grid_prior_delta=", (0.003, 0.01, 0.03)),
 }
-
-
-def irem(*args: str) -> list[str]:
-    """The `irem` command of this checkout."""
-    return [sys.executable, "-m", "irem.cli", *args]
-
-
-def run(cmd: list[str] | str, log: Path) -> None:
-    """Run a command (a list, or a shell string), its output in ``log``; raise on failure."""
-    with log.open("w") as fh:
-        res = subprocess.run(
-            cmd, shell=isinstance(cmd, str), stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
-        )
-    if res.returncode != 0:
-        raise RuntimeError(f"failed ({res.returncode}): {cmd}; see {log}")
 
 
 def cohort_entry(config: dict) -> dict:
@@ -80,17 +62,17 @@ def prepare(config: dict, work: Path) -> list[dict]:
         gt, wm = work / f"sub-{subject}_{contrast}.nii.gz", work / f"sub-{subject}_wm.nii.gz"
         mask = work / f"sub-{subject}_mask.nii.gz"
         crop = ["--crop", *map(str, entry["crop"])] if entry.get("crop") else []
-        run(irem("dataset", "mni152_cohort", "--index", str(index), "--seed", str(c.get("seed", 0)),
+        run_logged(irem("dataset", "mni152_cohort", "--index", str(index), "--seed", str(c.get("seed", 0)),
                  "--contrast", contrast, *crop, "-o", str(gt), "--wm-mask-out", str(wm)),
             work / f"gt-{subject}.log")
-        run(irem("dataset", str(gt), "--mask-out", str(mask), "--mask-threshold", "0"),
+        run_logged(irem("dataset", str(gt), "--mask-out", str(mask), "--mask-threshold", "0"),
             work / f"mask-{subject}.log")
         for k in config["ks"]:
             out = work / f"k{k}" / f"sub-{subject}"
             noise = []
             if config["simulation"].get("snr"):
                 noise = ["--snr", str(config["simulation"]["snr"]), "--wm-mask", str(wm)]
-            run(irem("simulate", str(gt), "--k", str(k), "--seed", "0", "--profile",
+            run_logged(irem("simulate", str(gt), "--k", str(k), "--seed", "0", "--profile",
                      config["simulation"]["profile"], *noise, "--out-dir", str(out)),
                 work / f"sim-{subject}-k{k}.log")
             stacks = [str(out / f"acq-{o}.nii.gz") for o in L.ORIENTATIONS]
@@ -111,18 +93,14 @@ def score(case: dict, method: dict, option: str, value: float, work: Path) -> di
     """Run one candidate on one case; its brain PSNR/SSIM."""
     tag = f"{method['name']}-{option.strip('-=').split('.')[-1]}-{value:g}-{case['subject']}-k{case['k']}"
     out = work / f"{tag}.nii.gz"
-    geometry = shlex.join(["--no-register", "--fixed-index", "0", "--reference", str(case["gt"])])
     command = method["command"]
     for prev_option, prev_value in method.get("chosen", []):
         command = with_value(command, prev_option, prev_value)
-    cmd = fill(with_value(command, option, value), stacks=shlex.join(case["stacks"]),
-               output=shlex.quote(str(out)), reference=shlex.quote(str(case["gt"])),
-               geometry=geometry, threads=1, device="cpu", seed=0,
-               checkpoint=shlex.quote(str(work / f".{tag}.ckpt")))
-    cmd = re.sub(r"^irem\s", f"{shlex.quote(sys.executable)} -m irem.cli ", cmd)
-    run(cmd, work / f"{tag}.log")
+    cmd = method_shell(with_value(command, option, value), case["stacks"], out, case["gt"],
+                       work / f".{tag}.ckpt")
+    run_logged(cmd, work / f"{tag}.log")
     met = work / f"{tag}_metrics.json"
-    run(irem("metrics", str(out), str(case["gt"]), "--mask", str(case["mask"]), "-o", str(met)),
+    run_logged(irem("metrics", str(out), str(case["gt"]), "--mask", str(case["mask"]), "-o", str(met)),
         work / f"{tag}-metrics.log")
     m = json.loads(met.read_text())
     return {"method": method["name"], "subject": case["subject"], "contrast": case["contrast"],

@@ -51,6 +51,11 @@ class TrainConfig:
     that penalty of a node difference ``d``: ``tk1`` (``d**2``), or the edge-preserving ``huber``
     or ``tv`` (smoothed total variation), both ``d**2`` near 0 and linear in ``|d|`` beyond about
     ``grid_prior_delta`` (see :func:`irem.grid_inr.edge_penalty`).
+    ``image_prior`` (weight; 0: none) adds a prior on the represented image itself, as SRR-TV's
+    regulariser is: each step renders a random ``image_prior_block``-cubed block of points spaced
+    ``model.finest_mm`` apart inside the stacks' box and adds the mean ``image_prior_kind``
+    penalty (:func:`irem.grid_inr.edge_penalty`, delta ``image_prior_delta`` in normalised
+    intensity) of neighbouring points' differences along each axis, summed over the axes.
     ``lr_schedule: step`` (the paper) multiplies the learning rates by ``lr_decay`` every
     ``lr_step_epochs`` epochs; ``budget`` lowers them exponentially with the fraction of the run
     done (steps of ``epochs``, or seconds of ``time_budget``, whichever is further) to ``lr_final``
@@ -72,6 +77,10 @@ class TrainConfig:
     grid_prior: str = "tk1"
     grid_prior_delta: float = 0.01
     profile_points: int = 1
+    image_prior: float = 0.0
+    image_prior_kind: str = "huber"
+    image_prior_delta: float = 0.01
+    image_prior_block: int = 16
     precision: str = "fp32"
     lr_decay: float = 0.5
     lr_step_epochs: int = 500
@@ -178,6 +187,13 @@ def _check(cfg: IremConfig) -> None:
         (t.grid_prior in ("tk1", "huber", "tv"), "train.grid_prior must be tk1, huber or tv"),
         (t.grid_prior_delta > 0, "train.grid_prior_delta must be positive"),
         (t.profile_points >= 1, "train.profile_points must be >= 1"),
+        (t.image_prior >= 0, "train.image_prior must be >= 0"),
+        (
+            t.image_prior_kind in ("tk1", "huber", "tv"),
+            "train.image_prior_kind must be tk1, huber or tv",
+        ),
+        (t.image_prior_delta > 0, "train.image_prior_delta must be positive"),
+        (t.image_prior_block >= 2, "train.image_prior_block must be >= 2"),
         (t.precision in ("fp32", "bf16"), "train.precision must be fp32 or bf16"),
     ]
     for ok, msg in checks:

@@ -32,7 +32,7 @@ import torch
 from irem.config import IremConfig, TrainConfig
 from irem.errors import InputError
 from irem.grid import stack_points
-from irem.grid_inr import GridINR
+from irem.grid_inr import GridINR, edge_penalty
 from irem.optim import grid_optimizer
 from irem.progress import Progress
 
@@ -258,6 +258,29 @@ def _forward(
     return model(across.reshape(-1, 3)).view(len(idx), points).mean(dim=1)
 
 
+def block_points(
+    extent: torch.Tensor, spacing: float, n: int, gen: torch.Generator
+) -> torch.Tensor:
+    """``(n**3, 3)`` points of a cube of ``n`` points a side, ``spacing`` apart (input units), at
+    a random place inside the box ``[-extent, extent]`` (a box smaller than the cube: centred),
+    in (x, y, z) order with x fastest."""
+    span = (n - 1) * spacing
+    room = (2 * extent - span).clamp(min=0)
+    origin = -extent + (2 * extent - span).clamp(max=0) / 2 + torch.rand(3, generator=gen) * room
+    ax = torch.arange(n, dtype=torch.float32) * spacing
+    z, y, x = torch.meshgrid(ax, ax, ax, indexing="ij")
+    return torch.stack((x, y, z), dim=-1).reshape(-1, 3) + origin
+
+
+def image_penalty(values: torch.Tensor, kind: str, delta: float) -> torch.Tensor:
+    """Mean :func:`irem.grid_inr.edge_penalty` of neighbouring differences of a cube of values
+    ``(n, n, n)`` along each axis, summed over the axes."""
+    return sum(
+        (edge_penalty(torch.diff(values, dim=axis), kind, delta).mean() for axis in range(3)),
+        start=torch.zeros((), device=values.device),
+    )
+
+
 def _fingerprint(
     cfg: IremConfig, n: int, seed: int, thickness: list[float] | None = None
 ) -> dict[str, Any]:
@@ -382,10 +405,23 @@ class Trainer:
             pred = _forward(self.model, self.data, idx, t.profile_points, jitter_seed)
         loss = torch.mean((pred.float() - self.data.vals[idx]) ** 2)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if t.image_prior > 0:
+            (loss + t.image_prior * self._image_prior(jitter_seed)).backward()
+        else:
+            loss.backward()
         self._add_prior_gradient()
         self.opt.step()
         return float(loss.detach())
+
+    def _image_prior(self, seed: int) -> torch.Tensor:
+        """``train.image_prior_kind`` penalty of the image rendered on a random block (unweighted)."""
+        t, norm = self.cfg.train, self.data.norm
+        extent = torch.tensor(norm.box_mm, dtype=torch.float32) / 2 / norm.half_extent
+        spacing = self.cfg.model.finest_mm / norm.half_extent
+        n = t.image_prior_block
+        pts = block_points(extent, spacing, n, torch.Generator().manual_seed(seed + 7))
+        values = self.model(pts.to(self.device)).float().view(n, n, n)
+        return image_penalty(values, t.image_prior_kind, t.image_prior_delta)
 
     def _add_prior_gradient(self) -> None:
         """The grid prior (``train.grid_prior`` of the feature grids' node differences), added to
