@@ -41,6 +41,9 @@ SWEEPS: dict[str, tuple[tuple[str, ...], str, tuple[float, ...]]] = {
     "srr_alpha": (("srrtk1", "srrtv"), "--alpha", (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)),
     "grid_prior_weight": (("iremfast",), "--set train.grid_smoothness=", (1.0, 3.0, 10.0)),
     "grid_prior_delta": (("iremfast",), "--set train.grid_prior_delta=", (0.003, 0.01, 0.03)),
+    # 0: the fixed train.profile_points (4); 1 and 2: one point per 1 or 2 mm of slice thickness
+    "profile_spacing": (("iremfast",), "--set train.profile_spacing_mm=", (0.0, 1.0, 2.0)),
+    "image_prior": (("iremfast",), "--set train.image_prior=", (0.0, 0.01, 0.1)),
 }
 
 

@@ -670,6 +670,7 @@ def _irem_sidecar(
         "final_loss": result.final_loss,
         "epochs_completed": result.epochs_completed,
         "steps": result.steps,
+        "profile_points": result.profile_points,
         "budget": result.budget.to_dict(),
         "stopped_by": result.stopped_by,
         "resumed": result.resumed,

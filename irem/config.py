@@ -51,6 +51,9 @@ class TrainConfig:
     that penalty of a node difference ``d``: ``tk1`` (``d**2``), or the edge-preserving ``huber``
     or ``tv`` (smoothed total variation), both ``d**2`` near 0 and linear in ``|d|`` beyond about
     ``grid_prior_delta`` (see :func:`irem.grid_inr.edge_penalty`).
+    ``profile_spacing_mm`` > 0 sets the number of those points from the slices instead: one per
+    ``profile_spacing_mm`` of the thickest stack's slice thickness (rounded up), so that thicker
+    slices get more points (:func:`irem.train.slice_profile_points`).
     ``image_prior`` (weight; 0: none) adds a prior on the represented image itself, as SRR-TV's
     regulariser is: each step renders a random ``image_prior_block``-cubed block of points spaced
     ``model.finest_mm`` apart inside the stacks' box and adds the mean ``image_prior_kind``
@@ -77,6 +80,7 @@ class TrainConfig:
     grid_prior: str = "tk1"
     grid_prior_delta: float = 0.01
     profile_points: int = 1
+    profile_spacing_mm: float = 0.0
     image_prior: float = 0.0
     image_prior_kind: str = "huber"
     image_prior_delta: float = 0.01
@@ -187,6 +191,7 @@ def _check(cfg: IremConfig) -> None:
         (t.grid_prior in ("tk1", "huber", "tv"), "train.grid_prior must be tk1, huber or tv"),
         (t.grid_prior_delta > 0, "train.grid_prior_delta must be positive"),
         (t.profile_points >= 1, "train.profile_points must be >= 1"),
+        (t.profile_spacing_mm >= 0, "train.profile_spacing_mm must be >= 0"),
         (t.image_prior >= 0, "train.image_prior must be >= 0"),
         (
             t.image_prior_kind in ("tk1", "huber", "tv"),

@@ -107,6 +107,7 @@ class TrainResult:
     resumed: bool
     loss_history: list[float] = field(default_factory=list)
     budget: TimeBudget = field(default_factory=lambda: TimeBudget("epochs", None))
+    profile_points: int = 1
 
 
 def training_data(stacks: list[Stack]) -> tuple[np.ndarray, np.ndarray, Normaliser]:
@@ -234,6 +235,14 @@ class LearningRate:
         f = self.factor(steps, seconds, epoch)
         for group, base in zip(self.opt.param_groups, self.base, strict=True):
             group["lr"] = base * f
+
+
+def slice_profile_points(t: TrainConfig, thickness: list[float]) -> int:
+    """Points across each thick slice: ``t.profile_points``, or with ``t.profile_spacing_mm`` > 0
+    one per that many millimetres of the thickest slice (rounded up, at least 1)."""
+    if t.profile_spacing_mm <= 0 or not thickness:
+        return t.profile_points
+    return max(1, math.ceil(max(thickness) / t.profile_spacing_mm - 1e-6))
 
 
 def profile_offsets(n: int, points: int, gen: torch.Generator) -> torch.Tensor:
@@ -384,6 +393,7 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(self.seed + 1)
         self.state = RunState()
         thickness = [float(s.slice_thickness) for s in stacks]
+        self.profile_points = slice_profile_points(t, thickness)
         self.fingerprint = _fingerprint(cfg, self.data.n, self.seed, thickness)
         self.resumed = False
         self._last_checkpoint = 0.0
@@ -402,7 +412,7 @@ class Trainer:
         jitter_seed = self.seed * 1_000_003 + self.state.steps
         bf16 = t.precision == "bf16"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            pred = _forward(self.model, self.data, idx, t.profile_points, jitter_seed)
+            pred = _forward(self.model, self.data, idx, self.profile_points, jitter_seed)
         loss = torch.mean((pred.float() - self.data.vals[idx]) ** 2)
         self.opt.zero_grad(set_to_none=True)
         if t.image_prior > 0:
@@ -561,6 +571,7 @@ class Trainer:
             resumed=self.resumed,
             loss_history=list(s.history),
             budget=self.budget,
+            profile_points=self.profile_points,
         )
         log.info(
             "trained %d steps (%d epochs) in %.1f s, stopped by %s, loss %.4g",

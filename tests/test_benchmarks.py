@@ -31,7 +31,7 @@ def test_paired_table_pairs_subjects_and_counts_the_margin() -> None:
     assert r["ci_low"] < r["diff"] < r["ci_high"]
     assert (r["wins"], r["ties"], r["losses"]) == (2, 0, 2)
     assert r["worst"] == pytest.approx(-0.7)
-    assert r["below_0.5dB"] == 1
+    assert r["below_margin"] == 1
 
 
 def test_committed_table_matches_the_committed_runs() -> None:
@@ -40,5 +40,5 @@ def test_committed_table_matches_the_committed_runs() -> None:
     committed = pd.read_csv(ROOT / "results" / "benchmarks" / "inr_vs_srrtv.csv")
     committed = committed[committed["volume"] == "cohort"].reset_index(drop=True)
     assert list(committed["k"]) == list(fresh["k"])
-    for column in ("n", "diff", "ci_low", "ci_high", "worst", "below_0.5dB"):
+    for column in ("n", "diff", "ci_low", "ci_high", "worst", "below_margin"):
         assert committed[column].to_numpy() == pytest.approx(fresh[column].to_numpy(), abs=1e-3)

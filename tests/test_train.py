@@ -8,7 +8,14 @@ from irem.config import load_config
 from irem.grid import reference_grid
 from irem.metrics import compute_metrics
 from irem.simulate import simulate_stacks
-from irem.train import block_points, image_penalty, predict, train, training_data
+from irem.train import (
+    block_points,
+    image_penalty,
+    predict,
+    slice_profile_points,
+    train,
+    training_data,
+)
 from irem.volume import Volume
 
 SMALL = {"model.width": 32, "model.fourier_dim": 32, "train.batch_size": 512, "train.lr": 1e-3}
@@ -96,6 +103,17 @@ def test_profile_offsets_are_stratified_across_the_slice() -> None:
     assert off.min() >= -0.5 and off.max() <= 0.5
     for j in range(4):  # one point per quarter of the slice
         assert ((off[:, j] >= -0.5 + j / 4) & (off[:, j] <= -0.25 + j / 4)).all()
+
+
+def test_profile_points_follow_the_thickest_slice_when_spaced() -> None:
+    t = load_config("fast").train
+    t.profile_points, t.profile_spacing_mm = 4, 0.0
+    assert slice_profile_points(t, [8.0, 8.0, 8.0]) == 4  # fixed count
+    t.profile_spacing_mm = 1.0
+    assert slice_profile_points(t, [4.0, 4.0, 4.0]) == 4
+    assert slice_profile_points(t, [4.0, 8.0, 5.5]) == 8
+    assert slice_profile_points(t, [2.5]) == 3
+    assert slice_profile_points(t, [0.5]) == 1
 
 
 def test_slice_vectors_span_one_thick_slice(phantom: Volume) -> None:
