@@ -10,11 +10,14 @@ One table, two sources, brain PSNR of the INR minus that of SRR-TV:
   brain crop (4.5 M voxels) instead of the workflow's crop, simulated as the workflow simulates
   (SNR 40, box profile, seed 0) at every k of the config and reconstructed with the config's
   ``iremfast`` and ``srrtv`` commands (the same ``irem`` path, one thread each; the INR's budget
-  follows its ``--time-per-mvoxel`` rule). Its runs are kept in
+  follows its ``--time-per-mvoxel`` rule); with ``--sparse`` also the INR with sparse grid updates
+  (``iremfast_sparse``: the same command with ``--set model.grid_update=sparse``), reported beside
+  the default, not used to choose it. Its runs are kept in
   ``results/benchmarks/inr_vs_srrtv_whole.csv`` and reused unless ``--whole`` is given again.
 
   python benchmarks/inr_vs_srrtv.py                 # cohort part (+ kept whole-crop runs)
-  python benchmarks/inr_vs_srrtv.py --whole         # also (re)run the whole crop (~30 min)
+  python benchmarks/inr_vs_srrtv.py --whole [--sparse]  # also (re)run the whole crop (~15 min
+                                                        # per pair of INR runs on 2 cores)
   -> results/benchmarks/inr_vs_srrtv.{csv,md,png}
 """
 
@@ -22,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,6 +56,7 @@ from irem.stats import TIE_TOLERANCE, paired  # noqa: E402
 from irem.volume import sidecar_path  # noqa: E402
 
 INR, BASELINE = "iremfast", "srrtv"
+SPARSE = "iremfast_sparse"  # the INR with sparse grid updates (whole crop only)
 WHOLE = OUT / "inr_vs_srrtv_whole.csv"
 
 
@@ -64,76 +70,86 @@ def cohort_runs(runs_csv: Path) -> pd.DataFrame:
                                        "training_seconds", "total_seconds"]]
 
 
-def method_commands() -> dict[str, str]:
-    """The config's commands of the two methods."""
-    return {m["name"]: str(m["command"]) for m in workflow_config()["methods"]
-            if m["name"] in (INR, BASELINE)}
+def method_commands(sparse: bool) -> dict[str, str]:
+    """The config's commands of the two methods (and the sparse-update INR)."""
+    commands = {m["name"]: str(m["command"]) for m in workflow_config()["methods"]
+                if m["name"] in (INR, BASELINE)}
+    if sparse:
+        commands[SPARSE] = commands[INR] + " --set model.grid_update=sparse"
+    return commands
 
 
-def run_whole(subject: str, jobs: int) -> pd.DataFrame:
+def run_whole(subject: str, jobs: int, sparse: bool) -> pd.DataFrame:
     """Simulate and reconstruct one cohort subject over the whole brain crop at every k."""
     config = workflow_config()
     entry = next(d for d in config["datasets"] if d.get("cohort"))
     index = int(subject) - 1
     if index < entry["cohort"]["tuning"]:
         raise SystemExit(f"error: subject {subject} is a tuning subject; pick an evaluation one")
-    commands = method_commands()
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="irem-whole-") as tmp:
-        work = Path(tmp)
-        gt, wm, mask = work / "gt.nii.gz", work / "wm.nii.gz", work / "mask.nii.gz"
-        run_logged(irem("dataset", "mni152_cohort", "--index", str(index), "--seed",
-                        str(entry["cohort"].get("seed", 0)), "-o", str(gt),
-                        "--wm-mask-out", str(wm)), work / "gt.log")
-        run_logged(irem("dataset", str(gt), "--mask-out", str(mask), "--mask-threshold", "0"),
-                   work / "mask.log")
-        tasks = []
-        for k in config["ks"]:
-            out = work / f"k{k}"
-            run_logged(irem("simulate", str(gt), "--k", str(k), "--seed", "0", "--profile",
-                            config["simulation"]["profile"], "--snr",
-                            str(config["simulation"]["snr"]), "--wm-mask", str(wm),
-                            "--out-dir", str(out)), work / f"sim-k{k}.log")
-            stacks = [str(out / f"acq-{o}.nii.gz") for o in L.ORIENTATIONS]
-            tasks += [(k, name, stacks) for name in (BASELINE, INR)]
+    commands = method_commands(sparse)
+    work = Path(tempfile.mkdtemp(prefix="irem-whole-"))  # kept (with the logs) on a failure
+    gt, wm, mask = work / "gt.nii.gz", work / "wm.nii.gz", work / "mask.nii.gz"
+    run_logged(irem("dataset", "mni152_cohort", "--index", str(index), "--seed",
+                    str(entry["cohort"].get("seed", 0)), "-o", str(gt),
+                    "--wm-mask-out", str(wm)), work / "gt.log")
+    run_logged(irem("dataset", str(gt), "--mask-out", str(mask), "--mask-threshold", "0"),
+               work / "mask.log")
+    tasks = []
+    for k in config["ks"]:
+        out = work / f"k{k}"
+        run_logged(irem("simulate", str(gt), "--k", str(k), "--seed", "0", "--profile",
+                        config["simulation"]["profile"], "--snr",
+                        str(config["simulation"]["snr"]), "--wm-mask", str(wm),
+                        "--subject-seed", str(zlib.crc32(f"cohort/{subject}".encode())),
+                        "--out-dir", str(out)), work / f"sim-k{k}.log")
+        stacks = [str(out / f"acq-{o}.nii.gz") for o in L.ORIENTATIONS]
+        tasks += [(k, name, stacks) for name in commands]
 
-        def one(task: tuple[int, str, list[str]]) -> dict:
-            k, name, stacks = task
-            rec = work / f"k{k}-{name}.nii.gz"
-            cmd = method_shell(commands[name], stacks, rec, gt, work / f".k{k}-{name}.ckpt")
-            run_logged(cmd, work / f"k{k}-{name}.log")
-            met = work / f"k{k}-{name}_metrics.json"
-            run_logged(irem("metrics", str(rec), str(gt), "--mask", str(mask), "-o", str(met)),
-                       work / f"k{k}-{name}-metrics.log")
-            m = json.loads(met.read_text())
-            side = json.loads(sidecar_path(rec).read_text())
-            return {"volume": "whole", "k": k, "subject": subject,
-                    "contrast": CONTRASTS[index % len(CONTRASTS)], "method": name,
-                    "psnr_mask": m["psnr_mask"],
-                    "training_seconds": side.get("training_seconds", np.nan),
-                    "total_seconds": side.get("total_seconds", np.nan)}
+    def one(task: tuple[int, str, list[str]]) -> dict:
+        k, name, stacks = task
+        rec = work / f"k{k}-{name}.nii.gz"
+        cmd = method_shell(commands[name], stacks, rec, gt, work / f".k{k}-{name}.ckpt")
+        run_logged(cmd, work / f"k{k}-{name}.log")
+        met = work / f"k{k}-{name}_metrics.json"
+        run_logged(irem("metrics", str(rec), str(gt), "--mask", str(mask), "-o", str(met)),
+                   work / f"k{k}-{name}-metrics.log")
+        m = json.loads(met.read_text())
+        side = json.loads(sidecar_path(rec).read_text())
+        return {"volume": "whole", "k": k, "subject": subject,
+                "contrast": CONTRASTS[index % len(CONTRASTS)], "method": name,
+                "psnr_mask": m["psnr_mask"],
+                "training_seconds": side.get("training_seconds", np.nan),
+                "total_seconds": side.get("total_seconds", np.nan)}
 
-        with ThreadPoolExecutor(jobs) as pool:
-            rows = list(pool.map(one, tasks))
+    with ThreadPoolExecutor(jobs) as pool:
+        rows = list(pool.map(one, tasks))
+    shutil.rmtree(work)
     return pd.DataFrame(rows)
 
 
 def paired_table(runs: pd.DataFrame, margin: float) -> pd.DataFrame:
-    """Per volume and k: INR minus SRR-TV brain PSNR, paired over subjects."""
+    """Per volume, k and INR variant: INR minus SRR-TV brain PSNR, paired over subjects."""
     rows = []
     for (volume, k), g in runs.groupby(["volume", "k"], sort=True):
         wide = g.pivot_table(index="subject", columns="method", values="psnr_mask")
-        diff = wide[INR] - wide[BASELINE]
-        p = paired(wide[INR], wide[BASELINE], TIE_TOLERANCE["psnr_mask"])
-        rows.append({
-            "volume": volume, "k": int(k), "n": p.n,
-            "srrtv_psnr": float(wide[BASELINE].mean()), "inr_psnr": float(wide[INR].mean()),
-            "diff": p.diff, "ci_low": p.ci_low, "ci_high": p.ci_high, "p_wilcoxon": p.p_wilcoxon,
-            "wins": p.wins, "ties": p.ties, "losses": p.losses, "worst": float(diff.min()),
-            "margin": margin, "below_margin": int((diff < -margin).sum()),
-            "per_subject": " ".join(f"{s}:{d:+.2f}" for s, d in diff.items()),
-        })
+        for method in [m for m in (INR, SPARSE) if m in wide.columns]:
+            rows.append(_paired_row(wide, method, volume, int(k), margin))
     return pd.DataFrame(rows)
+
+
+def _paired_row(wide: pd.DataFrame, method: str, volume: str, k: int, margin: float) -> dict:
+    """INR variant ``method`` minus SRR-TV over the subjects that have both."""
+    both = wide[[method, BASELINE]].dropna()
+    diff = both[method] - both[BASELINE]
+    p = paired(wide[method], wide[BASELINE], TIE_TOLERANCE["psnr_mask"])
+    return {
+        "volume": volume, "k": k, "method": method, "n": p.n,
+        "srrtv_psnr": float(both[BASELINE].mean()), "inr_psnr": float(both[method].mean()),
+        "diff": p.diff, "ci_low": p.ci_low, "ci_high": p.ci_high, "p_wilcoxon": p.p_wilcoxon,
+        "wins": p.wins, "ties": p.ties, "losses": p.losses, "worst": float(diff.min()),
+        "margin": margin, "below_margin": int((diff < -margin).sum()),
+        "per_subject": " ".join(f"{s}:{d:+.2f}" for s, d in diff.items()),
+    }
 
 
 def plot(runs: pd.DataFrame, table: pd.DataFrame, margin: float, path: Path) -> None:
@@ -143,13 +159,14 @@ def plot(runs: pd.DataFrame, table: pd.DataFrame, margin: float, path: Path) -> 
     for i, r in enumerate(table.itertuples()):
         g = runs[(runs["volume"] == r.volume) & (runs["k"] == r.k)]
         wide = g.pivot_table(index="subject", columns="method", values="psnr_mask")
-        d = (wide[INR] - wide[BASELINE]).to_numpy()
+        d = (wide[r.method] - wide[BASELINE]).dropna().to_numpy()
         ax.scatter(np.full(d.size, i) + np.linspace(-0.12, 0.12, d.size), d, s=18,
                    color="tab:blue", zorder=3)
         if np.isfinite(r.ci_low):
             ax.errorbar(i + 0.3, r.diff, yerr=[[r.diff - r.ci_low], [r.ci_high - r.diff]],
                         fmt="o", color="black", capsize=4)
-        labels.append(f"{r.volume}\nk={r.k} (n={r.n})")
+        sparse = "\nsparse" if r.method == SPARSE else ""
+        labels.append(f"{r.volume}{sparse}\nk={r.k} (n={r.n})")
     ax.axhline(0, color="grey", lw=1)
     ax.axhline(-margin, color="tab:red", lw=1, ls="--", label=f"-{margin:g} dB")
     ax.set_xticks(range(len(labels)), labels)
@@ -191,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default="results/tables/runs.csv",
                         help="the workflow's per-run table")
     parser.add_argument("--whole", action="store_true", help="(re)run the whole-crop volume")
+    parser.add_argument("--sparse", action="store_true",
+                        help="whole crop: also the INR with sparse grid updates")
     parser.add_argument("--subject", default="04", help="cohort evaluation subject (whole crop)")
     parser.add_argument("--jobs", type=int, default=2, help="whole-crop runs side by side")
     parser.add_argument("--margin", type=float, default=0.5, help="dB below SRR-TV to count")
@@ -202,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     parts = [cohort_runs(runs_csv)]
     if args.whole:
-        run_whole(args.subject, args.jobs).to_csv(ROOT / WHOLE, index=False, float_format="%.4f")
+        run_whole(args.subject, args.jobs, args.sparse).to_csv(ROOT / WHOLE, index=False, float_format="%.4f")
     if (ROOT / WHOLE).exists():
         parts.append(pd.read_csv(ROOT / WHOLE, dtype={"subject": str}))
     runs = pd.concat(parts, ignore_index=True)

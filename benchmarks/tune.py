@@ -2,8 +2,9 @@
 
 Protocol (the README's "Tuning"): the tuning subjects are the first ``cohort.tuning`` subjects of
 the first cohort dataset of a workflow config (``config/config.yaml``); the evaluation subjects are
-never generated here. Each subject is simulated exactly as the workflow does (same crop, noise,
-seed 0, every k of the config), each candidate value is run through the method's own command
+never generated here. Each subject is simulated as the workflow does (same crop, SNR, profile,
+seed 0, every k of the config; without the workflow's per-subject noise seed, so the noise draw
+differs), each candidate value is run through the method's own command
 from the config (the same ``irem`` code path as the workflow), and the value with the highest mean
 brain PSNR over tuning subjects and k is chosen. Writes ``results/tuning/<parameter>.csv`` (every
 run) and ``results/tuning/chosen.csv`` + ``README.md`` (the choices); the config's commands must

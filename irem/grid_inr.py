@@ -93,6 +93,40 @@ def corner_lookup(
     return base[None, :] + offsets[:, None], weights
 
 
+#: One-element dtypes of rows of 8 and 16 bytes, for :func:`gather_rows` and :func:`put_rows`.
+_ROW_WORDS: dict[int, torch.dtype] = {8: torch.float64, 16: torch.complex128}
+
+
+def _row_words(t: torch.Tensor) -> torch.Tensor | None:
+    """A contiguous ``(N, ...)`` tensor whose rows are 8 or 16 bytes as a 1-D tensor of one
+    element per row (a bit view, no copy); None for other tensors."""
+    if t.dim() < 1 or not t.is_contiguous() or t.is_complex():
+        return None
+    dtype = _ROW_WORDS.get(t[0].numel() * t.element_size() if t.shape[0] else 0)
+    if dtype is None:
+        return None
+    return t.view(t.shape[0], -1).view(dtype).view(-1)
+
+
+def gather_rows(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``t.index_select(0, rows)``; rows of 8 or 16 bytes (a node's two float32 features, or its
+    two Adam moments) go through a one-element-per-row view, which torch gathers 2-5 times faster
+    on a CPU than narrow rows (and int64 indices than int32 ones)."""
+    words = _row_words(t)
+    if words is None:
+        return t.index_select(0, rows.long())
+    return words.index_select(0, rows.long()).view(t.dtype).view(-1, *t.shape[1:])
+
+
+def put_rows(t: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> None:
+    """``t.index_copy_(0, rows, values)`` in place, through the view of :func:`gather_rows`."""
+    words, source = _row_words(t), _row_words(values.contiguous())
+    if words is None or source is None:
+        t.index_copy_(0, rows.long(), values)
+        return
+    words.index_copy_(0, rows.long(), source)
+
+
 def spatial_order(u: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
     """Permutation sorting points ``u`` by the row of their lowest corner in a grid of ``shape``:
     gathers and scatters in that order walk the tables forwards (cache-friendly)."""
@@ -108,7 +142,7 @@ class _GatherTrilinear(torch.autograd.Function):
 
     @staticmethod
     def forward(table: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        corners = table.index_select(0, rows.reshape(-1)).view(*rows.shape, table.shape[1])
+        corners = gather_rows(table, rows.reshape(-1)).view(*rows.shape, table.shape[1])
         return (corners * weights.unsqueeze(2)).sum(dim=0)
 
     @staticmethod
@@ -201,13 +235,13 @@ def local_prior_grad(
     y = (r - z * (h * w)) // w
     coords = (z, y, r - (z * h + y) * w)
     numel = d * h * w * table.shape[1]
-    centre = table.index_select(0, r)
+    centre = gather_rows(table, r)
     out = torch.zeros_like(centre)
     for coord, size, stride in zip(coords, shape, (h * w, w, 1), strict=True):
         c = weight / (numel // size * (size - 1))
         # A missing neighbour is replaced by the node itself: its difference is then 0.
-        below = table.index_select(0, torch.where(coord > 0, r - stride, r))
-        above = table.index_select(0, torch.where(coord < size - 1, r + stride, r))
+        below = gather_rows(table, torch.where(coord > 0, r - stride, r))
+        above = gather_rows(table, torch.where(coord < size - 1, r + stride, r))
         out.add_(edge_penalty_grad(centre - below, kind, delta), alpha=c)
         out.sub_(edge_penalty_grad(above - centre, kind, delta), alpha=c)
     return out

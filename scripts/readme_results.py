@@ -100,11 +100,25 @@ def inr_vs_srrtv_lines(table: pd.DataFrame) -> list[str]:
     for r in table.itertuples():
         name = {"cohort": "cohort (evaluation subjects)",
                 "whole": f"subject {r.per_subject.split(':')[0]}, whole 152x184x160 crop"}
+        sparse = ", sparse grid update" if r.method.endswith("_sparse") else ""
         ci = "" if pd.isna(r.ci_low) else f" [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
         p = "-" if pd.isna(r.p_wilcoxon) else f"{r.p_wilcoxon:.3f}"
-        lines.append(f"| {name.get(r.volume, r.volume)} | {r.k} | {r.n} | {r.srrtv_psnr:.2f} | "
+        lines.append(f"| {name.get(r.volume, r.volume)}{sparse} | {r.k} | {r.n} | {r.srrtv_psnr:.2f} | "
                      f"{r.inr_psnr:.2f} | {r.diff:+.2f}{ci} | {p} | {r.worst:+.2f} | "
                      f"{r.below_margin} |")
+    lines.append("")
+    said = []
+    for r in table.itertuples():
+        where = "the cohort" if r.volume == "cohort" else "the whole crop"
+        if r.method.endswith("_sparse"):
+            where += " (sparse grid update)"
+        if r.n >= 5 and r.p_wilcoxon < 0.05:
+            verdict = f"{'ahead of' if r.diff > 0 else 'behind'} SRR-TV by {abs(r.diff):.2f} dB"
+        else:
+            verdict = f"{r.diff:+.2f} dB against SRR-TV (no significant difference)"
+        said.append(f"at k = {r.k} on {where} the grid INR is {verdict}, more than {margin} dB "
+                    f"below it on {r.below_margin} of {r.n} (worst {r.worst:+.2f} dB)")
+    lines.append("; ".join(said)[0].upper() + "; ".join(said)[1:] + ".")
     return lines + [""]
 
 

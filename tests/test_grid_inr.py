@@ -6,7 +6,9 @@ from irem.grid_inr import (
     corner_lookup,
     edge_penalty,
     edge_penalty_grad,
+    gather_rows,
     local_smoothness_grad,
+    put_rows,
 )
 
 BOX, EXTENT = (20.0, 12.0, 9.0), (1.0, 0.6, 0.45)
@@ -219,3 +221,16 @@ def test_edge_penalties_are_quadratic_near_zero_and_linear_on_edges() -> None:
     torch.testing.assert_close(model.prior("tk1"), model.smoothness())
     with pytest.raises(ValueError, match="prior"):
         edge_penalty(small, "l3", delta)
+
+
+@pytest.mark.parametrize("shape", [(50, 2), (50, 2, 2), (50, 3), (50,)])
+def test_row_gather_and_put_equal_index_select_and_index_copy(shape) -> None:
+    """Rows of 8/16 bytes go through a bit view; others through index_select (same values)."""
+    gen = torch.Generator().manual_seed(0)
+    table = torch.randn(shape, generator=gen)
+    rows = torch.tensor([3, 0, 17, 49, 8], dtype=torch.int32)
+    assert torch.equal(gather_rows(table, rows), table.index_select(0, rows.long()))
+    values = torch.randn((5, *shape[1:]), generator=gen)
+    expected = table.clone().index_copy_(0, rows.long(), values)
+    put_rows(table, rows, values)
+    assert torch.equal(table, expected)
