@@ -278,9 +278,8 @@ class GridINR(nn.Module):
                 sparse gradients on levels of more than ``dense_max_nodes`` nodes).
             dense_max_nodes: in ``sparse`` mode, levels up to this many nodes keep dense gradients.
                 A fast.yaml batch touches ~250 k nodes of a fine level wherever it lies, and their
-                lazy update and local prior cost about as much as a dense update of 1.5-2 M nodes
-                (benchmarks/inr_step_cost.py, 1 thread: sparse slower at 1.2 M voxels, faster
-                from 2.4 M).
+                lazy update and local prior cost about as much as a dense update of 1-2 M nodes
+                (benchmarks/inr_step_cost.py, 1 thread: sparse 1.7 times faster at 2.4 M voxels).
         """
         super().__init__()
         if levels < 1 or features < 1 or finest_mm <= 0 or width < 1 or hidden_layers < 0:

@@ -112,12 +112,14 @@ def inr_vs_srrtv_lines(table: pd.DataFrame) -> list[str]:
         where = "the cohort" if r.volume == "cohort" else "the whole crop"
         if r.method.endswith("_sparse"):
             where += " (sparse grid update)"
-        if r.n >= 5 and r.p_wilcoxon < 0.05:
-            verdict = f"{'ahead of' if r.diff > 0 else 'behind'} SRR-TV by {abs(r.diff):.2f} dB"
-        else:
-            verdict = f"{r.diff:+.2f} dB against SRR-TV (no significant difference)"
-        said.append(f"at k = {r.k} on {where} the grid INR is {verdict}, more than {margin} dB "
-                    f"below it on {r.below_margin} of {r.n} (worst {r.worst:+.2f} dB)")
+        side = f"{abs(r.diff):.2f} dB {'above' if r.diff > 0 else 'below'} SRR-TV"
+        if r.n < 2:
+            said.append(f"at k = {r.k} on {where} the grid INR is {side} (one subject)")
+            continue
+        test = "significant" if r.n >= 5 and r.p_wilcoxon < 0.05 else "not significant"
+        said.append(f"at k = {r.k} on {where} the grid INR is {side} on average ({test}, "
+                    f"p = {r.p_wilcoxon:.3f}) and more than {margin} dB below it on "
+                    f"{r.below_margin} of {r.n} subjects (worst {r.worst:+.2f} dB)")
     lines.append("; ".join(said)[0].upper() + "; ".join(said)[1:] + ".")
     return lines + [""]
 
