@@ -5,8 +5,8 @@ For each target size (millions of HR voxels; HR grids in the proportions of a 14
 1 mm) a smooth random volume is cut into three k-fold box-profile stacks (``irem.simulate``), and
 a fresh process per (size, update) runs :meth:`irem.train.Trainer.step` on them (batch of LR
 voxels with slice-profile points, MSE, backward, grid prior, optimiser step) with the fast
-configuration (``irem/configs/fast.yaml``, the update mode set) on one thread, for ``--seconds`` after ``--warmup`` steps. Each
-process reports steps/s and its peak resident memory (``ru_maxrss``) once the data are built and
+configuration (``irem/configs/fast.yaml``, the update mode set) on one thread, for ``--seconds``
+after ``--warmup`` steps. Each process reports steps/s and its peak resident memory (``ru_maxrss``) once the data are built and
 after training. Each of ``--repeats`` rounds measures every size, the two updates back to back
 (in swapped order every other round), so that load from other users of the CPU hits both
 updates and all sizes alike; compare them by ratios.
