@@ -124,6 +124,16 @@ def test_smoothness_gradient_equals_autograd() -> None:
         torch.testing.assert_close(ga.grad, gb.grad, rtol=1e-5, atol=1e-7)
 
 
+def _assert_touched_rows_match(sparse: torch.Tensor, dense: torch.Tensor) -> None:
+    """A sparse level's gradient holds some rows, not all, and equals the dense level's gradient
+    (``(1, F, D, H, W)``) on them."""
+    grad = sparse.grad.coalesce()
+    rows = grad.indices()[0]
+    assert 0 < len(rows) < sparse.shape[0]
+    expected = dense.grad.reshape(dense.shape[1], -1).t()[rows]
+    torch.testing.assert_close(grad.values(), expected, rtol=1e-5, atol=1e-7)
+
+
 def test_local_smoothness_gradient_equals_autograd_on_touched_rows() -> None:
     """With sparse gradients the prior's gradient is added on the touched rows, exactly the
     full penalty's gradient there; the gradient stays sparse (no other row)."""
@@ -133,11 +143,7 @@ def test_local_smoothness_gradient_equals_autograd_on_touched_rows() -> None:
     b.add_smoothness_grad(0.3)
     (a(p).square().mean() + 0.3 * a.smoothness()).backward()
     for level, ga in enumerate(a.grids):
-        grad = b.grids[level].grad.coalesce()
-        rows = grad.indices()[0]
-        assert 0 < len(rows) < b.grids[level].shape[0]
-        expected = ga.grad.reshape(ga.shape[1], -1).t()[rows]
-        torch.testing.assert_close(grad.values(), expected, rtol=1e-5, atol=1e-7)
+        _assert_touched_rows_match(b.grids[level], ga)
 
 
 def test_local_smoothness_grad_of_one_raised_node() -> None:
@@ -197,11 +203,7 @@ def test_edge_prior_gradient_equals_autograd(kind: str) -> None:
     c.add_prior_grad(0.3, kind, 0.5)
     for level, ga in enumerate(a.grids):
         torch.testing.assert_close(c.grids[level].grad, ga.grad, rtol=1e-5, atol=1e-7)
-        grad = b.grids[level].grad.coalesce()
-        rows = grad.indices()[0]
-        assert 0 < len(rows) < b.grids[level].shape[0]
-        expected = ga.grad.reshape(ga.shape[1], -1).t()[rows]
-        torch.testing.assert_close(grad.values(), expected, rtol=1e-5, atol=1e-7)
+        _assert_touched_rows_match(b.grids[level], ga)
 
 
 def test_edge_penalties_are_quadratic_near_zero_and_linear_on_edges() -> None:
