@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from irem import layout as L
+from irem.cohort import CONTRASTS
 from irem.config import IremConfig, load_config, parse_set
 from irem.datasets import brain_mask, crop_centre, load_dataset
 from irem.labels import fill
@@ -124,3 +126,41 @@ def cpu_description() -> str:
         pass
     wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16"]
     return f"{model}; flags: {', '.join(f for f in wanted if f in flags) or 'none of avx2/avx512'}"
+
+
+def cohort_subject_cases(
+    config: dict[str, Any],
+    index: int,
+    work: Path,
+    crop: list[int] | None,
+    subject_seed: int | None = None,
+) -> list[dict[str, Any]]:
+    """Cohort subject ``index`` of a workflow config as the workflow makes it: ground truth (the
+    config's cohort seed, contrast cycled by index, centre ``crop`` or the whole brain crop), brain
+    and white-matter masks, and the three stacks at every k of the config (its profile and SNR,
+    seed 0, plus ``subject_seed`` for the noise when given). Writes into ``work``; one case per k:
+    subject, contrast, k, gt, mask, stacks, dir."""
+    cohort = next(d for d in config["datasets"] if d.get("cohort"))["cohort"]
+    subject, contrast = f"{index + 1:02d}", CONTRASTS[index % len(CONTRASTS)]
+    gt, wm = work / f"sub-{subject}_{contrast}.nii.gz", work / f"sub-{subject}_wm.nii.gz"
+    mask = work / f"sub-{subject}_mask.nii.gz"
+    box = ["--crop", *map(str, crop)] if crop else []
+    run_logged(irem("dataset", "mni152_cohort", "--index", str(index), "--seed",
+                    str(cohort.get("seed", 0)), "--contrast", contrast, *box, "-o", str(gt),
+                    "--wm-mask-out", str(wm)), work / f"gt-{subject}.log")
+    run_logged(irem("dataset", str(gt), "--mask-out", str(mask), "--mask-threshold", "0"),
+               work / f"mask-{subject}.log")
+    sim = config["simulation"]
+    noise = ["--snr", str(sim["snr"]), "--wm-mask", str(wm)] if sim.get("snr") else []
+    if subject_seed is not None:
+        noise += ["--subject-seed", str(subject_seed)]
+    cases = []
+    for k in config["ks"]:
+        out = work / f"k{k}" / f"sub-{subject}"
+        run_logged(irem("simulate", str(gt), "--k", str(k), "--seed", "0", "--profile",
+                        sim["profile"], *noise, "--out-dir", str(out)),
+                   work / f"sim-{subject}-k{k}.log")
+        stacks = [str(out / f"acq-{o}.nii.gz") for o in L.ORIENTATIONS]
+        cases.append({"subject": subject, "contrast": contrast, "k": k, "gt": gt,
+                      "mask": mask, "stacks": stacks, "dir": out})
+    return cases

@@ -43,6 +43,7 @@ import torch  # noqa: E402
 from _workflow import (  # noqa: E402
     OUT,
     ROOT,
+    cohort_subject_cases,
     cpu_description,
     irem,
     method_shell,
@@ -50,8 +51,6 @@ from _workflow import (  # noqa: E402
     workflow_config,
 )
 
-from irem import layout as L  # noqa: E402
-from irem.cohort import CONTRASTS  # noqa: E402
 from irem.stats import TIE_TOLERANCE, paired  # noqa: E402
 from irem.volume import sidecar_path  # noqa: E402
 
@@ -66,8 +65,8 @@ def cohort_runs(runs_csv: Path) -> pd.DataFrame:
     main = df["hr_snr"].isna() & df["ablation"].isna() & (df["split"] == "evaluation")
     df = df[main & df["method"].isin([INR, BASELINE])]
     df = df.assign(volume="cohort", contrast=df["metrics_file"].str.extract(r"_(T1w|T2w|FLAIR)_")[0])
-    return df[["volume", "k", "subject", "contrast", "method", "psnr_mask",
-                                       "training_seconds", "total_seconds"]]
+    return df[["volume", "k", "subject", "contrast", "method", "psnr_mask", "training_seconds",
+               "total_seconds"]]
 
 
 def method_commands(sparse: bool) -> dict[str, str]:
@@ -88,22 +87,9 @@ def run_whole(subject: str, jobs: int, sparse: bool) -> pd.DataFrame:
         raise SystemExit(f"error: subject {subject} is a tuning subject; pick an evaluation one")
     commands = method_commands(sparse)
     work = Path(tempfile.mkdtemp(prefix="irem-whole-"))  # kept (with the logs) on a failure
-    gt, wm, mask = work / "gt.nii.gz", work / "wm.nii.gz", work / "mask.nii.gz"
-    run_logged(irem("dataset", "mni152_cohort", "--index", str(index), "--seed",
-                    str(entry["cohort"].get("seed", 0)), "-o", str(gt),
-                    "--wm-mask-out", str(wm)), work / "gt.log")
-    run_logged(irem("dataset", str(gt), "--mask-out", str(mask), "--mask-threshold", "0"),
-               work / "mask.log")
-    tasks = []
-    for k in config["ks"]:
-        out = work / f"k{k}"
-        run_logged(irem("simulate", str(gt), "--k", str(k), "--seed", "0", "--profile",
-                        config["simulation"]["profile"], "--snr",
-                        str(config["simulation"]["snr"]), "--wm-mask", str(wm),
-                        "--subject-seed", str(zlib.crc32(f"cohort/{subject}".encode())),
-                        "--out-dir", str(out)), work / f"sim-k{k}.log")
-        stacks = [str(out / f"acq-{o}.nii.gz") for o in L.ORIENTATIONS]
-        tasks += [(k, name, stacks) for name in commands]
+    cases = cohort_subject_cases(config, index, work, None, zlib.crc32(f"cohort/{subject}".encode()))
+    gt, mask = cases[0]["gt"], cases[0]["mask"]
+    tasks = [(c["k"], name, c["stacks"]) for c in cases for name in commands]
 
     def one(task: tuple[int, str, list[str]]) -> dict:
         k, name, stacks = task
@@ -116,7 +102,7 @@ def run_whole(subject: str, jobs: int, sparse: bool) -> pd.DataFrame:
         m = json.loads(met.read_text())
         side = json.loads(sidecar_path(rec).read_text())
         return {"volume": "whole", "k": k, "subject": subject,
-                "contrast": CONTRASTS[index % len(CONTRASTS)], "method": name,
+                "contrast": cases[0]["contrast"], "method": name,
                 "psnr_mask": m["psnr_mask"],
                 "training_seconds": side.get("training_seconds", np.nan),
                 "total_seconds": side.get("total_seconds", np.nan)}

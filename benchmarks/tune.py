@@ -31,9 +31,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _workflow import irem, method_shell, run_logged  # noqa: E402
-
-from irem import layout as L  # noqa: E402
+from _workflow import cohort_subject_cases, irem, method_shell, run_logged  # noqa: E402
 
 #: What is tuned, in order: parameter name -> (methods it applies to, option, candidate values).
 #: Sweeps of the same method run one after the other, each with the values chosen before it
@@ -56,33 +54,12 @@ def cohort_entry(config: dict) -> dict:
 
 
 def prepare(config: dict, work: Path) -> list[dict]:
-    """Ground truth, masks and stacks of every tuning subject and k (as the workflow makes them)."""
+    """Ground truth, masks and stacks of every tuning subject and k (as the workflow makes them,
+    without its per-subject noise seed)."""
     entry = cohort_entry(config)
-    c = entry["cohort"]
-    contrasts = ("T1w", "T2w", "FLAIR")
-    cases = []
-    for index in range(c.get("tuning", 2)):
-        subject, contrast = f"{index + 1:02d}", contrasts[index % 3]
-        gt, wm = work / f"sub-{subject}_{contrast}.nii.gz", work / f"sub-{subject}_wm.nii.gz"
-        mask = work / f"sub-{subject}_mask.nii.gz"
-        crop = ["--crop", *map(str, entry["crop"])] if entry.get("crop") else []
-        run_logged(irem("dataset", "mni152_cohort", "--index", str(index), "--seed", str(c.get("seed", 0)),
-                 "--contrast", contrast, *crop, "-o", str(gt), "--wm-mask-out", str(wm)),
-            work / f"gt-{subject}.log")
-        run_logged(irem("dataset", str(gt), "--mask-out", str(mask), "--mask-threshold", "0"),
-            work / f"mask-{subject}.log")
-        for k in config["ks"]:
-            out = work / f"k{k}" / f"sub-{subject}"
-            noise = []
-            if config["simulation"].get("snr"):
-                noise = ["--snr", str(config["simulation"]["snr"]), "--wm-mask", str(wm)]
-            run_logged(irem("simulate", str(gt), "--k", str(k), "--seed", "0", "--profile",
-                     config["simulation"]["profile"], *noise, "--out-dir", str(out)),
-                work / f"sim-{subject}-k{k}.log")
-            stacks = [str(out / f"acq-{o}.nii.gz") for o in L.ORIENTATIONS]
-            cases.append({"subject": subject, "contrast": contrast, "k": k, "gt": gt,
-                          "mask": mask, "stacks": stacks, "dir": out})
-    return cases
+    crop = [int(c) for c in entry["crop"]] if entry.get("crop") else None
+    return [case for index in range(entry["cohort"].get("tuning", 2))
+            for case in cohort_subject_cases(config, index, work, crop)]
 
 
 def with_value(command: str, option: str, value: float) -> str:
