@@ -36,13 +36,20 @@ from _workflow import cohort_subject_cases, irem, method_shell, run_logged  # no
 #: What is tuned, in order: parameter name -> (methods it applies to, option, candidate values).
 #: Sweeps of the same method run one after the other, each with the values chosen before it
 #: (coordinate-wise search).
-SWEEPS: dict[str, tuple[tuple[str, ...], str, tuple[float, ...]]] = {
+#: name: (methods, option, candidate values); an empty option: the values are whole sets of options.
+SWEEPS: dict[str, tuple[tuple[str, ...], str, tuple[float | str, ...]]] = {
     "srr_alpha": (("srrtk1", "srrtv"), "--alpha", (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)),
     "grid_prior_weight": (("iremfast",), "--set train.grid_smoothness=", (1.0, 3.0, 10.0)),
     "grid_prior_delta": (("iremfast",), "--set train.grid_prior_delta=", (0.003, 0.01, 0.03)),
     # 0: the fixed train.profile_points (4); 1 and 2: one point per 1 or 2 mm of slice thickness
     "profile_spacing": (("iremfast",), "--set train.profile_spacing_mm=", (0.0, 1.0, 2.0)),
     "image_prior": (("iremfast",), "--set train.image_prior=", (0.0, 0.01, 0.1)),
+    # The start image and the grid prior's weight together (the prior then regularises what the
+    # network adds to the start image, not the whole image): candidates are sets of --set options.
+    "start_image": (("iremfast",), "", (
+        "--set train.base=none --set train.grid_smoothness=3",
+        *(f"--set train.base=srr_tv --set train.grid_smoothness={w:g}" for w in (0.03, 0.1, 0.3, 1)),
+    )),
 }
 
 
@@ -62,17 +69,21 @@ def prepare(config: dict, work: Path) -> list[dict]:
             for case in cohort_subject_cases(config, index, work, crop)]
 
 
-def with_value(command: str, option: str, value: float) -> str:
-    """The command with ``option`` set to ``value`` (replacing any value it had)."""
+def with_value(command: str, option: str, value: float | str) -> str:
+    """The command with ``option`` set to ``value`` (replacing any value it had); an empty
+    ``option``: ``value`` is a set of options, appended (later ``--set`` options win)."""
+    if not option:
+        return f"{command} {value}"
     if option.endswith("="):
         return f"{command} {option}{value:g}"
     stripped = re.sub(rf"\s{re.escape(option)}\s+\S+", "", command)
     return f"{stripped} {option} {value:g}"
 
 
-def score(case: dict, method: dict, option: str, value: float, work: Path) -> dict:
+def score(case: dict, method: dict, option: str, value: float | str, work: Path) -> dict:
     """Run one candidate on one case; its brain PSNR/SSIM."""
-    tag = f"{method['name']}-{option.strip('-=').split('.')[-1]}-{value:g}-{case['subject']}-k{case['k']}"
+    what = re.sub(r"[^\w.]+", "_", f"{option.strip('-=').split('.')[-1]}-{value}").strip("_")
+    tag = f"{method['name']}-{what}-{case['subject']}-k{case['k']}"
     out = work / f"{tag}.nii.gz"
     command = method["command"]
     for prev_option, prev_value in method.get("chosen", []):
@@ -119,7 +130,8 @@ def write_readme(out: Path, chosen: pd.DataFrame, command: str, n_cases: int) ->
         "|---|---|---|---|",
     ]
     for _, r in chosen.iterrows():
-        lines.append(f"| {r['parameter']} | {r['method']} | {r['value']:g} | "
+        value = f"`{r['value']}`" if isinstance(r["value"], str) else f"{r['value']:g}"
+        lines.append(f"| {r['parameter']} | {r['method']} | {value} | "
                      f"{r['mean_psnr_mask']:.2f} |")
     lines += ["", "Every run: the `<parameter>.csv` files beside this one. The number of optimiser "
               "steps of Fig. 3 was chosen on a tuning subject as well: "

@@ -671,6 +671,8 @@ def _irem_sidecar(
         "epochs_completed": result.epochs_completed,
         "steps": result.steps,
         "profile_points": result.profile_points,
+        "base": result.base or None,
+        "held_out": result.held_out or None,
         "budget": result.budget.to_dict(),
         "stopped_by": result.stopped_by,
         "resumed": result.resumed,
@@ -703,6 +705,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
             resume=args.resume,
             progress=not args.quiet,
             target_voxels=grid.size,
+            grid=grid,
         )
         t0 = time.perf_counter()
         chunk = cfg.reconstruct.chunk

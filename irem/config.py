@@ -65,6 +65,15 @@ class TrainConfig:
     times their start at its end, so that a time-budgeted run anneals before its end on any machine
     (its result then depends on the machine's speed, as the number of steps of any time-budgeted
     run does).
+    ``base: srr_tv`` makes a ``model.kind: grid`` representation the sum of a start image and the
+    network: the start image is SRR with total variation (box PSF, relative weight ``base_alpha``,
+    ``base_iterations`` ADMM iterations; :func:`baselines.srr.srr`) of the same stacks on the
+    target grid, and the network, whose output layer starts at zero, is fitted to what it leaves
+    over; its time counts against the time budget.
+    ``holdout`` > 0 keeps that fraction of the LR voxels (drawn from the seed) out of the fit:
+    their loss is measured every ``validate_every`` steps and at the end (and before the first step),
+    and the run returns the model where it was lowest (early stopping on held-out data, so that
+    the noise the fit takes in after that point is left out).
     ``precision: bf16`` runs forward and backward under bfloat16 autocast (weights and Adam stay
     float32).
     ``time_per_mvoxel`` (seconds per million target voxels) scales the time budget with the size of
@@ -85,6 +94,11 @@ class TrainConfig:
     image_prior_kind: str = "huber"
     image_prior_delta: float = 0.01
     image_prior_block: int = 16
+    base: str = "none"
+    holdout: float = 0.0
+    validate_every: int = 25
+    base_alpha: float = 0.01
+    base_iterations: int = 20
     precision: str = "fp32"
     lr_decay: float = 0.5
     lr_step_epochs: int = 500
@@ -200,6 +214,12 @@ def _check(cfg: IremConfig) -> None:
         (t.image_prior_delta > 0, "train.image_prior_delta must be positive"),
         (t.image_prior_block >= 2, "train.image_prior_block must be >= 2"),
         (t.precision in ("fp32", "bf16"), "train.precision must be fp32 or bf16"),
+        (t.base in ("none", "srr_tv"), "train.base must be none or srr_tv"),
+        (0 <= t.holdout < 1, "train.holdout must be in [0, 1)"),
+        (t.validate_every >= 1, "train.validate_every must be >= 1"),
+        (t.base == "none" or m.kind == "grid", "train.base needs model.kind: grid"),
+        (t.base_alpha >= 0, "train.base_alpha must be >= 0"),
+        (t.base_iterations >= 1, "train.base_iterations must be >= 1"),
     ]
     for ok, msg in checks:
         if not ok:

@@ -402,6 +402,37 @@ class GridINR(nn.Module):
                 grad_vol.narrow(axis, 0, n - 1).sub_(slope)
                 grad_vol.narrow(axis, 1, n - 1).add_(slope)
 
+    def set_base(self, volume: torch.Tensor, to_unit: torch.Tensor, zero_head: bool = True) -> None:
+        """Represent ``base + network``: the network then fits what a start image leaves over.
+
+        Args:
+            volume: ``(D, H, W)`` start image in normalised intensity, indexed ``[k, j, i]`` by
+                the voxel indices ``(i, j, k)`` of its grid.
+            to_unit: ``(3, 4)`` affine from network inputs to that grid's ``grid_sample``
+                coordinates ``(i, j, k)`` in [-1, 1] (``align_corners=True``).
+            zero_head: zero the MLP's output layer so that the representation starts as the
+                start image (a saved model keeps its trained weights: False).
+        """
+        self.register_buffer("base", volume.detach().float().reshape(1, 1, *volume.shape[-3:]))
+        self.register_buffer("base_map", to_unit.detach().float().reshape(3, 4))
+        if zero_head:
+            head = self.mlp[-1]
+            assert isinstance(head, nn.Linear)
+            with torch.no_grad():
+                head.weight.zero_()
+                head.bias.zero_()
+
+    def base_values(self, p: torch.Tensor) -> torch.Tensor | None:
+        """The start image at inputs ``p`` ``(n, 3)`` (trilinear, border-clamped); None without."""
+        base = getattr(self, "base", None)
+        if base is None:
+            return None
+        u = torch.addmm(self.base_map[:, 3], p, self.base_map[:, :3].t())
+        v = F.grid_sample(
+            base, u.view(1, 1, 1, -1, 3), mode="bilinear", padding_mode="border", align_corners=True
+        )
+        return v.view(-1)
+
     def grid_parameters(self) -> list[nn.Parameter]:
         return list(self.grids)
 
@@ -444,6 +475,9 @@ class GridINR(nn.Module):
             else:
                 h = layer(h)
         out = h.squeeze(0)
+        base = self.base_values(p)
+        if base is not None:
+            out = out + base
         if order is not None:
             out = torch.empty_like(out).index_copy(0, order, out)
         return out

@@ -211,7 +211,10 @@ def load_model(path: str | os.PathLike[str], device: torch.device | None = None)
         cfg = config_from_dict(state["config"])
         norm = Normaliser.from_dict(state["normaliser"])
         model = build_model(cfg, int(state["seed"]), norm)
-        model.load_state_dict(state["weights"])
+        weights = state["weights"]
+        if isinstance(model, GridINR) and "base" in weights:
+            model.set_base(weights["base"], weights["base_map"], zero_head=False)
+        model.load_state_dict(weights)
         g, f = state["grid"], state["fixed_stack"]
         grid = Grid(shape=tuple(g["shape"]), affine=np.asarray(g["affine"], dtype=np.float64))
         fixed = Stack(

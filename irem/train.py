@@ -31,7 +31,7 @@ import torch
 
 from irem.config import IremConfig, TrainConfig
 from irem.errors import InputError
-from irem.grid import stack_points
+from irem.grid import Grid, stack_points
 from irem.grid_inr import GridINR, edge_penalty
 from irem.optim import grid_optimizer
 from irem.progress import Progress
@@ -108,6 +108,8 @@ class TrainResult:
     loss_history: list[float] = field(default_factory=list)
     budget: TimeBudget = field(default_factory=lambda: TimeBudget("epochs", None))
     profile_points: int = 1
+    base: dict[str, Any] = field(default_factory=dict)
+    held_out: dict[str, Any] = field(default_factory=dict)
 
 
 def training_data(stacks: list[Stack]) -> tuple[np.ndarray, np.ndarray, Normaliser]:
@@ -167,17 +169,42 @@ class TrainingData:
     norm: Normaliser
     batch: int
     steps_per_epoch: int
+    fit: torch.Tensor | None = None
+    held_out: torch.Tensor | None = None
 
     @property
     def n(self) -> int:
-        return len(self.vals)
+        """LR voxels fitted (all but the held-out ones)."""
+        return len(self.vals) if self.fit is None else len(self.fit)
+
+    def order(self, gen: torch.Generator) -> torch.Tensor:
+        """A seeded random order of the fitted LR voxels (indices into ``vals``)."""
+        perm = torch.randperm(self.n, generator=gen).to(self.vals.device)
+        return perm if self.fit is None else self.fit[perm]
 
 
-def prepare_data(stacks: list[Stack], cfg: IremConfig, device: torch.device) -> TrainingData:
-    """Coordinates, intensities, slice vectors and stack owners of all LR voxels; batch sizes."""
+def split_held_out(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Indices of ``n`` LR voxels split at random into fitted and held-out (``fraction`` of them,
+    at least one of each), both sorted; None when ``fraction`` is 0."""
+    if fraction <= 0:
+        return None
+    held = min(max(1, round(n * fraction)), n - 1)
+    if held < 1:
+        raise InputError("train.holdout needs at least two LR voxels")
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[held:]), np.sort(perm[:held])
+
+
+def prepare_data(
+    stacks: list[Stack], cfg: IremConfig, device: torch.device, seed: int = 0
+) -> TrainingData:
+    """Coordinates, intensities, slice vectors and stack owners of all LR voxels; batch sizes;
+    the held-out voxels of ``train.holdout``, drawn from ``seed``."""
     coords, vals, norm = training_data(stacks)
     vectors, owner = slice_vectors(stacks, norm)
-    batch = min(cfg.train.batch_size, len(vals))
+    split = split_held_out(len(vals), cfg.train.holdout, seed)
+    fitted = len(vals) if split is None else len(split[0])
+    batch = min(cfg.train.batch_size, fitted)
     return TrainingData(
         coords=torch.from_numpy(coords).to(device),
         vals=torch.from_numpy(vals).to(device),
@@ -185,7 +212,9 @@ def prepare_data(stacks: list[Stack], cfg: IremConfig, device: torch.device) -> 
         owner=torch.from_numpy(owner).to(device),
         norm=norm,
         batch=batch,
-        steps_per_epoch=max(1, len(vals) // batch),  # drop the last partial batch (BatchNorm)
+        steps_per_epoch=max(1, fitted // batch),  # drop the last partial batch (BatchNorm)
+        fit=None if split is None else torch.from_numpy(split[0]).to(device),
+        held_out=None if split is None else torch.from_numpy(split[1]).to(device),
     )
 
 
@@ -290,6 +319,52 @@ def image_penalty(values: torch.Tensor, kind: str, delta: float) -> torch.Tensor
     )
 
 
+def start_image(
+    stacks: list[Stack], grid: Grid, cfg: IremConfig, device: torch.device
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The start image of ``train.base: srr_tv`` on ``grid``: SRR with total variation and the box
+    PSF (:func:`baselines.srr.srr`, weight ``train.base_alpha``, ``train.base_iterations``).
+
+    Returns:
+        The image and what made it (for the sidecar: method, weight, iterations, seconds).
+    """
+    from baselines.srr import srr  # the solver of the SRR baseline, shared
+
+    t = cfg.train
+    t0 = time.perf_counter()
+    image, info = srr(
+        stacks,
+        grid,
+        alpha=t.base_alpha,
+        regulariser="tv",
+        iterations=t.base_iterations,
+        psf="box",
+        device=device,
+        progress=False,
+    )
+    seconds = time.perf_counter() - t0
+    return image, {
+        "method": t.base,
+        "alpha": info["alpha"],
+        "iterations": info["iterations"],
+        "relative_residual": info["relative_residual"],
+        "seconds": seconds,
+    }
+
+
+def inputs_to_unit(grid: Grid, norm: Normaliser) -> np.ndarray:
+    """``(3, 4)`` affine from network inputs to ``grid``'s ``grid_sample`` coordinates: voxel
+    indices ``(i, j, k)`` scaled to [-1, 1] over each axis (``align_corners=True``)."""
+    to_mm = np.diag([norm.half_extent] * 3 + [1.0])
+    to_mm[:3, 3] = norm.centre
+    to_ijk = np.linalg.inv(grid.affine) @ to_mm
+    n = np.asarray(grid.shape, dtype=np.float64)
+    scale = np.where(n > 1, 2.0 / np.maximum(n - 1, 1), 0.0)
+    unit = scale[:, None] * to_ijk[:3]
+    unit[:, 3] -= np.where(n > 1, 1.0, 0.0)
+    return unit
+
+
 def _fingerprint(
     cfg: IremConfig, n: int, seed: int, thickness: list[float] | None = None
 ) -> dict[str, Any]:
@@ -340,6 +415,32 @@ class RunState:
         self.running = loss if self.steps == 1 else 0.98 * self.running + 0.02 * loss
 
 
+@dataclass
+class HeldOut:
+    """The held-out LR voxels' loss along a run, and the model state where it was lowest."""
+
+    trace: list[tuple[int, float]] = field(default_factory=list)
+    best_loss: float = float("inf")
+    best_step: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+
+    def record(self, step: int, loss: float, model: torch.nn.Module) -> None:
+        """Log ``loss`` at ``step``; keep a copy of the model's state if it is the lowest yet."""
+        self.trace.append((step, loss))
+        if loss < self.best_loss:
+            self.best_loss, self.best_step = loss, step
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def summary(self, voxels: int) -> dict[str, Any]:
+        """The sidecar's account: voxels held out, best step and loss, the loss trace."""
+        return {
+            "voxels": voxels,
+            "best_step": self.best_step,
+            "best_loss": self.best_loss,
+            "trace": [[s, v] for s, v in self.trace],
+        }
+
+
 class Stopwatch:
     """Training seconds on an injectable clock, with time spent in callbacks left out."""
 
@@ -369,6 +470,8 @@ class Trainer:
         device: torch device (CPU by default).
         target_voxels: voxels of the output grid, for ``train.time_per_mvoxel``.
         clock: wall clock (injectable for tests).
+        grid: the target grid; needed by ``train.base`` (the start image lives on it). Its size
+            is the default of ``target_voxels``.
     """
 
     def __init__(
@@ -380,10 +483,13 @@ class Trainer:
         device: torch.device | None = None,
         target_voxels: int | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        grid: Grid | None = None,
     ):
         self.cfg, self.seed, self.clock = cfg, int(seed), clock
+        if target_voxels is None and grid is not None:
+            target_voxels = grid.size
         self.device = device or torch.device("cpu")
-        self.data = prepare_data(stacks, cfg, self.device)
+        self.data = prepare_data(stacks, cfg, self.device, seed=self.seed + 2)
         self.model = build_model(cfg, self.seed, self.data.norm).to(self.device)
         self.opt = build_optimizer(self.model, cfg)
         t = cfg.train
@@ -397,6 +503,23 @@ class Trainer:
         self.fingerprint = _fingerprint(cfg, self.data.n, self.seed, thickness)
         self.resumed = False
         self._last_checkpoint = 0.0
+        self.base: dict[str, Any] = {}
+        if t.base != "none":
+            self._set_base(stacks, grid)
+        self.held_out = HeldOut()
+
+    def _set_base(self, stacks: list[Stack], grid: Grid | None) -> None:
+        """Compute the start image and make the model ``start image + network``; its seconds
+        count as training seconds (against the time budget)."""
+        if grid is None:
+            raise InputError("train.base needs the target grid")
+        image, self.base = start_image(stacks, grid, self.cfg, self.device)
+        norm = self.data.norm
+        volume = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 1, 0)))
+        unit = torch.from_numpy(inputs_to_unit(grid, norm))
+        assert isinstance(self.model, GridINR)
+        self.model.set_base((volume / norm.intensity_scale).to(self.device), unit.to(self.device))
+        self.state.seconds = self.base["seconds"]
 
     @property
     def norm(self) -> Normaliser:
@@ -422,6 +545,29 @@ class Trainer:
         self._add_prior_gradient()
         self.opt.step()
         return float(loss.detach())
+
+    @torch.no_grad()
+    def held_out_loss(self) -> float:
+        """Mean squared error of the model on the held-out LR voxels (the same slice-profile
+        points every time, so that losses along the run compare)."""
+        d = self.data
+        assert d.held_out is not None
+        total = 0.0
+        for start in range(0, len(d.held_out), d.batch):
+            idx = d.held_out[start : start + d.batch]
+            pred = _forward(self.model, d, idx, self.profile_points, self.seed * 1_000_003 - 1)
+            total += float((pred.float() - d.vals[idx]).square().sum())
+        return total / len(d.held_out)
+
+    def _validate(self, final: bool = False) -> None:
+        """Every ``train.validate_every`` steps (and at the end): record the held-out loss."""
+        s = self.state
+        if self.data.held_out is None:
+            return
+        if self.held_out.trace and self.held_out.trace[-1][0] == s.steps:
+            return
+        if final or s.steps % self.cfg.train.validate_every == 0:
+            self.held_out.record(s.steps, self.held_out_loss(), self.model)
 
     def _image_prior(self, seed: int) -> torch.Tensor:
         """``train.image_prior_kind`` penalty of the image rendered on a random block (unweighted)."""
@@ -454,6 +600,7 @@ class Trainer:
             "training_seconds": s.seconds,
             "history": s.history,
             "running": s.running,
+            "held_out": asdict(self.held_out),
         }
 
     def resume(self, path: Path) -> None:
@@ -470,6 +617,9 @@ class Trainer:
             running=state.get("running", 0.0),
             history=list(state["history"]),
         )
+        held = state.get("held_out")
+        if held is not None:
+            self.held_out = HeldOut(**held)
         self._last_checkpoint = self.state.seconds
         self.resumed = True
 
@@ -504,6 +654,7 @@ class Trainer:
         )
         watch = Stopwatch(self.clock, s.seconds)
         self.model.train()
+        self._validate()
         stop: StopReason | None = None
         with bar:
             while stop is None and s.epoch < self.cfg.train.epochs:
@@ -511,6 +662,9 @@ class Trainer:
         if stop is None:
             stop = StopReason.EPOCHS
             self._save(checkpoint, self.gen.get_state())
+        self._validate(final=True)
+        if self.held_out.best_state is not None:
+            self.model.load_state_dict(self.held_out.best_state)
         self.model.eval()
         return self._result(stop)
 
@@ -520,11 +674,12 @@ class Trainer:
         """The rest of the current epoch; a stop reason if the run ends inside it."""
         s, d = self.state, self.data
         epoch_gen = self.gen.get_state()
-        perm = torch.randperm(d.n, generator=self.gen).to(self.device)
+        perm = d.order(self.gen)
         for i in range(s.step_in_epoch, d.steps_per_epoch):
             self.lr.step(s.steps, s.seconds, s.epoch)
             s.record(self.step(perm[i * d.batch : (i + 1) * d.batch]))
             s.step_in_epoch = i + 1
+            self._validate()
             stop = self._check_stop(watch, on_step)
             bar.update(s.steps, s.seconds, s.running)
             if stop is not None:
@@ -572,6 +727,10 @@ class Trainer:
             loss_history=list(s.history),
             budget=self.budget,
             profile_points=self.profile_points,
+            base=self.base,
+            held_out=(
+                {} if self.data.held_out is None else self.held_out.summary(len(self.data.held_out))
+            ),
         )
         log.info(
             "trained %d steps (%d epochs) in %.1f s, stopped by %s, loss %.4g",
@@ -597,6 +756,7 @@ def train(
     on_step: OnStep | None = None,
     target_voxels: int | None = None,
     progress_stream: TextIO | None = None,
+    grid: Grid | None = None,
 ) -> tuple[torch.nn.Module, Normaliser, TrainResult]:
     """Fit IREM to the LR voxels of ``stacks`` (already in normalised space).
 
@@ -612,12 +772,13 @@ def train(
         on_step: see :meth:`Trainer.fit`.
         target_voxels: voxels of the output grid, for ``train.time_per_mvoxel``.
         progress_stream: where progress goes (default: stderr).
+        grid: the target grid (needed by ``train.base``).
 
     Returns:
         The trained model (in eval mode), the coordinate/intensity normaliser and a summary.
     """
     trainer = Trainer(
-        stacks, cfg, seed=seed, device=device, target_voxels=target_voxels, clock=clock
+        stacks, cfg, seed=seed, device=device, target_voxels=target_voxels, clock=clock, grid=grid
     )
     if resume and checkpoint is not None and checkpoint.exists():
         trainer.resume(checkpoint)

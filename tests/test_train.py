@@ -5,18 +5,24 @@ import pytest
 import torch
 
 from irem.config import load_config
+from irem.errors import InputError
 from irem.grid import reference_grid
 from irem.metrics import compute_metrics
+from irem.reconstruct import load_model, save_model
 from irem.simulate import simulate_stacks
 from irem.train import (
+    Trainer,
     block_points,
     image_penalty,
+    inputs_to_unit,
     predict,
     slice_profile_points,
+    split_held_out,
+    start_image,
     train,
     training_data,
 )
-from irem.volume import Volume
+from irem.volume import Volume, apply_affine
 
 SMALL = {"model.width": 32, "model.fourier_dim": 32, "train.batch_size": 512, "train.lr": 1e-3}
 
@@ -185,8 +191,16 @@ def test_image_prior_smooths_what_the_stacks_leave_open(phantom: Volume) -> None
     """With an image prior, the rendered image's total variation drops (same seed, same steps)."""
     stacks = simulate_stacks(phantom, 4)
     grid = reference_grid(phantom)
-    over = {"model.kind": "grid", "model.width": 16, "model.levels": 3, "model.finest_mm": 2.0,
-            "train.batch_size": 2048, "train.lr": 1e-2, "train.lr_grid": 3e-2, "train.epochs": 4}
+    over = {
+        "model.kind": "grid",
+        "model.width": 16,
+        "model.levels": 3,
+        "model.finest_mm": 2.0,
+        "train.batch_size": 2048,
+        "train.lr": 1e-2,
+        "train.lr_grid": 3e-2,
+        "train.epochs": 4,
+    }
     tv = []
     for weight in (0.0, 1.0):
         cfg = load_config(overrides={**over, "train.image_prior": weight})
@@ -297,3 +311,92 @@ def test_step_schedule_decays_per_epoch(phantom: Volume, monkeypatch) -> None:
     per_epoch = res.steps // 3
     assert res.stopped_by == "epochs" and res.epochs_completed == 3
     assert lrs == [1e-3 * 0.5 ** (s // per_epoch) for s in range(res.steps)]
+
+
+FAST_SMALL = {"train.batch_size": 512, "train.time_per_mvoxel": None, "train.time_budget": None}
+
+
+def test_inputs_to_unit_maps_the_grid_corners_to_plus_minus_one(phantom: Volume) -> None:
+    stacks = simulate_stacks(phantom, 4)
+    _, _, norm = training_data(stacks)
+    grid = reference_grid(phantom)
+    corners = np.array([[0, 0, 0], [31, 31, 31], [31, 0, 15.5]], dtype=np.float64)
+    inputs = norm.coords(apply_affine(grid.affine, corners)).astype(np.float64)
+    unit = inputs_to_unit(grid, norm)
+    got = inputs @ unit[:, :3].T + unit[:, 3]
+    np.testing.assert_allclose(got, [[-1, -1, -1], [1, 1, 1], [1, -1, 0]], atol=1e-6)
+
+
+def test_a_start_image_model_starts_as_the_start_image(phantom: Volume) -> None:
+    stacks = simulate_stacks(phantom, 4)
+    grid = reference_grid(phantom)
+    cfg = load_config("fast", {**FAST_SMALL, "train.holdout": 0})
+    trainer = Trainer(stacks, cfg, grid=grid)
+    image, info = start_image(stacks, grid, cfg, torch.device("cpu"))
+    assert info["method"] == "srr_tv" and info["iterations"] >= 1
+    assert trainer.state.seconds > 0  # the start image's time counts against the budget
+    out = predict(trainer.model, trainer.norm, grid)
+    np.testing.assert_allclose(out, image, atol=1e-4 * float(np.abs(image).max()))
+    # ... and it trains: the network's output layer leaves zero after one step
+    trainer.step(torch.arange(512))
+    assert float(trainer.model.mlp[-1].weight.detach().abs().sum()) > 0
+
+
+def test_held_out_voxels_are_a_seeded_disjoint_fraction() -> None:
+    fit, held = split_held_out(1000, 0.05, seed=3)
+    assert len(held) == 50 and len(fit) == 950
+    np.testing.assert_array_equal(np.sort(np.concatenate([fit, held])), np.arange(1000))
+    again = split_held_out(1000, 0.05, seed=3)
+    other = split_held_out(1000, 0.05, seed=4)
+    assert again is not None and other is not None
+    np.testing.assert_array_equal(held, again[1])
+    assert not np.array_equal(held, other[1])
+    assert split_held_out(1000, 0.0, seed=3) is None
+
+
+def test_a_run_returns_the_model_of_lowest_held_out_loss(phantom: Volume) -> None:
+    stacks = simulate_stacks(phantom, 4)
+    cfg = load_config(
+        "fast",
+        {
+            **FAST_SMALL,
+            "train.base": "none",
+            "train.holdout": 0.2,
+            "train.validate_every": 3,
+            "train.epochs": 2,
+            "train.lr": 0.3,
+            "train.lr_grid": 3.0,
+        },
+    )
+    trainer = Trainer(stacks, cfg, grid=reference_grid(phantom))
+    fitted = set(trainer.data.fit.tolist())
+    assert fitted.isdisjoint(trainer.data.held_out.tolist())
+    result = trainer.fit(progress=False)
+    trace = result.held_out["trace"]
+    steps = [s for s, _ in trace]
+    assert steps[0] == 0 and steps[-1] == result.steps
+    assert all(b - a <= 3 for a, b in zip(steps, steps[1:], strict=False))
+    best = min(loss for _, loss in trace)
+    assert result.held_out["best_loss"] == best
+    assert trainer.held_out_loss() == pytest.approx(best, rel=1e-6)
+    # at these learning rates the loss is not lowest at the end: the model was put back
+    assert result.held_out["best_step"] < result.steps
+
+
+def test_a_saved_start_image_model_gives_the_same_image(phantom: Volume, tmp_path) -> None:
+    stacks = simulate_stacks(phantom, 4)
+    grid = reference_grid(phantom)
+    cfg = load_config("fast", {**FAST_SMALL, "train.epochs": 1})
+    model, norm, result = train(stacks, cfg, grid=grid, progress=False)
+    assert result.base["method"] == "srr_tv"
+    path = tmp_path / "model.pt"
+    save_model(path, model, norm, cfg, seed=0, grid=grid, stacks=stacks, fixed_index=0)
+    saved = load_model(path)
+    np.testing.assert_array_equal(
+        predict(saved.model, saved.norm, grid), predict(model, norm, grid)
+    )
+
+
+def test_a_start_image_needs_the_grid_network(phantom: Volume) -> None:
+    with pytest.raises(InputError, match="train.base needs model.kind: grid"):
+        load_config(overrides={"train.base": "srr_tv"})
