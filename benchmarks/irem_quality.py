@@ -94,7 +94,7 @@ def quality(
         while pending and seconds >= pending[0]:
             at[f"psnr_{pending.pop(0):g}s"] = p
 
-    model, norm, res = train(stacks, cfg, seed=seed, progress=False, on_step=probe)
+    model, norm, res = train(stacks, cfg, seed=seed, progress=False, on_step=probe, grid=grid)
     t0 = time.perf_counter()
     final = psnr(predict(model, norm, grid))
     predict_s = time.perf_counter() - t0

@@ -70,7 +70,8 @@ class TrainConfig:
     ``base_iterations`` ADMM iterations; :func:`baselines.srr.srr`) of the same stacks on the
     target grid, and the network, whose output layer starts at zero, is fitted to what it leaves
     over; its time counts against the time budget.
-    ``holdout`` > 0 keeps that fraction of the LR voxels (drawn from the seed) out of the fit:
+    ``holdout`` > 0 keeps that fraction of the LR voxels (drawn from the seed; at most
+    ``holdout_max_voxels``, so that checking them costs the same on any volume) out of the fit:
     their loss is measured every ``validate_every`` steps and at the end (and before the first step),
     and the run returns the model where it was lowest (early stopping on held-out data, so that
     the noise the fit takes in after that point is left out).
@@ -96,6 +97,7 @@ class TrainConfig:
     image_prior_block: int = 16
     base: str = "none"
     holdout: float = 0.0
+    holdout_max_voxels: int = 32768
     validate_every: int = 25
     base_alpha: float = 0.01
     base_iterations: int = 20
@@ -217,6 +219,7 @@ def _check(cfg: IremConfig) -> None:
         (t.base in ("none", "srr_tv"), "train.base must be none or srr_tv"),
         (0 <= t.holdout < 1, "train.holdout must be in [0, 1)"),
         (t.validate_every >= 1, "train.validate_every must be >= 1"),
+        (t.holdout_max_voxels >= 1, "train.holdout_max_voxels must be >= 1"),
         (t.base == "none" or m.kind == "grid", "train.base needs model.kind: grid"),
         (t.base_alpha >= 0, "train.base_alpha must be >= 0"),
         (t.base_iterations >= 1, "train.base_iterations must be >= 1"),

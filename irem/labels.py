@@ -91,7 +91,8 @@ def reconstruct_label(args: Any, device: str) -> str:
     }
     budget = _budget(args, device, int(paper["train.epochs"]))
     if cfg.model.kind == "grid":
-        return "grid INR" + (f" ({', '.join(budget)})" if budget else "")
+        name = "grid INR on SRR-TV" if cfg.train.base == "srr_tv" else "grid INR"
+        return name + (f" ({', '.join(budget)})" if budget else "")
     if not diffs and not budget:
         return "IREM"
     parts = ["paper network", *budget]

@@ -183,12 +183,14 @@ class TrainingData:
         return perm if self.fit is None else self.fit[perm]
 
 
-def split_held_out(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+def split_held_out(
+    n: int, fraction: float, seed: int, max_voxels: int | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Indices of ``n`` LR voxels split at random into fitted and held-out (``fraction`` of them,
-    at least one of each), both sorted; None when ``fraction`` is 0."""
+    at most ``max_voxels``, at least one of each), both sorted; None when ``fraction`` is 0."""
     if fraction <= 0:
         return None
-    held = min(max(1, round(n * fraction)), n - 1)
+    held = min(max(1, round(n * fraction)), n - 1, max_voxels or n)
     if held < 1:
         raise InputError("train.holdout needs at least two LR voxels")
     perm = np.random.default_rng(seed).permutation(n)
@@ -202,7 +204,7 @@ def prepare_data(
     the held-out voxels of ``train.holdout``, drawn from ``seed``."""
     coords, vals, norm = training_data(stacks)
     vectors, owner = slice_vectors(stacks, norm)
-    split = split_held_out(len(vals), cfg.train.holdout, seed)
+    split = split_held_out(len(vals), cfg.train.holdout, seed, cfg.train.holdout_max_voxels)
     fitted = len(vals) if split is None else len(split[0])
     batch = min(cfg.train.batch_size, fitted)
     return TrainingData(

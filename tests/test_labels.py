@@ -39,7 +39,9 @@ def test_gpu_budget_is_not_called_cpu() -> None:
 
 
 def test_grid_inr_and_baselines() -> None:
-    assert label(BASE + " --config fast --time-budget 60") == "grid INR (60 s CPU budget)"
+    fast = BASE + " --config fast --time-budget 60"
+    assert label(fast) == "grid INR on SRR-TV (60 s CPU budget)"
+    assert label(fast + " --set train.base=none") == "grid INR (60 s CPU budget)"
     assert label("irem baseline bspline {stacks} -o {output}") == "B-spline"
     srr = "irem baseline srr {stacks} -o {output} --psf box --regulariser tv"
     assert label(srr) == "SRR-TV (box PSF)"

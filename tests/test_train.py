@@ -352,6 +352,8 @@ def test_held_out_voxels_are_a_seeded_disjoint_fraction() -> None:
     np.testing.assert_array_equal(held, again[1])
     assert not np.array_equal(held, other[1])
     assert split_held_out(1000, 0.0, seed=3) is None
+    capped = split_held_out(1000, 0.5, seed=3, max_voxels=20)
+    assert capped is not None and len(capped[1]) == 20 and len(capped[0]) == 980
 
 
 def test_a_run_returns_the_model_of_lowest_held_out_loss(phantom: Volume) -> None:
@@ -400,3 +402,31 @@ def test_a_saved_start_image_model_gives_the_same_image(phantom: Volume, tmp_pat
 def test_a_start_image_needs_the_grid_network(phantom: Volume) -> None:
     with pytest.raises(InputError, match="train.base needs model.kind: grid"):
         load_config(overrides={"train.base": "srr_tv"})
+
+
+def test_a_start_image_run_with_held_out_voxels_resumes_exactly(phantom: Volume, tmp_path) -> None:
+    stacks = simulate_stacks(phantom, 4)
+    grid = reference_grid(phantom)
+    over = {**FAST_SMALL, "train.holdout": 0.1, "train.validate_every": 4, "train.epochs": 3}
+    over["train.lr_schedule"] = "step"  # the budget schedule would follow the cut's time budget
+    cfg = load_config("fast", over)
+    full_model, norm, full = train(stacks, cfg, seed=2, grid=grid, progress=False)
+    out = predict(full_model, norm, grid)
+    clock = _fake_clock()
+    cut = load_config("fast", {**over, "train.time_budget": 20})
+    ckpt = tmp_path / "g.ckpt.pt"
+    _, _, part = train(
+        stacks,
+        cut,
+        seed=2,
+        grid=grid,
+        progress=False,
+        checkpoint=ckpt,
+        clock=lambda: float(next(clock)),
+    )
+    assert part.stopped_by == "budget" and part.steps < full.steps
+    resumed, norm2, again = train(
+        stacks, cfg, seed=2, grid=grid, progress=False, checkpoint=ckpt, resume=True
+    )
+    assert again.held_out == full.held_out
+    np.testing.assert_array_equal(predict(resumed, norm2, grid), out)
