@@ -133,6 +133,11 @@ def write_readme(out: Path, chosen: pd.DataFrame, command: str, n_cases: int) ->
         value = f"`{r['value']}`" if isinstance(r["value"], str) else f"{r['value']:g}"
         lines.append(f"| {r['parameter']} | {r['method']} | {value} | "
                      f"{r['mean_psnr_mask']:.2f} |")
+    lines += ["", "Sweeps run in this order, each from the choices before it; a later choice of a "
+              "setting replaces an earlier one. `start_image` chooses the start image together "
+              "with the grid prior's weight (its earlier choice was made without a start "
+              "image); all its candidates hold 5% of the LR voxels out, as `irem/configs/fast.yaml` "
+              "does, the one without a start image included."]
     lines += ["", "Every run: the `<parameter>.csv` files beside this one. The number of optimiser "
               "steps of Fig. 3 was chosen on a tuning subject as well: "
               "[`ablation_steps.md`](ablation_steps.md)."]

@@ -112,14 +112,18 @@ def inr_vs_srrtv_lines(table: pd.DataFrame) -> list[str]:
         where = "the cohort" if r.volume == "cohort" else "the whole crop"
         if r.method.endswith("_sparse"):
             where += " (sparse grid update)"
-        side = f"{abs(r.diff):.2f} dB {'above' if r.diff > 0 else 'below'} SRR-TV"
+        if round(abs(r.diff), 2) == 0:
+            side = "within 0.01 dB of SRR-TV"
+        else:
+            side = f"{abs(r.diff):.2f} dB {'above' if r.diff > 0 else 'below'} SRR-TV"
         if r.n < 2:
             said.append(f"at k = {r.k} on {where} the grid INR is {side} (one subject)")
             continue
         test = "significant" if r.n >= 5 and r.p_wilcoxon < 0.05 else "not significant"
+        below = (f"never more than {margin} dB below it" if r.below_margin == 0 else
+                 f"more than {margin} dB below it on {r.below_margin} of {r.n} subjects")
         said.append(f"at k = {r.k} on {where} the grid INR is {side} on average ({test}, "
-                    f"p = {r.p_wilcoxon:.3f}) and more than {margin} dB below it on "
-                    f"{r.below_margin} of {r.n} subjects (worst {r.worst:+.2f} dB)")
+                    f"p = {r.p_wilcoxon:.3f}) and {below} (worst subject {r.worst:+.2f} dB)")
     lines.append("; ".join(said)[0].upper() + "; ".join(said)[1:] + ".")
     return lines + [""]
 

@@ -25,6 +25,17 @@ from irem.train import (
 from irem.volume import Volume, apply_affine
 
 SMALL = {"model.width": 32, "model.fourier_dim": 32, "train.batch_size": 512, "train.lr": 1e-3}
+#: A small grid INR (4 epochs of 2048 LR voxels) for quick tests of the fast representation.
+SMALL_GRID = {
+    "model.kind": "grid",
+    "model.width": 16,
+    "model.levels": 3,
+    "model.finest_mm": 2.0,
+    "train.batch_size": 2048,
+    "train.lr": 1e-2,
+    "train.lr_grid": 3e-2,
+    "train.epochs": 4,
+}
 
 
 def test_coordinates_are_normalised_isotropically(phantom: Volume) -> None:
@@ -140,17 +151,7 @@ def test_grid_inr_with_profile_fits_and_resumes(phantom: Volume, tmp_path) -> No
     """The fast representation: learns the phantom and resumes exactly (jitter included)."""
     stacks = simulate_stacks(phantom, 4)
     grid = reference_grid(phantom)
-    over = {
-        "model.kind": "grid",
-        "model.width": 16,
-        "model.levels": 3,
-        "model.finest_mm": 2.0,
-        "train.batch_size": 2048,
-        "train.lr": 1e-2,
-        "train.lr_grid": 3e-2,
-        "train.profile_points": 4,
-        "train.epochs": 4,
-    }
+    over = {**SMALL_GRID, "train.profile_points": 4}
     cfg = load_config(overrides=over)
     full_model, norm, full = train(stacks, cfg, seed=2, progress=False)
     out = predict(full_model, norm, grid)
@@ -191,16 +192,7 @@ def test_image_prior_smooths_what_the_stacks_leave_open(phantom: Volume) -> None
     """With an image prior, the rendered image's total variation drops (same seed, same steps)."""
     stacks = simulate_stacks(phantom, 4)
     grid = reference_grid(phantom)
-    over = {
-        "model.kind": "grid",
-        "model.width": 16,
-        "model.levels": 3,
-        "model.finest_mm": 2.0,
-        "train.batch_size": 2048,
-        "train.lr": 1e-2,
-        "train.lr_grid": 3e-2,
-        "train.epochs": 4,
-    }
+    over = dict(SMALL_GRID)
     tv = []
     for weight in (0.0, 1.0):
         cfg = load_config(overrides={**over, "train.image_prior": weight})
