@@ -5,7 +5,8 @@ Level ``l`` of ``levels`` is a grid of ``features`` learnable values per node wi
 ``finest_mm * 2**(levels - 1 - l)`` millimetres over the bounding box of the LR voxel centres; a
 point's features are read by trilinear interpolation (``torch.nn.functional.grid_sample``) at every
 level, concatenated and mapped to an intensity by an MLP. It is still an implicit neural
-representation: a continuous function of the coordinate, fitted to the LR voxels only.
+representation: a continuous function of the coordinate, fitted to the LR voxels only. With a
+start image (:meth:`GridINR.set_base`, ``train.base``) it represents that image plus the network.
 
 Two update modes give the same function of the same parameters:
 
