@@ -33,10 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 from _workflow import cohort_subject_cases, irem, method_shell, run_logged  # noqa: E402
 
-#: What is tuned, in order: parameter name -> (methods it applies to, option, candidate values).
-#: Sweeps of the same method run one after the other, each with the values chosen before it
-#: (coordinate-wise search).
-#: name: (methods, option, candidate values); an empty option: the values are whole sets of options.
+#: What is tuned, in order: parameter name -> (methods it applies to, option, candidate values);
+#: an empty option: each candidate is a whole set of options. Sweeps of the same method run one
+#: after the other, each with the values chosen before it (coordinate-wise search).
 SWEEPS: dict[str, tuple[tuple[str, ...], str, tuple[float | str, ...]]] = {
     "srr_alpha": (("srrtk1", "srrtv"), "--alpha", (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)),
     "grid_prior_weight": (("iremfast",), "--set train.grid_smoothness=", (1.0, 3.0, 10.0)),

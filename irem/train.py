@@ -427,11 +427,20 @@ class HeldOut:
     best_state: dict[str, torch.Tensor] | None = None
 
     def record(self, step: int, loss: float, model: torch.nn.Module) -> None:
-        """Log ``loss`` at ``step``; keep a copy of the model's state if it is the lowest yet."""
+        """Log ``loss`` at ``step``; keep a copy of the model's parameters if it is the lowest
+        yet (its buffers, such as the start image, do not change during training)."""
         self.trace.append((step, loss))
         if loss < self.best_loss:
             self.best_loss, self.best_step = loss, step
-            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            self.best_state = {k: v.detach().clone() for k, v in model.named_parameters()}
+
+    @torch.no_grad()
+    def restore(self, model: torch.nn.Module) -> None:
+        """Put the kept parameters back into ``model`` (nothing kept: no change)."""
+        if self.best_state is None:
+            return
+        for name, param in model.named_parameters():
+            param.copy_(self.best_state[name])
 
     def summary(self, voxels: int) -> dict[str, Any]:
         """The sidecar's account: voxels held out, best step and loss, the loss trace."""
@@ -602,7 +611,7 @@ class Trainer:
             "training_seconds": s.seconds,
             "history": s.history,
             "running": s.running,
-            "held_out": asdict(self.held_out),
+            "held_out": dict(vars(self.held_out)),  # shallow: torch.save writes the tensors
         }
 
     def resume(self, path: Path) -> None:
@@ -665,8 +674,7 @@ class Trainer:
             stop = StopReason.EPOCHS
             self._save(checkpoint, self.gen.get_state())
         self._validate(final=True)
-        if self.held_out.best_state is not None:
-            self.model.load_state_dict(self.held_out.best_state)
+        self.held_out.restore(self.model)
         self.model.eval()
         return self._result(stop)
 
