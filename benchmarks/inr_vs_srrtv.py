@@ -10,14 +10,15 @@ One table, two sources, brain PSNR of the INR minus that of SRR-TV:
   brain crop (4.5 M voxels) instead of the workflow's crop, simulated as the workflow simulates
   (SNR 40, box profile, seed 0) at every k of the config and reconstructed with the config's
   ``iremfast`` and ``srrtv`` commands (the same ``irem`` path, one thread each; the INR's budget
-  follows its ``--time-per-mvoxel`` rule); with ``--sparse`` also the INR with sparse grid updates
-  (``iremfast_sparse``: the same command with ``--set model.grid_update=sparse``), reported beside
-  the default, not used to choose it. Its runs are kept in
+  follows its ``--time-per-mvoxel`` rule; on this volume fast.yaml's sparse finest level and local
+  batches are in use); with ``--dense`` also the INR with dense grid updates (``iremfast_dense``:
+  the same command with ``--set model.grid_update=dense``: every grid node updated at every step,
+  batches of independent voxels), reported beside the default, not used to choose it. Its runs are kept in
   ``results/benchmarks/inr_vs_srrtv_whole.csv`` and reused unless ``--whole`` is given again.
 
   python benchmarks/inr_vs_srrtv.py                 # cohort part (+ kept whole-crop runs)
-  python benchmarks/inr_vs_srrtv.py --whole [--sparse]  # also (re)run the whole crop (~15 min
-                                                        # per pair of INR runs on 2 cores)
+  python benchmarks/inr_vs_srrtv.py --whole [--dense]  # also (re)run the whole crop (~15 min
+                                                       # per pair of INR runs on 2 cores)
   -> results/benchmarks/inr_vs_srrtv.{csv,md,png}
 """
 
@@ -55,7 +56,7 @@ from irem.stats import TIE_TOLERANCE, paired  # noqa: E402
 from irem.volume import sidecar_path  # noqa: E402
 
 INR, BASELINE = "iremfast", "srrtv"
-SPARSE = "iremfast_sparse"  # the INR with sparse grid updates (whole crop only)
+DENSE = "iremfast_dense"  # the INR with dense grid updates (whole crop only)
 WHOLE = OUT / "inr_vs_srrtv_whole.csv"
 
 
@@ -69,23 +70,23 @@ def cohort_runs(runs_csv: Path) -> pd.DataFrame:
                "total_seconds"]]
 
 
-def method_commands(sparse: bool) -> dict[str, str]:
-    """The config's commands of the two methods (and the sparse-update INR)."""
+def method_commands(dense: bool) -> dict[str, str]:
+    """The config's commands of the two methods (and the dense-update INR)."""
     commands = {m["name"]: str(m["command"]) for m in workflow_config()["methods"]
                 if m["name"] in (INR, BASELINE)}
-    if sparse:
-        commands[SPARSE] = commands[INR] + " --set model.grid_update=sparse"
+    if dense:
+        commands[DENSE] = commands[INR] + " --set model.grid_update=dense"
     return commands
 
 
-def run_whole(subject: str, jobs: int, sparse: bool) -> pd.DataFrame:
+def run_whole(subject: str, jobs: int, dense: bool) -> pd.DataFrame:
     """Simulate and reconstruct one cohort subject over the whole brain crop at every k."""
     config = workflow_config()
     entry = next(d for d in config["datasets"] if d.get("cohort"))
     index = int(subject) - 1
     if index < entry["cohort"]["tuning"]:
         raise SystemExit(f"error: subject {subject} is a tuning subject; pick an evaluation one")
-    commands = method_commands(sparse)
+    commands = method_commands(dense)
     work = Path(tempfile.mkdtemp(prefix="irem-whole-"))  # kept (with the logs) on a failure
     cases = cohort_subject_cases(config, index, work, None, zlib.crc32(f"cohort/{subject}".encode()))
     gt, mask = cases[0]["gt"], cases[0]["mask"]
@@ -118,7 +119,7 @@ def paired_table(runs: pd.DataFrame, margin: float) -> pd.DataFrame:
     rows = []
     for (volume, k), g in runs.groupby(["volume", "k"], sort=True):
         wide = g.pivot_table(index="subject", columns="method", values="psnr_mask")
-        for method in [m for m in (INR, SPARSE) if m in wide.columns]:
+        for method in [m for m in (INR, DENSE) if m in wide.columns]:
             rows.append(_paired_row(wide, method, volume, int(k), margin))
     return pd.DataFrame(rows)
 
@@ -151,8 +152,8 @@ def plot(runs: pd.DataFrame, table: pd.DataFrame, margin: float, path: Path) -> 
         if np.isfinite(r.ci_low):
             ax.errorbar(i + 0.3, r.diff, yerr=[[r.diff - r.ci_low], [r.ci_high - r.diff]],
                         fmt="o", color="black", capsize=4)
-        sparse = "\nsparse" if r.method == SPARSE else ""
-        labels.append(f"{r.volume}{sparse}\nk={r.k} (n={r.n})")
+        dense = "\ndense" if r.method == DENSE else ""
+        labels.append(f"{r.volume}{dense}\nk={r.k} (n={r.n})")
     ax.axhline(0, color="grey", lw=1)
     ax.axhline(-margin, color="tab:red", lw=1, ls="--", label=f"-{margin:g} dB")
     ax.set_xticks(range(len(labels)), labels)
@@ -194,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default="results/tables/runs.csv",
                         help="the workflow's per-run table")
     parser.add_argument("--whole", action="store_true", help="(re)run the whole-crop volume")
-    parser.add_argument("--sparse", action="store_true",
-                        help="whole crop: also the INR with sparse grid updates")
+    parser.add_argument("--dense", action="store_true",
+                        help="whole crop: also the INR with dense grid updates")
     parser.add_argument("--subject", default="04", help="cohort evaluation subject (whole crop)")
     parser.add_argument("--jobs", type=int, default=2, help="whole-crop runs side by side")
     parser.add_argument("--margin", type=float, default=0.5, help="dB below SRR-TV to count")
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     parts = [cohort_runs(runs_csv)]
     if args.whole:
-        run_whole(args.subject, args.jobs, args.sparse).to_csv(ROOT / WHOLE, index=False, float_format="%.4f")
+        run_whole(args.subject, args.jobs, args.dense).to_csv(ROOT / WHOLE, index=False, float_format="%.4f")
     if (ROOT / WHOLE).exists():
         parts.append(pd.read_csv(ROOT / WHOLE, dtype={"subject": str}))
     runs = pd.concat(parts, ignore_index=True)

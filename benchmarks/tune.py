@@ -10,6 +10,10 @@ brain PSNR over tuning subjects and k is chosen. Writes ``results/tuning/<parame
 run) and ``results/tuning/chosen.csv`` + ``README.md`` (the choices); the config's commands must
 carry the chosen values (``tests/test_tuning.py`` checks it).
 
+Settings whose effect depends on the volume's size (:data:`WHOLE_CROP`) are tuned on the tuning
+subjects generated over the whole 152x184x160 brain crop instead (4.5 M voxels; one case per
+tuning subject: subject 01 at the config's first k, 02 at its last).
+
     python benchmarks/tune.py                      # every sweep, 2 runs side by side
     python benchmarks/tune.py --only srr_alpha     # one sweep
 """
@@ -49,7 +53,22 @@ SWEEPS: dict[str, tuple[tuple[str, ...], str, tuple[float | str, ...]]] = {
         "--set train.base=none --set train.grid_smoothness=3",
         *(f"--set train.base=srr_tv --set train.grid_smoothness={w:g}" for w in (0.03, 0.1, 0.3, 1)),
     )),
+    # LR voxels per spatially compact run of a batch (0: independent voxels); they act only on
+    # sparse grid levels, so this sweep runs in CONTEXT
+    "batch_chunk": (("iremfast",), "--set train.batch_chunk=", (0, 256, 1024)),
 }
+#: Options every candidate of a sweep runs with, not chosen: the setting its value acts in. Local
+#: batches serve a sparse finest grid level, which volumes of more than ~2 M voxels have; the tuning
+#: crops' finest level (~340 k nodes) is made sparse as it would be there.
+CONTEXT: dict[str, str] = {"batch_chunk": "--set model.dense_max_nodes=262144"}
+SWEEPS["large_volume"] = (("iremfast",), "", (
+    "--set model.grid_update=dense --set train.batch_chunk=0",
+    "--set model.grid_update=sparse --set train.batch_chunk=0",
+    "--set model.grid_update=sparse --set train.batch_chunk=128",
+))
+#: Sweeps run on whole-crop volumes (the grid update and local batches act only on volumes whose
+#: finest grid level exceeds model.dense_max_nodes; the tuning crops have none).
+WHOLE_CROP: tuple[str, ...] = ("large_volume",)
 
 
 def cohort_entry(config: dict) -> dict:
@@ -66,6 +85,16 @@ def prepare(config: dict, work: Path) -> list[dict]:
     crop = [int(c) for c in entry["crop"]] if entry.get("crop") else None
     return [case for index in range(entry["cohort"].get("tuning", 2))
             for case in cohort_subject_cases(config, index, work, crop)]
+
+
+def prepare_whole(config: dict, work: Path) -> list[dict]:
+    """One whole-crop case per tuning subject: subject 01 at the first k, 02 at the last, ..."""
+    entry = cohort_entry(config)
+    cases = []
+    for index in range(entry["cohort"].get("tuning", 2)):
+        made = cohort_subject_cases(config, index, work / "whole", None)
+        cases.append(made[0] if index % 2 == 0 else made[-1])
+    return cases
 
 
 def with_value(command: str, option: str, value: float | str) -> str:
@@ -100,7 +129,8 @@ def score(case: dict, method: dict, option: str, value: float | str, work: Path)
 
 def sweep(name: str, config: dict, cases: list[dict], work: Path, jobs: int) -> pd.DataFrame:
     names, option, values = SWEEPS[name]
-    methods = [m for m in config["methods"] if m["name"] in names]
+    methods = [m | {"command": f"{m['command']} {CONTEXT.get(name, '')}".strip()}
+               for m in config["methods"] if m["name"] in names]
     if not methods:
         raise SystemExit(f"error: no method of {names} in the config")
     tasks = [(c, m, v) for m in methods for v in values for c in cases]
@@ -136,7 +166,12 @@ def write_readme(out: Path, chosen: pd.DataFrame, command: str, n_cases: int) ->
               "setting replaces an earlier one. `start_image` chooses the start image together "
               "with the grid prior's weight (its earlier choice was made without a start "
               "image); all its candidates hold 5% of the LR voxels out, as `irem/configs/fast.yaml` "
-              "does, the one without a start image included."]
+              "does, the one without a start image included. `batch_chunk` runs with the "
+              "tuning crops' finest grid level made sparse (`CONTEXT` in benchmarks/tune.py), "
+              "as it is on volumes over ~2 M voxels. `large_volume` (the grid update and local "
+              "batches, which act only on such volumes) runs on the tuning subjects generated "
+              "over the whole 152x184x160 brain crop: subject 01 at k = 4, 02 at k = 8, with the "
+              "budget rule of the config (about 800 s per run)."]
     lines += ["", "Every run: the `<parameter>.csv` files beside this one. The number of optimiser "
               "steps of Fig. 3 was chosen on a tuning subject as well: "
               "[`ablation_steps.md`](ablation_steps.md)."]
@@ -155,9 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="irem-tune-") as tmp:
         work = Path(tmp)
-        cases = prepare(config, work)
-        for name in [n for n in SWEEPS if n in args.only]:
-            df = sweep(name, config, cases, work, args.jobs)
+        names = [n for n in SWEEPS if n in args.only]
+        cases = prepare(config, work) if set(names) - set(WHOLE_CROP) else []
+        whole = []
+        if set(names) & set(WHOLE_CROP):
+            (work / "whole").mkdir()
+            whole = prepare_whole(config, work)
+        for name in names:
+            df = sweep(name, config, whole if name in WHOLE_CROP else cases, work, args.jobs)
             df.to_csv(out / f"{name}.csv", index=False, float_format="%.4f")
             print(df.groupby(["method", "value"])["psnr_mask"].mean().to_string(), flush=True)
             option = SWEEPS[name][1]
@@ -171,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
             chosen.append(choose(pd.read_csv(path)).assign(parameter=name))
     table = pd.concat(chosen, ignore_index=True)[["parameter", "method", "value", "mean_psnr_mask"]]
     table.to_csv(out / "chosen.csv", index=False, float_format="%.4f")
+    tuning = cohort_entry(config)["cohort"].get("tuning", 2)
     write_readme(out, table, " ".join(["python benchmarks/tune.py", *(argv or sys.argv[1:])]),
-                 len(cases))
+                 tuning * len(config["ks"]))
     print(table.to_string(index=False))
     return 0
 

@@ -20,7 +20,8 @@ class ModelConfig:
     ``width`` with BatchNorm, skips); ``kind: grid`` is the fast CPU representation of
     :mod:`irem.grid_inr` (``levels`` dense feature grids, the finest at ``finest_mm``, then an MLP of
     ``hidden_layers`` layers of ``width``); ``grid_update: sparse`` updates only the nodes a batch
-    touches on levels over 2^21 nodes (lazy Adam, :mod:`irem.optim`), ``dense`` every node.
+    touches on levels of more than ``dense_max_nodes`` nodes (lazy Adam, :mod:`irem.optim`; 2^21:
+    the finest level of a volume of more than about 2 M voxels at 1 mm), ``dense`` every node.
     """
 
     kind: str = "irem"
@@ -34,6 +35,7 @@ class ModelConfig:
     finest_mm: float = 1.0
     hidden_layers: int = 1
     grid_update: str = "dense"
+    dense_max_nodes: int = 2**21
 
 
 @dataclass
@@ -75,6 +77,13 @@ class TrainConfig:
     their loss is measured every ``validate_every`` steps and at the end (and before the first step),
     and the run returns the model where it was lowest (early stopping on held-out data, so that
     the noise the fit takes in after that point is left out).
+    ``batch_chunk`` > 0, when the grid INR has sparse levels (``model.grid_update: sparse`` on a
+    volume whose finest level exceeds ``model.dense_max_nodes``), draws each batch as runs of that many
+    neighbouring LR voxels (compact regions; every voxel still once per epoch) instead of
+    independent voxels: a batch then touches about the same number of grid nodes on any volume,
+    which keeps the sparse update's step cost independent of the volume's size
+    (``benchmarks/inr_step_cost.py``). Without sparse levels it changes nothing (dense updates
+    cost the same for any batch).
     ``precision: bf16`` runs forward and backward under bfloat16 autocast (weights and Adam stay
     float32).
     ``time_per_mvoxel`` (seconds per million target voxels) scales the time budget with the size of
@@ -84,6 +93,7 @@ class TrainConfig:
 
     epochs: int = 2000
     batch_size: int = 2500
+    batch_chunk: int = 0
     lr: float = 1e-4
     lr_grid: float = 1e-2
     grid_smoothness: float = 0.0
@@ -195,6 +205,7 @@ def _check(cfg: IremConfig) -> None:
     checks += [
         (m.kind in ("irem", "grid"), "model.kind must be irem or grid"),
         (m.grid_update in ("dense", "sparse"), "model.grid_update must be dense or sparse"),
+        (m.dense_max_nodes >= 0, "model.dense_max_nodes must be >= 0"),
         (m.levels >= 1 and m.features >= 1, "model.levels and model.features must be >= 1"),
         (m.finest_mm > 0, "model.finest_mm must be positive"),
         (m.hidden_layers >= 0, "model.hidden_layers must be >= 0"),
@@ -218,6 +229,7 @@ def _check(cfg: IremConfig) -> None:
         (t.precision in ("fp32", "bf16"), "train.precision must be fp32 or bf16"),
         (t.base in ("none", "srr_tv"), "train.base must be none or srr_tv"),
         (0 <= t.holdout < 1, "train.holdout must be in [0, 1)"),
+        (t.batch_chunk >= 0, "train.batch_chunk must be >= 0"),
         (t.validate_every >= 1, "train.validate_every must be >= 1"),
         (t.holdout_max_voxels >= 1, "train.holdout_max_voxels must be >= 1"),
         (t.base == "none" or m.kind == "grid", "train.base needs model.kind: grid"),

@@ -102,6 +102,7 @@ def build_model(cfg: IremConfig, seed: int, norm: Normaliser) -> torch.nn.Module
             m.hidden_layers,
             seed,
             update=m.grid_update,
+            dense_max_nodes=m.dense_max_nodes,
         )
     return IREM(m.fourier_dim, m.sigma, m.width, m.depth, tuple(m.skips), seed=seed)
 

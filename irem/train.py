@@ -171,6 +171,8 @@ class TrainingData:
     steps_per_epoch: int
     fit: torch.Tensor | None = None
     held_out: torch.Tensor | None = None
+    local: torch.Tensor | None = None
+    chunk: int = 0
 
     @property
     def n(self) -> int:
@@ -178,9 +180,47 @@ class TrainingData:
         return len(self.vals) if self.fit is None else len(self.fit)
 
     def order(self, gen: torch.Generator) -> torch.Tensor:
-        """A seeded random order of the fitted LR voxels (indices into ``vals``)."""
-        perm = torch.randperm(self.n, generator=gen).to(self.vals.device)
-        return perm if self.fit is None else self.fit[perm]
+        """A seeded random order of the fitted LR voxels (indices into ``vals``).
+
+        With ``local`` (the fitted voxels in spatial order, :func:`spatial_chunks`), the order is
+        made of runs of ``chunk`` neighbouring voxels: the spatial order is cut into runs at a
+        random offset and the runs are shuffled, so that a batch covers ``batch / chunk`` compact
+        regions and still every voxel comes once per epoch.
+        """
+        if self.local is None:
+            perm = torch.randperm(self.n, generator=gen).to(self.vals.device)
+            return perm if self.fit is None else self.fit[perm]
+        runs = self.n // self.chunk
+        if runs < 2:
+            return self.local[torch.randperm(self.n, generator=gen).to(self.vals.device)]
+        shift = int(torch.randint(self.chunk, (1,), generator=gen))
+        rolled = self.local.roll(-shift)
+        head = rolled[: runs * self.chunk].view(runs, self.chunk)
+        picks = torch.randperm(runs, generator=gen).to(self.vals.device)
+        return torch.cat((head[picks].reshape(-1), rolled[runs * self.chunk :]))
+
+    def localise(self, chunk: int) -> None:
+        """Draw batches as runs of ``chunk`` neighbouring fitted voxels from now on (see
+        :meth:`order`)."""
+        fitted = self.coords if self.fit is None else self.coords[self.fit]
+        local = spatial_chunks(fitted, chunk)
+        self.local = local if self.fit is None else self.fit[local]
+        self.chunk = chunk
+
+
+def spatial_chunks(coords: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Permutation of points ``coords`` ``(n, 3)`` along a Z-order (Morton) curve through cubic
+    tiles that hold ``chunk / 8`` points on average (their density over the points' bounding box):
+    consecutive runs of ``chunk`` points then lie close together (about 2x2x2 tiles)."""
+    lo, hi = coords.min(dim=0).values, coords.max(dim=0).values
+    volume = float(torch.prod((hi - lo).clamp(min=1e-6)))
+    tile = (volume * max(chunk / 8, 1) / len(coords)) ** (1 / 3)
+    cells = ((coords - lo) / tile).long().clamp(max=2**20 - 1)
+    key = torch.zeros(len(coords), dtype=torch.long)
+    for bit in range(int(cells.max()).bit_length()):
+        for axis in range(3):
+            key |= ((cells[:, axis] >> bit) & 1) << (3 * bit + axis)
+    return torch.argsort(key, stable=True)
 
 
 def split_held_out(
@@ -502,6 +542,8 @@ class Trainer:
         self.device = device or torch.device("cpu")
         self.data = prepare_data(stacks, cfg, self.device, seed=self.seed + 2)
         self.model = build_model(cfg, self.seed, self.data.norm).to(self.device)
+        if cfg.train.batch_chunk > 0 and any(getattr(self.model, "sparse_levels", ())):
+            self.data.localise(cfg.train.batch_chunk)  # locality serves the sparse levels only
         self.opt = build_optimizer(self.model, cfg)
         t = cfg.train
         self.total_steps = t.epochs * self.data.steps_per_epoch

@@ -100,18 +100,18 @@ def inr_vs_srrtv_lines(table: pd.DataFrame) -> list[str]:
     for r in table.itertuples():
         name = {"cohort": "cohort (evaluation subjects)",
                 "whole": f"subject {r.per_subject.split(':')[0]}, whole 152x184x160 crop"}
-        sparse = ", sparse grid update" if r.method.endswith("_sparse") else ""
+        dense = ", dense grid update" if r.method.endswith("_dense") else ""
         ci = "" if pd.isna(r.ci_low) else f" [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
         p = "-" if pd.isna(r.p_wilcoxon) else f"{r.p_wilcoxon:.3f}"
-        lines.append(f"| {name.get(r.volume, r.volume)}{sparse} | {r.k} | {r.n} | {r.srrtv_psnr:.2f} | "
+        lines.append(f"| {name.get(r.volume, r.volume)}{dense} | {r.k} | {r.n} | {r.srrtv_psnr:.2f} | "
                      f"{r.inr_psnr:.2f} | {r.diff:+.2f}{ci} | {p} | {r.worst:+.2f} | "
                      f"{r.below_margin} |")
     lines.append("")
     said = []
     for r in table.itertuples():
         where = "the cohort" if r.volume == "cohort" else "the whole crop"
-        if r.method.endswith("_sparse"):
-            where += " (sparse grid update)"
+        if r.method.endswith("_dense"):
+            where += " (dense grid update)"
         if round(abs(r.diff), 2) == 0:
             side = "within 0.01 dB of SRR-TV"
         else:
@@ -129,14 +129,16 @@ def inr_vs_srrtv_lines(table: pd.DataFrame) -> list[str]:
 
 
 def step_cost_lines(runs: pd.DataFrame) -> list[str]:
-    """Median steps/s of ``benchmarks/inr_step_cost.py`` per target size and grid update."""
-    wide = runs.pivot_table(index="target_mvoxels", columns="update", values="steps_per_s",
+    """Median steps/s of ``benchmarks/inr_step_cost.py`` per target size and variant."""
+    names = {"dense": "dense update", "sparse": "sparse update",
+             "local": "sparse update, local batches"}
+    wide = runs.pivot_table(index="target_mvoxels", columns="variant", values="steps_per_s",
                             aggfunc="median")
-    cols = list(wide.columns)
+    cols = [c for c in names if c in wide.columns]
     lines = ["**Grid INR training steps per second** against the target's size (one thread, "
              "median of rounds; `python benchmarks/inr_step_cost.py`; "
              "`results/benchmarks/inr_step_cost.md`)", "",
-             "| M voxels | " + " | ".join(f"{c} update" for c in cols) + " |",
+             "| M voxels | " + " | ".join(names[c] for c in cols) + " |",
              "|---" * (len(cols) + 1) + "|"]
     for size, row in wide.iterrows():
         lines.append(f"| {size:g} | " + " | ".join(f"{row[c]:.1f}" for c in cols) + " |")

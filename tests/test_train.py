@@ -16,7 +16,9 @@ from irem.train import (
     image_penalty,
     inputs_to_unit,
     predict,
+    prepare_data,
     slice_profile_points,
+    spatial_chunks,
     split_held_out,
     start_image,
     train,
@@ -396,13 +398,61 @@ def test_a_start_image_needs_the_grid_network(phantom: Volume) -> None:
         load_config(overrides={"train.base": "srr_tv"})
 
 
+def test_spatial_chunks_are_compact_runs_of_points() -> None:
+    points = torch.rand(8000, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    order = spatial_chunks(points, 100)
+    assert torch.equal(torch.sort(order).values, torch.arange(8000))
+
+    def mean_run_extent(perm: torch.Tensor) -> float:
+        runs = points[perm].view(80, 100, 3)
+        return float((runs.amax(dim=1) - runs.amin(dim=1)).norm(dim=1).mean())
+
+    # A cube holding 100 of the points has edge (2**3 / 80) ** (1/3) = 0.46, diagonal 0.80; a run
+    # of 100 random points spans nearly the whole box (diagonal 3.46).
+    cube = (2**3 / 80) ** (1 / 3) * 3**0.5
+    assert mean_run_extent(order) < 2 * cube < 0.5 * mean_run_extent(torch.randperm(8000))
+
+
+def test_local_batches_are_runs_of_the_spatial_order_covering_every_voxel(phantom: Volume) -> None:
+    stacks = simulate_stacks(phantom, 4)
+    cfg = load_config("fast", {**FAST_SMALL, "train.holdout": 0.1})
+    data = prepare_data(stacks, cfg, torch.device("cpu"), seed=1)
+    data.localise(64)
+    assert data.local is not None and data.fit is not None
+    order = data.order(torch.Generator().manual_seed(5))
+    assert torch.equal(torch.sort(order).values, data.fit)  # each fitted voxel once
+    again = data.order(torch.Generator().manual_seed(5))
+    assert torch.equal(order, again)
+    position = torch.full((len(data.vals),), -1, dtype=torch.long)
+    position[data.local] = torch.arange(len(data.local))
+    steps = position[order][: (data.n // 64) * 64].view(-1, 64).diff(dim=1) % data.n
+    assert bool((steps == 1).all())  # every run is 64 neighbours in the spatial order
+
+
+def test_without_sparse_levels_the_sparse_config_runs_the_dense_one(phantom: Volume) -> None:
+    """fast.yaml's sparse update and local batches act only on levels over dense_max_nodes: on a
+    smaller volume its run is the dense, independent-batch run, value for value."""
+    stacks = simulate_stacks(phantom, 4)
+    over = {**FAST_SMALL, "train.base": "none", "train.epochs": 2}
+    dense = load_config("fast", {**over, "model.grid_update": "dense", "train.batch_chunk": 0})
+    sparse = load_config("fast", {**over, "model.grid_update": "sparse", "train.batch_chunk": 64})
+    grid = reference_grid(phantom)
+    a, norm_a, _ = train(stacks, dense, seed=1, progress=False)
+    b, norm_b, _ = train(stacks, sparse, seed=1, progress=False)
+    assert not any(b.sparse_levels)
+    np.testing.assert_array_equal(predict(a, norm_a, grid), predict(b, norm_b, grid))
+
+
 def test_a_start_image_run_with_held_out_voxels_resumes_exactly(phantom: Volume, tmp_path) -> None:
     stacks = simulate_stacks(phantom, 4)
     grid = reference_grid(phantom)
     over = {**FAST_SMALL, "train.holdout": 0.1, "train.validate_every": 4, "train.epochs": 3}
+    # sparse finest level and local batches: the epoch's order is re-drawn on resume
+    over |= {"model.grid_update": "sparse", "model.dense_max_nodes": 5000, "train.batch_chunk": 128}
     over["train.lr_schedule"] = "step"  # the budget schedule would follow the cut's time budget
     cfg = load_config("fast", over)
     full_model, norm, full = train(stacks, cfg, seed=2, grid=grid, progress=False)
+    assert any(full_model.sparse_levels)
     out = predict(full_model, norm, grid)
     clock = _fake_clock()
     cut = load_config("fast", {**over, "train.time_budget": 20})
