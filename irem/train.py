@@ -216,7 +216,7 @@ def spatial_chunks(coords: torch.Tensor, chunk: int) -> torch.Tensor:
     volume = float(torch.prod((hi - lo).clamp(min=1e-6)))
     tile = (volume * max(chunk / 8, 1) / len(coords)) ** (1 / 3)
     cells = ((coords - lo) / tile).long().clamp(max=2**20 - 1)
-    key = torch.zeros(len(coords), dtype=torch.long)
+    key = torch.zeros(len(coords), dtype=torch.long, device=coords.device)
     for bit in range(int(cells.max()).bit_length()):
         for axis in range(3):
             key |= ((cells[:, axis] >> bit) & 1) << (3 * bit + axis)

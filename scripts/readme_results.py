@@ -130,8 +130,9 @@ def inr_vs_srrtv_lines(table: pd.DataFrame) -> list[str]:
 
 def step_cost_lines(runs: pd.DataFrame) -> list[str]:
     """Median steps/s of ``benchmarks/inr_step_cost.py`` per target size and variant."""
+    chunk = runs.loc[runs["variant"] == "local", "batch_chunk"]
     names = {"dense": "dense update", "sparse": "sparse update",
-             "local": "sparse update, local batches"}
+             "local": f"sparse update, batches of {chunk.max():g}-voxel runs"}
     wide = runs.pivot_table(index="target_mvoxels", columns="variant", values="steps_per_s",
                             aggfunc="median")
     cols = [c for c in names if c in wide.columns]
