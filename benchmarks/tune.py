@@ -56,16 +56,17 @@ SWEEPS: dict[str, tuple[tuple[str, ...], str, tuple[float | str, ...]]] = {
     # LR voxels per spatially compact run of a batch (0: independent voxels); they act only on
     # sparse grid levels, so this sweep runs in CONTEXT
     "batch_chunk": (("iremfast",), "--set train.batch_chunk=", (0, 256, 1024)),
+    # The grid update with local batches, on whole-crop volumes (WHOLE_CROP)
+    "large_volume": (("iremfast",), "", (
+        "--set model.grid_update=dense --set train.batch_chunk=0",
+        "--set model.grid_update=sparse --set train.batch_chunk=0",
+        "--set model.grid_update=sparse --set train.batch_chunk=128",
+    )),
 }
 #: Options every candidate of a sweep runs with, not chosen: the setting its value acts in. Local
 #: batches serve a sparse finest grid level, which volumes of more than ~2 M voxels have; the tuning
 #: crops' finest level (~340 k nodes) is made sparse as it would be there.
 CONTEXT: dict[str, str] = {"batch_chunk": "--set model.dense_max_nodes=262144"}
-SWEEPS["large_volume"] = (("iremfast",), "", (
-    "--set model.grid_update=dense --set train.batch_chunk=0",
-    "--set model.grid_update=sparse --set train.batch_chunk=0",
-    "--set model.grid_update=sparse --set train.batch_chunk=128",
-))
 #: Sweeps run on whole-crop volumes (the grid update and local batches act only on volumes whose
 #: finest grid level exceeds model.dense_max_nodes; the tuning crops have none).
 WHOLE_CROP: tuple[str, ...] = ("large_volume",)
