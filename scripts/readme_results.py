@@ -143,6 +143,12 @@ def step_cost_lines(runs: pd.DataFrame) -> list[str]:
              "|---" * (len(cols) + 1) + "|"]
     for size, row in wide.iterrows():
         lines.append(f"| {size:g} | " + " | ".join(f"{row[c]:.1f}" for c in cols) + " |")
+    rounds = runs.pivot_table(index="repeat", columns=["variant", "target_mvoxels"],
+                              values="steps_per_s")
+    if {3.6, 0.6} <= set(runs["target_mvoxels"]):
+        ratio = {c: (rounds[(c, 3.6)] / rounds[(c, 0.6)]).median() for c in cols}
+        lines += ["", "Steps per second at 3.6 M voxels over those at 0.6 M (median over rounds): "
+                  + ", ".join(f"{names[c]} {ratio[c]:.2f}" for c in cols) + "."]
     return lines + [""]
 
 
