@@ -10,10 +10,10 @@ One table, two sources, brain PSNR of the INR minus that of SRR-TV:
   brain crop (4.5 M voxels) instead of the workflow's crop, simulated as the workflow simulates
   (SNR 40, box profile, seed 0) at every k of the config and reconstructed with the config's
   ``iremfast`` and ``srrtv`` commands (the same ``irem`` path, one thread each; the INR's budget
-  follows its ``--time-per-mvoxel`` rule; on this volume fast.yaml's sparse finest level and local
-  batches are in use); with ``--dense`` also the INR with dense grid updates (``iremfast_dense``:
-  the same command with ``--set model.grid_update=dense``: every grid node updated at every step,
-  batches of independent voxels), reported beside the default, not used to choose it. Its runs are kept in
+  follows its ``--time-per-mvoxel`` rule; on this volume fast.yaml's sparse update of the finest
+  grid level is in use); with ``--dense`` also the INR with dense grid updates (``iremfast_dense``:
+  the same command with ``--set model.grid_update=dense``: every grid node updated at every step),
+  reported beside the default, not used to choose it. Its runs are kept in
   ``results/benchmarks/inr_vs_srrtv_whole.csv`` and reused unless ``--whole`` is given again.
 
   python benchmarks/inr_vs_srrtv.py                 # cohort part (+ kept whole-crop runs)

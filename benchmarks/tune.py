@@ -91,6 +91,7 @@ def prepare(config: dict, work: Path) -> list[dict]:
 def prepare_whole(config: dict, work: Path) -> list[dict]:
     """One whole-crop case per tuning subject: subject 01 at the first k, 02 at the last, ..."""
     entry = cohort_entry(config)
+    (work / "whole").mkdir(exist_ok=True)
     cases = []
     for index in range(entry["cohort"].get("tuning", 2)):
         made = cohort_subject_cases(config, index, work / "whole", None)
@@ -193,10 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         names = [n for n in SWEEPS if n in args.only]
         cases = prepare(config, work) if set(names) - set(WHOLE_CROP) else []
-        whole = []
-        if set(names) & set(WHOLE_CROP):
-            (work / "whole").mkdir()
-            whole = prepare_whole(config, work)
+        whole = prepare_whole(config, work) if set(names) & set(WHOLE_CROP) else []
         for name in names:
             df = sweep(name, config, whole if name in WHOLE_CROP else cases, work, args.jobs)
             df.to_csv(out / f"{name}.csv", index=False, float_format="%.4f")
