@@ -62,6 +62,9 @@ SWEEPS: dict[str, tuple[tuple[str, ...], str, tuple[float | str, ...]]] = {
         "--set model.grid_update=sparse --set train.batch_chunk=0",
         "--set model.grid_update=sparse --set train.batch_chunk=128",
     )),
+    # How the network added to the start image begins (zeroed output layer, or random with a
+    # cancelling bias), on the tuning crops and the whole-crop volumes (WHOLE_CROP_TOO)
+    "base_head": (("iremfast",), "", ("--set train.base_head=zero", "--set train.base_head=cancel")),
 }
 #: Options every candidate of a sweep runs with, not chosen: the setting its value acts in. Local
 #: batches serve a sparse finest grid level, which volumes of more than ~2 M voxels have; the tuning
@@ -70,6 +73,9 @@ CONTEXT: dict[str, str] = {"batch_chunk": "--set model.dense_max_nodes=262144"}
 #: Sweeps run on whole-crop volumes (the grid update and local batches act only on volumes whose
 #: finest grid level exceeds model.dense_max_nodes; the tuning crops have none).
 WHOLE_CROP: tuple[str, ...] = ("large_volume",)
+#: Sweeps run on the tuning crops and on the whole-crop volumes (settings that act on any volume
+#: but whose effect changes with its size).
+WHOLE_CROP_TOO: tuple[str, ...] = ("base_head",)
 
 
 def cohort_entry(config: dict) -> dict:
@@ -84,7 +90,7 @@ def prepare(config: dict, work: Path) -> list[dict]:
     without its per-subject noise seed)."""
     entry = cohort_entry(config)
     crop = [int(c) for c in entry["crop"]] if entry.get("crop") else None
-    return [case for index in range(entry["cohort"].get("tuning", 2))
+    return [case | {"volume": "crop"} for index in range(entry["cohort"].get("tuning", 2))
             for case in cohort_subject_cases(config, index, work, crop)]
 
 
@@ -95,7 +101,7 @@ def prepare_whole(config: dict, work: Path) -> list[dict]:
     cases = []
     for index in range(entry["cohort"].get("tuning", 2)):
         made = cohort_subject_cases(config, index, work / "whole", None)
-        cases.append(made[0] if index % 2 == 0 else made[-1])
+        cases.append((made[0] if index % 2 == 0 else made[-1]) | {"volume": "whole"})
     return cases
 
 
@@ -113,7 +119,7 @@ def with_value(command: str, option: str, value: float | str) -> str:
 def score(case: dict, method: dict, option: str, value: float | str, work: Path) -> dict:
     """Run one candidate on one case; its brain PSNR/SSIM."""
     what = re.sub(r"[^\w.]+", "_", f"{option.strip('-=').split('.')[-1]}-{value}").strip("_")
-    tag = f"{method['name']}-{what}-{case['subject']}-k{case['k']}"
+    tag = f"{method['name']}-{what}-{case['subject']}-k{case['k']}-{case['volume']}"
     out = work / f"{tag}.nii.gz"
     command = method["command"]
     for prev_option, prev_value in method.get("chosen", []):
@@ -126,7 +132,7 @@ def score(case: dict, method: dict, option: str, value: float | str, work: Path)
         work / f"{tag}-metrics.log")
     m = json.loads(met.read_text())
     return {"method": method["name"], "subject": case["subject"], "contrast": case["contrast"],
-            "k": case["k"], "value": value, "psnr_mask": m["psnr_mask"], "ssim_mask": m["ssim_mask"]}
+            "k": case["k"], "volume": case["volume"], "value": value, "psnr_mask": m["psnr_mask"], "ssim_mask": m["ssim_mask"]}
 
 
 def sweep(name: str, config: dict, cases: list[dict], work: Path, jobs: int) -> pd.DataFrame:
@@ -173,7 +179,10 @@ def write_readme(out: Path, chosen: pd.DataFrame, command: str, n_cases: int) ->
               "as it is on volumes over ~2 M voxels. `large_volume` (the grid update and local "
               "batches, which act only on such volumes) runs on the tuning subjects generated "
               "over the whole 152x184x160 brain crop: subject 01 at k = 4, 02 at k = 8, with the "
-              "budget rule of the config (about 800 s per run)."]
+              "budget rule of the config (about 800 s per run). `base_head` (how the network added to "
+              "the start image begins: its output layer zeroed, or random with a bias cancelling "
+              "its start output) runs on the tuning crops and on those whole-crop volumes (six "
+              "cases, one mean)."]
     lines += ["", "Every run: the `<parameter>.csv` files beside this one. The number of optimiser "
               "steps of Fig. 3 was chosen on a tuning subject as well: "
               "[`ablation_steps.md`](ablation_steps.md)."]
@@ -193,10 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="irem-tune-") as tmp:
         work = Path(tmp)
         names = [n for n in SWEEPS if n in args.only]
+        on_whole = set(WHOLE_CROP) | set(WHOLE_CROP_TOO)
         cases = prepare(config, work) if set(names) - set(WHOLE_CROP) else []
-        whole = prepare_whole(config, work) if set(names) & set(WHOLE_CROP) else []
+        whole = prepare_whole(config, work) if set(names) & on_whole else []
         for name in names:
-            df = sweep(name, config, whole if name in WHOLE_CROP else cases, work, args.jobs)
+            runs_on = whole if name in WHOLE_CROP else cases + whole if name in on_whole else cases
+            df = sweep(name, config, runs_on, work, args.jobs)
             df.to_csv(out / f"{name}.csv", index=False, float_format="%.4f")
             print(df.groupby(["method", "value"])["psnr_mask"].mean().to_string(), flush=True)
             option = SWEEPS[name][1]

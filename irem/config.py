@@ -70,8 +70,11 @@ class TrainConfig:
     ``base: srr_tv`` makes a ``model.kind: grid`` representation the sum of a start image and the
     network: the start image is SRR with total variation (box PSF, relative weight ``base_alpha``,
     ``base_iterations`` ADMM iterations; :func:`baselines.srr.srr`) of the same stacks on the
-    target grid, and the network, whose output layer starts at zero, is fitted to what it leaves
-    over; its time counts against the time budget.
+    target grid, and the network is fitted to what it leaves over; its time counts against the
+    time budget. ``base_head`` sets how the network starts at zero: ``zero`` zeroes its output
+    layer (the grids then get no gradient until that layer has grown); ``cancel`` keeps the
+    layer's random weights and sets its bias to cancel the output of all-zero grid features (the
+    network starts within ~1e-4 of zero and its grids learn from the first step).
     ``holdout`` > 0 keeps that fraction of the LR voxels (drawn from the seed; at most
     ``holdout_max_voxels``, so that checking them costs the same on any volume) out of the fit:
     their loss is measured every ``validate_every`` steps and at the end (and before the first step),
@@ -111,6 +114,7 @@ class TrainConfig:
     validate_every: int = 25
     base_alpha: float = 0.01
     base_iterations: int = 20
+    base_head: str = "zero"
     precision: str = "fp32"
     lr_decay: float = 0.5
     lr_step_epochs: int = 500
@@ -235,6 +239,7 @@ def _check(cfg: IremConfig) -> None:
         (t.base == "none" or m.kind == "grid", "train.base needs model.kind: grid"),
         (t.base_alpha >= 0, "train.base_alpha must be >= 0"),
         (t.base_iterations >= 1, "train.base_iterations must be >= 1"),
+        (t.base_head in ("zero", "cancel"), "train.base_head must be zero or cancel"),
     ]
     for ok, msg in checks:
         if not ok:

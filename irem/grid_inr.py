@@ -33,6 +33,8 @@ from torch import nn
 
 UPDATES: tuple[str, ...] = ("dense", "sparse")
 PRIORS: tuple[str, ...] = ("tk1", "huber", "tv")
+#: How the network of ``start image + network`` starts at zero (:meth:`GridINR.set_base`).
+HEADS: tuple[str, ...] = ("zero", "cancel")
 
 
 def edge_penalty(d: torch.Tensor, kind: str, delta: float) -> torch.Tensor:
@@ -403,7 +405,7 @@ class GridINR(nn.Module):
                 grad_vol.narrow(axis, 0, n - 1).sub_(slope)
                 grad_vol.narrow(axis, 1, n - 1).add_(slope)
 
-    def set_base(self, volume: torch.Tensor, to_unit: torch.Tensor, zero_head: bool = True) -> None:
+    def set_base(self, volume: torch.Tensor, to_unit: torch.Tensor, head: str = "zero") -> None:
         """Represent ``base + network``: the network then fits what a start image leaves over.
 
         Args:
@@ -411,17 +413,29 @@ class GridINR(nn.Module):
                 the voxel indices ``(i, j, k)`` of its grid.
             to_unit: ``(3, 4)`` affine from network inputs to that grid's ``grid_sample``
                 coordinates ``(i, j, k)`` in [-1, 1] (``align_corners=True``).
-            zero_head: zero the MLP's output layer so that the representation starts as the
-                start image (a saved model keeps its trained weights: False).
+            head: how the network starts at zero (one of :data:`HEADS`): ``zero`` zeroes the
+                MLP's output layer (exactly the start image; the grids get no gradient until
+                that layer grows); ``cancel`` sets the output layer's bias to cancel the MLP's
+                output for all-zero grid features (the grids' small start values leave ~1e-4;
+                the grids learn from the first step); ``keep`` changes nothing (a saved model).
         """
+        if head not in (*HEADS, "keep"):
+            raise ValueError(f"head must be one of {HEADS} or keep, got {head!r}")
         self.register_buffer("base", volume.detach().float().reshape(1, 1, *volume.shape[-3:]))
         self.register_buffer("base_map", to_unit.detach().float().reshape(3, 4))
-        if zero_head:
-            head = self.mlp[-1]
-            assert isinstance(head, nn.Linear)
-            with torch.no_grad():
-                head.weight.zero_()
-                head.bias.zero_()
+        if head == "keep":
+            return
+        out = self.mlp[-1]
+        assert isinstance(out, nn.Linear)
+        with torch.no_grad():
+            if head == "zero":
+                out.weight.zero_()
+                out.bias.zero_()
+                return
+            hidden = torch.zeros(1, self.mlp[0].in_features)
+            for layer in self.mlp[:-1]:
+                hidden = layer(hidden)
+            out.bias.sub_(out(hidden).view(-1))
 
     def base_values(self, p: torch.Tensor) -> torch.Tensor | None:
         """The start image at inputs ``p`` ``(n, 3)`` (trilinear, border-clamped); None without."""

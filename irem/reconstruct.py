@@ -214,7 +214,7 @@ def load_model(path: str | os.PathLike[str], device: torch.device | None = None)
         model = build_model(cfg, int(state["seed"]), norm)
         weights = state["weights"]
         if isinstance(model, GridINR) and "base" in weights:
-            model.set_base(weights["base"], weights["base_map"], zero_head=False)
+            model.set_base(weights["base"], weights["base_map"], head="keep")
         model.load_state_dict(weights)
         g, f = state["grid"], state["fixed_stack"]
         grid = Grid(shape=tuple(g["shape"]), affine=np.asarray(g["affine"], dtype=np.float64))

@@ -571,7 +571,11 @@ class Trainer:
         volume = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 1, 0)))
         unit = torch.from_numpy(inputs_to_unit(grid, norm))
         assert isinstance(self.model, GridINR)
-        self.model.set_base((volume / norm.intensity_scale).to(self.device), unit.to(self.device))
+        self.model.set_base(
+            (volume / norm.intensity_scale).to(self.device),
+            unit.to(self.device),
+            self.cfg.train.base_head,
+        )
         self.state.seconds = self.base["seconds"]
 
     @property

@@ -85,7 +85,8 @@ def test_config_round_trips_through_its_dict() -> None:
 
 @pytest.mark.parametrize(
     "override",
-    ["train.grid_prior=l3", "train.grid_prior_delta=0", "model.grid_update=lazy", "train.batch_chunk=-1"],
+    ["train.grid_prior=l3", "train.grid_prior_delta=0", "model.grid_update=lazy", "train.batch_chunk=-1",
+     "train.base_head=one"],
 )
 def test_bad_grid_options_are_refused(override: str) -> None:
     with pytest.raises(InputError):

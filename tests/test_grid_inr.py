@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from irem.grid_inr import (
+    HEADS,
     GridINR,
     corner_lookup,
     edge_penalty,
@@ -236,3 +237,27 @@ def test_row_gather_and_put_equal_index_select_and_index_copy(shape) -> None:
     expected = table.clone().index_copy_(0, rows.long(), values)
     put_rows(table, rows, values)
     assert torch.equal(table, expected)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_a_start_image_model_starts_at_the_image_and_its_grids_learn_as_the_head_says(
+    head: str,
+) -> None:
+    """``zero``: exactly the start image, and no gradient reaches the grids (the zeroed output
+    layer blocks it); ``cancel``: the start image within 1e-4, and every level gets a gradient."""
+    m = _grid_inr()
+    base = torch.rand(4, 5, 6, generator=torch.Generator().manual_seed(2))
+    m.set_base(base, torch.cat([torch.diag(1 / torch.tensor(EXTENT)), torch.zeros(3, 1)], 1), head)
+    p = _points(200)
+    with torch.no_grad():
+        net = m(p) - m.base_values(p)
+    m(p).square().mean().backward()
+    grid_grads = [float(g.grad.abs().sum()) for g in m.grids]
+    if head == "zero":
+        assert torch.equal(net, torch.zeros_like(net))
+        assert grid_grads == [0.0] * len(m.grids)
+    else:
+        assert 0 < float(net.abs().max()) < 1e-4
+        assert all(g > 0 for g in grid_grads)
+    with pytest.raises(ValueError, match="head"):
+        m.set_base(base, torch.zeros(3, 4), "none")

@@ -321,19 +321,22 @@ def test_inputs_to_unit_maps_the_grid_corners_to_plus_minus_one(phantom: Volume)
     np.testing.assert_allclose(got, [[-1, -1, -1], [1, 1, 1], [1, -1, 0]], atol=1e-6)
 
 
-def test_a_start_image_model_starts_as_the_start_image(phantom: Volume) -> None:
+@pytest.mark.parametrize("head", ["zero", "cancel"])
+def test_a_start_image_model_starts_as_the_start_image(phantom: Volume, head: str) -> None:
     stacks = simulate_stacks(phantom, 4)
     grid = reference_grid(phantom)
-    cfg = load_config("fast", {**FAST_SMALL, "train.holdout": 0})
+    cfg = load_config("fast", {**FAST_SMALL, "train.holdout": 0, "train.base_head": head})
     trainer = Trainer(stacks, cfg, grid=grid)
     image, info = start_image(stacks, grid, cfg, torch.device("cpu"))
     assert info["method"] == "srr_tv" and info["iterations"] >= 1
     assert trainer.state.seconds > 0  # the start image's time counts against the budget
     out = predict(trainer.model, trainer.norm, grid)
     np.testing.assert_allclose(out, image, atol=1e-4 * float(np.abs(image).max()))
-    # ... and it trains: the network's output layer leaves zero after one step
+    head_weights = trainer.model.mlp[-1].weight.detach().clone()
+    assert torch.equal(head_weights, torch.zeros_like(head_weights)) == (head == "zero")
+    # ... and it trains: the network's output layer moves at the first step
     trainer.step(torch.arange(512))
-    assert float(trainer.model.mlp[-1].weight.detach().abs().sum()) > 0
+    assert not torch.equal(trainer.model.mlp[-1].weight.detach(), head_weights)
 
 
 def test_held_out_voxels_are_a_seeded_disjoint_fraction() -> None:
