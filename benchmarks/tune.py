@@ -132,7 +132,8 @@ def score(case: dict, method: dict, option: str, value: float | str, work: Path)
         work / f"{tag}-metrics.log")
     m = json.loads(met.read_text())
     return {"method": method["name"], "subject": case["subject"], "contrast": case["contrast"],
-            "k": case["k"], "volume": case["volume"], "value": value, "psnr_mask": m["psnr_mask"], "ssim_mask": m["ssim_mask"]}
+            "k": case["k"], "volume": case["volume"], "value": value,
+            "psnr_mask": m["psnr_mask"], "ssim_mask": m["ssim_mask"]}
 
 
 def sweep(name: str, config: dict, cases: list[dict], work: Path, jobs: int) -> pd.DataFrame:

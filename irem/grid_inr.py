@@ -432,7 +432,7 @@ class GridINR(nn.Module):
                 out.weight.zero_()
                 out.bias.zero_()
                 return
-            hidden = torch.zeros(1, self.mlp[0].in_features)
+            hidden = out.weight.new_zeros(1, self.mlp[0].in_features)  # all-zero features
             for layer in self.mlp[:-1]:
                 hidden = layer(hidden)
             out.bias.sub_(out(hidden).view(-1))
