@@ -10,9 +10,10 @@ brain PSNR over tuning subjects and k is chosen. Writes ``results/tuning/<parame
 run) and ``results/tuning/chosen.csv`` + ``README.md`` (the choices); the config's commands must
 carry the chosen values (``tests/test_tuning.py`` checks it).
 
-Settings whose effect depends on the volume's size (:data:`WHOLE_CROP`) are tuned on the tuning
-subjects generated over the whole 152x184x160 brain crop instead (4.5 M voxels; one case per
-tuning subject: subject 01 at the config's first k, 02 at its last).
+Settings that act only on large volumes (:data:`WHOLE_CROP`) are tuned on the tuning subjects
+generated over the whole 152x184x160 brain crop instead (4.5 M voxels; one case per tuning
+subject: subject 01 at the config's first k, 02 at its last); settings that act on any volume but
+whose effect changes with its size (:data:`WHOLE_CROP_TOO`) on both, one mean over all cases.
 
     python benchmarks/tune.py                      # every sweep, 2 runs side by side
     python benchmarks/tune.py --only srr_alpha     # one sweep
@@ -207,7 +208,12 @@ def main(argv: list[str] | None = None) -> int:
         cases = prepare(config, work) if set(names) - set(WHOLE_CROP) else []
         whole = prepare_whole(config, work) if set(names) & on_whole else []
         for name in names:
-            runs_on = whole if name in WHOLE_CROP else cases + whole if name in on_whole else cases
+            if name in WHOLE_CROP:
+                runs_on = whole
+            elif name in WHOLE_CROP_TOO:
+                runs_on = cases + whole
+            else:
+                runs_on = cases
             df = sweep(name, config, runs_on, work, args.jobs)
             df.to_csv(out / f"{name}.csv", index=False, float_format="%.4f")
             print(df.groupby(["method", "value"])["psnr_mask"].mean().to_string(), flush=True)

@@ -432,10 +432,8 @@ class GridINR(nn.Module):
                 out.weight.zero_()
                 out.bias.zero_()
                 return
-            hidden = out.weight.new_zeros(1, self.mlp[0].in_features)  # all-zero features
-            for layer in self.mlp[:-1]:
-                hidden = layer(hidden)
-            out.bias.sub_(out(hidden).view(-1))
+            features = out.weight.new_zeros(1, self.mlp[0].in_features)  # all-zero features
+            out.bias.sub_(self.mlp(features).view(-1))
 
     def base_values(self, p: torch.Tensor) -> torch.Tensor | None:
         """The start image at inputs ``p`` ``(n, 3)`` (trilinear, border-clamped); None without."""
