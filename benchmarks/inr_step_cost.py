@@ -1,5 +1,5 @@
-"""Training-step cost of the fast grid INR against the target volume's size: dense and sparse grid
-updates, with independent or local batches.
+"""Training-step cost of the fast grid INR against the target volume's size: dense, sparse and
+hashed grid updates, with independent or local batches.
 
 For each target size (millions of HR voxels; HR grids in the proportions of a 144x176x144 head at
 1 mm) a smooth random volume is cut into three k-fold box-profile stacks (``irem.simulate``), and
@@ -52,6 +52,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "dense": {"model.grid_update": "dense", "train.batch_chunk": 0},
     "sparse": {"model.grid_update": "sparse", "train.batch_chunk": 0},
     "local": {"model.grid_update": "sparse", "train.batch_chunk": 128},
+    "hashed": {"model.grid_update": "hashed", "train.batch_chunk": 0},
 }
 
 
@@ -119,6 +120,7 @@ def worker(mvoxels: float, variant: str, k: int, seconds: float, warmup: int) ->
         "hr_voxels": int(np.prod(shape)),
         "grid_values": sum(g.numel() for g in model.grids),
         "sparse_levels": sum(model.sparse_levels),
+        "hashed_levels": sum(model.hashed_levels),
         "variant": variant,
         "batch_size": t.batch_size,
         "batch_chunk": t.batch_chunk,
@@ -170,8 +172,10 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     for v in VARIANTS:
         if v != "dense" and f"{v} steps_per_s" in table:
             table[f"{v} / dense steps/s"] = table[f"{v} steps_per_s"] / table["dense steps_per_s"]
-    sparse_levels = runs[runs["variant"] == "sparse"].groupby("target_mvoxels")["sparse_levels"]
-    table["sparse levels"] = table["target_mvoxels"].map(sparse_levels.first())
+    for variant, column in (("sparse", "sparse_levels"), ("hashed", "hashed_levels")):
+        if column in runs and (runs["variant"] == variant).any():
+            levels = runs[runs["variant"] == variant].groupby("target_mvoxels")[column].first()
+            table[column.replace("_", " ")] = table["target_mvoxels"].map(levels)
     return table
 
 
@@ -215,9 +219,10 @@ def write_outputs(runs: pd.DataFrame, table: pd.DataFrame, args: argparse.Namesp
         + "; ".join(f"`{v}`: " + ", ".join(f"{k} {x}" for k, x in o.items())
                     for v, o in VARIANTS.items())
         + " (batch_chunk 0: independent LR voxels; > 0: runs of that many neighbouring ones)",
-        "- `sparse levels`: grid levels above `dense_max_nodes` (sparse gradients, LazyAdam, "
-        "local prior); with none, `dense` and `sparse` run the same code and their difference "
-        "is measurement noise (the CPU is shared)",
+        "- `sparse levels` / `hashed levels`: grid levels above `dense_max_nodes` (sparse: "
+        "sparse gradients, LazyAdam, local prior; hashed: fixed tables of `hash_rows` rows, "
+        "fused Adam, the prior on the batch's cells); with none, the variants run the dense "
+        "code and their difference is measurement noise (the CPU is shared)",
         "",
         table.to_markdown(index=False, floatfmt=".2f"),
         "",

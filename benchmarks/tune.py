@@ -66,6 +66,13 @@ SWEEPS: dict[str, tuple[tuple[str, ...], str, tuple[float | str, ...]]] = {
     # How the network added to the start image begins (zeroed output layer, or random with a
     # cancelling bias), on the tuning crops and the whole-crop volumes (WHOLE_CROP_TOO)
     "base_head": (("iremfast",), "", ("--set train.base_head=zero", "--set train.base_head=cancel")),
+    # How grid levels over model.dense_max_nodes nodes are stored and updated: the level's own
+    # nodes with sparse updates, or hashed into a fixed table of hash_rows rows (a step's cost then
+    # does not grow with the volume), on whole-crop volumes (WHOLE_CROP)
+    "large_levels": (("iremfast",), "", (
+        "--set model.grid_update=sparse",
+        "--set model.grid_update=hashed --set model.hash_rows=524288",
+    )),
 }
 #: Options every candidate of a sweep runs with, not chosen: the setting its value acts in. Local
 #: batches serve a sparse finest grid level, which volumes of more than ~2 M voxels have; the tuning
@@ -73,7 +80,7 @@ SWEEPS: dict[str, tuple[tuple[str, ...], str, tuple[float | str, ...]]] = {
 CONTEXT: dict[str, str] = {"batch_chunk": "--set model.dense_max_nodes=262144"}
 #: Sweeps run on whole-crop volumes (the grid update and local batches act only on volumes whose
 #: finest grid level exceeds model.dense_max_nodes; the tuning crops have none).
-WHOLE_CROP: tuple[str, ...] = ("large_volume",)
+WHOLE_CROP: tuple[str, ...] = ("large_volume", "large_levels")
 #: Sweeps run on the tuning crops and on the whole-crop volumes (settings that act on any volume
 #: but whose effect changes with its size).
 WHOLE_CROP_TOO: tuple[str, ...] = ("base_head",)
@@ -184,7 +191,9 @@ def write_readme(out: Path, chosen: pd.DataFrame, command: str, n_cases: int) ->
               "budget rule of the config (about 800 s per run). `base_head` (how the network added to "
               "the start image begins: its output layer zeroed, or random with a bias cancelling "
               "its start output) runs on the tuning crops and on those whole-crop volumes (six "
-              "cases, one mean)."]
+              "cases, one mean). `large_levels` (levels over 2^21 nodes: their own nodes with "
+              "sparse updates, or hashed into a fixed table, with which a step's cost does not "
+              "grow with the volume) runs on the whole-crop volumes."]
     lines += ["", "Every run: the `<parameter>.csv` files beside this one. The number of optimiser "
               "steps of Fig. 3 was chosen on a tuning subject as well: "
               "[`ablation_steps.md`](ablation_steps.md)."]

@@ -21,7 +21,9 @@ class ModelConfig:
     :mod:`irem.grid_inr` (``levels`` dense feature grids, the finest at ``finest_mm``, then an MLP of
     ``hidden_layers`` layers of ``width``); ``grid_update: sparse`` updates only the nodes a batch
     touches on levels of more than ``dense_max_nodes`` nodes (lazy Adam, :mod:`irem.optim`; 2^21:
-    the finest level of a volume of more than about 2 M voxels at 1 mm), ``dense`` every node.
+    the finest level of a volume of more than about 2 M voxels at 1 mm), ``hashed`` hashes those
+    levels into tables of ``hash_rows`` rows (a step's cost then does not grow with the
+    volume), ``dense`` updates every node.
     """
 
     kind: str = "irem"
@@ -36,6 +38,7 @@ class ModelConfig:
     hidden_layers: int = 1
     grid_update: str = "dense"
     dense_max_nodes: int = 2**21
+    hash_rows: int = 2**19
 
 
 @dataclass
@@ -208,8 +211,12 @@ def _check(cfg: IremConfig) -> None:
     ]
     checks += [
         (m.kind in ("irem", "grid"), "model.kind must be irem or grid"),
-        (m.grid_update in ("dense", "sparse"), "model.grid_update must be dense or sparse"),
+        (
+            m.grid_update in ("dense", "sparse", "hashed"),
+            "model.grid_update must be dense, sparse or hashed",
+        ),
         (m.dense_max_nodes >= 0, "model.dense_max_nodes must be >= 0"),
+        (m.hash_rows >= 1, "model.hash_rows must be >= 1"),
         (m.levels >= 1 and m.features >= 1, "model.levels and model.features must be >= 1"),
         (m.finest_mm > 0, "model.finest_mm must be positive"),
         (m.hidden_layers >= 0, "model.hidden_layers must be >= 0"),

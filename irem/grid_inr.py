@@ -20,18 +20,31 @@ Two update modes give the same function of the same parameters:
   :class:`irem.optim.LazyAdam` updates and :meth:`GridINR.add_smoothness_grad` regularises alone
   (the prior's gradient restricted to those rows). Smaller levels stay as in ``dense`` mode: they
   cost less to update whole than to update sparsely.
+
+A third mode makes a step's cost independent of the volume's size:
+
+- ``update="hashed"``: levels of more than ``dense_max_nodes`` nodes become fixed-size tables of
+  ``hash_rows`` rows that the nodes share through a spatial hash (Instant-NGP's: the XOR of
+  the node's coordinates times large primes, modulo the rows); a point reads its 8 hashed corners
+  with the same trilinear weights. A different function of different parameters: nodes that share
+  a row share its value (about ``nodes / rows`` per row), and the MLP with the dense levels tells
+  them apart. Their gradient is dense over the fixed table (Adam updates every row, in one fused
+  pass), and their prior is the level's restricted to the cells the batch's points fall in
+  (:func:`cell_prior`, from the corner values the points read; the sparse mode restricts it to
+  the touched nodes). Nothing in a step grows with the volume but the dense levels, which stay
+  under ``dense_max_nodes``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-UPDATES: tuple[str, ...] = ("dense", "sparse")
+UPDATES: tuple[str, ...] = ("dense", "sparse", "hashed")
 PRIORS: tuple[str, ...] = ("tk1", "huber", "tv")
 #: How the network of ``start image + network`` starts at zero (:meth:`GridINR.set_base`).
 HEADS: tuple[str, ...] = ("zero", "cancel")
@@ -64,6 +77,27 @@ def edge_penalty_grad(d: torch.Tensor, kind: str, delta: float) -> torch.Tensor:
     raise ValueError(f"prior must be one of {PRIORS}, got {kind!r}")
 
 
+def _cells(u: torch.Tensor, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lowest corner ``(3, n)`` int64 node indices (x, y, z) of the cells points ``u`` fall in and
+    the points' ``(3, n)`` fractional positions in them, as ``grid_sample`` reads a grid of
+    ``shape`` (:func:`corner_lookup`)."""
+    d, h, w = shape
+    sizes = torch.tensor([w, h, d], dtype=u.dtype, device=u.device)
+    pos = ((u + 1) / 2 * (sizes - 1)).clamp_(min=0).minimum(sizes - 1).t().contiguous()
+    low = pos.floor().minimum((sizes - 2)[:, None])  # every node count is >= 2
+    return low.long(), pos - low
+
+
+def _corner_weights(frac: torch.Tensor) -> torch.Tensor:
+    """``(8, n)`` trilinear weights of the corners (order of :func:`corner_lookup`) from the
+    points' ``(3, n)`` fractional positions in their cells."""
+    corner = torch.arange(8, device=frac.device)
+    cz, cy, cx = (corner >> 2) & 1, (corner >> 1) & 1, corner & 1
+    pair = torch.stack((1 - frac, frac), dim=1)  # (axis x/y/z, low/high, n)
+    weights = pair[2].index_select(0, cz) * pair[1].index_select(0, cy)
+    return weights.mul_(pair[0].index_select(0, cx))
+
+
 def corner_lookup(
     u: torch.Tensor, shape: tuple[int, int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,20 +114,111 @@ def corner_lookup(
         corners; corner ``c`` lies ``((c >> 2) & 1, (c >> 1) & 1, c & 1)`` nodes above the lowest
         along (z, y, x).
     """
-    d, h, w = shape
-    sizes = torch.tensor([w, h, d], dtype=u.dtype)
-    pos = ((u + 1) / 2 * (sizes - 1)).clamp_(min=0).minimum(sizes - 1).t().contiguous()
-    low = pos.floor().minimum((sizes - 2)[:, None])  # every node count is >= 2
-    frac = pos - low
-    low = low.long()
+    _, h, w = shape
+    low, frac = _cells(u, shape)
     base = (low[2] * h + low[1]) * w + low[0]
-    corner = torch.arange(8)
+    corner = torch.arange(8, device=u.device)
     cz, cy, cx = (corner >> 2) & 1, (corner >> 1) & 1, corner & 1
-    pair = torch.stack((1 - frac, frac), dim=1)  # (axis x/y/z, low/high, n)
-    weights = pair[2].index_select(0, cz) * pair[1].index_select(0, cy)
-    weights *= pair[0].index_select(0, cx)
     offsets = cz * (h * w) + cy * w + cx
-    return base[None, :] + offsets[:, None], weights
+    return base[None, :] + offsets[:, None], _corner_weights(frac)
+
+
+#: Multipliers of the spatial hash of ``update="hashed"`` levels, for x, y, z (Teschner et al.
+#: 2003, as Instant-NGP uses them).
+HASH_PRIMES: tuple[int, int, int] = (1, 2654435761, 805459861)
+
+
+def hashed_lookup(
+    u: torch.Tensor, shape: tuple[int, int, int], rows: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Table rows and trilinear weights of the 8 nodes around points in a level of ``shape``
+    nodes hashed into ``rows`` rows: node ``(x, y, z)`` is row ``(x * p0 ^ y * p1 ^ z * p2) %
+    rows`` (:data:`HASH_PRIMES`). Corners, weights and clamping as :func:`corner_lookup`.
+
+    Returns:
+        ``(8, n)`` int64 rows and ``(8, n)`` weights.
+    """
+    low, frac = _cells(u, shape)
+    step = torch.arange(2, device=u.device)[:, None]
+    hx, hy, hz = ((low[a] + step) * prime for a, prime in enumerate(HASH_PRIMES))
+    keys = (hz[:, None, None] ^ hy[None, :, None] ^ hx[None, None, :]).view(8, -1)  # z, y, x
+    if rows & (rows - 1) == 0:  # a power of two: the remainder is the low bits
+        return keys.bitwise_and_(rows - 1), _corner_weights(frac)
+    return keys.remainder_(rows), _corner_weights(frac)
+
+
+def cell_shares(u: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """``(n,)``: one over the number of points ``u`` in each point's cell of a grid of ``shape``
+    (summed over points, each cell the points fall in counts once)."""
+    _, h, w = shape
+    low, _ = _cells(u, shape)
+    cell = (low[2] * h + low[1]) * w + low[0]
+    _, inverse, counts = torch.unique(cell, return_inverse=True, return_counts=True)
+    return counts.reciprocal().to(u.dtype)[inverse]
+
+
+class CellPrior(NamedTuple):
+    """The grid prior of a hashed level on a batch's cells (:func:`cell_prior`)."""
+
+    weight: float
+    kind: str
+    delta: float
+    shape: tuple[int, int, int]  # the level's nodes (D, H, W), before hashing
+    shares: torch.Tensor  # (n,) cell_shares of the batch's points
+
+
+def _differences(shape: tuple[int, int, int], axis: int) -> int:
+    """Number of neighbouring node pairs along ``axis`` (0: z, 1: y, 2: x) of a grid of ``shape``."""
+    return math.prod(n - 1 if a == axis else n for a, n in enumerate(shape))
+
+
+def cell_prior(
+    corners: torch.Tensor,
+    shape: tuple[int, int, int],
+    shares: torch.Tensor,
+    kind: str,
+    delta: float,
+) -> torch.Tensor:
+    """A level's :meth:`GridINR.prior` term restricted to the cells a batch's points fall in,
+    from the values of their corners: the :func:`edge_penalty` of the differences along each
+    cell's 12 edges, each cell counted once (``shares``) and each edge a quarter per cell (an
+    inner edge borders 4 cells), over the level's number of differences along the edge's axis
+    and the features. Where the batch covers every cell around an edge, the edge counts as in the
+    whole level's term; edges away from the batch do not count (as the sparse mode's
+    :func:`local_prior_grad` restricts the prior to the touched nodes).
+
+    Args:
+        corners: ``(8, n, F)`` corner values in :func:`corner_lookup`'s order.
+        shape: the level's nodes ``(D, H, W)``.
+        shares: ``(n,)`` :func:`cell_shares` of the points.
+        kind: one of :data:`PRIORS`.
+        delta: where ``huber`` and ``tv`` turn linear.
+    """
+    c = corners.view(2, 2, 2, *corners.shape[1:])  # (z, y, x, n, F)
+    total = corners.new_zeros(())
+    for a in (0, 1, 2):
+        penalty = edge_penalty(c.select(a, 1) - c.select(a, 0), kind, delta)
+        scale = 4 * _differences(shape, a) * corners.shape[2]
+        total = total + (penalty * shares[:, None]).sum() / scale
+    return total
+
+
+def cell_prior_grad(
+    corners: torch.Tensor, prior: CellPrior, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Gradient of ``prior.weight * cell_prior(corners, ...)`` with respect to ``corners``, added
+    to ``out`` (in place; a new tensor of zeros if None) and returned."""
+    c = corners.view(2, 2, 2, *corners.shape[1:])
+    if out is None:
+        out = torch.zeros_like(corners)
+    g = out.view(c.shape)
+    for a in (0, 1, 2):
+        d = c.select(a, 1) - c.select(a, 0)
+        scale = prior.weight / (4 * _differences(prior.shape, a) * corners.shape[2])
+        slope = edge_penalty_grad(d, prior.kind, prior.delta).mul_(prior.shares[:, None] * scale)
+        g.select(a, 1).add_(slope)
+        g.select(a, 0).sub_(slope)
+    return out
 
 
 #: One-element dtypes of rows of 8 and 16 bytes, for :func:`gather_rows` and :func:`put_rows`.
@@ -171,6 +296,41 @@ class _GatherTrilinear(torch.autograd.Function):
             check_invariants=False,
         )
         return out, None, None
+
+
+class _HashedTrilinear(torch.autograd.Function):
+    """``(n, F)`` sums of the ``(8, n)`` weighted table ``rows`` over corners (rows may repeat);
+    the table's gradient is dense and holds, besides the data term's, the gradient of the
+    ``prior`` on the batch's cells (:func:`cell_prior_grad`; None: no prior)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        table: torch.Tensor,
+        rows: torch.Tensor,
+        weights: torch.Tensor,
+        prior: CellPrior | None,
+    ) -> torch.Tensor:
+        corners = gather_rows(table, rows.reshape(-1)).view(*rows.shape, table.shape[1])
+        ctx.save_for_backward(rows, weights, None if prior is None else corners)
+        ctx.prior, ctx.table_shape = prior, table.shape
+        return (corners * weights.unsqueeze(2)).sum(dim=0)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, None, None, None]:
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        rows, weights, corners = ctx.saved_tensors
+        grad = grad.contiguous()
+        corners_grad = weights.unsqueeze(2) * grad.unsqueeze(0)
+        if corners is not None:
+            cell_prior_grad(corners, ctx.prior, out=corners_grad)
+        out = grad.new_zeros(ctx.table_shape).index_add_(
+            0, rows.reshape(-1), corners_grad.view(-1, grad.shape[1])
+        )
+        return out, None, None, None
 
 
 def coalesced(grad: torch.Tensor) -> torch.Tensor:
@@ -265,6 +425,7 @@ class GridINR(nn.Module):
         seed: int = 0,
         update: str = "dense",
         dense_max_nodes: int = 2**21,
+        hash_rows: int = 2**19,
     ):
         """Build the grids and the MLP; all parameters are drawn from ``seed``.
 
@@ -276,25 +437,34 @@ class GridINR(nn.Module):
             finest_mm: node spacing of the finest level in millimetres.
             width: neurons of the MLP's hidden layers.
             hidden_layers: number of hidden layers of the MLP.
-            seed: seed of the initialisation (the same values in both update modes).
-            update: ``dense`` (``grid_sample``, dense gradients) or ``sparse`` (corner gathers,
-                sparse gradients on levels of more than ``dense_max_nodes`` nodes).
-            dense_max_nodes: in ``sparse`` mode, levels up to this many nodes keep dense gradients.
-                A fast.yaml batch touches ~250 k nodes of a fine level wherever it lies, and their
-                lazy update and local prior cost about as much as a dense update of 1-2 M nodes
-                (benchmarks/inr_step_cost.py, 1 thread: sparse 1.7 times faster at 2.4 M voxels).
+            seed: seed of the initialisation (the same values in the dense and sparse modes).
+            update: ``dense`` (``grid_sample``, dense gradients), ``sparse`` (corner gathers,
+                sparse gradients on levels of more than ``dense_max_nodes`` nodes) or ``hashed``
+                (those levels hashed into tables of ``hash_rows`` rows).
+            dense_max_nodes: in ``sparse`` and ``hashed`` modes, levels up to this many nodes stay
+                dense grids. A fast.yaml batch touches ~250 k nodes of a fine level wherever it
+                lies, and their lazy update and local prior cost about as much as a dense update
+                of 1-2 M nodes (benchmarks/inr_step_cost.py, 1 thread: sparse 1.7 times faster at
+                2.4 M voxels).
+            hash_rows: rows of each hashed level's table (``hashed`` mode).
         """
         super().__init__()
         if levels < 1 or features < 1 or finest_mm <= 0 or width < 1 or hidden_layers < 0:
             raise ValueError("levels, features, width >= 1, hidden_layers >= 0, finest_mm > 0")
         if update not in UPDATES:
             raise ValueError(f"update must be one of {UPDATES}, got {update!r}")
+        if hash_rows < 1:
+            raise ValueError(f"hash_rows must be >= 1, got {hash_rows}")
         self.register_buffer("extent", torch.tensor(extent, dtype=torch.float32))
         self.update = update
         self.shapes: list[tuple[int, int, int]] = []
         self.sparse_levels: list[bool] = []
+        self.hashed_levels: list[bool] = []
+        #: ``(weight, kind, delta)`` of the hashed levels' prior, added in their backward pass
+        #: (:func:`cell_prior`); the trainer sets it, a weight of 0 adds none.
+        self.hash_prior: tuple[float, str, float] = (0.0, "tk1", 0.0)
         self.grids = nn.ParameterList(
-            self._init_grids(box_mm, levels, features, finest_mm, seed, dense_max_nodes)
+            self._init_grids(box_mm, levels, features, finest_mm, seed, dense_max_nodes, hash_rows)
         )
         state = torch.random.get_rng_state()
         torch.manual_seed(int(seed))
@@ -315,9 +485,11 @@ class GridINR(nn.Module):
         finest_mm: float,
         seed: int,
         dense_max_nodes: int,
+        hash_rows: int,
     ) -> list[nn.Parameter]:
         """Small random node values of every level (coarsest first), as dense volumes or, for
-        sparse levels, ``(nodes, features)`` tables; fills ``shapes`` and ``sparse_levels``."""
+        sparse levels, ``(nodes, features)`` tables, for hashed levels ``(hash_rows, features)``
+        tables; fills ``shapes``, ``sparse_levels`` and ``hashed_levels``."""
         gen = torch.Generator().manual_seed(int(seed))
         grids = []
         for level in range(levels):
@@ -326,25 +498,37 @@ class GridINR(nn.Module):
             # grid_sample indexes (x, y, z) -> (W, H, D): store axis 0 last.
             shape = (1, features, nodes[2], nodes[1], nodes[0])
             values = (torch.rand(shape, generator=gen) * 2 - 1) * 1e-4
-            sparse = self.update == "sparse" and nodes[0] * nodes[1] * nodes[2] > dense_max_nodes
+            large = nodes[0] * nodes[1] * nodes[2] > dense_max_nodes
+            sparse, hashed = large and self.update == "sparse", large and self.update == "hashed"
             if sparse:
                 values = values.view(features, -1).t().contiguous()
+            if hashed:
+                values = (torch.rand((hash_rows, features), generator=gen) * 2 - 1) * 1e-4
             grids.append(nn.Parameter(values))
             self.shapes.append((nodes[2], nodes[1], nodes[0]))
             self.sparse_levels.append(sparse)
+            self.hashed_levels.append(hashed)
         return grids
 
     def grid_volume(self, level: int) -> torch.Tensor:
-        """Level ``level`` as a ``(1, features, D, H, W)`` tensor (a view in either mode)."""
+        """Level ``level`` as a ``(1, features, D, H, W)`` tensor (a view; not for a hashed
+        level, whose nodes share rows)."""
+        if self.hashed_levels[level]:
+            raise ValueError(f"level {level} is hashed: it has no volume of nodes")
         g = self.grids[level]
         if not self.sparse_levels[level]:
             return g
         return g.t().view(1, g.shape[1], *self.shapes[level])
 
+    def _volumes(self) -> list[torch.Tensor]:
+        """The levels that are volumes of nodes (all but hashed ones), as :meth:`grid_volume`."""
+        return [self.grid_volume(i) for i, h in enumerate(self.hashed_levels) if not h]
+
     def smoothness(self) -> torch.Tensor:
         """The first-order Tikhonov penalty of the grids: the mean squared difference of
-        neighbouring nodes along each axis, summed over levels and axes (features share the mean)."""
-        vols = [self.grid_volume(level) for level in range(len(self.grids))]
+        neighbouring nodes along each axis, summed over levels and axes (features share the mean;
+        hashed levels: see :attr:`hash_prior`)."""
+        vols = self._volumes()
         return sum(
             (torch.diff(g, dim=axis).square().mean() for g in vols for axis in (2, 3, 4)),
             start=torch.zeros(()),
@@ -363,8 +547,9 @@ class GridINR(nn.Module):
 
     def prior(self, kind: str = "tk1", delta: float = 0.01) -> torch.Tensor:
         """The grids' :func:`edge_penalty` of neighbouring node differences, averaged per level and
-        axis, summed over levels and axes (``tk1``: :meth:`smoothness`)."""
-        vols = [self.grid_volume(level) for level in range(len(self.grids))]
+        axis, summed over levels and axes (``tk1``: :meth:`smoothness`; hashed levels are left
+        out: their prior is the batch's :func:`cell_prior`, see :attr:`hash_prior`)."""
+        vols = self._volumes()
         return sum(
             (
                 edge_penalty(torch.diff(g, dim=axis), kind, delta).mean()
@@ -377,8 +562,11 @@ class GridINR(nn.Module):
     @torch.no_grad()
     def add_prior_grad(self, weight: float, kind: str = "tk1", delta: float = 0.01) -> None:
         """Add the gradient of ``weight * self.prior(kind, delta)`` to the grids' gradients, in
-        place as :meth:`add_smoothness_grad` does (sparse gradients: on their rows only)."""
+        place as :meth:`add_smoothness_grad` does (sparse gradients: on their rows only; hashed
+        levels: none, their backward pass adds it)."""
         for level, g in enumerate(self.grids):
+            if self.hashed_levels[level]:
+                continue
             if g.grad is not None and g.grad.is_sparse:
                 grad = coalesced(g.grad)
                 prior = local_prior_grad(
@@ -457,8 +645,15 @@ class GridINR(nn.Module):
         first: ``(levels * features, n)``."""
         u = p / self.extent
         feats = []
-        for grid, shape, sparse in zip(self.grids, self.shapes, self.sparse_levels, strict=True):
-            if sparse:
+        levels = zip(self.grids, self.shapes, self.sparse_levels, self.hashed_levels, strict=True)
+        for grid, shape, sparse, hashed in levels:
+            if hashed:
+                rows, weights = hashed_lookup(u, shape, grid.shape[0])
+                prior = None
+                if self.hash_prior[0] > 0 and torch.is_grad_enabled() and grid.requires_grad:
+                    prior = CellPrior(*self.hash_prior, shape, cell_shares(u, shape))
+                feats.append(_HashedTrilinear.apply(grid, rows, weights, prior).t())
+            elif sparse:
                 rows, weights = corner_lookup(u, shape)
                 feats.append(_GatherTrilinear.apply(grid, rows, weights).t())
             else:

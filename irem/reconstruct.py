@@ -103,6 +103,7 @@ def build_model(cfg: IremConfig, seed: int, norm: Normaliser) -> torch.nn.Module
             seed,
             update=m.grid_update,
             dense_max_nodes=m.dense_max_nodes,
+            hash_rows=m.hash_rows,
         )
     return IREM(m.fourier_dim, m.sigma, m.width, m.depth, tuple(m.skips), seed=seed)
 

@@ -546,6 +546,9 @@ class Trainer:
             self.data.localise(cfg.train.batch_chunk)  # locality serves the sparse levels only
         self.opt = build_optimizer(self.model, cfg)
         t = cfg.train
+        if isinstance(self.model, GridINR) and t.grid_smoothness > 0:
+            # hashed levels take the grid prior in their backward pass (the batch's cells)
+            self.model.hash_prior = (t.grid_smoothness, t.grid_prior, t.grid_prior_delta)
         self.total_steps = t.epochs * self.data.steps_per_epoch
         self.budget = resolve_budget(t.time_budget, t.time_per_mvoxel, target_voxels)
         self.lr = LearningRate(self.opt, t, self.total_steps, self.budget.seconds)

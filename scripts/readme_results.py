@@ -132,7 +132,8 @@ def step_cost_lines(runs: pd.DataFrame) -> list[str]:
     """Median steps/s of ``benchmarks/inr_step_cost.py`` per target size and variant."""
     chunk = runs.loc[runs["variant"] == "local", "batch_chunk"]
     names = {"dense": "dense update", "sparse": "sparse update",
-             "local": f"sparse update, batches of {chunk.max():g}-voxel runs"}
+             "local": f"sparse update, batches of {chunk.max():g}-voxel runs",
+             "hashed": "hashed update"}
     wide = runs.pivot_table(index="target_mvoxels", columns="variant", values="steps_per_s",
                             aggfunc="median")
     cols = [c for c in names if c in wide.columns]

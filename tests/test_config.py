@@ -86,7 +86,7 @@ def test_config_round_trips_through_its_dict() -> None:
 @pytest.mark.parametrize(
     "override",
     ["train.grid_prior=l3", "train.grid_prior_delta=0", "model.grid_update=lazy", "train.batch_chunk=-1",
-     "train.base_head=one"],
+     "train.base_head=one", "model.hash_rows=0"],
 )
 def test_bad_grid_options_are_refused(override: str) -> None:
     with pytest.raises(InputError):

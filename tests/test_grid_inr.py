@@ -2,12 +2,18 @@ import pytest
 import torch
 
 from irem.grid_inr import (
+    HASH_PRIMES,
     HEADS,
+    CellPrior,
     GridINR,
+    cell_prior,
+    cell_prior_grad,
+    cell_shares,
     corner_lookup,
     edge_penalty,
     edge_penalty_grad,
     gather_rows,
+    hashed_lookup,
     local_smoothness_grad,
     put_rows,
 )
@@ -261,3 +267,96 @@ def test_a_start_image_model_starts_at_the_image_and_its_grids_learn_as_the_head
         assert all(g > 0 for g in grid_grads)
     with pytest.raises(ValueError, match="head"):
         m.set_base(base, torch.zeros(3, 4), "none")
+
+
+def _hashed(hash_rows: int = 64, dense_max_nodes: int = 100) -> GridINR:
+    return GridINR(
+        BOX, EXTENT, levels=3, features=2, finest_mm=2.0, seed=3, update="hashed",
+        dense_max_nodes=dense_max_nodes, hash_rows=hash_rows,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("rows", [64, 50])
+def test_hashed_lookup_hashes_the_corner_nodes_with_the_trilinear_weights(rows: int) -> None:
+    """Row of corner (x, y, z) = (x * p0 ^ y * p1 ^ z * p2) % rows (a power of two or not);
+    weights those of the unhashed lookup."""
+    shape = (5, 7, 11)
+    u = _points() / torch.tensor(EXTENT)
+    plain, weights = corner_lookup(u, shape)
+    hashed, hashed_weights = hashed_lookup(u, shape, rows)
+    assert torch.equal(hashed_weights, weights)
+    d, h, w = shape
+    z, y, x = plain // (h * w), plain // w % h, plain % w
+    expected = (x * HASH_PRIMES[0] ^ y * HASH_PRIMES[1] ^ z * HASH_PRIMES[2]) % rows
+    assert torch.equal(hashed, expected)
+    assert int(hashed.max()) < rows
+
+
+def test_hashed_levels_are_fixed_size_tables_above_dense_max_nodes() -> None:
+    model = _hashed(hash_rows=64, dense_max_nodes=100)  # levels of 36, 96, 462 nodes
+    assert model.hashed_levels == [False, False, True]
+    assert [tuple(g.shape) for g in model.grids][2] == (64, 2)
+    assert not any(model.sparse_levels)
+    with pytest.raises(ValueError, match="hashed"):
+        model.grid_volume(2)
+    with pytest.raises(ValueError, match="hash_rows"):
+        _hashed(hash_rows=0)
+
+
+@pytest.mark.parametrize("kind", ["tk1", "huber", "tv"])
+def test_cell_prior_gradient_equals_autograd(kind: str) -> None:
+    corners = torch.randn(8, 40, 2, requires_grad=True)
+    shares = torch.rand(40)
+    prior = CellPrior(0.7, kind, 0.5, (4, 5, 6), shares)
+    (0.7 * cell_prior(corners, (4, 5, 6), shares, kind, 0.5)).backward()
+    torch.testing.assert_close(
+        cell_prior_grad(corners.detach(), prior), corners.grad, rtol=1e-5, atol=1e-7
+    )
+    out = torch.ones(8, 40, 2)  # added to a given gradient, in place
+    assert cell_prior_grad(corners.detach(), prior, out=out) is out
+    torch.testing.assert_close(out, corners.grad + 1, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("per_cell", [1, 3])
+def test_cell_prior_counts_each_cell_once_and_inner_edges_fully(per_cell: int) -> None:
+    """A level rising by the same step along x, each cell holding ``per_cell`` points: its
+    prior restricted to all cells is the whole level's, except for the x edges on the y and z
+    borders, which border fewer than 4 cells: (D - 1)(H - 1) / (D H) of it."""
+    d, h, w = shape = (4, 5, 6)
+    step = 0.3
+    x = torch.arange(w, dtype=torch.float32) * step
+    level = x.expand(d, h, w)[None, None].expand(1, 2, d, h, w).contiguous()
+    exact = sum(edge_penalty(torch.diff(level, dim=a), "tk1", 0.0).mean() for a in (2, 3, 4))
+    centres = torch.stack(torch.meshgrid(
+        *(torch.arange(n - 1) + 0.5 for n in (w, h, d)), indexing="ij"), -1).reshape(-1, 3)
+    u = (centres / torch.tensor([w - 1, h - 1, d - 1]) * 2 - 1).repeat(per_cell, 1)
+    rows, _ = corner_lookup(u, shape)
+    corners = level[0].reshape(2, -1).t()[rows.reshape(-1)].view(8, -1, 2)
+    got = cell_prior(corners, shape, cell_shares(u, shape), "tk1", 0.0)
+    assert float(got) == pytest.approx(float(exact) * (d - 1) * (h - 1) / (d * h), rel=1e-5)
+
+
+def test_hashed_backward_adds_the_cell_prior_to_the_data_gradient() -> None:
+    """A hashed level's gradient is autograd's of the data term plus weight x cell_prior of the
+    corners the batch read (rows shared by several nodes included); dense levels are untouched
+    by it. Points outside the box share the border cells (clamping)."""
+    a, b = _hashed(hash_rows=50), _hashed(hash_rows=50)
+    with torch.no_grad():
+        for ga, gb in zip(a.grids, b.grids, strict=True):
+            gb.copy_(ga.copy_(torch.rand_like(ga)))
+    p, w = _points(), torch.randn(len(_points()))
+    a.hash_prior = (0.3, "huber", 0.05)
+    (w * a(p)).sum().backward()
+    u = p / b.extent
+    rows, _ = hashed_lookup(u, b.shapes[2], 50)
+    corners = b.grids[2][rows.reshape(-1)].view(8, -1, 2)
+    shares = cell_shares(u, b.shapes[2])
+    prior = cell_prior(corners, b.shapes[2], shares, "huber", 0.05)
+    ((w * b(p)).sum() + 0.3 * prior).backward()
+    assert len(torch.unique(rows)) < rows.numel()  # rows repeat: collisions are exercised
+    for ga, gb in zip(a.grids, b.grids, strict=True):
+        assert not ga.grad.is_sparse
+        torch.testing.assert_close(ga.grad, gb.grad, rtol=1e-5, atol=1e-7)
+    a.zero_grad()
+    a.add_prior_grad(0.3, "huber", 0.05)  # the hashed level's prior is its backward's alone
+    assert a.grids[2].grad is None and a.grids[1].grad is not None
