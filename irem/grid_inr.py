@@ -38,6 +38,8 @@ A third mode makes a step's cost independent of the volume's size:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import torch
@@ -622,6 +624,17 @@ class GridINR(nn.Module):
                 return
             features = out.weight.new_zeros(1, self.mlp[0].in_features)  # all-zero features
             out.bias.sub_(self.mlp(features).view(-1))
+
+    @contextmanager
+    def cell_prior_off(self) -> Iterator[None]:
+        """Passes run inside add no hashed-level prior in their backward (for points that are not
+        the batch's, such as the image prior's block: the grid prior counts once a step)."""
+        saved = self.hash_prior
+        self.hash_prior = (0.0, *saved[1:])
+        try:
+            yield
+        finally:
+            self.hash_prior = saved
 
     def base_values(self, p: torch.Tensor) -> torch.Tensor | None:
         """The start image at inputs ``p`` ``(n, 3)`` (trilinear, border-clamped); None without."""

@@ -16,6 +16,7 @@ its epochs are done, its time budget is spent, or a step callback asks it to; th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -636,7 +637,9 @@ class Trainer:
         spacing = self.cfg.model.finest_mm / norm.half_extent
         n = t.image_prior_block
         pts = block_points(extent, spacing, n, torch.Generator().manual_seed(seed + 7))
-        values = self.model(pts.to(self.device)).float().view(n, n, n)
+        model = self.model
+        with model.cell_prior_off() if isinstance(model, GridINR) else contextlib.nullcontext():
+            values = model(pts.to(self.device)).float().view(n, n, n)
         return image_penalty(values, t.image_prior_kind, t.image_prior_delta)
 
     def _add_prior_gradient(self) -> None:

@@ -360,3 +360,10 @@ def test_hashed_backward_adds_the_cell_prior_to_the_data_gradient() -> None:
     a.zero_grad()
     a.add_prior_grad(0.3, "huber", 0.05)  # the hashed level's prior is its backward's alone
     assert a.grids[2].grad is None and a.grids[1].grad is not None
+    a.zero_grad()
+    b.zero_grad()
+    with a.cell_prior_off():  # passes inside add the data term's gradient only
+        (w * a(p)).sum().backward()
+    assert a.hash_prior == (0.3, "huber", 0.05)
+    (w * b(p)).sum().backward()
+    torch.testing.assert_close(a.grids[2].grad, b.grids[2].grad, rtol=1e-5, atol=1e-7)
