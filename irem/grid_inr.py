@@ -132,31 +132,32 @@ HASH_PRIMES: tuple[int, int, int] = (1, 2654435761, 805459861)
 
 def hashed_lookup(
     u: torch.Tensor, shape: tuple[int, int, int], rows: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Table rows and trilinear weights of the 8 nodes around points in a level of ``shape``
     nodes hashed into ``rows`` rows: node ``(x, y, z)`` is row ``(x * p0 ^ y * p1 ^ z * p2) %
     rows`` (:data:`HASH_PRIMES`). Corners, weights and clamping as :func:`corner_lookup`.
 
     Returns:
-        ``(8, n)`` int64 rows and ``(8, n)`` weights.
+        ``(8, n)`` int64 rows, ``(8, n)`` weights and the ``(n,)`` cells of the points (the
+        unhashed row of their lowest corner, :func:`corner_lookup`'s corner 0).
     """
+    _, h, w = shape
     low, frac = _cells(u, shape)
     step = torch.arange(2, device=u.device)[:, None]
     hx, hy, hz = ((low[a] + step) * prime for a, prime in enumerate(HASH_PRIMES))
     keys = (hz[:, None, None] ^ hy[None, :, None] ^ hx[None, None, :]).view(8, -1)  # z, y, x
     if rows & (rows - 1) == 0:  # a power of two: the remainder is the low bits
-        return keys.bitwise_and_(rows - 1), _corner_weights(frac)
-    return keys.remainder_(rows), _corner_weights(frac)
+        keys.bitwise_and_(rows - 1)
+    else:
+        keys.remainder_(rows)
+    return keys, _corner_weights(frac), (low[2] * h + low[1]) * w + low[0]
 
 
-def cell_shares(u: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
-    """``(n,)``: one over the number of points ``u`` in each point's cell of a grid of ``shape``
-    (summed over points, each cell the points fall in counts once)."""
-    _, h, w = shape
-    low, _ = _cells(u, shape)
-    cell = (low[2] * h + low[1]) * w + low[0]
-    _, inverse, counts = torch.unique(cell, return_inverse=True, return_counts=True)
-    return counts.reciprocal().to(u.dtype)[inverse]
+def cell_shares(cells: torch.Tensor) -> torch.Tensor:
+    """``(n,)`` float32: one over the number of points in each point's cell, from the points'
+    ``(n,)`` cells (summed over points, each cell the points fall in counts once)."""
+    _, inverse, counts = torch.unique(cells, return_inverse=True, return_counts=True)
+    return counts.reciprocal().float()[inverse]
 
 
 class CellPrior(NamedTuple):
@@ -661,10 +662,10 @@ class GridINR(nn.Module):
         levels = zip(self.grids, self.shapes, self.sparse_levels, self.hashed_levels, strict=True)
         for grid, shape, sparse, hashed in levels:
             if hashed:
-                rows, weights = hashed_lookup(u, shape, grid.shape[0])
+                rows, weights, cells = hashed_lookup(u, shape, grid.shape[0])
                 prior = None
                 if self.hash_prior[0] > 0 and torch.is_grad_enabled() and grid.requires_grad:
-                    prior = CellPrior(*self.hash_prior, shape, cell_shares(u, shape))
+                    prior = CellPrior(*self.hash_prior, shape, cell_shares(cells))
                 feats.append(_HashedTrilinear.apply(grid, rows, weights, prior).t())
             elif sparse:
                 rows, weights = corner_lookup(u, shape)

@@ -283,8 +283,9 @@ def test_hashed_lookup_hashes_the_corner_nodes_with_the_trilinear_weights(rows: 
     shape = (5, 7, 11)
     u = _points() / torch.tensor(EXTENT)
     plain, weights = corner_lookup(u, shape)
-    hashed, hashed_weights = hashed_lookup(u, shape, rows)
+    hashed, hashed_weights, cells = hashed_lookup(u, shape, rows)
     assert torch.equal(hashed_weights, weights)
+    assert torch.equal(cells, plain[0])
     d, h, w = shape
     z, y, x = plain // (h * w), plain // w % h, plain % w
     expected = (x * HASH_PRIMES[0] ^ y * HASH_PRIMES[1] ^ z * HASH_PRIMES[2]) % rows
@@ -332,7 +333,7 @@ def test_cell_prior_counts_each_cell_once_and_inner_edges_fully(per_cell: int) -
     u = (centres / torch.tensor([w - 1, h - 1, d - 1]) * 2 - 1).repeat(per_cell, 1)
     rows, _ = corner_lookup(u, shape)
     corners = level[0].reshape(2, -1).t()[rows.reshape(-1)].view(8, -1, 2)
-    got = cell_prior(corners, shape, cell_shares(u, shape), "tk1", 0.0)
+    got = cell_prior(corners, shape, cell_shares(rows[0]), "tk1", 0.0)
     assert float(got) == pytest.approx(float(exact) * (d - 1) * (h - 1) / (d * h), rel=1e-5)
 
 
@@ -348,9 +349,9 @@ def test_hashed_backward_adds_the_cell_prior_to_the_data_gradient() -> None:
     a.hash_prior = (0.3, "huber", 0.05)
     (w * a(p)).sum().backward()
     u = p / b.extent
-    rows, _ = hashed_lookup(u, b.shapes[2], 50)
+    rows, _, cells = hashed_lookup(u, b.shapes[2], 50)
     corners = b.grids[2][rows.reshape(-1)].view(8, -1, 2)
-    shares = cell_shares(u, b.shapes[2])
+    shares = cell_shares(cells)
     prior = cell_prior(corners, b.shapes[2], shares, "huber", 0.05)
     ((w * b(p)).sum() + 0.3 * prior).backward()
     assert len(torch.unique(rows)) < rows.numel()  # rows repeat: collisions are exercised
