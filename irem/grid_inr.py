@@ -170,9 +170,11 @@ class CellPrior(NamedTuple):
     shares: torch.Tensor  # (n,) cell_shares of the batch's points
 
 
-def _differences(shape: tuple[int, int, int], axis: int) -> int:
-    """Number of neighbouring node pairs along ``axis`` (0: z, 1: y, 2: x) of a grid of ``shape``."""
-    return math.prod(n - 1 if a == axis else n for a, n in enumerate(shape))
+def _edge_denominator(shape: tuple[int, int, int], axis: int, features: int) -> int:
+    """What :func:`cell_prior` divides an edge's penalty along ``axis`` (0: z, 1: y, 2: x) by:
+    4 cells per inner edge, times the grid's neighbouring node pairs along that axis, times the
+    features."""
+    return 4 * math.prod(n - 1 if a == axis else n for a, n in enumerate(shape)) * features
 
 
 def cell_prior(
@@ -200,9 +202,8 @@ def cell_prior(
     c = corners.view(2, 2, 2, *corners.shape[1:])  # (z, y, x, n, F)
     total = corners.new_zeros(())
     for a in (0, 1, 2):
-        penalty = edge_penalty(c.select(a, 1) - c.select(a, 0), kind, delta)
-        scale = 4 * _differences(shape, a) * corners.shape[2]
-        total = total + (penalty * shares[:, None]).sum() / scale
+        penalty = edge_penalty(c.select(a, 1) - c.select(a, 0), kind, delta) * shares[:, None]
+        total = total + penalty.sum() / _edge_denominator(shape, a, corners.shape[2])
     return total
 
 
@@ -217,7 +218,7 @@ def cell_prior_grad(
     g = out.view(c.shape)
     for a in (0, 1, 2):
         d = c.select(a, 1) - c.select(a, 0)
-        scale = prior.weight / (4 * _differences(prior.shape, a) * corners.shape[2])
+        scale = prior.weight / _edge_denominator(prior.shape, a, corners.shape[2])
         slope = edge_penalty_grad(d, prior.kind, prior.delta).mul_(prior.shares[:, None] * scale)
         g.select(a, 1).add_(slope)
         g.select(a, 0).sub_(slope)
