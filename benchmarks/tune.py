@@ -17,6 +17,7 @@ whose effect changes with its size (:data:`WHOLE_CROP_TOO`) on both, one mean ov
 
     python benchmarks/tune.py                      # every sweep, 2 runs side by side
     python benchmarks/tune.py --only srr_alpha     # one sweep
+    python benchmarks/tune.py --only large_levels --resume   # only the runs its CSV lacks
 """
 
 from __future__ import annotations
@@ -69,9 +70,12 @@ SWEEPS: dict[str, tuple[tuple[str, ...], str, tuple[float | str, ...]]] = {
     # How grid levels over model.dense_max_nodes nodes are stored and updated: the level's own
     # nodes with sparse updates, or hashed into a fixed table of hash_rows rows (a step's cost then
     # does not grow with the volume), on whole-crop volumes (WHOLE_CROP)
-    "large_levels": (("iremfast",), "", (
-        "--set model.grid_update=sparse",
-        "--set model.grid_update=hashed --set model.hash_rows=524288",
+    # and the grid prior's weight on those levels (train.grid_smoothness_large; unset: the crops'
+    # train.grid_smoothness)
+    "large_levels": (("iremfast",), "", tuple(
+        f"--set model.grid_update={update}{weight}"
+        for update in ("sparse", "hashed --set model.hash_rows=524288")
+        for weight in ("", *(f" --set train.grid_smoothness_large={w:g}" for w in (0.03, 0.01, 0.003)))
     )),
 }
 #: Options every candidate of a sweep runs with, not chosen: the setting its value acts in. Local
@@ -144,16 +148,36 @@ def score(case: dict, method: dict, option: str, value: float | str, work: Path)
             "psnr_mask": m["psnr_mask"], "ssim_mask": m["ssim_mask"]}
 
 
-def sweep(name: str, config: dict, cases: list[dict], work: Path, jobs: int) -> pd.DataFrame:
+def run_key(method: str, subject: object, k: object, volume: str, value: object) -> tuple:
+    """What names a run (a candidate on a case), the same from a task and from a CSV row."""
+    try:
+        value = f"{float(value):g}"
+    except ValueError:
+        value = str(value)
+    return method, str(subject), int(k), volume, value
+
+
+def sweep(name: str, config: dict, cases: list[dict], work: Path, jobs: int,
+          done: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every candidate of sweep ``name`` on every case; the runs already in ``done`` (rows of an
+    earlier run of the sweep, for ``--resume``) are kept instead of run again."""
     names, option, values = SWEEPS[name]
     methods = [m | {"command": f"{m['command']} {CONTEXT.get(name, '')}".strip()}
                for m in config["methods"] if m["name"] in names]
     if not methods:
         raise SystemExit(f"error: no method of {names} in the config")
-    tasks = [(c, m, v) for m in methods for v in values for c in cases]
+    tasks = {run_key(m["name"], c["subject"], c["k"], c["volume"], v): (c, m, v)
+             for m in methods for v in values for c in cases}
+    kept = pd.DataFrame()
+    if done is not None and len(done):
+        keys = [run_key(*r) for r in done[["method", "subject", "k", "volume", "value"]].itertuples(
+            index=False)]
+        kept = done[[key in tasks for key in keys]]
+        for key in keys:
+            tasks.pop(key, None)
     with ThreadPoolExecutor(jobs) as pool:
-        rows = list(pool.map(lambda t: score(t[0], t[1], option, t[2], work), tasks))
-    return pd.DataFrame(rows)
+        rows = list(pool.map(lambda t: score(t[0], t[1], option, t[2], work), tasks.values()))
+    return pd.concat([kept, pd.DataFrame(rows)], ignore_index=True)
 
 
 def choose(df: pd.DataFrame) -> pd.DataFrame:
@@ -206,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", choices=sorted(SWEEPS), default=sorted(SWEEPS))
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side (1 thread each)")
     parser.add_argument("--out", default="results/tuning")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs already in a sweep's CSV, run only the missing ones")
     args = parser.parse_args(argv)
     config = yaml.safe_load((ROOT / args.config).read_text())
     out = ROOT / args.out
@@ -223,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
                 runs_on = cases + whole
             else:
                 runs_on = cases
-            df = sweep(name, config, runs_on, work, args.jobs)
-            df.to_csv(out / f"{name}.csv", index=False, float_format="%.4f")
+            csv = out / f"{name}.csv"
+            done = pd.read_csv(csv, dtype={"subject": str}) if args.resume and csv.exists() else None
+            df = sweep(name, config, runs_on, work, args.jobs, done)
+            df.to_csv(csv, index=False, float_format="%.4f")
             print(df.groupby(["method", "value"])["psnr_mask"].mean().to_string(), flush=True)
             option = SWEEPS[name][1]
             for _, r in choose(df).iterrows():  # later sweeps of a method start from this choice

@@ -55,7 +55,10 @@ class TrainConfig:
     SRR's tk1 regulariser does (the reported loss is the data term alone). ``grid_prior`` picks
     that penalty of a node difference ``d``: ``tk1`` (``d**2``), or the edge-preserving ``huber``
     or ``tv`` (smoothed total variation), both ``d**2`` near 0 and linear in ``|d|`` beyond about
-    ``grid_prior_delta`` (see :func:`irem.grid_inr.edge_penalty`).
+    ``grid_prior_delta`` (see :func:`irem.grid_inr.edge_penalty`). ``grid_smoothness_large``, when
+    set, is that weight on the levels of more than ``model.dense_max_nodes`` nodes instead (the
+    finest levels of volumes over about 2 M voxels, whichever ``model.grid_update``), so that
+    large volumes can take a prior of their own while crops keep ``grid_smoothness``.
     ``profile_spacing_mm`` > 0 sets the number of those points from the slices instead: one per
     ``profile_spacing_mm`` of the thickest stack's slice thickness (rounded up), so that thicker
     slices get more points (:func:`irem.train.slice_profile_points`).
@@ -103,6 +106,7 @@ class TrainConfig:
     lr: float = 1e-4
     lr_grid: float = 1e-2
     grid_smoothness: float = 0.0
+    grid_smoothness_large: float | None = None
     grid_prior: str = "tk1"
     grid_prior_delta: float = 0.01
     profile_points: int = 1
@@ -151,6 +155,10 @@ class IremConfig:
         return dataclasses.asdict(self)
 
 
+#: Options that are a float or null (``None``: unset).
+_OPTIONAL_FLOATS = ("time_budget", "time_per_mvoxel", "grid_smoothness_large")
+
+
 def _coerce(section: str, key: str, value: Any, current: Any) -> Any:
     name = f"{section}.{key}"
     if isinstance(current, bool):
@@ -162,7 +170,7 @@ def _coerce(section: str, key: str, value: Any, current: Any) -> Any:
             if isinstance(value, str):
                 value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
             return tuple(type(current[0])(v) if current else int(v) for v in value)
-        if current is None or key in ("time_budget", "time_per_mvoxel"):
+        if current is None or key in _OPTIONAL_FLOATS:
             return None if value in (None, "null", "none", "None") else float(value)
         if isinstance(current, int):
             f = float(value)
@@ -222,6 +230,10 @@ def _check(cfg: IremConfig) -> None:
         (m.hidden_layers >= 0, "model.hidden_layers must be >= 0"),
         (t.lr_grid > 0, "train.lr_grid must be positive"),
         (t.grid_smoothness >= 0, "train.grid_smoothness must be >= 0"),
+        (
+            t.grid_smoothness_large is None or t.grid_smoothness_large >= 0,
+            "train.grid_smoothness_large must be >= 0",
+        ),
         (
             t.grid_smoothness == 0 or m.kind == "grid",
             "train.grid_smoothness needs model.kind: grid",

@@ -464,6 +464,9 @@ class GridINR(nn.Module):
         self.shapes: list[tuple[int, int, int]] = []
         self.sparse_levels: list[bool] = []
         self.hashed_levels: list[bool] = []
+        #: levels of more than ``dense_max_nodes`` nodes (whichever ``update``): their prior can
+        #: take a weight of its own (:meth:`add_prior_grad`'s ``large_weight``)
+        self.large_levels: list[bool] = []
         #: ``(weight, kind, delta)`` of the hashed levels' prior, added in their backward pass
         #: (:func:`cell_prior`); the trainer sets it, a weight of 0 adds none.
         self.hash_prior: tuple[float, str, float] = (0.0, "tk1", 0.0)
@@ -493,7 +496,7 @@ class GridINR(nn.Module):
     ) -> list[nn.Parameter]:
         """Small random node values of every level (coarsest first), as dense volumes or, for
         sparse levels, ``(nodes, features)`` tables, for hashed levels ``(hash_rows, features)``
-        tables; fills ``shapes``, ``sparse_levels`` and ``hashed_levels``."""
+        tables; fills ``shapes``, ``sparse_levels``, ``hashed_levels`` and ``large_levels``."""
         gen = torch.Generator().manual_seed(int(seed))
         grids = []
         for level in range(levels):
@@ -512,6 +515,7 @@ class GridINR(nn.Module):
             self.shapes.append((nodes[2], nodes[1], nodes[0]))
             self.sparse_levels.append(sparse)
             self.hashed_levels.append(hashed)
+            self.large_levels.append(large)
         return grids
 
     def grid_volume(self, level: int) -> torch.Tensor:
@@ -564,17 +568,26 @@ class GridINR(nn.Module):
         )
 
     @torch.no_grad()
-    def add_prior_grad(self, weight: float, kind: str = "tk1", delta: float = 0.01) -> None:
+    def add_prior_grad(
+        self, weight: float, kind: str = "tk1", delta: float = 0.01, large_weight: float | None = None
+    ) -> None:
         """Add the gradient of ``weight * self.prior(kind, delta)`` to the grids' gradients, in
         place as :meth:`add_smoothness_grad` does (sparse gradients: on their rows only; hashed
-        levels: none, their backward pass adds it)."""
+        levels: none, their backward pass adds it). ``large_weight``, when given, is the weight on
+        :attr:`large_levels` instead."""
         for level, g in enumerate(self.grids):
             if self.hashed_levels[level]:
+                continue
+            if large_weight is not None and self.large_levels[level]:
+                w = large_weight
+            else:
+                w = weight
+            if w == 0:
                 continue
             if g.grad is not None and g.grad.is_sparse:
                 grad = coalesced(g.grad)
                 prior = local_prior_grad(
-                    g, grad.indices()[0], self.shapes[level], weight, kind, delta
+                    g, grad.indices()[0], self.shapes[level], w, kind, delta
                 )
                 g.grad = torch.sparse_coo_tensor(
                     grad.indices(),
@@ -592,7 +605,7 @@ class GridINR(nn.Module):
             grad_vol = g.grad if g.dim() == 5 else g.grad.t().view(vol.shape)
             for axis in (2, 3, 4):
                 d = torch.diff(vol, dim=axis)
-                slope = edge_penalty_grad(d, kind, delta).mul_(weight / d.numel())
+                slope = edge_penalty_grad(d, kind, delta).mul_(w / d.numel())
                 n = vol.shape[axis]
                 grad_vol.narrow(axis, 0, n - 1).sub_(slope)
                 grad_vol.narrow(axis, 1, n - 1).add_(slope)

@@ -309,6 +309,12 @@ class LearningRate:
             group["lr"] = base * f
 
 
+def large_prior_weight(t: TrainConfig) -> float:
+    """The grid prior's weight on levels over ``model.dense_max_nodes`` nodes
+    (``grid_smoothness_large``, or ``grid_smoothness`` when unset)."""
+    return t.grid_smoothness if t.grid_smoothness_large is None else t.grid_smoothness_large
+
+
 def slice_profile_points(t: TrainConfig, thickness: list[float]) -> int:
     """Points across each thick slice: ``t.profile_points``, or with ``t.profile_spacing_mm`` > 0
     one per that many millimetres of the thickest slice (rounded up, at least 1)."""
@@ -547,9 +553,9 @@ class Trainer:
             self.data.localise(cfg.train.batch_chunk)  # locality serves the sparse levels only
         self.opt = build_optimizer(self.model, cfg)
         t = cfg.train
-        if isinstance(self.model, GridINR) and t.grid_smoothness > 0:
-            # hashed levels take the grid prior in their backward pass (the batch's cells)
-            self.model.hash_prior = (t.grid_smoothness, t.grid_prior, t.grid_prior_delta)
+        if isinstance(self.model, GridINR):
+            # hashed levels (all large) take the grid prior in their backward pass (the batch's cells)
+            self.model.hash_prior = (large_prior_weight(t), t.grid_prior, t.grid_prior_delta)
         self.total_steps = t.epochs * self.data.steps_per_epoch
         self.budget = resolve_budget(t.time_budget, t.time_per_mvoxel, target_voxels)
         self.lr = LearningRate(self.opt, t, self.total_steps, self.budget.seconds)
@@ -646,8 +652,10 @@ class Trainer:
         """The grid prior (``train.grid_prior`` of the feature grids' node differences), added to
         the gradients; the reported loss is the data term alone."""
         t = self.cfg.train
-        if t.grid_smoothness > 0:
-            self.model.add_prior_grad(t.grid_smoothness, t.grid_prior, t.grid_prior_delta)
+        if t.grid_smoothness > 0 or large_prior_weight(t) > 0:
+            self.model.add_prior_grad(
+                t.grid_smoothness, t.grid_prior, t.grid_prior_delta, t.grid_smoothness_large
+            )
 
     def checkpoint_state(self, gen_state: torch.Tensor) -> dict[str, Any]:
         """Everything a resumed run needs; ``gen_state`` re-draws the current epoch's order."""

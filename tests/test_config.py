@@ -73,6 +73,14 @@ def test_time_per_mvoxel_key() -> None:
             load_config(None, parse_set([f"train.time_per_mvoxel={bad}"]))
 
 
+def test_grid_smoothness_large_is_a_float_or_unset() -> None:
+    assert load_config("fast").train.grid_smoothness_large is None
+    cfg = load_config("fast", parse_set(["train.grid_smoothness_large=0.01"]))
+    assert cfg.train.grid_smoothness_large == 0.01
+    unset = load_config("fast", parse_set(["train.grid_smoothness_large=null"]))
+    assert unset.train.grid_smoothness_large is None
+
+
 def test_config_round_trips_through_its_dict() -> None:
     from irem.config import config_from_dict
 
@@ -86,7 +94,7 @@ def test_config_round_trips_through_its_dict() -> None:
 @pytest.mark.parametrize(
     "override",
     ["train.grid_prior=l3", "train.grid_prior_delta=0", "model.grid_update=lazy", "train.batch_chunk=-1",
-     "train.base_head=one", "model.hash_rows=0"],
+     "train.base_head=one", "model.hash_rows=0", "train.grid_smoothness_large=-1"],
 )
 def test_bad_grid_options_are_refused(override: str) -> None:
     with pytest.raises(InputError):

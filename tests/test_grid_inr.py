@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -368,3 +370,30 @@ def test_hashed_backward_adds_the_cell_prior_to_the_data_gradient() -> None:
     assert a.hash_prior == (0.3, "huber", 0.05)
     (w * b(p)).sum().backward()
     torch.testing.assert_close(a.grids[2].grad, b.grids[2].grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("update", ["dense", "sparse"])
+def test_large_levels_take_their_own_prior_weight(update: str) -> None:
+    """With ``large_weight`` the levels over dense_max_nodes nodes (here the finest) get the prior's
+    gradient at that weight and the others at ``weight``, in any update mode (sparse: on the
+    touched rows)."""
+    finest = math.prod(_grid_inr().shapes[-1])
+    model = _grid_inr(update, finest - 1)
+    assert model.large_levels == [False, False, True]
+    assert model.sparse_levels == [False, False, update == "sparse"]
+    ref = _grid_inr()
+    with torch.no_grad():
+        for level, g in enumerate(ref.grids):
+            g.copy_(torch.randn_like(g))
+            model.grid_volume(level).copy_(g)
+    p = _points(3)[:3]
+    model(p).square().mean().backward()
+    model.add_prior_grad(0.3, "huber", 0.5, large_weight=0.05)
+    priors = [edge_penalty(torch.diff(g, dim=a), "huber", 0.5).mean() for g in ref.grids
+              for a in (2, 3, 4)]  # fmt: skip
+    (ref(p).square().mean() + 0.3 * sum(priors[:6]) + 0.05 * sum(priors[6:])).backward()
+    for level, g in enumerate(ref.grids):
+        if model.sparse_levels[level]:
+            _assert_touched_rows_match(model.grids[level], g)
+        else:
+            torch.testing.assert_close(model.grids[level].grad, g.grad, rtol=1e-5, atol=1e-7)
