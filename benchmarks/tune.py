@@ -191,7 +191,8 @@ def write_readme(out: Path, chosen: pd.DataFrame, command: str, n_cases: int) ->
     lines = [
         "# Tuning results",
         "",
-        f"Made by `{command}` (the latest run; each sweep's CSV holds its own runs) on "
+        f"Made by `{command}` (the latest run; each sweep's CSV holds its own runs, after "
+        "`--resume` also the runs it kept from the sweep's earlier run) on "
         f"{dt.date.today().isoformat()}: every candidate value run on the cohort's tuning subjects "
         f"only ({n_cases} subject x k cases), chosen by the highest mean brain PSNR. The configs' "
         "method commands carry the chosen values (tests/test_tuning.py).",
@@ -217,7 +218,8 @@ def write_readme(out: Path, chosen: pd.DataFrame, command: str, n_cases: int) ->
               "its start output) runs on the tuning crops and on those whole-crop volumes (six "
               "cases, one mean). `large_levels` (levels over 2^21 nodes: their own nodes with "
               "sparse updates, or hashed into a fixed table, with which a step's cost does not "
-              "grow with the volume) runs on the whole-crop volumes."]
+              "grow with the volume, each with the grid prior's weight on those levels) runs on "
+              "the whole-crop volumes."]
     lines += ["", "Every run: the `<parameter>.csv` files beside this one. The number of optimiser "
               "steps of Fig. 3 was chosen on a tuning subject as well: "
               "[`ablation_steps.md`](ablation_steps.md)."]

@@ -85,3 +85,34 @@ def test_every_sweep_was_run_on_tuning_subjects_only() -> None:
     for name in SWEEPS:
         runs = pd.read_csv(ROOT / "results" / "tuning" / f"{name}.csv")
         assert set(runs["subject"].astype(str).str.zfill(2)) <= tuning
+
+
+def test_resume_keeps_the_runs_a_sweep_has_and_runs_the_rest(monkeypatch, tmp_path) -> None:
+    """``--resume``: runs already in the sweep's CSV (read back with its float formatting) are
+    kept, the missing ones run, runs of candidates no longer swept are dropped."""
+    import tune
+
+    ran = []
+
+    def fake_score(case, method, option, value, work):
+        ran.append((case["subject"], value))
+        return {"method": method["name"], "subject": case["subject"], "k": case["k"],
+                "volume": case["volume"], "value": value, "psnr_mask": 30.0}
+
+    monkeypatch.setattr(tune, "score", fake_score)
+    config = {"methods": [{"name": "srrtv", "command": "irem srr --alpha 0.01"}]}
+    cases = [{"subject": "01", "k": 4, "volume": "crop"}, {"subject": "02", "k": 8, "volume": "crop"}]
+    values = SWEEPS["srr_alpha"][2]
+    done = pd.DataFrame([
+        {"method": "srrtv", "subject": "01", "k": 4, "volume": "crop", "value": values[0],
+         "psnr_mask": 31.0},
+        {"method": "srrtv", "subject": "02", "k": 8, "volume": "crop", "value": 99.0,
+         "psnr_mask": 1.0},
+    ])  # fmt: skip
+    csv = tmp_path / "runs.csv"
+    done.to_csv(csv, index=False, float_format="%.4f")
+    done = pd.read_csv(csv, dtype={"subject": str})
+    df = tune.sweep("srr_alpha", config, cases, tmp_path, jobs=1, done=done)
+    assert len(df) == 2 * len(values) and len(ran) == 2 * len(values) - 1
+    assert ("01", values[0]) not in ran
+    assert 99.0 not in set(df["value"]) and 31.0 in set(df["psnr_mask"])
