@@ -74,7 +74,7 @@ def test_time_per_mvoxel_key() -> None:
 
 
 def test_grid_smoothness_large_is_a_float_or_unset() -> None:
-    assert load_config("fast").train.grid_smoothness_large is None
+    assert IremConfig().train.grid_smoothness_large is None
     cfg = load_config("fast", parse_set(["train.grid_smoothness_large=0.01"]))
     assert cfg.train.grid_smoothness_large == 0.01
     unset = load_config("fast", parse_set(["train.grid_smoothness_large=null"]))
