@@ -410,10 +410,11 @@ def test_a_hashed_run_is_deterministic_and_its_saved_model_gives_the_same_image(
     model, norm, result = train(stacks, cfg, seed=1, grid=grid, progress=False)
     assert model.hashed_levels[-1] and tuple(model.grids[-1].shape) == (4096, 2)
     t = cfg.train
-    assert model.hash_prior == (t.grid_smoothness, t.grid_prior, t.grid_prior_delta)
-    large = load_config("fast", {**over, "train.grid_smoothness_large": 0.01, "train.epochs": 1})
-    small, _, _ = train(stacks, large, seed=1, grid=grid, progress=False)
-    assert small.hash_prior == (0.01, t.grid_prior, t.grid_prior_delta)
+    assert t.grid_smoothness_large is not None and t.grid_smoothness_large != t.grid_smoothness
+    assert model.hash_prior == (t.grid_smoothness_large, t.grid_prior, t.grid_prior_delta)
+    unset = load_config("fast", {**over, "train.grid_smoothness_large": None, "train.epochs": 1})
+    crop_weight, _, _ = train(stacks, unset, seed=1, grid=grid, progress=False)
+    assert crop_weight.hash_prior == (t.grid_smoothness, t.grid_prior, t.grid_prior_delta)
     start = build_model(cfg, 1, norm).grids[-1]
     assert not torch.equal(model.grids[-1], start)  # the hashed table learned
     again, norm_again, _ = train(stacks, cfg, seed=1, grid=grid, progress=False)
