@@ -652,10 +652,9 @@ class Trainer:
         """The grid prior (``train.grid_prior`` of the feature grids' node differences), added to
         the gradients; the reported loss is the data term alone."""
         t = self.cfg.train
-        if t.grid_smoothness > 0 or large_prior_weight(t) > 0:
-            self.model.add_prior_grad(
-                t.grid_smoothness, t.grid_prior, t.grid_prior_delta, t.grid_smoothness_large
-            )
+        large = large_prior_weight(t)
+        if t.grid_smoothness > 0 or large > 0:
+            self.model.add_prior_grad(t.grid_smoothness, t.grid_prior, t.grid_prior_delta, large)
 
     def checkpoint_state(self, gen_state: torch.Tensor) -> dict[str, Any]:
         """Everything a resumed run needs; ``gen_state`` re-draws the current epoch's order."""
