@@ -39,6 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 from _workflow import cohort_subject_cases, irem, method_shell, run_logged  # noqa: E402
 
+from irem.stats import paired  # noqa: E402
+
 #: What is tuned, in order: parameter name -> (methods it applies to, option, candidate values);
 #: an empty option: each candidate is a whole set of options. Sweeps of the same method run one
 #: after the other, each with the values chosen before it (coordinate-wise search).
@@ -77,14 +79,26 @@ SWEEPS: dict[str, tuple[tuple[str, ...], str, tuple[float | str, ...]]] = {
         for update in ("sparse", "hashed --set model.hash_rows=524288")
         for weight in ("", *(f" --set train.grid_smoothness_large={w:g}" for w in (0.03, 0.01, 0.003)))
     )),
+    # The large levels' update again, each candidate with several training seeds (REPEATS): the
+    # single runs of large_levels differ by less than repeats of one candidate do
+    "large_update": (("iremfast",), "", (
+        "--set model.grid_update=hashed --set model.hash_rows=524288",
+        "--set model.grid_update=sparse",
+    )),
 }
+#: Sweeps whose candidates run with each of these training seeds (``--seed``; the stacks stay the
+#: same): a candidate's score is its mean over cases and seeds, and differences are paired on them.
+REPEATS: dict[str, tuple[int, ...]] = {"large_update": (0, 1, 2)}
+#: Sweeps that prefer a candidate (the first of their values: the cheaper one), chosen unless
+#: another scores higher with the 95% CI of the paired difference above zero (:func:`choose`).
+PREFER_FIRST: tuple[str, ...] = ("large_update",)
 #: Options every candidate of a sweep runs with, not chosen: the setting its value acts in. Local
 #: batches serve a sparse finest grid level, which volumes of more than ~2 M voxels have; the tuning
 #: crops' finest level (~340 k nodes) is made sparse as it would be there.
 CONTEXT: dict[str, str] = {"batch_chunk": "--set model.dense_max_nodes=262144"}
 #: Sweeps run on whole-crop volumes (the grid update and local batches act only on volumes whose
 #: finest grid level exceeds model.dense_max_nodes; the tuning crops have none).
-WHOLE_CROP: tuple[str, ...] = ("large_volume", "large_levels")
+WHOLE_CROP: tuple[str, ...] = ("large_volume", "large_levels", "large_update")
 #: Sweeps run on the tuning crops and on the whole-crop volumes (settings that act on any volume
 #: but whose effect changes with its size).
 WHOLE_CROP_TOO: tuple[str, ...] = ("base_head",)
@@ -166,6 +180,8 @@ def sweep(name: str, config: dict, cases: list[dict], work: Path, jobs: int,
                for m in config["methods"] if m["name"] in names]
     if not methods:
         raise SystemExit(f"error: no method of {names} in the config")
+    if name in REPEATS:
+        values = tuple(f"{v} --seed {seed}" for v in values for seed in REPEATS[name])
     tasks = {run_key(m["name"], c["subject"], c["k"], c["volume"], v): (c, m, v)
              for m in methods for v in values for c in cases}
     kept = pd.DataFrame()
@@ -180,10 +196,44 @@ def sweep(name: str, config: dict, cases: list[dict], work: Path, jobs: int,
     return pd.concat([kept, pd.DataFrame(rows)], ignore_index=True)
 
 
-def choose(df: pd.DataFrame) -> pd.DataFrame:
-    """Per method, the value of highest mean brain PSNR over tuning subjects and k."""
-    means = df.groupby(["method", "value"], as_index=False)["psnr_mask"].mean()
-    best = means.loc[means.groupby("method")["psnr_mask"].idxmax()]
+def without_seed(value: object) -> tuple[object, int]:
+    """A repeated candidate's value and seed (``"<options> --seed 2"``); seed 0 otherwise."""
+    found = re.fullmatch(r"(.*) --seed (\d+)", str(value))
+    return (found[1], int(found[2])) if found else (value, 0)
+
+
+def choose(df: pd.DataFrame, name: str = "") -> pd.DataFrame:
+    """Per method, the value of highest mean brain PSNR over tuning subjects, k (and seeds).
+
+    For a sweep of :data:`PREFER_FIRST`, the first candidate instead, unless another's brain PSNR
+    minus the first's, paired on subject, k, volume and seed, has a 95% CI (t) above zero; then the
+    highest of those. The columns ``ci_low`` and ``ci_high`` hold that CI (empty elsewhere).
+    """
+    df = df.copy()
+    df["value"], df["seed"] = zip(*df["value"].map(without_seed), strict=True)
+    means = df.groupby(["method", "value"], as_index=False, sort=False)["psnr_mask"].mean()
+    best = means.loc[means.groupby("method")["psnr_mask"].idxmax()].assign(ci_low=None, ci_high=None)
+    if name in PREFER_FIRST:
+        first = SWEEPS[name][2][0]
+        pairs = df.pivot_table(index=["method", "subject", "k", "volume", "seed"],
+                               columns="value", values="psnr_mask")
+        rows = []
+        for method, table in pairs.groupby(level="method"):
+            ranked = means[means["method"] == method].sort_values("psnr_mask", ascending=False)
+            pick = {"method": method, "value": first, "ci_low": None, "ci_high": None}
+            for value in ranked["value"]:
+                if value == first:
+                    continue
+                d = paired(table[value], table[first], tolerance=0.0)
+                if d.ci_low > 0:
+                    pick = {"method": method, "value": value, "ci_low": d.ci_low,
+                            "ci_high": d.ci_high}
+                    break
+                if pick["ci_low"] is None:
+                    pick |= {"ci_low": d.ci_low, "ci_high": d.ci_high}
+            pick["psnr_mask"] = float(ranked.loc[ranked["value"] == pick["value"], "psnr_mask"].iloc[0])
+            rows.append(pick)
+        best = pd.DataFrame(rows)
     return best.rename(columns={"psnr_mask": "mean_psnr_mask"}).reset_index(drop=True)
 
 
@@ -257,15 +307,16 @@ def main(argv: list[str] | None = None) -> int:
             df.to_csv(csv, index=False, float_format="%.4f")
             print(df.groupby(["method", "value"])["psnr_mask"].mean().to_string(), flush=True)
             option = SWEEPS[name][1]
-            for _, r in choose(df).iterrows():  # later sweeps of a method start from this choice
+            for _, r in choose(df, name).iterrows():  # later sweeps of a method start from this choice
                 entry = next(m for m in config["methods"] if m["name"] == r["method"])
                 entry.setdefault("chosen", []).append((option, r["value"]))
     chosen = []
     for name in SWEEPS:
         path = out / f"{name}.csv"
         if path.exists():
-            chosen.append(choose(pd.read_csv(path)).assign(parameter=name))
-    table = pd.concat(chosen, ignore_index=True)[["parameter", "method", "value", "mean_psnr_mask"]]
+            chosen.append(choose(pd.read_csv(path), name).assign(parameter=name))
+    table = pd.concat(chosen, ignore_index=True)[
+        ["parameter", "method", "value", "mean_psnr_mask", "ci_low", "ci_high"]]
     table.to_csv(out / "chosen.csv", index=False, float_format="%.4f")
     tuning = cohort_entry(config)["cohort"].get("tuning", 2)
     write_readme(out, table, " ".join(["python benchmarks/tune.py", *(argv or sys.argv[1:])]),

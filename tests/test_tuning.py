@@ -116,3 +116,32 @@ def test_resume_keeps_the_runs_a_sweep_has_and_runs_the_rest(monkeypatch, tmp_pa
     assert len(df) == 2 * len(values) and len(ran) == 2 * len(values) - 1
     assert ("01", values[0]) not in ran
     assert 99.0 not in set(df["value"]) and 31.0 in set(df["psnr_mask"])
+
+
+def test_a_preferred_candidate_is_kept_unless_another_is_surely_better() -> None:
+    """``large_update`` (repeated over seeds, the first candidate preferred): the first value
+    stays chosen while the other's paired gain has a CI reaching zero, and gives way when the
+    CI is above zero; the chosen value is printed without the seed."""
+    import tune
+
+    first, other = SWEEPS["large_update"][2]
+    seeds = tune.REPEATS["large_update"]
+
+    def runs(gains: list[float]) -> pd.DataFrame:
+        rows = []
+        for i, (subject, k) in enumerate((("01", 4), ("02", 8))):
+            for j, seed in enumerate(seeds):
+                base = 30.0 + i + 0.1 * j
+                for value, psnr in ((first, base), (other, base + gains[i * len(seeds) + j])):
+                    rows.append({"method": "iremfast", "subject": subject, "k": k,
+                                 "volume": "whole", "value": f"{value} --seed {seed}",
+                                 "psnr_mask": psnr})
+        return pd.DataFrame(rows)
+
+    noisy = tune.choose(runs([0.3, -0.2, 0.25, -0.1, 0.2, 0.1]), "large_update").iloc[0]
+    assert noisy["value"] == first and noisy["ci_low"] < 0 < noisy["ci_high"]
+    assert noisy["mean_psnr_mask"] == pytest.approx(30.6)
+    sure = tune.choose(runs([0.3, 0.2, 0.25, 0.3, 0.2, 0.35]), "large_update").iloc[0]
+    assert sure["value"] == other and sure["ci_low"] > 0
+    plain = tune.choose(runs([0.3, 0.2, 0.25, 0.3, 0.2, 0.35]), "").iloc[0]
+    assert plain["value"] == other  # without the preference: the highest mean
