@@ -6,19 +6,25 @@ One table, two sources, brain PSNR of the INR minus that of SRR-TV:
   SNR 40, box profile): per k the paired mean difference with its paired-t 95% interval, the
   Wilcoxon p-value, wins/ties/losses, the worst subject and how many subjects are more than
   ``--margin`` dB below. Nothing is run for this part.
-- ``whole``: one evaluation subject of the cohort generated over the whole 152x184x160 MNI152
-  brain crop (4.5 M voxels) instead of the workflow's crop, simulated as the workflow simulates
+- ``whole``: evaluation subjects of the cohort (by default the first of each contrast: 03 FLAIR,
+  04 T1w, 05 T2w) generated over the whole 152x184x160 MNI152 brain crop (4.5 M voxels) instead
+  of the workflow's crop, simulated as the workflow simulates
   (SNR 40, box profile, seed 0) at every k of the config and reconstructed with the config's
   ``iremfast`` and ``srrtv`` commands (the same ``irem`` path, one thread each; the INR's budget
   follows its ``--time-per-mvoxel`` rule; on this volume fast.yaml's sparse update of the finest
   grid level is in use); with ``--dense`` also the INR with dense grid updates (``iremfast_dense``:
   the same command with ``--set model.grid_update=dense``: every grid node updated at every step),
   reported beside the default, not used to choose it. Its runs are kept in
-  ``results/benchmarks/inr_vs_srrtv_whole.csv`` and reused unless ``--whole`` is given again.
+  ``results/benchmarks/inr_vs_srrtv_whole.csv``; ``--whole`` re-runs the methods it runs on the
+  subjects given and keeps every other run.
+
+Each volume and k gets a row over all its subjects and, where they differ in contrast, one per
+contrast.
 
   python benchmarks/inr_vs_srrtv.py                 # cohort part (+ kept whole-crop runs)
-  python benchmarks/inr_vs_srrtv.py --whole [--dense]  # also (re)run the whole crop (~15 min
-                                                       # per pair of INR runs on 2 cores)
+  python benchmarks/inr_vs_srrtv.py --whole [--dense] [--subject 03 04 05]
+                                    # also (re)run the whole crop (~15 min per pair of INR runs
+                                    # on 2 cores)
   -> results/benchmarks/inr_vs_srrtv.{csv,md,png}
 """
 
@@ -114,23 +120,39 @@ def run_whole(subject: str, jobs: int, dense: bool) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def merge_whole(kept: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
+    """The whole-crop runs: ``new`` ones, and the ``kept`` ones of other (subject, method) pairs."""
+    if kept is None or kept.empty:
+        return new
+    ran = set(zip(new["subject"], new["method"], strict=True))
+    other = [(s, m) not in ran for s, m in zip(kept["subject"], kept["method"], strict=True)]
+    return pd.concat([kept[other], new], ignore_index=True).sort_values(
+        ["k", "subject", "method"], ignore_index=True)
+
+
 def paired_table(runs: pd.DataFrame, margin: float) -> pd.DataFrame:
-    """Per volume, k and INR variant: INR minus SRR-TV brain PSNR, paired over subjects."""
+    """Per volume, k and INR variant: INR minus SRR-TV brain PSNR, paired over subjects (contrast
+    ``all``), and per contrast where the subjects have more than one."""
     rows = []
     for (volume, k), g in runs.groupby(["volume", "k"], sort=True):
-        wide = g.pivot_table(index="subject", columns="method", values="psnr_mask")
-        for method in [m for m in (INR, DENSE) if m in wide.columns]:
-            rows.append(_paired_row(wide, method, volume, int(k), margin))
+        contrasts = sorted(g["contrast"].dropna().unique()) if "contrast" in g else []
+        groups = [("all", g)] + ([(c, g[g["contrast"] == c]) for c in contrasts]
+                                 if len(contrasts) > 1 else [])
+        for contrast, part in groups:
+            wide = part.pivot_table(index="subject", columns="method", values="psnr_mask")
+            for method in [m for m in (INR, DENSE) if m in wide.columns]:
+                rows.append(_paired_row(wide, method, volume, int(k), margin, contrast))
     return pd.DataFrame(rows)
 
 
-def _paired_row(wide: pd.DataFrame, method: str, volume: str, k: int, margin: float) -> dict:
+def _paired_row(wide: pd.DataFrame, method: str, volume: str, k: int, margin: float,
+                contrast: str = "all") -> dict:
     """INR variant ``method`` minus SRR-TV over the subjects that have both."""
     both = wide[[method, BASELINE]].dropna()
     diff = both[method] - both[BASELINE]
     p = paired(wide[method], wide[BASELINE], TIE_TOLERANCE["psnr_mask"])
     return {
-        "volume": volume, "k": k, "method": method, "n": p.n,
+        "volume": volume, "k": k, "contrast": contrast, "method": method, "n": p.n,
         "srrtv_psnr": float(both[BASELINE].mean()), "inr_psnr": float(both[method].mean()),
         "diff": p.diff, "ci_low": p.ci_low, "ci_high": p.ci_high, "p_wilcoxon": p.p_wilcoxon,
         "wins": p.wins, "ties": p.ties, "losses": p.losses, "worst": float(diff.min()),
@@ -140,15 +162,23 @@ def _paired_row(wide: pd.DataFrame, method: str, volume: str, k: int, margin: fl
 
 
 def plot(runs: pd.DataFrame, table: pd.DataFrame, margin: float, path: Path) -> None:
-    """Per-subject differences (points), paired mean and CI (bar) per volume and k."""
+    """Per-subject differences (points, coloured by contrast), paired mean and CI (bar) per
+    volume and k over all subjects."""
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     labels = []
+    colours = dict(zip(sorted(runs["contrast"].dropna().unique()),
+                       ("tab:blue", "tab:orange", "tab:green", "tab:purple"), strict=False))
+    table = table[table["contrast"] == "all"]
     for i, r in enumerate(table.itertuples()):
         g = runs[(runs["volume"] == r.volume) & (runs["k"] == r.k)]
         wide = g.pivot_table(index="subject", columns="method", values="psnr_mask")
-        d = (wide[r.method] - wide[BASELINE]).dropna().to_numpy()
-        ax.scatter(np.full(d.size, i) + np.linspace(-0.12, 0.12, d.size), d, s=18,
-                   color="tab:blue", zorder=3)
+        d = (wide[r.method] - wide[BASELINE]).dropna()
+        contrast = g.drop_duplicates("subject").set_index("subject")["contrast"]
+        x = np.full(d.size, i) + np.linspace(-0.12, 0.12, d.size)
+        for c, colour in colours.items():
+            at = (contrast.reindex(d.index) == c).to_numpy()
+            ax.scatter(x[at], d.to_numpy()[at], s=18, color=colour, zorder=3,
+                       label=None if c in ax.get_legend_handles_labels()[1] else c)
         if np.isfinite(r.ci_low):
             ax.errorbar(i + 0.3, r.diff, yerr=[[r.diff - r.ci_low], [r.ci_high - r.diff]],
                         fmt="o", color="black", capsize=4)
@@ -175,8 +205,9 @@ def write_md(table: pd.DataFrame, runs: pd.DataFrame, command: str, margin: floa
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; CPU: {cpu_description()}; "
         f"torch {torch.__version__}",
         "- cohort: the default workflow's evaluation subjects (`results/tables/runs.csv`); "
-        "whole: one evaluation subject over the whole 152x184x160 brain crop, same simulation "
-        "and method commands, one thread per run",
+        "whole: evaluation subjects over the whole 152x184x160 brain crop, same simulation "
+        "and method commands, one thread per run; contrast `all`: every subject of the volume, "
+        "else that contrast's subjects only",
         "- diff: mean of INR - SRR-TV over subjects, paired-t 95% CI, two-sided Wilcoxon p; "
         f"worst: the lowest subject; below_margin: subjects more than {margin:g} dB below",
         "",
@@ -197,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--whole", action="store_true", help="(re)run the whole-crop volume")
     parser.add_argument("--dense", action="store_true",
                         help="whole crop: also the INR with dense grid updates")
-    parser.add_argument("--subject", default="04", help="cohort evaluation subject (whole crop)")
+    parser.add_argument("--subject", nargs="+", default=["03", "04", "05"],
+                        help="cohort evaluation subjects (whole crop; default: one per contrast)")
     parser.add_argument("--jobs", type=int, default=2, help="whole-crop runs side by side")
     parser.add_argument("--margin", type=float, default=0.5, help="dB below SRR-TV to count")
     args = parser.parse_args(argv)
@@ -208,7 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     parts = [cohort_runs(runs_csv)]
     if args.whole:
-        run_whole(args.subject, args.jobs, args.dense).to_csv(ROOT / WHOLE, index=False, float_format="%.4f")
+        kept = pd.read_csv(ROOT / WHOLE, dtype={"subject": str}) if (ROOT / WHOLE).exists() else None
+        new = pd.concat([run_whole(s, args.jobs, args.dense) for s in args.subject],
+                        ignore_index=True)
+        merge_whole(kept, new).to_csv(ROOT / WHOLE, index=False, float_format="%.4f")
     if (ROOT / WHOLE).exists():
         parts.append(pd.read_csv(ROOT / WHOLE, dtype={"subject": str}))
     runs = pd.concat(parts, ignore_index=True)

@@ -247,13 +247,14 @@ def write_readme(out: Path, chosen: pd.DataFrame, command: str, n_cases: int) ->
         f"only ({n_cases} subject x k cases), chosen by the highest mean brain PSNR. The configs' "
         "method commands carry the chosen values (tests/test_tuning.py).",
         "",
-        "| parameter | method | chosen | mean brain PSNR (dB) |",
-        "|---|---|---|---|",
+        "| parameter | method | chosen | mean brain PSNR (dB) | challenger - preferred [95% CI] |",
+        "|---|---|---|---|---|",
     ]
     for _, r in chosen.iterrows():
         value = f"`{r['value']}`" if isinstance(r["value"], str) else f"{r['value']:g}"
+        ci = "" if pd.isna(r.get("ci_low")) else f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
         lines.append(f"| {r['parameter']} | {r['method']} | {value} | "
-                     f"{r['mean_psnr_mask']:.2f} |")
+                     f"{r['mean_psnr_mask']:.2f} | {ci} |")
     lines += ["", "Sweeps run in this order, each from the choices before it; a later choice of a "
               "setting replaces an earlier one. `start_image` chooses the start image together "
               "with the grid prior's weight (its earlier choice was made without a start "
@@ -269,7 +270,13 @@ def write_readme(out: Path, chosen: pd.DataFrame, command: str, n_cases: int) ->
               "cases, one mean). `large_levels` (levels over 2^21 nodes: their own nodes with "
               "sparse updates, or hashed into a fixed table, with which a step's cost does not "
               "grow with the volume, each with the grid prior's weight on those levels) runs on "
-              "the whole-crop volumes."]
+              "the whole-crop volumes. `large_update` runs those levels' update again, hashed "
+              "and sparse, each with three training seeds (`--seed` 0-2, the same stacks; its "
+              "seed-0 runs are large_levels' runs of the same settings), because repeats of "
+              "one candidate differed more than large_levels' candidates did. Its rule, declared "
+              "before its runs: the cheaper hashed update is chosen unless sparse scores higher "
+              "with the 95% CI of the paired difference (per volume and seed) above zero; the "
+              "last column is that CI (sparse - hashed)."]
     lines += ["", "Every run: the `<parameter>.csv` files beside this one. The number of optimiser "
               "steps of Fig. 3 was chosen on a tuning subject as well: "
               "[`ablation_steps.md`](ablation_steps.md)."]

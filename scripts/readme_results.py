@@ -93,13 +93,20 @@ def scantime_lines(scantime: pd.DataFrame) -> list[str]:
 def inr_vs_srrtv_lines(table: pd.DataFrame) -> list[str]:
     """The paired INR - SRR-TV table of ``benchmarks/inr_vs_srrtv.py``."""
     margin = f"{table['margin'].iloc[0]:g}"
+    if "contrast" in table.columns:
+        by_contrast = table[(table["contrast"] != "all") & ~table["method"].str.endswith("_dense")]
+        table = table[table["contrast"] == "all"]
+    else:
+        by_contrast = table.iloc[:0]
     lines = ["**Grid INR against SRR-TV (box PSF)**, brain PSNR, paired by subject "
              "(`python benchmarks/inr_vs_srrtv.py`; `results/benchmarks/inr_vs_srrtv.md`)", "",
              "| volume | k | n | SRR-TV | grid INR | INR - SRR-TV [95% CI] | Wilcoxon p | worst "
              f"subject | subjects > {margin} dB below |", "|---" * 9 + "|"]
     for r in table.itertuples():
+        subjects = [part.split(":")[0] for part in r.per_subject.split()]
         name = {"cohort": "cohort (evaluation subjects)",
-                "whole": f"subject {r.per_subject.split(':')[0]}, whole 152x184x160 crop"}
+                "whole": f"subject{'s' if len(subjects) > 1 else ''} {', '.join(subjects)}, "
+                         "whole 152x184x160 crop"}
         dense = ", dense grid update" if r.method.endswith("_dense") else ""
         ci = "" if pd.isna(r.ci_low) else f" [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
         p = "-" if pd.isna(r.p_wilcoxon) else f"{r.p_wilcoxon:.3f}"
@@ -125,6 +132,12 @@ def inr_vs_srrtv_lines(table: pd.DataFrame) -> list[str]:
         said.append(f"at k = {r.k} on {where} the grid INR is {side} on average ({test}, "
                     f"p = {r.p_wilcoxon:.3f}) and {below} (worst subject {r.worst:+.2f} dB)")
     lines.append("; ".join(said)[0].upper() + "; ".join(said)[1:] + ".")
+    for volume, part in by_contrast.groupby("volume", sort=False):
+        cells = [f"{c} " + " / ".join(f"{d:+.2f}" for d in g.sort_values("k")["diff"])
+                 for c, g in part.groupby("contrast", sort=True)]
+        ks = " / ".join(f"k = {k}" for k in sorted(part["k"].unique()))
+        where = "the cohort" if volume == "cohort" else "the whole crop"
+        lines += ["", f"By contrast on {where} (INR - SRR-TV, dB, {ks}): " + "; ".join(cells) + "."]
     return lines + [""]
 
 
