@@ -85,6 +85,17 @@ def method_commands(dense: bool) -> dict[str, str]:
     return commands
 
 
+def held_out_summary(side: dict) -> dict:
+    """From an INR run's sidecar: the step of its lowest held-out loss and how far that is below
+    the start image's (step 0), in percent (NaN for a run without held-out voxels)."""
+    held = side.get("held_out") or {}
+    trace = held.get("trace") or []
+    if not trace:
+        return {"best_step": np.nan, "held_out_dip_pct": np.nan}
+    return {"best_step": held["best_step"],
+            "held_out_dip_pct": 100.0 * (1.0 - held["best_loss"] / trace[0][1])}
+
+
 def run_whole(subject: str, jobs: int, dense: bool) -> pd.DataFrame:
     """Simulate and reconstruct one cohort subject over the whole brain crop at every k."""
     config = workflow_config()
@@ -112,7 +123,8 @@ def run_whole(subject: str, jobs: int, dense: bool) -> pd.DataFrame:
                 "contrast": cases[0]["contrast"], "method": name,
                 "psnr_mask": m["psnr_mask"],
                 "training_seconds": side.get("training_seconds", np.nan),
-                "total_seconds": side.get("total_seconds", np.nan)}
+                "total_seconds": side.get("total_seconds", np.nan),
+                "steps": side.get("steps", np.nan), **held_out_summary(side)}
 
     with ThreadPoolExecutor(jobs) as pool:
         rows = list(pool.map(one, tasks))
@@ -218,6 +230,18 @@ def write_md(table: pd.DataFrame, runs: pd.DataFrame, command: str, margin: floa
         secs.unstack("method").reset_index().to_markdown(index=False, floatfmt=".0f"),
         "",
     ]
+    whole = runs[(runs["volume"] == "whole") & runs["method"].isin([INR, DENSE])]
+    if "held_out_dip_pct" in whole and whole["held_out_dip_pct"].notna().any():
+        cols = ["k", "subject", "contrast", "method", "steps", "best_step", "held_out_dip_pct"]
+        lines += [
+            "Whole-crop INR runs: optimiser steps, the step of the lowest held-out loss (the "
+            "returned model; 0 is the start image, SRR-TV) and how far it lies below the start "
+            "image's (%):",
+            "",
+            whole[cols].astype({"steps": "Int64", "best_step": "Int64"})
+            .sort_values(["k", "subject", "method"]).to_markdown(index=False, floatfmt=".2f"),
+            "",
+        ]
     path.write_text("\n".join(lines))
 
 
