@@ -11,7 +11,7 @@ One table, two sources, brain PSNR of the INR minus that of SRR-TV:
   of the workflow's crop, simulated as the workflow simulates
   (SNR 40, box profile, seed 0) at every k of the config and reconstructed with the config's
   ``iremfast`` and ``srrtv`` commands (the same ``irem`` path, one thread each; the INR's budget
-  follows its ``--time-per-mvoxel`` rule; on this volume fast.yaml's sparse update of the finest
+  follows its ``--time-per-mvoxel`` rule; on this volume fast.yaml's hashed update of the finest
   grid level is in use); with ``--dense`` also the INR with dense grid updates (``iremfast_dense``:
   the same command with ``--set model.grid_update=dense``: every grid node updated at every step),
   reported beside the default, not used to choose it. Its runs are kept in
@@ -213,7 +213,8 @@ def write_md(table: pd.DataFrame, runs: pd.DataFrame, command: str, margin: floa
     lines = [
         "# Grid INR against SRR-TV (box PSF): paired brain PSNR at the default budget",
         "",
-        f"- command: `{command}`",
+        f"- command: `{command}`" + ("" if "--whole" in command else
+                                     " (whole-crop runs kept from `--whole` runs before it)"),
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; CPU: {cpu_description()}; "
         f"torch {torch.__version__}",
         "- cohort: the default workflow's evaluation subjects (`results/tables/runs.csv`); "
@@ -238,7 +239,7 @@ def write_md(table: pd.DataFrame, runs: pd.DataFrame, command: str, margin: floa
             "returned model; 0 is the start image, SRR-TV) and how far it lies below the start "
             "image's (%):",
             "",
-            whole[cols].astype({"steps": "Int64", "best_step": "Int64"})
+            whole[cols].astype({"k": int, "steps": "Int64", "best_step": "Int64"})
             .sort_values(["k", "subject", "method"]).to_markdown(index=False, floatfmt=".2f"),
             "",
         ]

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from irem.config import load_config
+
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 ALPHA, MIN_N = 0.05, 5
@@ -93,8 +95,9 @@ def scantime_lines(scantime: pd.DataFrame) -> list[str]:
 def inr_vs_srrtv_lines(table: pd.DataFrame) -> list[str]:
     """The paired INR - SRR-TV table of ``benchmarks/inr_vs_srrtv.py``."""
     margin = f"{table['margin'].iloc[0]:g}"
+    table = table[~table["method"].str.endswith("_dense")]  # the default INR only (the md has all)
     if "contrast" in table.columns:
-        by_contrast = table[(table["contrast"] != "all") & ~table["method"].str.endswith("_dense")]
+        by_contrast = table[table["contrast"] != "all"]
         table = table[table["contrast"] == "all"]
     else:
         by_contrast = table.iloc[:0]
@@ -132,12 +135,14 @@ def inr_vs_srrtv_lines(table: pd.DataFrame) -> list[str]:
         said.append(f"at k = {r.k} on {where} the grid INR is {side} on average ({test}, "
                     f"p = {r.p_wilcoxon:.3f}) and {below} (worst subject {r.worst:+.2f} dB)")
     lines.append("; ".join(said)[0].upper() + "; ".join(said)[1:] + ".")
-    for volume, part in by_contrast.groupby("volume", sort=False):
-        cells = [f"{c} " + " / ".join(f"{d:+.2f}" for d in g.sort_values("k")["diff"])
-                 for c, g in part.groupby("contrast", sort=True)]
-        ks = " / ".join(f"k = {k}" for k in sorted(part["k"].unique()))
-        where = "the cohort" if volume == "cohort" else "the whole crop"
-        lines += ["", f"By contrast on {where} (INR - SRR-TV, dB, {ks}): " + "; ".join(cells) + "."]
+    if len(by_contrast):
+        ks = " / ".join(f"k = {k}" for k in sorted(by_contrast["k"].unique()))
+        parts = []
+        for volume, part in by_contrast.groupby("volume", sort=False):
+            cells = [f"{c} " + " / ".join(f"{d:+.2f}" for d in g.sort_values("k")["diff"])
+                     for c, g in part.groupby("contrast", sort=True)]
+            parts.append(("cohort " if volume == "cohort" else "whole crop ") + ", ".join(cells))
+        lines += ["", f"By contrast (INR - SRR-TV, dB, {ks}): " + "; ".join(parts) + "."]
     return lines + [""]
 
 
@@ -150,6 +155,9 @@ def step_cost_lines(runs: pd.DataFrame) -> list[str]:
     wide = runs.pivot_table(index="target_mvoxels", columns="variant", values="steps_per_s",
                             aggfunc="median")
     cols = [c for c in names if c in wide.columns]
+    model = load_config("fast").model
+    if model.grid_update in names:  # fast.yaml's update (with independent batches)
+        names[model.grid_update] += " (fast.yaml)"
     lines = ["**Grid INR training steps per second** against the target's size (one thread, "
              "median of rounds; `python benchmarks/inr_step_cost.py`; "
              "`results/benchmarks/inr_step_cost.md`)", "",

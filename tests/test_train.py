@@ -462,17 +462,21 @@ def test_local_batches_are_runs_of_the_spatial_order_covering_every_voxel(phanto
     assert bool((steps == 1).all())  # every run is 64 neighbours in the spatial order
 
 
-def test_without_sparse_levels_the_sparse_config_runs_the_dense_one(phantom: Volume) -> None:
-    """fast.yaml's sparse update and local batches act only on levels over dense_max_nodes: on a
-    smaller volume its run is the dense, independent-batch run, value for value."""
+@pytest.mark.parametrize("update", ["sparse", "hashed"])
+def test_without_large_levels_the_sparse_or_hashed_config_runs_the_dense_one(
+    phantom: Volume, update: str
+) -> None:
+    """The sparse and hashed updates (fast.yaml's is hashed) and local batches act only on levels
+    over dense_max_nodes: on a smaller volume (the workflow's crops) the run is the dense,
+    independent-batch run, value for value."""
     stacks = simulate_stacks(phantom, 4)
     over = {**FAST_SMALL, "train.base": "none", "train.epochs": 2}
     dense = load_config("fast", {**over, "model.grid_update": "dense", "train.batch_chunk": 0})
-    sparse = load_config("fast", {**over, "model.grid_update": "sparse", "train.batch_chunk": 64})
+    other = load_config("fast", {**over, "model.grid_update": update, "train.batch_chunk": 64})
     grid = reference_grid(phantom)
     a, norm_a, _ = train(stacks, dense, seed=1, progress=False)
-    b, norm_b, _ = train(stacks, sparse, seed=1, progress=False)
-    assert not any(b.sparse_levels)
+    b, norm_b, _ = train(stacks, other, seed=1, progress=False)
+    assert not any(b.large_levels)
     np.testing.assert_array_equal(predict(a, norm_a, grid), predict(b, norm_b, grid))
 
 
