@@ -212,7 +212,8 @@ def choose(df: pd.DataFrame, name: str = "") -> pd.DataFrame:
     df = df.copy()
     df["value"], df["seed"] = zip(*df["value"].map(without_seed), strict=True)
     means = df.groupby(["method", "value"], as_index=False, sort=False)["psnr_mask"].mean()
-    best = means.loc[means.groupby("method")["psnr_mask"].idxmax()].assign(ci_low=None, ci_high=None)
+    nan = float("nan")
+    best = means.loc[means.groupby("method")["psnr_mask"].idxmax()].assign(ci_low=nan, ci_high=nan)
     if name in PREFER_FIRST:
         first = SWEEPS[name][2][0]
         pairs = df.pivot_table(index=["method", "subject", "k", "volume", "seed"],
@@ -220,7 +221,7 @@ def choose(df: pd.DataFrame, name: str = "") -> pd.DataFrame:
         rows = []
         for method, table in pairs.groupby(level="method"):
             ranked = means[means["method"] == method].sort_values("psnr_mask", ascending=False)
-            pick = {"method": method, "value": first, "ci_low": None, "ci_high": None}
+            pick = {"method": method, "value": first, "ci_low": nan, "ci_high": nan}
             for value in ranked["value"]:
                 if value == first:
                     continue
@@ -229,7 +230,7 @@ def choose(df: pd.DataFrame, name: str = "") -> pd.DataFrame:
                     pick = {"method": method, "value": value, "ci_low": d.ci_low,
                             "ci_high": d.ci_high}
                     break
-                if pick["ci_low"] is None:
+                if pick["ci_low"] != pick["ci_low"]:  # NaN: no challenger's CI recorded yet
                     pick |= {"ci_low": d.ci_low, "ci_high": d.ci_high}
             pick["psnr_mask"] = float(ranked.loc[ranked["value"] == pick["value"], "psnr_mask"].iloc[0])
             rows.append(pick)
