@@ -185,10 +185,10 @@ def plot(runs: pd.DataFrame, table: pd.DataFrame, margin: float, path: Path) -> 
         g = runs[(runs["volume"] == r.volume) & (runs["k"] == r.k)]
         wide = g.pivot_table(index="subject", columns="method", values="psnr_mask")
         d = (wide[r.method] - wide[BASELINE]).dropna()
-        contrast = g.drop_duplicates("subject").set_index("subject")["contrast"]
+        contrast = g.drop_duplicates("subject").set_index("subject")["contrast"].reindex(d.index)
         x = np.full(d.size, i) + np.linspace(-0.12, 0.12, d.size)
         for c, colour in colours.items():
-            at = (contrast.reindex(d.index) == c).to_numpy()
+            at = (contrast == c).to_numpy()
             ax.scatter(x[at], d.to_numpy()[at], s=18, color=colour, zorder=3,
                        label=None if c in ax.get_legend_handles_labels()[1] else c)
         if np.isfinite(r.ci_low):

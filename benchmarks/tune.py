@@ -230,7 +230,7 @@ def choose(df: pd.DataFrame, name: str = "") -> pd.DataFrame:
                     pick = {"method": method, "value": value, "ci_low": d.ci_low,
                             "ci_high": d.ci_high}
                     break
-                if pick["ci_low"] != pick["ci_low"]:  # NaN: no challenger's CI recorded yet
+                if pd.isna(pick["ci_low"]):  # no challenger's CI recorded yet
                     pick |= {"ci_low": d.ci_low, "ci_high": d.ci_high}
             pick["psnr_mask"] = float(ranked.loc[ranked["value"] == pick["value"], "psnr_mask"].iloc[0])
             rows.append(pick)

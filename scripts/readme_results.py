@@ -110,18 +110,15 @@ def inr_vs_srrtv_lines(table: pd.DataFrame) -> list[str]:
         name = {"cohort": "cohort (evaluation subjects)",
                 "whole": f"subject{'s' if len(subjects) > 1 else ''} {', '.join(subjects)}, "
                          "whole 152x184x160 crop"}
-        dense = ", dense grid update" if r.method.endswith("_dense") else ""
         ci = "" if pd.isna(r.ci_low) else f" [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
         p = "-" if pd.isna(r.p_wilcoxon) else f"{r.p_wilcoxon:.3f}"
-        lines.append(f"| {name.get(r.volume, r.volume)}{dense} | {r.k} | {r.n} | {r.srrtv_psnr:.2f} | "
+        lines.append(f"| {name.get(r.volume, r.volume)} | {r.k} | {r.n} | {r.srrtv_psnr:.2f} | "
                      f"{r.inr_psnr:.2f} | {r.diff:+.2f}{ci} | {p} | {r.worst:+.2f} | "
                      f"{r.below_margin} |")
     lines.append("")
     said = []
     for r in table.itertuples():
         where = "the cohort" if r.volume == "cohort" else "the whole crop"
-        if r.method.endswith("_dense"):
-            where += " (dense grid update)"
         if round(abs(r.diff), 2) == 0:
             side = "within 0.01 dB of SRR-TV"
         else:
