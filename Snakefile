@@ -53,6 +53,7 @@ include: "rules/data.smk"
 include: "rules/reconstruct.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/tuning.smk"
 
 
 rule all:

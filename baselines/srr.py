@@ -42,6 +42,9 @@ DEFAULT_ALPHA: dict[tuple[str, str], float] = {
     ("tv", "gaussian"): 1e-2,
     ("tv", "box"): 3e-3,
 }
+#: Relative weights for noisy scans, per regulariser: chosen with the box PSF on the noisy cohort's
+#: tuning split (SNR 40; results/tuning/README.md); ``irem baseline srr``'s defaults with that PSF.
+TUNED_ALPHA: dict[str, float] = {"tk1": 0.1, "tv": 0.01}
 DEFAULT_ITERATIONS: dict[str, int] = {"tk1": 50, "tv": 20}
 DEFAULT_TOL = 1e-5  # CG stops when ||b - H x|| <= tol ||b||
 TV_RHO = 10.0  # ADMM penalty rho = TV_RHO * alpha * L (measured: converges fastest near 3-10)

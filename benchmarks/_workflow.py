@@ -24,7 +24,7 @@ import yaml
 from irem import layout as L
 from irem.cohort import CONTRASTS
 from irem.config import IremConfig, load_config, parse_set
-from irem.datasets import brain_mask, crop_centre, load_dataset
+from irem.datasets import brain_mask, crop_box, load_dataset
 from irem.labels import fill
 from irem.metrics import compute_metrics
 from irem.volume import Volume
@@ -56,7 +56,7 @@ def load_with_mask(
     vol = load_dataset(name, phantom_size=phantom_size)
     mask = brain_mask(vol, threshold=0.0)
     if crop:
-        vol, mask = crop_centre(vol, crop), crop_centre(mask, crop)
+        vol, mask = crop_box(vol, crop), crop_box(mask, crop)
     return vol, mask.data > 0.5
 
 

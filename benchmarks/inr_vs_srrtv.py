@@ -11,18 +11,15 @@ One table, two sources, brain PSNR of the INR minus that of SRR-TV:
   of the workflow's crop, simulated as the workflow simulates
   (SNR 40, box profile, seed 0) at every k of the config and reconstructed with the config's
   ``iremfast`` and ``srrtv`` commands (the same ``irem`` path, one thread each; the INR's budget
-  follows its ``--time-per-mvoxel`` rule; on this volume fast.yaml's hashed update of the finest
-  grid level is in use); with ``--dense`` also the INR with dense grid updates (``iremfast_dense``:
-  the same command with ``--set model.grid_update=dense``: every grid node updated at every step),
-  reported beside the default, not used to choose it. Its runs are kept in
-  ``results/benchmarks/inr_vs_srrtv_whole.csv``; ``--whole`` re-runs the methods it runs on the
-  subjects given and keeps every other run.
+  follows its ``--time-per-mvoxel`` rule; on this volume the finest grid level is hashed). Its
+  runs are kept in ``results/benchmarks/inr_vs_srrtv_whole.csv``; ``--whole`` re-runs the
+  methods on the subjects given and keeps every other run.
 
 Each volume and k gets a row over all its subjects and, where they differ in contrast, one per
 contrast.
 
   python benchmarks/inr_vs_srrtv.py                 # cohort part (+ kept whole-crop runs)
-  python benchmarks/inr_vs_srrtv.py --whole [--dense] [--subject 03 04 05]
+  python benchmarks/inr_vs_srrtv.py --whole [--subject 03 04 05]
                                     # also (re)run the whole crop (~15 min per pair of INR runs
                                     # on 2 cores)
   -> results/benchmarks/inr_vs_srrtv.{csv,md,png}
@@ -62,7 +59,6 @@ from irem.stats import TIE_TOLERANCE, paired  # noqa: E402
 from irem.volume import sidecar_path  # noqa: E402
 
 INR, BASELINE = "iremfast", "srrtv"
-DENSE = "iremfast_dense"  # the INR with dense grid updates (whole crop only)
 WHOLE = OUT / "inr_vs_srrtv_whole.csv"
 
 
@@ -76,13 +72,10 @@ def cohort_runs(runs_csv: Path) -> pd.DataFrame:
                "total_seconds"]]
 
 
-def method_commands(dense: bool) -> dict[str, str]:
-    """The config's commands of the two methods (and the dense-update INR)."""
-    commands = {m["name"]: str(m["command"]) for m in workflow_config()["methods"]
-                if m["name"] in (INR, BASELINE)}
-    if dense:
-        commands[DENSE] = commands[INR] + " --set model.grid_update=dense"
-    return commands
+def method_commands() -> dict[str, str]:
+    """The config's commands of the two methods."""
+    return {m["name"]: str(m["command"]) for m in workflow_config()["methods"]
+            if m["name"] in (INR, BASELINE)}
 
 
 def held_out_summary(side: dict) -> dict:
@@ -96,14 +89,14 @@ def held_out_summary(side: dict) -> dict:
             "held_out_dip_pct": 100.0 * (1.0 - held["best_loss"] / trace[0][1])}
 
 
-def run_whole(subject: str, jobs: int, dense: bool) -> pd.DataFrame:
+def run_whole(subject: str, jobs: int) -> pd.DataFrame:
     """Simulate and reconstruct one cohort subject over the whole brain crop at every k."""
     config = workflow_config()
     entry = next(d for d in config["datasets"] if d.get("cohort"))
     index = int(subject) - 1
     if index < entry["cohort"]["tuning"]:
         raise SystemExit(f"error: subject {subject} is a tuning subject; pick an evaluation one")
-    commands = method_commands(dense)
+    commands = method_commands()
     work = Path(tempfile.mkdtemp(prefix="irem-whole-"))  # kept (with the logs) on a failure
     cases = cohort_subject_cases(config, index, work, None, zlib.crc32(f"cohort/{subject}".encode()))
     gt, mask = cases[0]["gt"], cases[0]["mask"]
@@ -143,7 +136,7 @@ def merge_whole(kept: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
 
 
 def paired_table(runs: pd.DataFrame, margin: float) -> pd.DataFrame:
-    """Per volume, k and INR variant: INR minus SRR-TV brain PSNR, paired over subjects (contrast
+    """Per volume and k: INR minus SRR-TV brain PSNR, paired over subjects (contrast
     ``all``), and per contrast where the subjects have more than one."""
     rows = []
     for (volume, k), g in runs.groupby(["volume", "k"], sort=True):
@@ -152,8 +145,8 @@ def paired_table(runs: pd.DataFrame, margin: float) -> pd.DataFrame:
                                  if len(contrasts) > 1 else [])
         for contrast, part in groups:
             wide = part.pivot_table(index="subject", columns="method", values="psnr_mask")
-            for method in [m for m in (INR, DENSE) if m in wide.columns]:
-                rows.append(_paired_row(wide, method, volume, int(k), margin, contrast))
+            if INR in wide.columns:
+                rows.append(_paired_row(wide, INR, volume, int(k), margin, contrast))
     return pd.DataFrame(rows)
 
 
@@ -194,8 +187,7 @@ def plot(runs: pd.DataFrame, table: pd.DataFrame, margin: float, path: Path) -> 
         if np.isfinite(r.ci_low):
             ax.errorbar(i + 0.3, r.diff, yerr=[[r.diff - r.ci_low], [r.ci_high - r.diff]],
                         fmt="o", color="black", capsize=4)
-        dense = "\ndense" if r.method == DENSE else ""
-        labels.append(f"{r.volume}{dense}\nk={r.k} (n={r.n})")
+        labels.append(f"{r.volume}\nk={r.k} (n={r.n})")
     ax.axhline(0, color="grey", lw=1)
     ax.axhline(-margin, color="tab:red", lw=1, ls="--", label=f"-{margin:g} dB")
     ax.set_xticks(range(len(labels)), labels)
@@ -231,7 +223,7 @@ def write_md(table: pd.DataFrame, runs: pd.DataFrame, command: str, margin: floa
         secs.unstack("method").reset_index().to_markdown(index=False, floatfmt=".0f"),
         "",
     ]
-    whole = runs[(runs["volume"] == "whole") & runs["method"].isin([INR, DENSE])]
+    whole = runs[(runs["volume"] == "whole") & (runs["method"] == INR)]
     if "held_out_dip_pct" in whole and whole["held_out_dip_pct"].notna().any():
         cols = ["k", "subject", "contrast", "method", "steps", "best_step", "held_out_dip_pct"]
         lines += [
@@ -251,8 +243,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default="results/tables/runs.csv",
                         help="the workflow's per-run table")
     parser.add_argument("--whole", action="store_true", help="(re)run the whole-crop volume")
-    parser.add_argument("--dense", action="store_true",
-                        help="whole crop: also the INR with dense grid updates")
     parser.add_argument("--subject", nargs="+", default=["03", "04", "05"],
                         help="cohort evaluation subjects (whole crop; default: one per contrast)")
     parser.add_argument("--jobs", type=int, default=2, help="whole-crop runs side by side")
@@ -266,8 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = [cohort_runs(runs_csv)]
     if args.whole:
         kept = pd.read_csv(ROOT / WHOLE, dtype={"subject": str}) if (ROOT / WHOLE).exists() else None
-        new = pd.concat([run_whole(s, args.jobs, args.dense) for s in args.subject],
-                        ignore_index=True)
+        new = pd.concat([run_whole(s, args.jobs) for s in args.subject], ignore_index=True)
         merge_whole(kept, new).to_csv(ROOT / WHOLE, index=False, float_format="%.4f")
     if (ROOT / WHOLE).exists():
         parts.append(pd.read_csv(ROOT / WHOLE, dtype={"subject": str}))

@@ -39,7 +39,7 @@ from irem.train import predict, train
 CONFIGS = {
     "paper": ("irem", {}),
     "fast": ("iremfast", {}),
-    "fast-centres": ("iremfast", {"train.profile_points": 1}),
+    "fast-centres": ("iremfast", {"train.profile_spacing_mm": 0, "train.profile_points": 1}),
 }
 
 

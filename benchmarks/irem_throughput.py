@@ -2,13 +2,17 @@
 
 The paper's network (batch 2500): training samples/s of several variants (fused Adam,
 torch.compile, bf16 autocast) and dense-grid inference samples/s, against two bounds measured in
-the same run: the issue's (a 2500x256 @ 256x256 float32 product's GFLOP/s over the network's 7.47
-MFLOP per training sample, 6 x multiply-adds) and the own-GEMM bound (the step's 53 matrix
-products, each timed alone). The bound and the variants are measured in interleaved rounds; the
-table gives medians and ranges over rounds. -> results/benchmarks/irem_throughput.{md,csv}
+the same run: the issue's (a 2500x256 @ 256x256 product's GFLOP/s over the network's 7.47 MFLOP
+per training sample, 6 x multiply-adds; float32, and bfloat16 for the bf16 row) and the own-GEMM
+bound (the step's 53 matrix products, each timed alone, in the same type). The bounds and the
+variants are measured in interleaved rounds; the table gives medians and ranges over rounds, and
+every row's rate over the fp32 training step's (fused Adam, as irem.train) of the same round.
+On a CPU without native bf16 (no AVX512_BF16/AMX: ``train.precision: auto`` is fp32 there) bf16 is
+many times slower than fp32 and is measured once, outside the rounds.
+-> results/benchmarks/irem_throughput.{md,csv}
 
-  python benchmarks/irem_throughput.py [--threads 1 2] [--rounds 5]     # about 10 minutes
-  python benchmarks/irem_throughput.py --quick                          # a few seconds, no files
+  python benchmarks/irem_throughput.py [--threads 1] [--rounds 5]   # about 4 minutes per thread count
+  python benchmarks/irem_throughput.py --quick                      # a few seconds, no files
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import torch
-from _workflow import OUT
+from _workflow import OUT, cpu_description
 
 from irem.grid import Grid
 from irem.model import IREM, for_inference
+from irem.precision import detect_precision
 from irem.train import predict
 
 
@@ -41,13 +46,16 @@ def _best_seconds(fn: Callable[[], object], seconds: float, warmup: int = 3) -> 
     return best
 
 
-def matmul_gflops(seconds: float = 2.0) -> float:
-    """float32 GFLOP/s of the paper's typical layer product, 2500x256 @ 256x256 (the issue's bound)."""
-    a, b, c = torch.randn(2500, 256), torch.randn(256, 256), torch.empty(2500, 256)
+def matmul_gflops(seconds: float = 2.0, dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of the paper's typical layer product, 2500x256 @ 256x256 (the issue's bound)."""
+    a, b = torch.randn(2500, 256, dtype=dtype), torch.randn(256, 256, dtype=dtype)
+    c = torch.empty(2500, 256, dtype=dtype)
     return 2 * 2500 * 256 * 256 / _best_seconds(lambda: torch.mm(a, b, out=c), seconds) / 1e9
 
 
-def gemm_seconds(model: torch.nn.Module, batch: int, seconds: float = 0.3) -> float:
+def gemm_seconds(
+    model: torch.nn.Module, batch: int, seconds: float = 0.3, dtype: torch.dtype = torch.float32
+) -> float:
     """Time of one training step's matrix products alone, each timed in isolation (best of repeats):
     per Linear, the forward product, the weight gradient and (but for the first layer, whose input
     needs no gradient) the input gradient."""
@@ -59,7 +67,8 @@ def gemm_seconds(model: torch.nn.Module, batch: int, seconds: float = 0.3) -> fl
             [(batch, n_out, n_in)] if i else []
         )
         for m, k, n in shapes:
-            a, b, c = torch.randn(m, k), torch.randn(k, n), torch.empty(m, n)
+            a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+            c = torch.empty(m, n, dtype=dtype)
             total += _best_seconds(lambda a=a, b=b, c=c: torch.mm(a, b, out=c), seconds)
     return total
 
@@ -78,7 +87,8 @@ TRAINING_VARIANTS = {
     "fp32, fused Adam": (False, True, False),
     "fp32, fused Adam, torch.compile": (False, True, True),
 }
-BF16 = "bf16 autocast, fused Adam"
+FP32 = "training: fp32, fused Adam"  # irem.train's step at train.precision fp32: the reference
+BF16 = "bf16 autocast, fused Adam"  # irem.train's step at train.precision bf16
 INFERENCE_VARIANTS = [(False, 8192), (True, 65_536), (True, 8192)]
 
 
@@ -86,7 +96,8 @@ def training_block(
     bf16: bool, fused: bool, compiled: bool, steps: int = 3, batch: int = 2500
 ) -> Callable[[], None]:
     """``steps`` training steps of the paper's network as one call, warmed up (and compiled);
-    random coordinates: the cost does not depend on the data."""
+    random coordinates: the cost does not depend on the data. The step is irem.train's: forward
+    (under bf16 autocast with ``bf16``), float32 loss, backward, Adam."""
     model = IREM()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused)
     x, y = torch.rand(batch, 3) * 2 - 1, torch.rand(batch)
@@ -124,7 +135,7 @@ def inference_call(folded: bool, chunk: int) -> Callable[[], object]:
     return call
 
 
-def predict_rate(size: int = 128) -> float:
+def predict_rate(size: int = 96) -> float:
     """End-to-end dense-grid evaluation samples/s of :func:`irem.train.predict` (paper network)."""
     from irem.train import Normaliser
 
@@ -139,16 +150,26 @@ def predict_rate(size: int = 128) -> float:
 def throughput_table(threads: int, rounds: int = 5) -> tuple[list[str], pd.DataFrame]:
     """Training and inference rates of the paper's network against the matmul bound.
 
-    This machine's speed drifts by 10-20% over minutes, so the bound and every variant are
-    measured ``rounds`` times, interleaved: each round measures the bound, then each variant (best
-    of repeated calls over a few seconds), and a variant's % of the bound is taken per round. The
-    table gives the median over rounds and the range.
+    This machine's speed drifts by 10-20% over minutes, so the bounds and every variant are
+    measured ``rounds`` times, interleaved: each round measures the bounds, then each variant (best
+    of repeated calls over a few seconds), and a variant's % of the bound and its rate over the
+    fp32 training step's are taken per round. The table gives the median over rounds and the
+    range. bf16 autocast is one of the variants where the CPU has native bf16 (what
+    ``train.precision: auto`` picks), else it is measured once after the rounds.
     """
     torch.set_num_threads(threads)
+    native = detect_precision("auto").used == "bf16"
     fps = flops_per_sample(IREM())
-    own = 2500 / gemm_seconds(IREM(), 2500)
+    own = {
+        dtype: 2500 / gemm_seconds(IREM(), 2500, dtype=dtype)
+        for dtype in (torch.float32, torch.bfloat16)
+        if native or dtype == torch.float32
+    }
     calls: list[tuple[str, Callable[[], object], int, float]] = []
-    for name, flags in TRAINING_VARIANTS.items():
+    variants = dict(TRAINING_VARIANTS)
+    if native:
+        variants[BF16] = (True, True, False)
+    for name, flags in variants.items():
         try:
             calls.append((f"training: {name}", training_block(*flags), 3 * 2500, 3.0))
         except Exception as exc:  # torch.compile needs a working C++ toolchain
@@ -161,17 +182,22 @@ def throughput_table(threads: int, rounds: int = 5) -> tuple[list[str], pd.DataF
     raw = []
     for r in range(rounds):
         bound = matmul_gflops(1.0) * 1e9 / fps
+        bound16 = matmul_gflops(1.0, torch.bfloat16) * 1e9 / fps if native else np.nan
         for run, fn, samples, seconds in calls:
             rate = samples / _best_seconds(fn, seconds, warmup=0)  # warmed up when built
-            raw.append({"round": r, "run": run, "samples/s": rate, "bound": bound})
-        print(f"round {r + 1}/{rounds}: bound {bound:.0f} samples/s", flush=True)
+            raw.append(
+                {"round": r, "run": run, "samples/s": rate, "bound": bound, "bound16": bound16}
+            )
+        print(f"round {r + 1}/{rounds}: fp32 bound {bound:.0f} samples/s", flush=True)
     df = pd.DataFrame(raw)
     inference = df["run"].str.startswith("inference")
+    bf16 = df["run"] == f"training: {BF16}"
     flops = np.where(inference, 1 / 3, 1)  # forward only: a third of the training FLOPs per sample
-    df["pct"] = 100 * df["samples/s"] * flops / df["bound"]
-    df["own pct"] = 100 * df["samples/s"] * flops / own
-    best_train = df[~inference].groupby("round")["samples/s"].max()
-    df["x"] = np.where(inference, df["samples/s"] / df["round"].map(best_train), np.nan)
+    df["pct"] = 100 * df["samples/s"] * flops / np.where(bf16, df["bound16"], df["bound"])
+    own_rate = np.where(bf16, own.get(torch.bfloat16, np.nan), own[torch.float32])
+    df["own pct"] = 100 * df["samples/s"] * flops / own_rate
+    fp32 = df[df["run"] == FP32].set_index("round")["samples/s"]
+    df["x"] = df["samples/s"] / df["round"].map(fp32)
     rows = []
     for run, g in df.groupby("run", sort=False):
         rows.append(
@@ -179,49 +205,64 @@ def throughput_table(threads: int, rounds: int = 5) -> tuple[list[str], pd.DataF
                 "threads": threads,
                 "run": run,
                 "samples/s": g["samples/s"].median(),
-                "x best fp32 training": g["x"].median(),
+                "x fp32 training": g["x"].median(),
+                "x range over rounds": f"{g['x'].min():.2f}-{g['x'].max():.2f}",
                 "% of matmul bound": g["pct"].median(),
                 "% range over rounds": f"{g['pct'].min():.1f}-{g['pct'].max():.1f}",
                 "% of own-GEMM bound": g["own pct"].median(),
             }
         )
-    # bf16 is ~20x slower here (no bf16 arithmetic on AVX2): one step, once.
-    bound = matmul_gflops(1.0) * 1e9 / fps
-    bf16 = 2500 / _best_seconds(training_block(True, True, False, steps=1), 1.0)
-    rows.append(
-        {
-            "threads": threads,
-            "run": f"training: {BF16} (once)",
-            "samples/s": bf16,
-            "% of matmul bound": 100 * bf16 / bound,
-            "% of own-GEMM bound": 100 * bf16 / own,
-        }
-    )
+    if not native:  # emulated bf16 is ~20x slower: one step, once
+        bound = matmul_gflops(1.0) * 1e9 / fps
+        rate = 2500 / _best_seconds(training_block(True, True, False, steps=1), 1.0)
+        rows.append(
+            {
+                "threads": threads,
+                "run": f"training: {BF16} (no native bf16: once)",
+                "samples/s": rate,
+                "x fp32 training": rate / fp32.median(),
+                "% of matmul bound": 100 * rate / bound,
+                "% of own-GEMM bound": 100 * rate / own[torch.float32],
+            }
+        )
     rate = predict_rate()
+    bound = df["bound"].median()
     rows.append(
         {
             "threads": threads,
-            "run": "inference: irem.train.predict on a 128^3 grid (default chunks, coordinates too; once)",
+            "run": "inference: irem.train.predict on a 96^3 grid (default chunks, coordinates too; once)",
             "samples/s": rate,
-            "x best fp32 training": rate / best_train.median(),
+            "x fp32 training": rate / fp32.median(),
             "% of matmul bound": 100 * rate / bound / 3,
-            "% of own-GEMM bound": 100 * rate / own / 3,
+            "% of own-GEMM bound": 100 * rate / own[torch.float32] / 3,
         }
     )
     out = pd.DataFrame(rows)
+    gf = df["bound"] * fps / 1e9
     head = [
         f"{threads} thread(s), {rounds} interleaved rounds: 2500x256 @ 256x256 float32 product "
-        f"{df['bound'].median() * fps / 1e9:.0f} GFLOP/s (median; "
-        f"{df['bound'].min() * fps / 1e9:.0f}-{df['bound'].max() * fps / 1e9:.0f}), "
+        f"{gf.median():.0f} GFLOP/s (median; {gf.min():.0f}-{gf.max():.0f}), "
         f"{fps / 1e6:.2f} MFLOP per training sample: matmul bound {df['bound'].median():.0f} "
         f"samples/s; own-GEMM bound (the step's {3 * 18 - 1} products timed one by one, once) "
-        f"{own:.0f} samples/s.",
-        "",
+        f"{own[torch.float32]:.0f} samples/s.",
     ]
+    if native:
+        gf16 = df["bound16"] * fps / 1e9
+        head[0] += (
+            f" bfloat16 (the bf16 row's bounds): product {gf16.median():.0f} GFLOP/s "
+            f"({gf16.min():.0f}-{gf16.max():.0f}), matmul bound {df['bound16'].median():.0f} "
+            f"samples/s, own-GEMM bound {own[torch.bfloat16]:.0f} samples/s."
+        )
+    ratio = out.set_index("run")["x fp32 training"].get(f"training: {BF16}")
+    if ratio is not None:
+        head[0] += (
+            f" **bf16 autocast / fp32 training step: {ratio:.2f}x** (median of the rounds' ratios)."
+        )
+    head.append("")
     return head, out.round(
         {
             "samples/s": 0,
-            "x best fp32 training": 2,
+            "x fp32 training": 2,
             "% of matmul bound": 1,
             "% of own-GEMM bound": 1,
         }
@@ -231,11 +272,16 @@ def throughput_table(threads: int, rounds: int = 5) -> tuple[list[str], pd.DataF
 def quick() -> int:
     """A smoke test of the measuring code: one short round, nothing written."""
     torch.set_num_threads(1)
-    block = training_block(False, True, False, steps=1, batch=256)
-    rate = 256 / _best_seconds(block, 0.2, warmup=0)
+    rate, rate16 = (
+        256 / _best_seconds(training_block(bf16, True, False, steps=1, batch=256), 0.2, warmup=0)
+        for bf16 in (False, True)
+    )
     call = inference_call(True, 1024)
     inf = 1024 / _best_seconds(call, 0.2, warmup=0)
-    print(f"quick: training {rate:.0f} samples/s (batch 256), inference {inf:.0f} samples/s")
+    print(
+        f"quick: training {rate:.0f} samples/s fp32, {rate16:.0f} bf16 (batch 256), "
+        f"inference {inf:.0f} samples/s"
+    )
     return 0
 
 
@@ -243,14 +289,21 @@ def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1])
     ap.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds")
     ap.add_argument("--quick", action="store_true", help="smoke test only, writes nothing")
     args = ap.parse_args()
     if args.quick:
         return quick()
     OUT.mkdir(parents=True, exist_ok=True)
-    lines = [f"# Paper IREM throughput on CPU (torch {torch.__version__})", ""]
+    auto = detect_precision("auto")
+    lines = [
+        f"# Paper IREM throughput on CPU (torch {torch.__version__})",
+        "",
+        f"CPU: {cpu_description()}. `train.precision: auto` resolves to **{auto.used}** here "
+        f"(native bf16: {'yes, ' + ', '.join(auto.cpu_flags) if auto.native_bf16 else 'no'}).",
+        "",
+    ]
     frames = []
     for threads in args.threads:
         head, df = throughput_table(threads, args.rounds)

@@ -10,14 +10,15 @@ brain PSNR over tuning subjects and k is chosen. Writes ``results/tuning/<parame
 run) and ``results/tuning/chosen.csv`` + ``README.md`` (the choices); the config's commands must
 carry the chosen values (``tests/test_tuning.py`` checks it).
 
-Settings that act only on large volumes (:data:`WHOLE_CROP`) are tuned on the tuning subjects
-generated over the whole 152x184x160 brain crop instead (4.5 M voxels; one case per tuning
-subject: subject 01 at the config's first k, 02 at its last); settings that act on any volume but
-whose effect changes with its size (:data:`WHOLE_CROP_TOO`) on both, one mean over all cases.
+Settings that act on any volume but whose effect changes with its size (:data:`WHOLE_CROP_TOO`)
+are tuned on both the tuning crops and the tuning subjects generated over the whole 152x184x160
+brain crop (4.5 M voxels; subject 01 at the config's first k, 02 at its last), one mean over all
+cases. Sweeps whose options lost and left the code keep their CSVs and their rows of
+``chosen.csv`` as the record.
 
     python benchmarks/tune.py                      # every sweep, 2 runs side by side
     python benchmarks/tune.py --only srr_alpha     # one sweep
-    python benchmarks/tune.py --only large_levels --resume   # only the runs its CSV lacks
+    python benchmarks/tune.py --only base_head --resume   # only the runs its CSV lacks
 """
 
 from __future__ import annotations
@@ -39,8 +40,6 @@ sys.path.insert(0, str(ROOT))
 
 from _workflow import cohort_subject_cases, irem, method_shell, run_logged  # noqa: E402
 
-from irem.stats import paired  # noqa: E402
-
 #: What is tuned, in order: parameter name -> (methods it applies to, option, candidate values);
 #: an empty option: each candidate is a whole set of options. Sweeps of the same method run one
 #: after the other, each with the values chosen before it (coordinate-wise search).
@@ -48,57 +47,18 @@ SWEEPS: dict[str, tuple[tuple[str, ...], str, tuple[float | str, ...]]] = {
     "srr_alpha": (("srrtk1", "srrtv"), "--alpha", (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)),
     "grid_prior_weight": (("iremfast",), "--set train.grid_smoothness=", (1.0, 3.0, 10.0)),
     "grid_prior_delta": (("iremfast",), "--set train.grid_prior_delta=", (0.003, 0.01, 0.03)),
-    # 0: the fixed train.profile_points (4); 1 and 2: one point per 1 or 2 mm of slice thickness
+    # 0: centres (train.profile_points 1); 1 and 2: one point per 1 or 2 mm of slice thickness
     "profile_spacing": (("iremfast",), "--set train.profile_spacing_mm=", (0.0, 1.0, 2.0)),
-    "image_prior": (("iremfast",), "--set train.image_prior=", (0.0, 0.01, 0.1)),
     # The start image and the grid prior's weight together (the prior then regularises what the
     # network adds to the start image, not the whole image): candidates are sets of --set options.
     "start_image": (("iremfast",), "", (
         "--set train.base=none --set train.grid_smoothness=3",
         *(f"--set train.base=srr_tv --set train.grid_smoothness={w:g}" for w in (0.03, 0.1, 0.3, 1)),
     )),
-    # LR voxels per spatially compact run of a batch (0: independent voxels); they act only on
-    # sparse grid levels, so this sweep runs in CONTEXT
-    "batch_chunk": (("iremfast",), "--set train.batch_chunk=", (0, 256, 1024)),
-    # The grid update with local batches, on whole-crop volumes (WHOLE_CROP)
-    "large_volume": (("iremfast",), "", (
-        "--set model.grid_update=dense --set train.batch_chunk=0",
-        "--set model.grid_update=sparse --set train.batch_chunk=0",
-        "--set model.grid_update=sparse --set train.batch_chunk=128",
-    )),
     # How the network added to the start image begins (zeroed output layer, or random with a
     # cancelling bias), on the tuning crops and the whole-crop volumes (WHOLE_CROP_TOO)
     "base_head": (("iremfast",), "", ("--set train.base_head=zero", "--set train.base_head=cancel")),
-    # How grid levels over model.dense_max_nodes nodes are stored and updated: the level's own
-    # nodes with sparse updates, or hashed into a fixed table of hash_rows rows (a step's cost then
-    # does not grow with the volume), on whole-crop volumes (WHOLE_CROP)
-    # and the grid prior's weight on those levels (train.grid_smoothness_large; unset: the crops'
-    # train.grid_smoothness)
-    "large_levels": (("iremfast",), "", tuple(
-        f"--set model.grid_update={update}{weight}"
-        for update in ("sparse", "hashed --set model.hash_rows=524288")
-        for weight in ("", *(f" --set train.grid_smoothness_large={w:g}" for w in (0.03, 0.01, 0.003)))
-    )),
-    # The large levels' update again, each candidate with several training seeds (REPEATS): the
-    # single runs of large_levels differ by less than repeats of one candidate do
-    "large_update": (("iremfast",), "", (
-        "--set model.grid_update=hashed --set model.hash_rows=524288",
-        "--set model.grid_update=sparse",
-    )),
 }
-#: Sweeps whose candidates run with each of these training seeds (``--seed``; the stacks stay the
-#: same): a candidate's score is its mean over cases and seeds, and differences are paired on them.
-REPEATS: dict[str, tuple[int, ...]] = {"large_update": (0, 1, 2)}
-#: Sweeps that prefer a candidate (the first of their values: the cheaper one), chosen unless
-#: another scores higher with the 95% CI of the paired difference above zero (:func:`choose`).
-PREFER_FIRST: tuple[str, ...] = ("large_update",)
-#: Options every candidate of a sweep runs with, not chosen: the setting its value acts in. Local
-#: batches serve a sparse finest grid level, which volumes of more than ~2 M voxels have; the tuning
-#: crops' finest level (~340 k nodes) is made sparse as it would be there.
-CONTEXT: dict[str, str] = {"batch_chunk": "--set model.dense_max_nodes=262144"}
-#: Sweeps run on whole-crop volumes (the grid update and local batches act only on volumes whose
-#: finest grid level exceeds model.dense_max_nodes; the tuning crops have none).
-WHOLE_CROP: tuple[str, ...] = ("large_volume", "large_levels", "large_update")
 #: Sweeps run on the tuning crops and on the whole-crop volumes (settings that act on any volume
 #: but whose effect changes with its size).
 WHOLE_CROP_TOO: tuple[str, ...] = ("base_head",)
@@ -176,12 +136,9 @@ def sweep(name: str, config: dict, cases: list[dict], work: Path, jobs: int,
     """Every candidate of sweep ``name`` on every case; the runs already in ``done`` (rows of an
     earlier run of the sweep, for ``--resume``) are kept instead of run again."""
     names, option, values = SWEEPS[name]
-    methods = [m | {"command": f"{m['command']} {CONTEXT.get(name, '')}".strip()}
-               for m in config["methods"] if m["name"] in names]
+    methods = [m for m in config["methods"] if m["name"] in names]
     if not methods:
         raise SystemExit(f"error: no method of {names} in the config")
-    if name in REPEATS:
-        values = tuple(f"{v} --seed {seed}" for v in values for seed in REPEATS[name])
     tasks = {run_key(m["name"], c["subject"], c["k"], c["volume"], v): (c, m, v)
              for m in methods for v in values for c in cases}
     kept = pd.DataFrame()
@@ -196,46 +153,23 @@ def sweep(name: str, config: dict, cases: list[dict], work: Path, jobs: int,
     return pd.concat([kept, pd.DataFrame(rows)], ignore_index=True)
 
 
-def without_seed(value: object) -> tuple[object, int]:
-    """A repeated candidate's value and seed (``"<options> --seed 2"``); seed 0 otherwise."""
-    found = re.fullmatch(r"(.*) --seed (\d+)", str(value))
-    return (found[1], int(found[2])) if found else (value, 0)
-
-
-def choose(df: pd.DataFrame, name: str = "") -> pd.DataFrame:
-    """Per method, the value of highest mean brain PSNR over tuning subjects, k (and seeds).
-
-    For a sweep of :data:`PREFER_FIRST`, the first candidate instead, unless another's brain PSNR
-    minus the first's, paired on subject, k, volume and seed, has a 95% CI (t) above zero; then the
-    highest of those. The columns ``ci_low`` and ``ci_high`` hold that CI (empty elsewhere).
-    """
-    df = df.copy()
-    df["value"], df["seed"] = zip(*df["value"].map(without_seed), strict=True)
+def choose(df: pd.DataFrame) -> pd.DataFrame:
+    """Per method, the value of highest mean brain PSNR over tuning subjects and k."""
     means = df.groupby(["method", "value"], as_index=False, sort=False)["psnr_mask"].mean()
-    nan = float("nan")
-    best = means.loc[means.groupby("method")["psnr_mask"].idxmax()].assign(ci_low=nan, ci_high=nan)
-    if name in PREFER_FIRST:
-        first = SWEEPS[name][2][0]
-        pairs = df.pivot_table(index=["method", "subject", "k", "volume", "seed"],
-                               columns="value", values="psnr_mask")
-        rows = []
-        for method, table in pairs.groupby(level="method"):
-            ranked = means[means["method"] == method].sort_values("psnr_mask", ascending=False)
-            pick = {"method": method, "value": first, "ci_low": nan, "ci_high": nan}
-            for value in ranked["value"]:
-                if value == first:
-                    continue
-                d = paired(table[value], table[first], tolerance=0.0)
-                if d.ci_low > 0:
-                    pick = {"method": method, "value": value, "ci_low": d.ci_low,
-                            "ci_high": d.ci_high}
-                    break
-                if pd.isna(pick["ci_low"]):  # no challenger's CI recorded yet
-                    pick |= {"ci_low": d.ci_low, "ci_high": d.ci_high}
-            pick["psnr_mask"] = float(ranked.loc[ranked["value"] == pick["value"], "psnr_mask"].iloc[0])
-            rows.append(pick)
-        best = pd.DataFrame(rows)
+    best = means.loc[means.groupby("method")["psnr_mask"].idxmax()]
     return best.rename(columns={"psnr_mask": "mean_psnr_mask"}).reset_index(drop=True)
+
+
+def chosen_table(out: Path) -> pd.DataFrame:
+    """Every sweep's choice from its CSV, in the order of the earlier ``chosen.csv``; the rows of
+    sweeps no longer run (their options left the code) stay as they were, as the record."""
+    fresh = {name: choose(pd.read_csv(out / f"{name}.csv")).assign(parameter=name)
+             for name in SWEEPS if (out / f"{name}.csv").exists()}
+    old = out / "chosen.csv"
+    earlier = pd.read_csv(old) if old.exists() else pd.DataFrame({"parameter": []})
+    parts = [fresh.pop(name, rows) for name, rows in earlier.groupby("parameter", sort=False)]
+    columns = ["parameter", "method", "value", "mean_psnr_mask", "ci_low", "ci_high"]
+    return pd.concat([*parts, *fresh.values()], ignore_index=True).reindex(columns=columns)
 
 
 def write_readme(out: Path, chosen: pd.DataFrame, command: str, n_cases: int) -> None:
@@ -260,24 +194,15 @@ def write_readme(out: Path, chosen: pd.DataFrame, command: str, n_cases: int) ->
               "setting replaces an earlier one. `start_image` chooses the start image together "
               "with the grid prior's weight (its earlier choice was made without a start "
               "image); all its candidates hold 5% of the LR voxels out, as `irem/configs/fast.yaml` "
-              "does, the one without a start image included. `batch_chunk` runs with the "
-              "tuning crops' finest grid level made sparse (`CONTEXT` in benchmarks/tune.py), "
-              "as it is on volumes over ~2 M voxels. `large_volume` (the grid update and local "
-              "batches, which act only on such volumes) runs on the tuning subjects generated "
-              "over the whole 152x184x160 brain crop: subject 01 at k = 4, 02 at k = 8, with the "
-              "budget rule of the config (about 800 s per run). `base_head` (how the network added to "
-              "the start image begins: its output layer zeroed, or random with a bias cancelling "
-              "its start output) runs on the tuning crops and on those whole-crop volumes (six "
-              "cases, one mean). `large_levels` (levels over 2^21 nodes: their own nodes with "
-              "sparse updates, or hashed into a fixed table, with which a step's cost does not "
-              "grow with the volume, each with the grid prior's weight on those levels) runs on "
-              "the whole-crop volumes. `large_update` runs those levels' update again, hashed "
-              "and sparse, each with three training seeds (`--seed` 0-2, the same stacks; its "
-              "seed-0 runs are large_levels' runs of the same settings), because repeats of "
-              "one candidate differed more than large_levels' candidates did. Its rule, declared "
-              "before its runs: the cheaper hashed update is chosen unless sparse scores higher "
-              "with the 95% CI of the paired difference (per volume and seed) above zero; the "
-              "last column is that CI (sparse - hashed)."]
+              "does, the one without a start image included. `base_head` (how the network added "
+              "to the start image begins: its output layer zeroed, or random with a bias "
+              "cancelling its start output) runs on the tuning crops and on the tuning subjects "
+              "generated over the whole 152x184x160 brain crop (subject 01 at k = 4, 02 at k = 8; "
+              "six cases, one mean). The rows of sweeps no longer run (`image_prior`, "
+              "`batch_chunk`, `large_volume`, `large_levels`, `large_update`: the options they "
+              "rejected left the code) are kept from their last run; results/benchmarks/README.md "
+              "tells how `large_update` chose the hashed update of large grid levels (the last "
+              "column)."]
     lines += ["", "Every run: the `<parameter>.csv` files beside this one. The number of optimiser "
               "steps of Fig. 3 was chosen on a tuning subject as well: "
               "[`ablation_steps.md`](ablation_steps.md)."]
@@ -299,32 +224,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="irem-tune-") as tmp:
         work = Path(tmp)
         names = [n for n in SWEEPS if n in args.only]
-        on_whole = set(WHOLE_CROP) | set(WHOLE_CROP_TOO)
-        cases = prepare(config, work) if set(names) - set(WHOLE_CROP) else []
-        whole = prepare_whole(config, work) if set(names) & on_whole else []
+        cases = prepare(config, work)
+        whole = prepare_whole(config, work) if set(names) & set(WHOLE_CROP_TOO) else []
         for name in names:
-            if name in WHOLE_CROP:
-                runs_on = whole
-            elif name in WHOLE_CROP_TOO:
-                runs_on = cases + whole
-            else:
-                runs_on = cases
+            runs_on = cases + whole if name in WHOLE_CROP_TOO else cases
             csv = out / f"{name}.csv"
             done = pd.read_csv(csv, dtype={"subject": str}) if args.resume and csv.exists() else None
             df = sweep(name, config, runs_on, work, args.jobs, done)
             df.to_csv(csv, index=False, float_format="%.4f")
             print(df.groupby(["method", "value"])["psnr_mask"].mean().to_string(), flush=True)
             option = SWEEPS[name][1]
-            for _, r in choose(df, name).iterrows():  # later sweeps of a method start from this choice
+            for _, r in choose(df).iterrows():  # later sweeps of a method start from this choice
                 entry = next(m for m in config["methods"] if m["name"] == r["method"])
                 entry.setdefault("chosen", []).append((option, r["value"]))
-    chosen = []
-    for name in SWEEPS:
-        path = out / f"{name}.csv"
-        if path.exists():
-            chosen.append(choose(pd.read_csv(path), name).assign(parameter=name))
-    table = pd.concat(chosen, ignore_index=True)[
-        ["parameter", "method", "value", "mean_psnr_mask", "ci_low", "ci_high"]]
+    table = chosen_table(out)
     table.to_csv(out / "chosen.csv", index=False, float_format="%.4f")
     tuning = cohort_entry(config)["cohort"].get("tuning", 2)
     write_readme(out, table, " ".join(["python benchmarks/tune.py", *(argv or sys.argv[1:])]),

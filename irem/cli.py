@@ -142,7 +142,12 @@ def _add_grid_args(p: argparse.ArgumentParser, what: str) -> None:
 def _add_stack_args(p: argparse.ArgumentParser, method: str) -> None:
     """Inputs, output, grid, registration and acquisition options of ``method`` (irem, srr or
     bspline)."""
-    p.add_argument("stacks", nargs="+", metavar="STACK", help="LR stacks (NIfTI), any orientation")
+    p.add_argument(
+        "stacks",
+        nargs="+",
+        metavar="STACK",
+        help="LR stacks, any orientation: NIfTI files, or directories holding one DICOM series each",
+    )
     p.add_argument("-o", "--output", required=True, metavar="OUT.nii.gz", help="HR output image")
     _add_grid_args(p, "the fixed stack's finest spacing")
     p.add_argument(
@@ -154,6 +159,13 @@ def _add_stack_args(p: argparse.ArgumentParser, method: str) -> None:
         "--fixed-index", type=int, default=0, metavar="I", help="index of the fixed stack"
     )
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument(
+        "--max-memory",
+        type=_positive_float,
+        metavar="GB",
+        help="stop before any work when the estimated peak memory exceeds GB (it always stops when "
+        "the estimate exceeds the available memory; -v prints the estimate)",
+    )
     _add_acquisition_args(p, method)
 
 
@@ -199,13 +211,32 @@ def _add_acquisition_args(p: argparse.ArgumentParser, method: str) -> None:
         metavar="MASK",
         help="one mask per stack, on that stack's grid (same shape and affine), in the order of "
         f"STACK; LR voxels outside it are {stack_mask}; e.g. --stack-masks m1.nii.gz m2.nii.gz "
-        "m3.nii.gz",
+        "m3.nii.gz; 'auto': found in each stack (Otsu, largest component, closing, holes filled; "
+        "written as OUT_stack-<name>_desc-auto_mask.nii.gz)",
     )
     g.add_argument(
         "--mask",
         metavar="MASK.nii.gz",
         help="mask on the target grid (a mask on another grid in the fixed stack's world space is "
-        f"resampled to it, nearest neighbour): the output is 0 outside it{mask}; e.g. --mask brain.nii.gz",
+        f"resampled to it, nearest neighbour): the output is 0 outside it{mask}; e.g. --mask "
+        "brain.nii.gz; 'auto': found in the B-spline of the registered stacks (Otsu, largest "
+        "component, closing, holes filled; written as OUT_desc-auto_mask.nii.gz)",
+    )
+    g.add_argument(
+        "--n4",
+        action="store_true",
+        help="N4 bias-field correction of each stack before registration (inside its stack mask, "
+        "else inside Otsu's foreground); log fields written as OUT_stack-<name>_desc-n4_logfield"
+        ".nii.gz",
+    )
+    g.add_argument(
+        "--packages",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="each stack was acquired as N interleaved packages (slices i, i+N, ...): after the "
+        "stacks, register each package on its own (to their B-spline) and reconstruct from the "
+        "packages",
     )
 
 
@@ -302,6 +333,19 @@ def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--epochs", type=_positive_int, help="training epochs (overrides the config)")
     p.add_argument(
+        "--steps",
+        type=_positive_int,
+        metavar="N",
+        help="stop after N optimiser steps (the cap with --steps-per-mvoxel); a step budget gives "
+        "the same result on any machine",
+    )
+    p.add_argument(
+        "--steps-per-mvoxel",
+        type=_positive_float,
+        metavar="N",
+        help="step budget of N optimiser steps per million target grid voxels",
+    )
+    p.add_argument(
         "--time-budget",
         type=_positive_float,
         metavar="SECONDS",
@@ -313,12 +357,24 @@ def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
         metavar="S",
         help="time budget of S seconds per million target grid voxels",
     )
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        help="training precision (overrides train.precision): bf16 autocast, fp32, or auto: bf16 "
+        "where the device computes in bf16 natively (AVX512_BF16/AMX CPUs, bf16 GPUs)",
+    )
     _add_device_args(p)
     p.add_argument(
         "--resume", action="store_true", help="resume from the checkpoint of an interrupted run"
     )
     p.add_argument(
         "--checkpoint", metavar="PATH", help="checkpoint file (default: hidden file beside OUT)"
+    )
+    p.add_argument(
+        "--start-image",
+        metavar="IMG.nii.gz",
+        help="start image of a grid INR (any grid in the fixed stack's world space, resampled "
+        "trilinearly; default: train.base, SRR-TV of the fitted LR voxels)",
     )
     p.add_argument(
         "--save-model",
@@ -360,7 +416,9 @@ def _add_baseline(sub: argparse._SubParsersAction) -> None:
         "--alpha",
         type=_nonneg_float,
         default=None,
-        help="regularisation weight (default: the method's)",
+        help="relative regularisation weight (default, box PSF: 0.1 for tk1, 0.01 for tv, chosen "
+        "on the noisy cohort's tuning split: results/tuning/README.md; Gaussian PSF: 0.03 and "
+        "0.01, docs/baselines.md)",
     )
     b.add_argument(
         "--regulariser",
@@ -615,6 +673,9 @@ def _request(args: argparse.Namespace) -> Any:
         thickness=None if args.thickness is None else tuple(args.thickness),
         stack_masks=None if args.stack_masks is None else tuple(args.stack_masks),
         mask=args.mask,
+        n4=args.n4,
+        packages=args.packages,
+        max_memory_gb=args.max_memory,
     )
 
 
@@ -640,6 +701,12 @@ def _load_irem_config(args: argparse.Namespace) -> Any:
         overrides["train.time_budget"] = args.time_budget
     if args.time_per_mvoxel is not None:
         overrides["train.time_per_mvoxel"] = args.time_per_mvoxel
+    if args.steps is not None:
+        overrides["train.steps"] = args.steps
+    if args.steps_per_mvoxel is not None:
+        overrides["train.steps_per_mvoxel"] = args.steps_per_mvoxel
+    if args.precision is not None:
+        overrides["train.precision"] = args.precision
     return load_config(args.config, overrides)
 
 
@@ -655,7 +722,13 @@ def _check_model_path(path: str | None) -> Path | None:
 
 
 def _irem_sidecar(
-    cfg: Any, device: Any, norm: Any, result: Any, eval_seconds: float, model_path: Path | None
+    cfg: Any,
+    device: Any,
+    norm: Any,
+    result: Any,
+    eval_seconds: float,
+    model_path: Path | None,
+    start: dict[str, Any],
 ) -> dict[str, Any]:
     """The IREM-specific fields of the sidecar: config, device, training summary and budget."""
     import torch
@@ -671,8 +744,9 @@ def _irem_sidecar(
         "epochs_completed": result.epochs_completed,
         "steps": result.steps,
         "profile_points": result.profile_points,
-        "base": result.base or None,
+        "start_image": start or None,
         "held_out": result.held_out or None,
+        "precision": result.precision or None,
         "budget": result.budget.to_dict(),
         "stopped_by": result.stopped_by,
         "resumed": result.resumed,
@@ -682,8 +756,10 @@ def _irem_sidecar(
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
+    from irem.memory import inr_model
     from irem.pipeline import run
     from irem.reconstruct import predict, resolve_device, save_model
+    from irem.start import make_start
     from irem.train import train
 
     cfg = _load_irem_config(args)
@@ -696,6 +772,11 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     trained: dict[str, Any] = {}
 
     def method(stacks: list[Any], grid: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        if args.start_image is not None and cfg.model.kind != "grid":
+            raise InputError("--start-image needs a grid INR (--config fast)")
+        start, start_info = make_start(
+            stacks, grid, cfg.train, args.seed, device, args.start_image
+        )
         model, norm, result = train(
             stacks,
             cfg,
@@ -706,14 +787,16 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
             progress=not args.quiet,
             target_voxels=grid.size,
             grid=grid,
+            start=start,
         )
         t0 = time.perf_counter()
         chunk = cfg.reconstruct.chunk
         hr = predict(model, norm, grid, chunk=chunk, device=device, progress=_bars(args))
         trained.update(model=model, norm=norm)
-        return hr, _irem_sidecar(cfg, device, norm, result, time.perf_counter() - t0, model_path)
+        seconds = time.perf_counter() - t0
+        return hr, _irem_sidecar(cfg, device, norm, result, seconds, model_path, start_info)
 
-    done = run(req, "irem", method, mask_lr_voxels=True)
+    done = run(req, "irem", method, mask_lr_voxels=True, memory=inr_model(cfg))
     if model_path is not None:
         save_model(
             model_path,
@@ -748,11 +831,13 @@ def cmd_baseline(args: argparse.Namespace) -> None:
         extra: dict[str, Any] = {"bspline_seconds": time.perf_counter() - t0}
         if args.method != "srr":
             return hr, extra
-        from baselines.srr import srr
+        from baselines.srr import TUNED_ALPHA, srr
 
         kwargs: dict[str, Any] = {"regulariser": args.regulariser, "psf": args.psf}
         if args.alpha is not None:
             kwargs["alpha"] = args.alpha
+        elif args.psf == "box":
+            kwargs["alpha"] = TUNED_ALPHA[args.regulariser]
         if args.iterations is not None:
             kwargs["iterations"] = args.iterations
         t0 = time.perf_counter()
@@ -760,7 +845,10 @@ def cmd_baseline(args: argparse.Namespace) -> None:
         extra.update(srr_seconds=time.perf_counter() - t0, srr=info, device=str(device))
         return hr, extra
 
-    print(run(_request(args), args.method, method).output)
+    from irem.memory import bspline_model, srr_model
+
+    memory = srr_model(args.regulariser) if args.method == "srr" else bspline_model()
+    print(run(_request(args), args.method, method, memory=memory).output)
 
 
 def _sample_grid(args: argparse.Namespace, saved: Any) -> Any:

@@ -16,7 +16,7 @@ Subject ``i`` of cohort ``seed`` is drawn from ``np.random.SeedSequence([seed, i
    probabilities (SynthSeg-style partial-volume mixture; CSF = brain mask - GM - WM), times a
    smooth multiplicative bias field (TorchIO's ``BiasField`` polynomial, see :func:`bias_field`).
    Zero outside the warped brain mask (skull-stripped, like the template).
-3. **Crop.** Optionally a centred box of the template's brain crop (:func:`irem.datasets.crop_centre`).
+3. **Crop.** Optionally a box of the template's brain crop (:func:`irem.datasets.crop_box`).
 
 Deformation and bias field live in the coordinates of the uncropped grid, so a cropped subject is
 exactly a window of the uncropped one; only the cropped voxels are computed.
@@ -258,7 +258,8 @@ def bias_field(
 
     Same monomials, ordering and coordinates (``[-1, 1]`` over ``full_shape``) as
     ``torchio.BiasField.generate_bias_field``, evaluated only on the ``shape`` voxels starting at
-    voxel ``offset`` of the full grid, so that a crop of the field is the field of the crop.
+    voxel ``offset`` of the full grid, so that a crop of the field is the field of the crop (TorchIO
+    evaluates every voxel of the full grid, hence this function instead of the dependency).
     """
     if len(coefficients) != n_bias_coefficients(order):
         raise ValueError(f"order {order} needs {n_bias_coefficients(order)} coefficients")
@@ -330,6 +331,7 @@ def cohort_subject(
     seed: int = 0,
     contrast: str | None = None,
     crop: tuple[int, int, int] | list[int] | None = None,
+    crop_position: tuple[float, float, float] | list[float] = (0.5, 0.5, 0.5),
 ) -> CohortSubject:
     """Subject ``index`` of the synthetic MNI152 cohort ``seed`` (a pure function of its arguments).
 
@@ -338,16 +340,17 @@ def cohort_subject(
             (``index % 3``: T1w, T2w, FLAIR).
         seed: cohort seed: the same (index, seed) always gives identical arrays.
         contrast: force a family (``"T1w"``, ``"T2w"`` or ``"FLAIR"``).
-        crop: keep a centred box of this many voxels of the 1 mm brain crop (152x184x160).
+        crop: keep a box of this many voxels of the 1 mm brain crop (152x184x160).
+        crop_position: where that box lies along each axis (0 to 1; 0.5: centred).
 
     Returns:
         The image (zero outside the brain) with its brain and white-matter masks.
     """
-    from irem.datasets import crop_centre
+    from irem.datasets import crop_box
 
     params = sample_subject(index, seed, contrast)
     grid = _template().grid
-    return render_subject(params, crop_centre(grid, crop) if crop is not None else grid)
+    return render_subject(params, crop_box(grid, crop, crop_position) if crop is not None else grid)
 
 
 def cohort_figure(volumes: dict[str, Volume]) -> Any:

@@ -260,17 +260,27 @@ def brain_mask(vol: Volume, threshold: float = 0.0, relative: bool = False) -> V
     return Volume(data=fg.astype(np.float32), affine=np.array(vol.affine))
 
 
-def crop_centre(vol: Volume, shape: tuple[int, int, int] | list[int]) -> Volume:
-    """Keep a centred box of ``shape`` voxels (each axis no larger than the image's).
+def crop_box(
+    vol: Volume,
+    shape: tuple[int, int, int] | list[int],
+    position: tuple[float, float, float] | list[float] = (0.5, 0.5, 0.5),
+) -> Volume:
+    """Keep a box of ``shape`` voxels (each axis no larger than the image's).
 
-    The affine follows, so that every kept voxel stays at its world position.
+    ``position`` places it along each voxel axis, from 0 (at the first voxel) to 1 (at the last);
+    0.5 centres it. The affine follows, so that every kept voxel stays at its world position.
     """
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or any(s < 1 for s in shape):
         raise InputError(f"crop shape must be three positive integers, got {shape}")
     if any(s > n for s, n in zip(shape, vol.shape, strict=True)):
         raise InputError(f"crop {shape} is larger than the image {vol.shape}")
-    start = [(n - s) // 2 for s, n in zip(shape, vol.shape, strict=True)]
+    if len(position) != 3 or not all(0.0 <= float(p) <= 1.0 for p in position):
+        raise InputError(f"crop position must be three numbers in [0, 1], got {list(position)}")
+    start = [
+        int(np.floor(float(p) * (n - s)))
+        for p, s, n in zip(position, shape, vol.shape, strict=True)
+    ]
     sl = tuple(slice(a, a + s) for a, s in zip(start, shape, strict=True))
     shift = np.eye(4)
     shift[:3, 3] = start
@@ -364,7 +374,16 @@ def _add_dataset_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         nargs=3,
         metavar=("NX", "NY", "NZ"),
-        help="keep a centred box of this many voxels (after the brain crop)",
+        help="keep a box of this many voxels (after the brain crop), placed by --crop-position",
+    )
+    p.add_argument(
+        "--crop-position",
+        type=float,
+        nargs=3,
+        metavar=("PX", "PY", "PZ"),
+        default=(0.5, 0.5, 0.5),
+        help="where the --crop box lies along each voxel axis: 0 at the first voxel, 1 at the "
+        "last, 0.5 centred (RAS: 1 1 1 is the right anterior superior corner)",
     )
     p.add_argument("--phantom-size", type=int, default=64, help="phantom: voxels a side (64)")
     p.add_argument(
@@ -396,7 +415,13 @@ def _ground_truth(args: argparse.Namespace) -> tuple[Volume, Volume, Volume | No
     if args.name == COHORT:
         from irem.cohort import cohort_subject
 
-        subj = cohort_subject(args.subject, seed=args.seed, contrast=args.contrast, crop=args.crop)
+        subj = cohort_subject(
+            args.subject,
+            seed=args.seed,
+            contrast=args.contrast,
+            crop=args.crop,
+            crop_position=args.crop_position,
+        )
         thr = 0.0 if args.mask_threshold is None else args.mask_threshold
         mask = brain_mask(subj.image, threshold=thr, relative=thr > 0)
         return subj.image, mask, subj.wm_mask, {"mask_threshold": thr, **subj.sidecar()}
@@ -407,7 +432,8 @@ def _ground_truth(args: argparse.Namespace) -> tuple[Volume, Volume, Volume | No
     thr = args.mask_threshold if args.mask_threshold is not None else (0.0 if embedded else 0.1)
     mask = brain_mask(vol, threshold=thr, relative=thr > 0)
     if args.crop:
-        vol, mask = crop_centre(vol, args.crop), crop_centre(mask, args.crop)
+        pos = args.crop_position
+        vol, mask = crop_box(vol, args.crop, pos), crop_box(mask, args.crop, pos)
     extra = {"phantom_size": args.phantom_size if args.name == "phantom" else None}
     return vol, mask, None, {"mask_threshold": thr, **extra}
 
@@ -432,6 +458,7 @@ def run_dataset(args: argparse.Namespace) -> None:
         "shape": list(vol.shape),
         "spacing_mm": [float(s) for s in vol.spacing],
         "crop": list(args.crop) if args.crop else None,
+        "crop_position": list(args.crop_position) if args.crop else None,
         **extra,
         "mask_voxels": int(mask.data.sum()),
         "software": {"irem-bench": __version__},

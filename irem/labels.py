@@ -17,6 +17,7 @@ from irem.config import flatten, load_config, parse_set
 #: Dummy values of the command placeholders, enough to parse a command.
 PLACEHOLDERS = {
     "stacks": "sag.nii.gz cor.nii.gz ax.nii.gz",
+    "hr": "hr.nii.gz",
     "output": "out.nii.gz",
     "reference": "ref.nii.gz",
     "geometry": "",
@@ -68,6 +69,12 @@ def _budget(args: Any, device: str, paper_epochs: int) -> list[str]:
     per_mvoxel = getattr(args, "time_per_mvoxel", None)
     if per_mvoxel is not None:
         out.append(f"{per_mvoxel:g} s{where} per M voxels")
+    steps = getattr(args, "steps", None)
+    if steps is not None:
+        out.append(f"{steps} steps")
+    per_mvoxel_steps = getattr(args, "steps_per_mvoxel", None)
+    if per_mvoxel_steps is not None:
+        out.append(f"{per_mvoxel_steps:g} steps per M voxels")
     epochs = getattr(args, "epochs", None)
     if epochs is not None and epochs != paper_epochs:
         out.append(f"{epochs} epochs")

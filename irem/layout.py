@@ -114,6 +114,16 @@ def stack_paths(run: Run, subject: str, seed: int | str, root: str = RESULTS) ->
     return [f"{folder}/acq-{o}.nii.gz" for o in ORIENTATIONS]
 
 
+def hr_scan_path(run: Run, subject: str, seed: int | str, root: str = RESULTS) -> str:
+    """The scan-time experiment's noisy HR scan of a subject (beside its LR stacks)."""
+    return f"{stack_folder(run, subject, seed, root)}/hr.nii.gz"
+
+
+def tuning_path(name: str, root: str = RESULTS) -> str:
+    """A file of the tuning results (``results/tuning/<name>``)."""
+    return f"{root}/tuning/{name}"
+
+
 def scan_stack_paths(scan: str, subject: str, root: str = RESULTS) -> list[str]:
     """The real-scan demo's simulated stacks (moved and re-oriented)."""
     return [f"{root}/{scan}/lr/sub-{subject}/acq-{o}.nii.gz" for o in ORIENTATIONS]
@@ -151,12 +161,6 @@ def benchmark_path(
 ) -> str:
     """Snakemake's ``benchmark:`` file of a reconstruction."""
     return f"{root}/runtime/{run.folder}/{_stem(subject, method, seed, suffix)}.tsv"
-
-
-def log_path(run: Run, subject: str, method: str, seed: int | str, suffix: str,
-             root: str = RESULTS) -> str:
-    """The log of a reconstruction."""
-    return f"{root}/logs/{run.folder}/{_stem(subject, method, seed, suffix)}.log"
 
 
 def checkpoint_path(

@@ -36,8 +36,15 @@ class FourierFeatures(nn.Module):
         self.out_dim = fourier_dim
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
-        proj = (2.0 * math.pi) * (p @ self.B.T)
-        return torch.cat([torch.cos(proj), torch.sin(proj)], dim=-1)
+        # Phases in float32 even under autocast (bf16 would round them by up to 1/8 rad), the
+        # features then cast once to the autocast type, so that the skips concatenate one type.
+        device = p.device.type
+        with torch.autocast(device, enabled=False):
+            proj = (2.0 * math.pi) * (p.float() @ self.B.T)
+            enc = torch.cat([torch.cos(proj), torch.sin(proj)], dim=-1)
+        if torch.is_autocast_enabled(device):
+            return enc.to(torch.get_autocast_dtype(device))
+        return enc
 
 
 class IREM(nn.Module):

@@ -1,6 +1,8 @@
-"""The steps every reconstruction method shares: load stacks, normalise them, choose the grid,
-run the method, write the result and its sidecar. Each method (IREM, B-spline, SRR) sees identical
-inputs through :func:`run`, which is the whole flow of ``irem reconstruct`` and ``irem baseline``.
+"""The steps every reconstruction method shares: load stacks (NIfTI files or DICOM series), choose
+the grid, check the memory, pre-process (masks, N4), normalise/register (whole stacks, then their
+packages), run the method, write the result, its sidecar and what pre-processing made. Each method
+(IREM, B-spline, SRR) sees identical inputs through :func:`run`, which is the whole flow of
+``irem reconstruct`` and ``irem baseline``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,15 @@ from scipy import ndimage
 from irem import __version__
 from irem.errors import InputError
 from irem.grid import Grid, check_overlap, isotropic_grid, reference_grid, to_stack_voxels
+from irem.preprocess import (
+    AUTO,
+    AutoMaskParams,
+    N4Params,
+    auto_mask,
+    correct_bias,
+    n4_log_field,
+    split_packages,
+)
 from irem.volume import (
     Stack,
     Volume,
@@ -35,13 +46,23 @@ log = logging.getLogger(__name__)
 
 #: A reconstruction method: (normalised stacks, target grid) -> (HR image, sidecar fields).
 Method = Callable[[list[Stack], Grid], tuple[np.ndarray, dict[str, Any]]]
+#: A method's peak-memory model: (stacks, target grid) -> estimate (see :mod:`irem.memory`).
+MemoryModel = Callable[[list[Stack], Grid], Any]
+
+
+def read_stack(path: str) -> Stack:
+    """One stack: a NIfTI file, or a directory holding one DICOM series."""
+    from irem.dicom import is_dicom_dir, load_dicom_stack
+
+    return load_dicom_stack(path) if is_dicom_dir(path) else load_stack(path)
 
 
 def load_stacks(paths: list[str]) -> list[Stack]:
-    """Read and validate the LR stacks; at least two are needed."""
-    if len(paths) < 2:
-        raise InputError(f"need at least two stacks, got {len(paths)}")
-    stacks = [load_stack(p) for p in paths]
+    """Read and validate the stacks (one is enough: e.g. an isotropic scan denoised by SRR-TV);
+    each a NIfTI file or a DICOM series directory."""
+    if not paths:
+        raise InputError("need at least one stack")
+    stacks = [read_stack(p) for p in paths]
     names = [s.name for s in stacks]
     for i, s in enumerate(stacks):
         if names.count(s.name) > 1:
@@ -52,7 +73,7 @@ def load_stacks(paths: list[str]) -> list[Stack]:
 def set_thickness(stacks: list[Stack], thickness: Sequence[float] | None) -> list[Stack]:
     """Copies of ``stacks`` with their slice thickness (mm): one value for all or one per stack.
 
-    ``None`` leaves every stack as thick as its slice spacing.
+    ``None`` leaves every stack as thick as its slice spacing (a DICOM series: its Slice Thickness).
     """
     if thickness is None:
         return stacks
@@ -136,10 +157,88 @@ def restrict_to_mask(stacks: list[Stack], grid: Grid, mask: np.ndarray) -> list[
     return out
 
 
+@dataclass(frozen=True)
+class Derived:
+    """An image that pre-processing made, written beside the output (a mask, a log bias field)."""
+
+    path: Path
+    data: np.ndarray
+    affine: np.ndarray
+
+
+def derived_path(out: Path, label: str) -> Path:
+    """``OUT_<label>.nii.gz`` beside the output ``OUT.nii.gz``."""
+    return out.with_name(f"{strip_nifti_suffix(out.name)}_{label}.nii.gz")
+
+
+def auto_stack_masks(
+    stacks: list[Stack], out: Path, params: AutoMaskParams
+) -> tuple[list[Stack], list[Derived], dict[str, Any]]:
+    """Copies of ``stacks`` with a mask each found in the stack itself (:func:`auto_mask`), the
+    mask files to write and the sidecar's record."""
+    masked, files, record = [], [], []
+    for s in stacks:
+        mask, threshold = auto_mask(s, params)
+        path = derived_path(out, f"stack-{s.name}_desc-auto_mask")
+        masked.append(dataclasses.replace(s, mask=mask))
+        files.append(Derived(path, mask.astype(np.float32), s.affine))
+        record.append({"stack": s.name, "file": str(path), "otsu_threshold": threshold,
+                       "voxels": int(mask.sum())})  # fmt: skip
+    return masked, files, {"step": "stack_masks", "params": params.to_dict(), "stacks": record}
+
+
+def n4_stacks(
+    stacks: list[Stack], out: Path, params: N4Params
+) -> tuple[list[Stack], list[Derived], dict[str, Any]]:
+    """Copies of ``stacks`` corrected by N4 (each fitted inside its mask, else inside Otsu's
+    foreground), their log fields to write beside ``out`` and the sidecar's record."""
+    corrected, files, record = [], [], []
+    for s in stacks:
+        log.info("N4 bias-field correction of %r", s.name)
+        field, info = n4_log_field(s, s.mask, params)
+        path = derived_path(out, f"stack-{s.name}_desc-n4_logfield")
+        corrected.append(correct_bias(s, field))
+        files.append(Derived(path, field, s.affine))
+        record.append({"stack": s.name, "file": str(path), **info})
+    return corrected, files, {"step": "n4", "params": params.to_dict(), "stacks": record}
+
+
+def register_packages(
+    stacks: list[Stack], packages: int, grid: Grid, seed: int
+) -> tuple[list[Stack], list[tuple[int, int | None]], dict[str, Any]]:
+    """Split every registered stack into its ``packages`` interleaved packages and register each
+    package on its own to the B-spline of the stacks on ``grid`` (from its stack's transform).
+
+    Returns:
+        The packages, the (input stack, package) index of each, and the sidecar's record.
+    """
+    from baselines.bspline import bspline
+    from irem.registration import register_to_reference
+
+    split = [
+        (i, j, p) for i, s in enumerate(stacks) for j, p in enumerate(split_packages(s, packages))
+    ]
+    reference = Volume(bspline(stacks, grid), grid.affine)
+    moved = register_to_reference([p for _, _, p in split], reference, seed=seed)
+    sources: list[tuple[int, int | None]] = [(i, j) for i, j, _ in split]
+    record = {
+        "step": "packages",
+        "packages": packages,
+        "reference": "B-spline of the registered stacks on the target grid",
+        "slice_thickness_mm": [p.slice_thickness for p in moved],
+    }
+    return moved, sources, record
+
+
+def check_fixed_index(fixed_index: int, n: int) -> None:
+    """Refuse a fixed-stack index outside ``0 .. n - 1``."""
+    if not 0 <= fixed_index < n:
+        raise InputError(f"--fixed-index {fixed_index} is out of range for {n} stacks")
+
+
 def normalise(stacks: list[Stack], fixed_index: int, register: bool, seed: int = 0) -> list[Stack]:
     """Put every stack into the fixed stack's world space (paper section 2.1) and check overlap."""
-    if not 0 <= fixed_index < len(stacks):
-        raise InputError(f"--fixed-index {fixed_index} is out of range for {len(stacks)} stacks")
+    check_fixed_index(fixed_index, len(stacks))
     check_overlap(stacks, fixed_index)
     if register:
         from irem.registration import normalise_stacks
@@ -159,8 +258,9 @@ def target_grid(fixed: Stack, reference: str | None, spacing: float | None) -> G
     return isotropic_grid(fixed, spacing)
 
 
-def save_transforms(out: Path, stacks: list[Stack], fixed_index: int) -> list[str]:
-    """Write each moving stack's transform as an ITK ``.tfm`` beside the output."""
+def save_transforms(out: Path, stacks: list[Stack], fixed_index: int | None) -> list[str]:
+    """Write each moving stack's (or package's) transform as an ITK ``.tfm`` beside the output;
+    ``fixed_index`` None: every one's."""
     from irem.registration import save_transform
 
     written = []
@@ -199,27 +299,40 @@ def describe_inputs(
     paths: list[str],
     stacks: list[Stack],
     fixed_index: int,
-    mask_paths: Sequence[str] | None = None,
+    mask_paths: Sequence[str | None] | None = None,
+    sources: Sequence[tuple[int, int | None]] | None = None,
+    thickness_given: Sequence[bool] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per input stack: path, name, shape, spacing, slice thickness (and whether it was given),
-    mask file and LR voxels inside the stack's mask (as the method saw it), whether fixed, and its
-    transform to N."""
-    masks = list(mask_paths) if mask_paths is not None else [None] * len(stacks)
-    return [
-        {
-            "path": str(p),
-            "name": s.name,
-            "shape": list(s.shape),
-            "spacing_mm": [float(v) for v in s.spacing],
-            "slice_thickness_mm": s.slice_thickness,
-            "thickness_given": s.thickness is not None,
-            "mask": None if m is None else str(m),
-            "lr_voxels_in_mask": None if s.mask is None else int(np.count_nonzero(s.mask)),
-            "fixed": i == fixed_index,
-            "transform_to_normalised": s.transform.tolist(),
-        }
-        for i, (p, s, m) in enumerate(zip(paths, stacks, masks, strict=True))
-    ]
+    """Per stack the method saw (a package of an input stack with ``--packages``): its input path,
+    name, package, shape, spacing, slice thickness (and whether it was given), mask file and LR
+    voxels inside the stack's mask (as the method saw it), whether fixed, and its transform to N.
+
+    ``sources`` gives each stack's (input index, package index); default: one stack per input.
+    ``thickness_given`` (per input) defaults to whether the stack has its own ``thickness``.
+    """
+    masks = list(mask_paths) if mask_paths is not None else [None] * len(paths)
+    src = list(sources) if sources is not None else [(i, None) for i in range(len(stacks))]
+    if len(src) != len(stacks):
+        raise ValueError("one source per stack")
+    out = []
+    for s, (i, package) in zip(stacks, src, strict=True):
+        given = s.thickness is not None if thickness_given is None else thickness_given[i]
+        out.append(
+            {
+                "path": str(paths[i]),
+                "name": s.name,
+                "package": package,
+                "shape": list(s.shape),
+                "spacing_mm": [float(v) for v in s.spacing],
+                "slice_thickness_mm": s.slice_thickness,
+                "thickness_given": given,
+                "mask": None if masks[i] is None else str(masks[i]),
+                "lr_voxels_in_mask": None if s.mask is None else int(np.count_nonzero(s.mask)),
+                "fixed": i == fixed_index and package is None,
+                "transform_to_normalised": s.transform.tolist(),
+            }
+        )
+    return out
 
 
 def write_result(
@@ -237,7 +350,8 @@ def write_result(
 class Request:
     """What the user asked for: input stacks, output file, target grid, normalisation, and the
     acquisition details: slice thickness (one value or one per stack, mm), per-stack masks and a
-    mask on the target grid."""
+    mask on the target grid (files, or ``"auto"``: found in the stacks), N4 bias-field correction,
+    interleaved packages per stack, and a memory cap (GB)."""
 
     stacks: list[str]
     output: str
@@ -249,69 +363,176 @@ class Request:
     thickness: tuple[float, ...] | None = None
     stack_masks: tuple[str, ...] | None = None
     mask: str | None = None
+    n4: bool = False
+    packages: int = 1
+    max_memory_gb: float | None = None
+
+    @property
+    def auto_stack_masks(self) -> bool:
+        """Whether ``--stack-masks auto`` was asked for."""
+        return self.stack_masks is not None and tuple(self.stack_masks) == (AUTO,)
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """The inputs of a method: output path, normalised stacks, target grid and target mask."""
+    """The inputs of a method: output path, normalised stacks (packages with ``--packages``), target
+    grid and target mask; the whole registered stacks, the (input, package) index of each stack,
+    the images pre-processing made and its record for the sidecar."""
 
     output: Path
     stacks: list[Stack]
     grid: Grid
     mask: np.ndarray | None = None
+    whole: list[Stack] = dataclasses.field(default_factory=list)
+    sources: list[tuple[int, int | None]] = dataclasses.field(default_factory=list)
+    derived: list[Derived] = dataclasses.field(default_factory=list)
+    steps: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    memory: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What :func:`run` wrote and the inputs the method saw."""
+    """What :func:`run` wrote and the inputs the method saw (whole stacks, not packages)."""
 
     output: Path
     stacks: list[Stack]
     grid: Grid
 
 
-def prepare(req: Request) -> Prepared:
-    """Check the output path and masks, load the stacks with their thickness and masks, normalise
-    them, and choose the target grid (and put the target mask on it)."""
+def _check_request(req: Request) -> None:
+    if req.packages < 1:
+        raise InputError(f"--packages must be >= 1, got {req.packages}")
+    if req.packages > 1 and not req.register:
+        raise InputError("--packages registers each package: it cannot go with --no-register")
+
+
+def prepare(req: Request, memory: MemoryModel | None = None) -> Prepared:
+    """Check the request, output path and masks; load the stacks with their thickness; choose the
+    target grid; check the memory (``memory``: the method's model); find or read the stack masks;
+    correct the bias fields; normalise the stacks, then register their packages; and put the
+    target mask on the grid (read, or found in the B-spline of the registered stacks)."""
+    _check_request(req)
     out = check_output_path(req.output)
-    mask_vol = load_volume(req.mask, mask=True) if req.mask is not None else None
+    mask_vol = None
+    if req.mask is not None and req.mask != AUTO:
+        mask_vol = load_volume(req.mask, mask=True)
+        _as_mask(mask_vol, req.mask)  # refuse an empty mask before any work
     stacks = set_thickness(load_stacks(req.stacks), req.thickness)
-    stacks = set_stack_masks(stacks, req.stack_masks)
-    stacks = normalise(stacks, req.fixed_index, req.register, seed=req.seed)
+    check_fixed_index(req.fixed_index, len(stacks))
+    # The fixed stack's transform is the identity before and after registration: grid known now.
     grid = target_grid(stacks[req.fixed_index], req.reference, req.spacing)
     log.info("target grid %s voxels (%.2f M)", "x".join(map(str, grid.shape)), grid.size / 1e6)
+    budget = None
+    if memory is not None:
+        from irem.memory import check_memory
+
+        budget = check_memory(memory(stacks, grid), req.max_memory_gb)
+    steps: list[dict[str, Any]] = []
+    derived: list[Derived] = []
+    if req.auto_stack_masks:
+        stacks, files, record = auto_stack_masks(stacks, out, AutoMaskParams())
+        derived += files
+        steps.append(record)
+    else:
+        stacks = set_stack_masks(stacks, req.stack_masks)
+    if req.n4:
+        stacks, files, record = n4_stacks(stacks, out, N4Params())
+        derived += files
+        steps.append(record)
+    stacks = normalise(stacks, req.fixed_index, req.register, seed=req.seed)
+    whole = stacks
+    sources: list[tuple[int, int | None]] = [(i, None) for i in range(len(stacks))]
+    if req.packages > 1:
+        stacks, sources, record = register_packages(whole, req.packages, grid, req.seed)
+        steps.append(record)
     mask = None if mask_vol is None else target_mask(mask_vol, str(req.mask), grid)
-    return Prepared(out, stacks, grid, mask)
+    if req.mask == AUTO:
+        from baselines.bspline import bspline
+
+        params = AutoMaskParams()
+        mask, threshold = auto_mask(Volume(bspline(stacks, grid), grid.affine), params)
+        path = derived_path(out, "desc-auto_mask")
+        derived.append(Derived(path, mask.astype(np.float32), grid.affine))
+        steps.append({"step": "target_mask", "params": params.to_dict(), "file": str(path),
+                      "image": "B-spline of the registered stacks", "otsu_threshold": threshold,
+                      "voxels": int(mask.sum())})  # fmt: skip
+    return Prepared(out, stacks, grid, mask, whole, sources, derived, steps, budget)
 
 
 def describe_masks(req: Request, prep: Prepared, restricted: bool) -> dict[str, Any]:
     """The sidecar's record of the masks: files, target-mask voxels, what they restricted."""
+    files = {d.path.name: str(d.path) for d in prep.derived}
+    target = req.mask
+    stack_masks = None if req.stack_masks is None else list(req.stack_masks)
+    if req.mask == AUTO:
+        target = files.get(derived_path(prep.output, "desc-auto_mask").name)
+    if req.auto_stack_masks:
+        stack_masks = [
+            files[derived_path(prep.output, f"stack-{s.name}_desc-auto_mask").name]
+            for s in prep.whole
+        ]
     return {
-        "target": req.mask,
+        "target": target,
+        "target_auto": req.mask == AUTO,
         "target_voxels": None if prep.mask is None else int(np.count_nonzero(prep.mask)),
         "output_zero_outside_target": prep.mask is not None,
         "lr_voxels_restricted_to_target": restricted,
-        "stack_masks": None if req.stack_masks is None else list(req.stack_masks),
+        "stack_masks": stack_masks,
+        "stack_masks_auto": req.auto_stack_masks,
     }
 
 
-def run(req: Request, name: str, method: Method, mask_lr_voxels: bool = False) -> Outcome:
-    """Load -> normalise/register -> target grid -> ``method`` -> NIfTI + JSON sidecar.
+def write_outputs(
+    out: Path,
+    hr: np.ndarray,
+    grid: Grid,
+    sidecar: dict[str, Any],
+    t_start: float,
+    derived: list[Derived],
+    transforms: Callable[[], list[str]],
+) -> None:
+    """Write the derived images, the transforms (``transforms`` writes them and returns their
+    paths, recorded in the sidecar) and last the result; on failure remove what was written."""
+    written: list[Path] = []
+    try:
+        for d in derived:
+            save_volume(d.path, d.data, d.affine)
+            written.append(d.path)
+        tfms = transforms()
+        written += [Path(t) for t in tfms]
+        write_result(out, hr, grid, {**sidecar, "transform_files": tfms}, t_start)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def run(
+    req: Request,
+    name: str,
+    method: Method,
+    mask_lr_voxels: bool = False,
+    memory: MemoryModel | None = None,
+) -> Outcome:
+    """Load -> memory check -> masks, N4 -> normalise/register (packages) -> target grid and mask
+    -> ``method`` -> NIfTI + JSON sidecar (+ masks, log fields and transforms beside it).
 
     The target mask (``req.mask``) sets the output to 0 outside it, for every method.
 
     Args:
-        req: the inputs, output, grid, thickness and masks.
+        req: the inputs, output, grid, thickness, masks and pre-processing.
         name: the method's name in the sidecar.
         method: the reconstruction itself.
         mask_lr_voxels: also hand the method only the LR voxels near the target mask (stack masks
             from :func:`restrict_to_mask`): IREM's training points.
+        memory: the method's peak-memory model; the run stops before any work when the estimate
+            exceeds the available memory or ``req.max_memory_gb``.
 
     Returns:
-        The output path, the normalised stacks and the grid.
+        The output path, the normalised (whole) stacks and the grid.
     """
     t_start = time.perf_counter()
-    prep = prepare(req)
+    prep = prepare(req, memory)
     out, stacks, grid = prep.output, prep.stacks, prep.grid
     seen = stacks
     if mask_lr_voxels and prep.mask is not None:
@@ -320,16 +541,29 @@ def run(req: Request, name: str, method: Method, mask_lr_voxels: bool = False) -
     hr, extra = method(seen, grid)
     if prep.mask is not None:
         hr = np.where(prep.mask, hr, 0).astype(np.float32)
-    tfms = save_transforms(out, stacks, req.fixed_index) if req.register else []
+    fixed = None if req.packages > 1 else req.fixed_index
+    mask_files: list[str | None] | None = None
+    if req.auto_stack_masks:
+        mask_files = describe_masks(req, prep, restricted)["stack_masks"]
+    elif req.stack_masks is not None:
+        mask_files = list(req.stack_masks)
+    given = [req.thickness is not None or s.thickness is not None for s in prep.whole]
     sidecar = {
         "method": name,
-        "inputs": describe_inputs(req.stacks, seen, req.fixed_index, req.stack_masks),
+        "inputs": describe_inputs(
+            req.stacks, seen, req.fixed_index, mask_files, prep.sources, given
+        ),
         "registered": req.register,
-        "transform_files": tfms,
         "seed": req.seed,
         "masks": describe_masks(req, prep, restricted),
+        "preprocessing": prep.steps,
+        "memory": prep.memory,
         **extra,
     }
-    write_result(out, hr, grid, sidecar, t_start)
+
+    def transforms() -> list[str]:
+        return save_transforms(out, stacks, fixed) if req.register else []
+
+    write_outputs(out, hr, grid, sidecar, t_start, prep.derived, transforms)
     log.info("wrote %s", out)
-    return Outcome(out, stacks, grid)
+    return Outcome(out, prep.whole, grid)

@@ -28,9 +28,9 @@ from irem.volume import Stack, apply_affine
 
 log = logging.getLogger(__name__)
 
-#: Tag and version of the saved-model format.
+#: Tag and version of the saved-model format (2: grid INR levels as modules, fewer config keys).
 MODEL_FORMAT = "irem-bench-model"
-MODEL_VERSION = 1
+MODEL_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,6 @@ def build_model(cfg: IremConfig, seed: int, norm: Normaliser) -> torch.nn.Module
             m.width,
             m.hidden_layers,
             seed,
-            update=m.grid_update,
             dense_max_nodes=m.dense_max_nodes,
             hash_rows=m.hash_rows,
         )

@@ -156,6 +156,16 @@ def _euler_to_matrix(tx: sitk.Euler3DTransform) -> np.ndarray:
     return m
 
 
+def _set_euler(tx: sitk.Euler3DTransform, lps: np.ndarray) -> None:
+    """Set ``tx`` (keeping its centre) to the rigid LPS map ``lps``: ``x -> R x + o``."""
+    rot, offset = lps[:3, :3], lps[:3, 3]
+    if not _is_rotation(rot, tol=1e-4):
+        raise InputError("the initial transform is not rigid")
+    centre = np.asarray(tx.GetCenter(), dtype=np.float64)
+    tx.SetMatrix(rot.ravel().tolist(), 1e-4)
+    tx.SetTranslation((offset - centre + rot @ centre).tolist())
+
+
 def _level(img: sitk.Image, target_mm: float) -> sitk.Image:
     """Smooth and bin-shrink ``img`` towards a physical resolution of ``target_mm`` per axis.
 
@@ -180,6 +190,7 @@ def register_rigid(
     *,
     seed: int = 0,
     init: str = "geometry",
+    initial: np.ndarray | None = None,
 ) -> np.ndarray:
     """Rigidly register ``moving`` to ``fixed`` (Euler angles, Mattes mutual information).
 
@@ -195,6 +206,8 @@ def register_rigid(
         init: ``"geometry"`` (align the field-of-view centres, ITK's centred initialiser) or
             ``"world"`` (trust the headers: start from the identity, rotating about the fixed
             stack's centre).
+        initial: a rigid 4x4 RAS moving -> fixed map to start from instead (``init`` is then
+            ignored), e.g. the transform of the whole stack when registering one of its packages.
 
     Returns:
         A 4x4 matrix in RAS mm mapping points of the moving stack's world space into the fixed
@@ -220,6 +233,8 @@ def register_rigid(
     )
     if init == "world":
         tx.SetTranslation((0.0, 0.0, 0.0))
+    if initial is not None:
+        _set_euler(tx, FLIP @ np.linalg.inv(_check_matrix(initial)) @ FLIP)
 
     # ITK's multi-threaded metric sums in a run-dependent order (results then differ in the 8th
     # digit), so run single-threaded; the global default is restored afterwards.
@@ -339,6 +354,36 @@ def normalise_stacks(
                 transform=transform,
             )
         )
+    return out
+
+
+def register_to_reference(stacks: list[Stack], reference: Volume, seed: int = 0) -> list[Stack]:
+    """Copies of ``stacks`` (packages, typically) each rigidly registered to ``reference``.
+
+    ``reference`` is an image in normalised space (e.g. the B-spline of the already registered
+    stacks). Each stack starts from its own ``transform`` (its whole stack's) and is registered on
+    its own: the stack's voxels are the metric's samples (fixed image) and the dense reference is
+    interpolated (moving image), so the gaps between a package's slices are never interpolated.
+
+    Returns:
+        New :class:`Stack` objects whose ``transform`` maps each one's world space into normalised
+        space.
+    """
+    ref = Stack(data=np.asarray(reference.data, dtype=np.float32), affine=reference.affine)
+    ref.name = "reference"
+    out = []
+    for stack in stacks:
+        log.info("registering %r to the reference", stack.name)
+        to_stack = register_rigid(stack, ref, seed=seed, initial=np.linalg.inv(stack.transform))
+        transform = np.linalg.inv(to_stack)
+        change = np.linalg.inv(stack.transform) @ transform
+        log.info(
+            "  %r: %.2f deg, %.2f mm from its stack's transform",
+            stack.name,
+            rotation_angle_deg(change),
+            float(np.linalg.norm(change[:3, 3])),
+        )
+        out.append(dataclasses.replace(stack, transform=transform))
     return out
 
 

@@ -3,7 +3,8 @@
 A thin command line over :mod:`irem.tables`, :mod:`irem.figures` and :mod:`irem.stats`. Every run
 is identified by the ``"meta"`` dict of its metrics JSON (never by its file name); method labels,
 order and roles come from ``--method NAME=LABEL`` (order given = order drawn) and
-``--baselines NAME ...``. Sub-commands: ``tables``, ``fig3``, ``fig4``, ``fig5``, ``scantime``, ``cohort``.
+``--baselines NAME ...``. Sub-commands: ``tables``, ``fig3``, ``fig4``, ``fig5``, ``scantime``,
+``cohort``, ``tuning``, ``tuning-summary``.
 
 :func:`add_report_parser` adds the ``report`` sub-command to the ``irem`` command; ``python -m
 irem.report SUBCOMMAND ...`` runs the same parser. Bad input ends with one ``error:`` line and
@@ -14,13 +15,17 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from irem import figures, tables
 from irem.errors import InputError
 from irem.tables import Methods
+from irem.tuning import options as tuning_options
 
 Handler = Callable[[argparse.Namespace], None]
 RAW = argparse.RawDescriptionHelpFormatter
@@ -153,6 +158,44 @@ def cmd_scantime(args: argparse.Namespace) -> None:
         tables.write_text(Path(args.csv), table.to_csv(index=False))
     if args.md:
         tables.write_text(Path(args.md), tables.scantime_markdown(table))
+
+
+@_input_errors
+def cmd_tuning(args: argparse.Namespace) -> None:
+    """A tuning sweep's runs (one CSV row each) and its choice per group (irem/tuning.py)."""
+    from irem.tuning import choose
+
+    cases = json.loads(args.cases)
+    runs = tables.load_runs(args.metrics)
+    params = list(next(iter(cases.values()))) if cases else []
+    values = pd.DataFrame([cases[m] for m in runs["method"]], columns=params)
+    keep = ["subject", "k", "seed", "hr_snr", *tables.METRICS, "steps", "escape_step",
+            "training_seconds", "start_seconds"]  # fmt: skip
+    runs = pd.concat([values, runs[keep].reset_index(drop=True)], axis=1)
+    runs.insert(0, "sweep", args.sweep)
+    group = ["hr_snr"] if runs["hr_snr"].astype(str).str.len().gt(0).any() else []
+    prefer = json.loads(args.prefer) if args.prefer else None
+    chosen = choose(runs, params, prefer, group)
+    chosen.insert(0, "sweep", args.sweep)
+    chosen["options"] = [tuning_options(args.options, r) for _, r in chosen[params].iterrows()]
+    tables.write_text(Path(args.csv), runs.to_csv(index=False, float_format="%.4f"))
+    tables.write_text(Path(args.chosen), chosen.to_csv(index=False, float_format="%.4f"))
+
+
+@_input_errors
+def cmd_tuning_summary(args: argparse.Namespace) -> None:
+    """Every sweep's choice in one CSV and a Markdown table."""
+    chosen = pd.concat([pd.read_csv(p, dtype=str) for p in args.chosen], ignore_index=True)
+    tables.write_text(Path(args.csv), chosen.to_csv(index=False))
+    rows = [
+        [r["sweep"], str(r.get("hr_snr") or ""), f"`{r['options']}`", r["mean_psnr_mask"],
+         r["n_runs"], "" if pd.isna(r["ci_low"]) else f"[{float(r['ci_low']):+.2f}, "
+         f"{float(r['ci_high']):+.2f}]"]
+        for _, r in chosen.fillna({"hr_snr": ""}).iterrows()
+    ]  # fmt: skip
+    headers = ["sweep", "HR SNR", "chosen options", "mean brain PSNR (dB)", "runs",
+               "best challenger - preferred [95% CI]"]  # fmt: skip
+    tables.write_text(Path(args.md), tables.markdown_table(headers, rows))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -297,6 +340,24 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
     _add_figures(rsub)
     _add_fig5(rsub)
     _add_cohort(rsub)
+    _add_tuning(rsub)
+
+
+def _add_tuning(rsub: argparse._SubParsersAction) -> None:
+    p = rsub.add_parser("tuning", help="a tuning sweep's runs and its choice")
+    p.add_argument("--sweep", required=True, help="the sweep's name")
+    p.add_argument("--options", required=True, help="the sweep's option template")
+    p.add_argument("--cases", required=True, help="JSON: variant method name -> its values")
+    p.add_argument("--prefer", default="", help="JSON: the preferred candidate's values")
+    p.add_argument("--metrics", nargs="+", required=True, help="metrics JSONs of its runs")
+    p.add_argument("--csv", required=True, help="its runs (CSV)")
+    p.add_argument("--chosen", required=True, help="its choice (CSV)")
+    p.set_defaults(func=cmd_tuning)
+    q = rsub.add_parser("tuning-summary", help="every sweep's choice in one table")
+    q.add_argument("--chosen", nargs="+", required=True, help="the sweeps' choice CSVs")
+    q.add_argument("--csv", required=True, help="all choices (CSV)")
+    q.add_argument("--md", required=True, help="all choices (Markdown)")
+    q.set_defaults(func=cmd_tuning_summary)
 
 
 def _add_cohort(rsub: argparse._SubParsersAction) -> None:

@@ -3,7 +3,8 @@
 Confidence intervals are Student-t intervals of a mean (``scipy.stats.t``); a paired comparison of a
 method A with a baseline B on the same subjects gives the mean difference A - B, its paired-t 95%
 interval, the Wilcoxon signed-rank p-value (``scipy.stats.wilcoxon``, two-sided) and win/tie/loss
-counts. Where a statistic is undefined (too few values, all differences zero) it is NaN.
+counts; :func:`holm` adjusts a table's p-values for multiple comparisons. Where a statistic is
+undefined (too few values, all differences zero) it is NaN.
 """
 
 from __future__ import annotations
@@ -107,3 +108,20 @@ def paired(a: pd.Series, b: pd.Series, tolerance: float, confidence: float = 0.9
         ties=int(np.sum(np.abs(d) < tolerance)),
         losses=int(np.sum(d <= -tolerance)),
     )
+
+
+def holm(p: np.ndarray | pd.Series | list[float]) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (NaN entries are left out of the family
+    and stay NaN): the i-th smallest of m is multiplied by m - i (i from 0), made non-decreasing,
+    capped at 1."""
+    p = np.asarray(p, dtype=np.float64)
+    out = np.full(p.shape, math.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    if ok.size == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = order.size
+    adjusted = np.maximum.accumulate(p[order] * (m - np.arange(m)))
+    out[order] = np.minimum(adjusted, 1.0)
+    return out
+

@@ -30,6 +30,8 @@ from irem import stats
 META_REQUIRED = ("dataset", "k", "subject", "seed", "method")
 META_OPTIONAL = ("split", "hr_snr", "ablation", "value")
 METRICS = ("psnr", "ssim", "psnr_mask", "ssim_mask")
+#: Every score of a run: METRICS and the PSNR on the strongest edges (irem/metrics.py).
+SCORES = (*METRICS, "psnr_edge")
 PAIRED_METRICS = ("psnr_mask", "ssim_mask")
 CONDITION = ["dataset", "k", "hr_snr"]
 VARIANT = ["method", "ablation", "value"]
@@ -42,6 +44,7 @@ SIDECAR_FIELDS = (
     "epochs_completed",
     "stopped_by",
     "device",
+    "steps",
 )
 #: Colours given to the methods in the order of ``--method`` (then to any other method met).
 PALETTE = (
@@ -147,12 +150,14 @@ def load_run(path: str | Path) -> dict[str, Any]:
     """One run: meta, scores and (from the sidecar, if any) timings and 2L."""
     met = read_json(path)
     row: dict[str, Any] = run_meta(met, path)
-    for key in (*METRICS, "data_range", "mask_voxels"):
+    for key in (*SCORES, "data_range", "mask_voxels"):
         row[key] = met.get(key, math.nan)
     side_path = sidecar_of(path)
     side = read_json(side_path) if side_path.exists() and side_path != Path(path) else {}
     row["fourier_dim"] = ((side.get("config") or {}).get("model") or {}).get("fourier_dim")
     row |= {key: side.get(key) for key in SIDECAR_FIELDS}
+    row["escape_step"] = (side.get("held_out") or {}).get("escape_step", math.nan)
+    row["start_seconds"] = (side.get("start_image") or {}).get("seconds", math.nan)
     row["metrics_file"] = str(path)
     return row
 
@@ -162,15 +167,17 @@ def load_runs(paths: Sequence[str | Path], methods: Methods | None = None) -> pd
     columns = [
         *META_REQUIRED,
         *META_OPTIONAL,
-        *METRICS,
+        *SCORES,
         "data_range",
         "mask_voxels",
         "fourier_dim",
         *SIDECAR_FIELDS,
+        "escape_step",
+        "start_seconds",
         "metrics_file",
     ]
     df = pd.DataFrame([load_run(p) for p in paths], columns=columns)
-    for col in METRICS:
+    for col in SCORES:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     return sort_runs(df, methods or Methods())
 
@@ -207,14 +214,9 @@ def sort_runs(df: pd.DataFrame, methods: Methods) -> pd.DataFrame:
 # Quality
 
 
-def subject_scores(runs: pd.DataFrame, metric: str, keys: Sequence[str] = GROUP) -> pd.Series:
-    """``metric`` per group and subject, averaged over seeds (index: ``keys`` + subject)."""
-    return runs.groupby([*keys, "subject"], sort=False)[metric].mean()
-
-
 def _summary_row(scores: pd.DataFrame) -> dict[str, Any]:
     row: dict[str, Any] = {"n": len(scores)}
-    for m in METRICS:
+    for m in SCORES:
         s = stats.summarise(scores[m])
         row |= {f"{m}_mean": s.mean, f"{m}_std": s.std, f"{m}_ci_low": s.ci_low}
         row[f"{m}_ci_high"] = s.ci_high
@@ -254,7 +256,7 @@ def quality_table(runs: pd.DataFrame, methods: Methods) -> pd.DataFrame:
     runs = evaluation_runs(runs)
     if runs.empty:
         return pd.DataFrame(columns=[*GROUP, "label", "n", "n_runs"])
-    per_subject = runs.groupby([*GROUP, "subject"], sort=False)[list(METRICS)].mean()
+    per_subject = runs.groupby([*GROUP, "subject"], sort=False)[list(SCORES)].mean()
     rows = []
     for key, scores in per_subject.groupby(level=list(range(len(GROUP))), sort=False):
         rows.append({**dict(zip(GROUP, key, strict=True)), **_summary_row(scores)})
@@ -267,7 +269,13 @@ def quality_table(runs: pd.DataFrame, methods: Methods) -> pd.DataFrame:
         _paired_row(per_subject, tuple(k), best.get(tuple(k[:3])))
         for k in summary[GROUP].itertuples(index=False)
     ]
-    return sort_runs(pd.concat([summary, pd.DataFrame(paired)], axis=1), methods)
+    table = pd.concat([summary, pd.DataFrame(paired)], axis=1)
+    # One family: every paired comparison of the table, both metrics (Holm).
+    p = np.concatenate([table[f"{m}_p"].to_numpy(dtype=float) for m in PAIRED_METRICS])
+    adjusted = np.split(stats.holm(p), len(PAIRED_METRICS))
+    for m, adj in zip(PAIRED_METRICS, adjusted, strict=True):
+        table.insert(table.columns.get_loc(f"{m}_p") + 1, f"{m}_p_holm", adj)
+    return sort_runs(table, methods)
 
 
 def fmt(value: float, digits: int) -> str:
@@ -288,17 +296,18 @@ def fmt_summary(row: Any, metric: str, digits: int) -> str:
 
 
 def fmt_paired(row: Any, metric: str, digits: int) -> list[str]:
-    """Cells ``diff [low, high]``, ``p``, ``W/T/L`` of a paired comparison (empty if none)."""
+    """Cells ``diff [low, high]``, ``p``, Holm's ``p``, ``W/T/L`` of a paired comparison (empty
+    if none)."""
     diff = getattr(row, f"{metric}_diff")
     if not math.isfinite(diff):
-        return ["", "", ""]
+        return ["", "", "", ""]
     text = f"{diff:+.{digits}f}"
     low, high = getattr(row, f"{metric}_diff_ci_low"), getattr(row, f"{metric}_diff_ci_high")
     if math.isfinite(low):
         text += f" [{low:+.{digits}f}, {high:+.{digits}f}]"
-    p = getattr(row, f"{metric}_p")
+    p, holm = getattr(row, f"{metric}_p"), getattr(row, f"{metric}_p_holm")
     wtl = "/".join(str(int(getattr(row, f"{metric}_{c}"))) for c in ("wins", "ties", "losses"))
-    return [text, fmt(p, 3), wtl]
+    return [text, fmt(p, 3), fmt(holm, 3), wtl]
 
 
 def k_label(k: str) -> str:
@@ -325,24 +334,27 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
 
 QUALITY_NOTE = (
     "PSNR (dB) and SSIM (scikit-image, Gaussian window sigma 1.5, data range of the ground truth) "
-    "over the whole volume and inside the brain mask. Several seeds of one subject are averaged "
+    "over the whole volume and inside the brain mask, and PSNR on the edges (the quarter of the "
+    "dilated brain mask with the strongest ground-truth gradients: cortex and tissue boundaries). Several seeds of one subject are averaged "
     "first; then mean ± sample standard deviation [95% Student-t confidence interval of the mean] "
     "over the n subjects. Each method is compared subject by subject with the best baseline of its "
     "dataset and k (highest mean brain PSNR, column 'vs'): mean difference [95% paired-t interval], "
-    "two-sided Wilcoxon signed-rank p (n/a with fewer than two subjects or all differences zero) "
-    "and wins/ties/losses (tie: |difference| < {tp} dB for PSNR, < {ts} for SSIM). k = real: "
+    "two-sided Wilcoxon signed-rank p (n/a with fewer than two subjects or all differences zero), "
+    "the same p adjusted by Holm's method over every comparison of this table (both metrics: the "
+    "p to read before claiming an ordering) and wins/ties/losses (tie: |difference| < {tp} dB for PSNR, < {ts} for SSIM). k = real: "
     "real-scan protocol against its HR reference. Runs of the tuning split are not included."
 )
 
 
 def quality_markdown(table: pd.DataFrame) -> str:
     """``metrics.md``: the quality table with its caption."""
-    headers = ["dataset", "k", "method", "n", "PSNR", "SSIM", "PSNR brain", "SSIM brain", "vs"]
-    headers += ["Δ PSNR brain", "p", "W/T/L", "Δ SSIM brain", "p", "W/T/L"]
+    headers = ["dataset", "k", "method", "n", "PSNR", "SSIM", "PSNR brain", "SSIM brain"]
+    headers += ["PSNR edges", "vs", "Δ PSNR brain", "p", "p Holm", "W/T/L", "Δ SSIM brain", "p"]
+    headers += ["p Holm", "W/T/L"]
     rows = []
     for r in table.itertuples(index=False):
         cells = [r.dataset, k_label(r.k), variant_label(r), str(int(r.n))]
-        cells += [fmt_summary(r, m, 4 if m.startswith("ssim") else 2) for m in METRICS]
+        cells += [fmt_summary(r, m, 4 if m.startswith("ssim") else 2) for m in SCORES]
         cells.append(r.baseline)
         cells += fmt_paired(r, "psnr_mask", 2) + fmt_paired(r, "ssim_mask", 4)
         rows.append(cells)

@@ -16,7 +16,6 @@ its epochs are done, its time budget is spent, or a step callback asks it to; th
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -33,8 +32,8 @@ import torch
 from irem.config import IremConfig, TrainConfig
 from irem.errors import InputError
 from irem.grid import Grid, stack_points
-from irem.grid_inr import GridINR, edge_penalty
-from irem.optim import grid_optimizer
+from irem.grid_inr import GridINR, GridPrior
+from irem.precision import detect_precision
 from irem.progress import Progress
 
 # Re-exported so that callers written before irem.reconstruct existed keep working.
@@ -52,16 +51,19 @@ class StopReason(StrEnum):
     """Why a training run ended."""
 
     EPOCHS = "epochs"
+    STEPS = "steps"
     BUDGET = "budget"
     CALLBACK = "callback"
 
 
 @dataclass(frozen=True)
 class TimeBudget:
-    """The wall-time budget of a run and the rule it came from.
+    """The budget of a run and the rule it came from.
 
-    ``rule`` is ``epochs`` (no time budget: the epochs bound the run), ``fixed`` (``seconds`` given)
-    or ``per_mvoxel`` (``seconds_per_mvoxel`` x target voxels / 1e6, capped by ``cap_seconds``).
+    ``rule`` is ``epochs`` (the epochs bound the run), ``steps`` (``steps`` optimiser steps, or
+    ``steps_per_mvoxel`` x target voxels / 1e6), ``fixed`` (``seconds`` given) or ``per_mvoxel``
+    (``seconds_per_mvoxel`` x target voxels / 1e6, capped by ``cap_seconds``). Step budgets give
+    the same result on any machine; time budgets are a convenience for users' own runs.
     """
 
     rule: str
@@ -69,31 +71,52 @@ class TimeBudget:
     seconds_per_mvoxel: float | None = None
     cap_seconds: float | None = None
     target_voxels: int | None = None
+    steps: int | None = None
+    steps_per_mvoxel: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def resolve_budget(
-    time_budget: float | None, time_per_mvoxel: float | None, target_voxels: int | None
+    time_budget: float | None,
+    time_per_mvoxel: float | None,
+    target_voxels: int | None,
+    steps: int | None = None,
+    steps_per_mvoxel: float | None = None,
 ) -> TimeBudget:
-    """Apply the budget rule: a fixed budget, or seconds per million target voxels (capped).
+    """Apply the budget rules: optimiser steps (fixed or per million target voxels) and seconds
+    (fixed or per million target voxels, capped); the run stops at whichever ends first.
 
     Args:
         time_budget: seconds (``train.time_budget``); the cap when ``time_per_mvoxel`` is set.
         time_per_mvoxel: seconds per million voxels of the target grid (``train.time_per_mvoxel``).
-        target_voxels: voxels of the output grid; needed with ``time_per_mvoxel``.
+        target_voxels: voxels of the output grid; needed with the per-voxel rules.
+        steps: optimiser steps (``train.steps``); the cap when ``steps_per_mvoxel`` is set.
+        steps_per_mvoxel: optimiser steps per million target voxels (``train.steps_per_mvoxel``).
 
     Returns:
-        The resolved budget (``seconds`` None: no time budget).
+        The resolved budget (``seconds`` None: no time budget; ``steps`` None: the epochs').
     """
+    per_voxel = time_per_mvoxel is not None or steps_per_mvoxel is not None
+    if per_voxel and (target_voxels is None or target_voxels < 1):
+        raise InputError("a per-million-voxel budget needs the number of target grid voxels")
+    n_steps = steps
+    if steps_per_mvoxel is not None:
+        scaled = max(1, math.ceil(steps_per_mvoxel * target_voxels / 1e6))  # type: ignore[operator]
+        n_steps = scaled if steps is None else min(scaled, steps)
     if time_per_mvoxel is None:
-        return TimeBudget("epochs" if time_budget is None else "fixed", time_budget)
-    if target_voxels is None or target_voxels < 1:
-        raise InputError("train.time_per_mvoxel needs the number of target grid voxels")
-    scaled = time_per_mvoxel * target_voxels / 1e6
-    seconds = scaled if time_budget is None else min(scaled, time_budget)
-    return TimeBudget("per_mvoxel", seconds, time_per_mvoxel, time_budget, int(target_voxels))
+        rule = "fixed" if time_budget is not None else "steps" if n_steps is not None else "epochs"
+        return TimeBudget(
+            rule, time_budget, target_voxels=target_voxels, steps=n_steps,
+            steps_per_mvoxel=steps_per_mvoxel,
+        )  # fmt: skip
+    scaled_s = time_per_mvoxel * target_voxels / 1e6  # type: ignore[operator]
+    seconds = scaled_s if time_budget is None else min(scaled_s, time_budget)
+    voxels = int(target_voxels)  # type: ignore[arg-type]
+    return TimeBudget(
+        "per_mvoxel", seconds, time_per_mvoxel, time_budget, voxels, n_steps, steps_per_mvoxel
+    )
 
 
 @dataclass
@@ -109,8 +132,8 @@ class TrainResult:
     loss_history: list[float] = field(default_factory=list)
     budget: TimeBudget = field(default_factory=lambda: TimeBudget("epochs", None))
     profile_points: int = 1
-    base: dict[str, Any] = field(default_factory=dict)
     held_out: dict[str, Any] = field(default_factory=dict)
+    precision: dict[str, Any] = field(default_factory=dict)  # irem.precision.Precision.to_dict
 
 
 def training_data(stacks: list[Stack]) -> tuple[np.ndarray, np.ndarray, Normaliser]:
@@ -172,8 +195,6 @@ class TrainingData:
     steps_per_epoch: int
     fit: torch.Tensor | None = None
     held_out: torch.Tensor | None = None
-    local: torch.Tensor | None = None
-    chunk: int = 0
 
     @property
     def n(self) -> int:
@@ -181,47 +202,9 @@ class TrainingData:
         return len(self.vals) if self.fit is None else len(self.fit)
 
     def order(self, gen: torch.Generator) -> torch.Tensor:
-        """A seeded random order of the fitted LR voxels (indices into ``vals``).
-
-        With ``local`` (the fitted voxels in spatial order, :func:`spatial_chunks`), the order is
-        made of runs of ``chunk`` neighbouring voxels: the spatial order is cut into runs at a
-        random offset and the runs are shuffled, so that a batch covers ``batch / chunk`` compact
-        regions and still every voxel comes once per epoch.
-        """
-        if self.local is None:
-            perm = torch.randperm(self.n, generator=gen).to(self.vals.device)
-            return perm if self.fit is None else self.fit[perm]
-        runs = self.n // self.chunk
-        if runs < 2:
-            return self.local[torch.randperm(self.n, generator=gen).to(self.vals.device)]
-        shift = int(torch.randint(self.chunk, (1,), generator=gen))
-        rolled = self.local.roll(-shift)
-        head = rolled[: runs * self.chunk].view(runs, self.chunk)
-        picks = torch.randperm(runs, generator=gen).to(self.vals.device)
-        return torch.cat((head[picks].reshape(-1), rolled[runs * self.chunk :]))
-
-    def localise(self, chunk: int) -> None:
-        """Draw batches as runs of ``chunk`` neighbouring fitted voxels from now on (see
-        :meth:`order`)."""
-        fitted = self.coords if self.fit is None else self.coords[self.fit]
-        local = spatial_chunks(fitted, chunk)
-        self.local = local if self.fit is None else self.fit[local]
-        self.chunk = chunk
-
-
-def spatial_chunks(coords: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Permutation of points ``coords`` ``(n, 3)`` along a Z-order (Morton) curve through cubic
-    tiles that hold ``chunk / 8`` points on average (their density over the points' bounding box):
-    consecutive runs of ``chunk`` points then lie close together (about 2x2x2 tiles)."""
-    lo, hi = coords.min(dim=0).values, coords.max(dim=0).values
-    volume = float(torch.prod((hi - lo).clamp(min=1e-6)))
-    tile = (volume * max(chunk / 8, 1) / len(coords)) ** (1 / 3)
-    cells = ((coords - lo) / tile).long().clamp(max=2**20 - 1)
-    key = torch.zeros(len(coords), dtype=torch.long, device=coords.device)
-    for bit in range(int(cells.max()).bit_length()):
-        for axis in range(3):
-            key |= ((cells[:, axis] >> bit) & 1) << (3 * bit + axis)
-    return torch.argsort(key, stable=True)
+        """A seeded random order of the fitted LR voxels (indices into ``vals``)."""
+        perm = torch.randperm(self.n, generator=gen).to(self.vals.device)
+        return perm if self.fit is None else self.fit[perm]
 
 
 def split_held_out(
@@ -238,14 +221,46 @@ def split_held_out(
     return np.sort(perm[held:]), np.sort(perm[:held])
 
 
+#: Offset of the held-out split's seed from the run's seed (the weights take the seed itself).
+HELD_OUT_SEED = 2
+
+
+def held_out_split(
+    stacks: list[Stack], t: TrainConfig, seed: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The run's split of the LR voxels used for training (see :func:`training_data`) into fitted
+    and held-out indices (``train.holdout``), drawn from the run's ``seed``; None without."""
+    n = sum(int(_used(s).sum()) for s in stacks)
+    return split_held_out(n, t.holdout, seed + HELD_OUT_SEED, t.holdout_max_voxels)
+
+
+def fitted_masks(stacks: list[Stack], t: TrainConfig, seed: int) -> list[np.ndarray] | None:
+    """Per stack, the boolean mask (its shape) of the LR voxels a run with ``seed`` fits: those
+    used for training less the held-out ones; None without a held-out set. A start image made
+    from these stacks (``Stack.mask``) has not seen the held-out voxels."""
+    split = held_out_split(stacks, t, seed)
+    if split is None:
+        return None
+    used = [_used(s) for s in stacks]
+    fit = np.zeros(sum(int(u.sum()) for u in used), dtype=bool)
+    fit[split[0]] = True
+    masks, start = [], 0
+    for s, u in zip(stacks, used, strict=True):
+        m = np.zeros(u.size, dtype=bool)
+        m[u] = fit[start : start + int(u.sum())]
+        start += int(u.sum())
+        masks.append(m.reshape(s.shape))
+    return masks
+
+
 def prepare_data(
     stacks: list[Stack], cfg: IremConfig, device: torch.device, seed: int = 0
 ) -> TrainingData:
     """Coordinates, intensities, slice vectors and stack owners of all LR voxels; batch sizes;
-    the held-out voxels of ``train.holdout``, drawn from ``seed``."""
+    the held-out voxels of ``train.holdout``, drawn from the run's ``seed``."""
     coords, vals, norm = training_data(stacks)
     vectors, owner = slice_vectors(stacks, norm)
-    split = split_held_out(len(vals), cfg.train.holdout, seed, cfg.train.holdout_max_voxels)
+    split = held_out_split(stacks, cfg.train, seed)
     fitted = len(vals) if split is None else len(split[0])
     batch = min(cfg.train.batch_size, fitted)
     return TrainingData(
@@ -265,9 +280,12 @@ def build_optimizer(model: torch.nn.Module, cfg: IremConfig) -> torch.optim.Opti
     """The one place the optimiser is built: Adam; the feature grids of ``kind: grid`` get their own
     learning rate."""
     t = cfg.train
-    if isinstance(model, GridINR):  # lazy Adam when a grid level has sparse gradients
-        return grid_optimizer(model, t.lr_grid, t.lr, tuple(t.betas), t.eps)
     groups = [{"params": list(model.parameters()), "lr": t.lr}]
+    if isinstance(model, GridINR):
+        groups = [
+            {"params": model.grid_parameters(), "lr": t.lr_grid},
+            {"params": model.mlp_parameters(), "lr": t.lr},
+        ]
     # The fused kernel is the same algorithm in one pass over the parameters.
     return torch.optim.Adam(groups, lr=t.lr, betas=tuple(t.betas), eps=t.eps, fused=True)
 
@@ -278,6 +296,7 @@ class LearningRate:
     ``lr_schedule: step`` (the paper): the start rates times ``lr_decay ** (epoch // lr_step_epochs)``.
     ``budget``: the start rates times ``lr_final ** done``, with ``done`` the fraction of the run
     behind (steps of the epoch budget, or seconds of the time budget, whichever is further).
+    Both are ramped up linearly over the first ``lr_warmup_steps`` steps (0: none).
     The rate depends only on (steps, seconds, epoch), so a resumed run needs no scheduler state.
     """
 
@@ -295,24 +314,19 @@ class LearningRate:
     def factor(self, steps: int, seconds: float, epoch: int) -> float:
         """Multiplier of the start rates for the step after ``steps`` steps and ``seconds``."""
         t = self.t
+        warm = min(1.0, (steps + 1) / t.lr_warmup_steps) if t.lr_warmup_steps > 0 else 1.0
         if t.lr_schedule == "step":
-            return t.lr_decay ** (epoch // t.lr_step_epochs)
+            return warm * t.lr_decay ** (epoch // t.lr_step_epochs)
         done = steps / self.total_steps
         if self.budget_seconds is not None:
             done = max(done, seconds / self.budget_seconds)
-        return t.lr_final ** min(done, 1.0)
+        return warm * t.lr_final ** min(done, 1.0)
 
     def step(self, steps: int, seconds: float, epoch: int) -> None:
         """Set the rates of the next optimiser step."""
         f = self.factor(steps, seconds, epoch)
         for group, base in zip(self.opt.param_groups, self.base, strict=True):
             group["lr"] = base * f
-
-
-def large_prior_weight(t: TrainConfig) -> float:
-    """The grid prior's weight on levels over ``model.dense_max_nodes`` nodes
-    (``grid_smoothness_large``, or ``grid_smoothness`` when unset)."""
-    return t.grid_smoothness if t.grid_smoothness_large is None else t.grid_smoothness_large
 
 
 def slice_profile_points(t: TrainConfig, thickness: list[float]) -> int:
@@ -343,62 +357,6 @@ def _forward(
     vec = data.vectors[data.owner[idx]]
     across = data.coords[idx][:, None, :] + offsets[..., None] * vec[:, None, :]
     return model(across.reshape(-1, 3)).view(len(idx), points).mean(dim=1)
-
-
-def block_points(
-    extent: torch.Tensor, spacing: float, n: int, gen: torch.Generator
-) -> torch.Tensor:
-    """``(n**3, 3)`` points of a cube of ``n`` points a side, ``spacing`` apart (input units), at
-    a random place inside the box ``[-extent, extent]`` (a box smaller than the cube: centred),
-    in (x, y, z) order with x fastest."""
-    span = (n - 1) * spacing
-    room = (2 * extent - span).clamp(min=0)
-    origin = -extent + (2 * extent - span).clamp(max=0) / 2 + torch.rand(3, generator=gen) * room
-    ax = torch.arange(n, dtype=torch.float32) * spacing
-    z, y, x = torch.meshgrid(ax, ax, ax, indexing="ij")
-    return torch.stack((x, y, z), dim=-1).reshape(-1, 3) + origin
-
-
-def image_penalty(values: torch.Tensor, kind: str, delta: float) -> torch.Tensor:
-    """Mean :func:`irem.grid_inr.edge_penalty` of neighbouring differences of a cube of values
-    ``(n, n, n)`` along each axis, summed over the axes."""
-    return sum(
-        (edge_penalty(torch.diff(values, dim=axis), kind, delta).mean() for axis in range(3)),
-        start=torch.zeros((), device=values.device),
-    )
-
-
-def start_image(
-    stacks: list[Stack], grid: Grid, cfg: IremConfig, device: torch.device
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """The start image of ``train.base: srr_tv`` on ``grid``: SRR with total variation and the box
-    PSF (:func:`baselines.srr.srr`, weight ``train.base_alpha``, ``train.base_iterations``).
-
-    Returns:
-        The image and what made it (for the sidecar: method, weight, iterations, seconds).
-    """
-    from baselines.srr import srr  # the solver of the SRR baseline, shared
-
-    t = cfg.train
-    t0 = time.perf_counter()
-    image, info = srr(
-        stacks,
-        grid,
-        alpha=t.base_alpha,
-        regulariser="tv",
-        iterations=t.base_iterations,
-        psf="box",
-        device=device,
-        progress=False,
-    )
-    seconds = time.perf_counter() - t0
-    return image, {
-        "method": t.base,
-        "alpha": info["alpha"],
-        "iterations": info["iterations"],
-        "relative_residual": info["relative_residual"],
-        "seconds": seconds,
-    }
 
 
 def inputs_to_unit(grid: Grid, norm: Normaliser) -> np.ndarray:
@@ -464,6 +422,10 @@ class RunState:
         self.running = loss if self.steps == 1 else 0.98 * self.running + 0.02 * loss
 
 
+#: The held-out loss's fall below its start (a fraction) that marks a run's escape step.
+ESCAPE_DROP = 0.01
+
+
 @dataclass
 class HeldOut:
     """The held-out LR voxels' loss along a run, and the model state where it was lowest."""
@@ -489,12 +451,23 @@ class HeldOut:
         for name, param in model.named_parameters():
             param.copy_(self.best_state[name])
 
+    def escape_step(self, drop: float = ESCAPE_DROP) -> int | None:
+        """The first recorded step whose loss is ``drop`` (a fraction) below the first record's:
+        when the run left its start; None if it never did (a flat run)."""
+        if not self.trace:
+            return None
+        first = self.trace[0][1]
+        return next((s for s, v in self.trace if v <= (1 - drop) * first), None)
+
     def summary(self, voxels: int) -> dict[str, Any]:
-        """The sidecar's account: voxels held out, best step and loss, the loss trace."""
+        """The sidecar's account: voxels held out, best step and loss, escape step, the trace."""
         return {
             "voxels": voxels,
             "best_step": self.best_step,
             "best_loss": self.best_loss,
+            "start_loss": self.trace[0][1] if self.trace else None,
+            "escape_step": self.escape_step(),
+            "escape_drop": ESCAPE_DROP,
             "trace": [[s, v] for s, v in self.trace],
         }
 
@@ -542,51 +515,55 @@ class Trainer:
         target_voxels: int | None = None,
         clock: Callable[[], float] = time.perf_counter,
         grid: Grid | None = None,
+        start: np.ndarray | None = None,
     ):
         self.cfg, self.seed, self.clock = cfg, int(seed), clock
         if target_voxels is None and grid is not None:
             target_voxels = grid.size
         self.device = device or torch.device("cpu")
-        self.data = prepare_data(stacks, cfg, self.device, seed=self.seed + 2)
+        self.data = prepare_data(stacks, cfg, self.device, seed=self.seed)
         self.model = build_model(cfg, self.seed, self.data.norm).to(self.device)
-        if cfg.train.batch_chunk > 0 and any(getattr(self.model, "sparse_levels", ())):
-            self.data.localise(cfg.train.batch_chunk)  # locality serves the sparse levels only
         self.opt = build_optimizer(self.model, cfg)
         t = cfg.train
-        if isinstance(self.model, GridINR):
-            # hashed levels (all large) take the grid prior in their backward pass (the batch's cells)
-            self.model.hash_prior = (large_prior_weight(t), t.grid_prior, t.grid_prior_delta)
+        # the grid INR's prior on its feature grids; the reported loss is the data term alone
+        self.prior = GridPrior(
+            t.grid_smoothness, t.grid_prior, t.grid_prior_delta, t.grid_smoothness_large
+        )
+        self.budget = resolve_budget(
+            t.time_budget, t.time_per_mvoxel, target_voxels, t.steps, t.steps_per_mvoxel
+        )
         self.total_steps = t.epochs * self.data.steps_per_epoch
-        self.budget = resolve_budget(t.time_budget, t.time_per_mvoxel, target_voxels)
+        if self.budget.steps is not None:
+            self.total_steps = min(self.total_steps, self.budget.steps)
         self.lr = LearningRate(self.opt, t, self.total_steps, self.budget.seconds)
         self.gen = torch.Generator().manual_seed(self.seed + 1)
         self.state = RunState()
         thickness = [float(s.slice_thickness) for s in stacks]
         self.profile_points = slice_profile_points(t, thickness)
+        self.precision = detect_precision(t.precision, self.device)
         self.fingerprint = _fingerprint(cfg, self.data.n, self.seed, thickness)
         self.resumed = False
         self._last_checkpoint = 0.0
-        self.base: dict[str, Any] = {}
-        if t.base != "none":
-            self._set_base(stacks, grid)
+        if start is not None:
+            self._set_base(start, grid)
+        elif t.base != "none":
+            raise InputError(f"train.base {t.base} needs a start image (irem.start)")
         self.held_out = HeldOut()
 
-    def _set_base(self, stacks: list[Stack], grid: Grid | None) -> None:
-        """Compute the start image and make the model ``start image + network``; its seconds
-        count as training seconds (against the time budget)."""
-        if grid is None:
-            raise InputError("train.base needs the target grid")
-        image, self.base = start_image(stacks, grid, self.cfg, self.device)
+    def _set_base(self, image: np.ndarray, grid: Grid | None) -> None:
+        """Make the model ``start image + network``, ``image`` on the target ``grid``."""
+        if grid is None or tuple(image.shape) != tuple(grid.shape):
+            raise InputError("the start image must lie on the target grid")
+        if not isinstance(self.model, GridINR):
+            raise InputError("a start image needs model.kind: grid")
         norm = self.data.norm
         volume = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 1, 0)))
         unit = torch.from_numpy(inputs_to_unit(grid, norm))
-        assert isinstance(self.model, GridINR)
         self.model.set_base(
             (volume / norm.intensity_scale).to(self.device),
             unit.to(self.device),
             self.cfg.train.base_head,
         )
-        self.state.seconds = self.base["seconds"]
 
     @property
     def norm(self) -> Normaliser:
@@ -598,18 +575,16 @@ class Trainer:
         Returns:
             The data term (mean squared error) of the batch.
         """
-        t = self.cfg.train
         jitter_seed = self.seed * 1_000_003 + self.state.steps
-        bf16 = t.precision == "bf16"
+        bf16 = self.precision.bf16
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
             pred = _forward(self.model, self.data, idx, self.profile_points, jitter_seed)
         loss = torch.mean((pred.float() - self.data.vals[idx]) ** 2)
         self.opt.zero_grad(set_to_none=True)
-        if t.image_prior > 0:
-            (loss + t.image_prior * self._image_prior(jitter_seed)).backward()
+        if isinstance(self.model, GridINR):
+            self.model.backward(loss, self.prior)
         else:
             loss.backward()
-        self._add_prior_gradient()
         self.opt.step()
         return float(loss.detach())
 
@@ -635,26 +610,6 @@ class Trainer:
             return
         if final or s.steps % self.cfg.train.validate_every == 0:
             self.held_out.record(s.steps, self.held_out_loss(), self.model)
-
-    def _image_prior(self, seed: int) -> torch.Tensor:
-        """``train.image_prior_kind`` penalty of the image rendered on a random block (unweighted)."""
-        t, norm = self.cfg.train, self.data.norm
-        extent = torch.tensor(norm.box_mm, dtype=torch.float32) / 2 / norm.half_extent
-        spacing = self.cfg.model.finest_mm / norm.half_extent
-        n = t.image_prior_block
-        pts = block_points(extent, spacing, n, torch.Generator().manual_seed(seed + 7))
-        model = self.model
-        with model.cell_prior_off() if isinstance(model, GridINR) else contextlib.nullcontext():
-            values = model(pts.to(self.device)).float().view(n, n, n)
-        return image_penalty(values, t.image_prior_kind, t.image_prior_delta)
-
-    def _add_prior_gradient(self) -> None:
-        """The grid prior (``train.grid_prior`` of the feature grids' node differences), added to
-        the gradients; the reported loss is the data term alone."""
-        t = self.cfg.train
-        large = large_prior_weight(t)
-        if t.grid_smoothness > 0 or large > 0:
-            self.model.add_prior_grad(t.grid_smoothness, t.grid_prior, t.grid_prior_delta, large)
 
     def checkpoint_state(self, gen_state: torch.Tensor) -> dict[str, Any]:
         """Everything a resumed run needs; ``gen_state`` re-draws the current epoch's order."""
@@ -778,6 +733,8 @@ class Trainer:
                 return StopReason.CALLBACK
         if self.budget.seconds is not None and s.seconds >= self.budget.seconds:
             return StopReason.BUDGET
+        if self.budget.steps is not None and s.steps >= self.budget.steps:
+            return StopReason.STEPS
         return None
 
     def _save(self, checkpoint: Path | None, gen_state: torch.Tensor) -> None:
@@ -796,10 +753,10 @@ class Trainer:
             loss_history=list(s.history),
             budget=self.budget,
             profile_points=self.profile_points,
-            base=self.base,
             held_out=(
                 {} if self.data.held_out is None else self.held_out.summary(len(self.data.held_out))
             ),
+            precision=self.precision.to_dict(),
         )
         log.info(
             "trained %d steps (%d epochs) in %.1f s, stopped by %s, loss %.4g",
@@ -826,6 +783,7 @@ def train(
     target_voxels: int | None = None,
     progress_stream: TextIO | None = None,
     grid: Grid | None = None,
+    start: np.ndarray | None = None,
 ) -> tuple[torch.nn.Module, Normaliser, TrainResult]:
     """Fit IREM to the LR voxels of ``stacks`` (already in normalised space).
 
@@ -841,13 +799,22 @@ def train(
         on_step: see :meth:`Trainer.fit`.
         target_voxels: voxels of the output grid, for ``train.time_per_mvoxel``.
         progress_stream: where progress goes (default: stderr).
-        grid: the target grid (needed by ``train.base``).
+        grid: the target grid (needed by ``start``).
+        start: a start image on ``grid`` (``model.kind: grid``): the model is then the start image
+            plus the network (see :mod:`irem.start`).
 
     Returns:
         The trained model (in eval mode), the coordinate/intensity normaliser and a summary.
     """
     trainer = Trainer(
-        stacks, cfg, seed=seed, device=device, target_voxels=target_voxels, clock=clock, grid=grid
+        stacks,
+        cfg,
+        seed=seed,
+        device=device,
+        target_voxels=target_voxels,
+        clock=clock,
+        grid=grid,
+        start=start,
     )
     if resume and checkpoint is not None and checkpoint.exists():
         trainer.resume(checkpoint)

@@ -11,6 +11,7 @@ import zlib
 sys.path.insert(0, workflow.basedir)
 from irem import layout as L  # noqa: E402
 from irem.labels import fill, method_label  # noqa: E402
+from irem.tuning import candidates, options  # noqa: E402
 
 ORIENTATIONS = L.ORIENTATIONS
 # The jobs' conda environment (--use-conda), relative to the workflow (rules/ would be the default).
@@ -40,6 +41,8 @@ def _by_name(entries, what):
 DATASETS = _by_name(config["datasets"], "dataset")
 SCANS = _by_name(config["real_scans"], "real scan")
 METHODS = _by_name(config["methods"], "method")
+# Methods of the LR stacks (every experiment); the others reconstruct from the scan-time HR scan.
+LR_METHODS = [m for m, e in METHODS.items() if not e["hr_scan"]]
 KS = [int(k) for k in config["ks"]]
 SEEDS = [int(s) for s in config["seeds"]]
 
@@ -139,7 +142,9 @@ def gt_input(wildcards):
 
 
 def _crop_args(entry):
-    return ["--crop", *map(str, entry["crop"])] if entry.get("crop") else []
+    if not entry.get("crop"):
+        return []
+    return ["--crop", *map(str, entry["crop"]), "--crop-position", *map(str, entry["crop_position"])]
 
 
 def gt_args(wildcards):
@@ -281,6 +286,7 @@ def _ablation_variants():
                 "inputs": [],
                 "baseline": False,
                 "fig3": False,
+                "hr_scan": False,
             }
             out[name] = (entry, p["key"], v)
     return out
@@ -289,7 +295,31 @@ def _ablation_variants():
 ABLATION = _ablation_variants()
 for _name in set(ABLATION) & set(METHODS):
     _fail(f"method {_name!r} clashes with an ablation variant's name")
-ALL_METHODS = {**METHODS, **{n: e for n, (e, _, _) in ABLATION.items()}}
+
+
+def _tuning_variants():
+    """{name: (entry, sweep, candidate values)} of the tuning runs: the sweep's method with one
+    candidate's options appended (irem/tuning.py)."""
+    out = {}
+    for sweep in config["tuning"]["sweeps"]:
+        if sweep["method"] not in METHODS:
+            _fail(f"tuning sweep {sweep['name']}: unknown method {sweep['method']!r}")
+        base = METHODS[sweep["method"]]
+        for i, row in candidates(sweep["values"]).iterrows():
+            values = row.to_dict()
+            name = f"tune{sweep['name']}{i}"
+            command = f"{base['command']} {options(sweep['options'], values)}"
+            entry = {**base, "name": name, "label": None, "command": command,
+                     "baseline": False, "fig3": False}
+            out[name] = (entry, sweep, values)
+    return out
+
+
+TUNING = _tuning_variants()
+for _name in set(TUNING) & (set(METHODS) | set(ABLATION)):
+    _fail(f"method {_name!r} clashes with a tuning variant's name")
+ALL_METHODS = {**METHODS, **{n: e for n, (e, _, _) in ABLATION.items()},
+               **{n: e for n, (e, _, _) in TUNING.items()}}
 HR_SCAN = "hrscan"  # the scan-time experiment's noisy HR scan, scored like a method
 
 
@@ -317,8 +347,14 @@ def method_command(wildcards, input, output, threads):
     elif "{reference}" in entry["command"]:
         raise ValueError(f"method {wildcards.method} needs {{reference}}, but {run.folder}/"
                          f"{wildcards.subject} has no reference image")
+    hr = ""
+    if run.hr_snr is not None:
+        hr = L.hr_scan_path(run, wildcards.subject, wildcards.seed)
+    elif entry["hr_scan"]:
+        raise ValueError(f"method {wildcards.method} takes the scan-time experiment's HR scan")
     values = {
         "stacks": shlex.join(input.stacks),
+        "hr": shlex.quote(hr),
         "output": shlex.quote(output.image),
         "reference": shlex.quote(reference),
         "geometry": geometry_args(run, wildcards.subject),
@@ -330,11 +366,24 @@ def method_command(wildcards, input, output, threads):
                               wildcards.suffix)
         ),
     }
-    return fill(entry["command"], **values)
+    return fill(entry["command"] + scantime_options(wildcards.method, run), **values)
+
+
+def scantime_options(method, run):
+    """Options appended to a method's command in the scan-time experiment at its HR SNR."""
+    per_snr = config["scan_time"]["options"].get(method, {})
+    if run.hr_snr is None:
+        return ""
+    opts = [o for snr, o in per_snr.items() if float(snr) == run.hr_snr]
+    return f" {opts[0]}" if opts else ""
 
 
 def method_inputs(wildcards):
-    return list(ALL_METHODS[wildcards.method]["inputs"])
+    extra = list(ALL_METHODS[wildcards.method]["inputs"])
+    run = L.parse_run(wildcards.run)
+    if ALL_METHODS[wildcards.method]["hr_scan"] and run.hr_snr is not None:
+        extra.append(L.hr_scan_path(run, wildcards.subject, wildcards.seed))
+    return extra
 
 
 def method_threads(wildcards):
@@ -382,7 +431,7 @@ def sim_runs(datasets=None, ks=None, methods=None, split="evaluation"):
     for d in datasets or DATASETS:
         for k in ks or KS:
             for s in subjects(d, split):
-                for m in methods or METHODS:
+                for m in methods or LR_METHODS:
                     for seed in SEEDS:
                         out.append((L.Run(d, k), s, m, seed, suffix_of(d, s)))
     return out
@@ -392,7 +441,7 @@ def scan_runs():
     out = []
     for scan in SCANS:
         for s in subjects(scan):
-            for m in METHODS:
+            for m in LR_METHODS:
                 for seed in SEEDS:
                     out.append((L.Run(scan), s, m, seed, suffix_of(scan, s)))
     return out
@@ -448,6 +497,59 @@ def ablation_runs():
             for seed in seeds:
                 out.append((L.Run(d, a["k"]), s, m, seed, suffix_of(d, s)))
     return out
+
+
+def tuning_dataset():
+    d = config["tuning"]["dataset"]
+    if TUNING and not is_cohort(d):
+        _fail(f"tuning.dataset {d!r} is not a cohort dataset (it needs a tuning split)")
+    return d
+
+
+def sweeps():
+    return {s["name"]: s for s in config["tuning"]["sweeps"]}
+
+
+def tuning_runs(sweep):
+    """Every run of a sweep: each candidate on every tuning subject, k, seed (and HR SNR)."""
+    sw = sweeps()[sweep]
+    d = tuning_dataset()
+    seeds = sw["seeds"] if sw["seeds"] is not None else SEEDS
+    snrs = sw["snr"] or [None]
+    ks = [config["scan_time"]["k"]] if sw["snr"] else (sw["ks"] or KS)
+    out = []
+    for name, (_, s, _) in TUNING.items():
+        if s["name"] != sweep:
+            continue
+        for subject in subjects(d, "tuning"):
+            for k in ks:
+                for snr in snrs:
+                    run = L.Run(d, k, None if snr is None else float(snr))
+                    for seed in seeds:
+                        out.append((run, subject, name, seed, suffix_of(d, subject)))
+    return out
+
+
+def tuning_cases(wildcards):
+    """JSON: each variant of the sweep -> its candidate values."""
+    import json
+
+    return json.dumps({n: v for n, (_, s, v) in TUNING.items() if s["name"] == wildcards.sweep})
+
+
+def tuning_options(wildcards):
+    return sweeps()[wildcards.sweep]["options"]
+
+
+def tuning_prefer(wildcards):
+    import json
+
+    prefer = sweeps()[wildcards.sweep]["prefer"]
+    return json.dumps(prefer) if prefer else ""
+
+
+def tuning_metrics(wildcards):
+    return metrics_of(tuning_runs(wildcards.sweep))
 
 
 def every_run():
@@ -529,15 +631,15 @@ def fig5_inputs(wildcards):
     run = L.Run(d, fig_k()) if d in DATASETS else L.Run(d)
     lr = stacks_of(run, s, seed)[ORIENTATIONS.index(config["figures"]["lr_stack"])]
     suffix = suffix_of(d, s)
-    recs = [L.rec_path(run, s, m, seed, suffix) for m in METHODS]
-    mets = [L.metrics_path(run, s, m, seed, suffix) for m in METHODS]
+    recs = [L.rec_path(run, s, m, seed, suffix) for m in LR_METHODS]
+    mets = [L.metrics_path(run, s, m, seed, suffix) for m in LR_METHODS]
     return {"gt": gt_of(d, s), "mask": L.mask_path(d, s), "lr": lr, "recs": recs, "metrics": mets}
 
 
 def fig5_rec_args(wildcards):
     """`METHOD=PATH` pairs for `irem report fig5 --rec`."""
     ins = fig5_inputs(wildcards)
-    return shlex.join(f"{m}={p}" for m, p in zip(METHODS, ins["recs"]))
+    return shlex.join(f"{m}={p}" for m, p in zip(LR_METHODS, ins["recs"]))
 
 
 def fig5_slice(wildcards):

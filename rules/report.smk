@@ -112,7 +112,7 @@ rule fig4:
         ),
         pdf="results/figures/fig4_{dataset}.pdf",
     params:
-        methods=method_args(list(METHODS)),
+        methods=method_args(LR_METHODS),
         dpi=config["figures"]["dpi"],
     log:
         "results/logs/fig4_{dataset}.log",
@@ -165,7 +165,7 @@ rule fig5:
         dataset=name_pattern(DATASETS),
     params:
         recs=fig5_rec_args,
-        methods=method_args(list(METHODS)),
+        methods=method_args(LR_METHODS),
         title=fig5_title,
         axis=config["figures"]["axis"],
         fraction=fig5_slice,
@@ -197,7 +197,7 @@ rule fig6:
         dataset=name_pattern(scans_with_figure()),
     params:
         recs=fig5_rec_args,
-        methods=method_args(list(METHODS)),
+        methods=method_args(LR_METHODS),
         title=fig5_title,
         axis=config["figures"]["axis"],
         fraction=fig5_slice,

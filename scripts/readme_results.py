@@ -18,8 +18,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from irem.config import load_config
-
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 ALPHA, MIN_N = 0.05, 5
@@ -95,7 +93,7 @@ def scantime_lines(scantime: pd.DataFrame) -> list[str]:
 def inr_vs_srrtv_lines(table: pd.DataFrame) -> list[str]:
     """The paired INR - SRR-TV table of ``benchmarks/inr_vs_srrtv.py``."""
     margin = f"{table['margin'].iloc[0]:g}"
-    table = table[~table["method"].str.endswith("_dense")]  # the default INR only (the md has all)
+    table = table[table["method"] == "iremfast"]  # the workflow's INR only (the md has all)
     if "contrast" in table.columns:
         by_contrast = table[table["contrast"] != "all"]
         table = table[table["contrast"] == "all"]
@@ -144,20 +142,17 @@ def inr_vs_srrtv_lines(table: pd.DataFrame) -> list[str]:
 
 
 def step_cost_lines(runs: pd.DataFrame) -> list[str]:
-    """Median steps/s of ``benchmarks/inr_step_cost.py`` per target size and variant."""
+    """Median steps/s per target size and variant of the recorded step-cost comparison."""
     chunk = runs.loc[runs["variant"] == "local", "batch_chunk"]
     names = {"dense": "dense update", "sparse": "sparse update",
              "local": f"sparse update, batches of {chunk.max():g}-voxel runs",
-             "hashed": "hashed update"}
+             "hashed": "hashed update (fast.yaml)"}
     wide = runs.pivot_table(index="target_mvoxels", columns="variant", values="steps_per_s",
                             aggfunc="median")
     cols = [c for c in names if c in wide.columns]
-    model = load_config("fast").model
-    if model.grid_update in names:  # fast.yaml's update (with independent batches)
-        names[model.grid_update] += " (fast.yaml)"
     lines = ["**Grid INR training steps per second** against the target's size (one thread, "
-             "median of rounds; `python benchmarks/inr_step_cost.py`; "
-             "`results/benchmarks/inr_step_cost.md`)", "",
+             "median of rounds; `results/benchmarks/inr_step_cost.md`, the comparison that "
+             "chose the hashed update)", "",
              "| M voxels | " + " | ".join(names[c] for c in cols) + " |",
              "|---" * (len(cols) + 1) + "|"]
     for size, row in wide.iterrows():

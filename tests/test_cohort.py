@@ -143,13 +143,28 @@ def test_crop_is_a_window_of_a_larger_crop() -> None:
     )
 
 
-def test_bias_field_is_torchios_polynomial_and_crops_consistently() -> None:
+def test_bias_field_is_torchios_polynomial() -> None:
+    """Where TorchIO is installed (it is not a dependency): its field, to the bit."""
     torchio = pytest.importorskip("torchio")
     coeffs = np.random.default_rng(0).uniform(-0.3, 0.3, cohort.n_bias_coefficients(3))
     shape = (6, 7, 5)
     ours = cohort.bias_field(shape, (0, 0, 0), shape, coeffs, order=3)
     theirs = torchio.BiasField.generate_bias_field(np.zeros((1, *shape)), 3, coeffs)
-    np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_bias_field_is_a_polynomial_and_crops_consistently() -> None:
+    """exp of the monomials x^i y^j z^k in TorchIO's order, over [-1, 1] along each axis."""
+    shape = (6, 7, 5)
+    c = np.array([0.1, -0.2, 0.3, 0.05])  # order 1: 1, z, y, x
+    x, y, z = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
+    np.testing.assert_allclose(
+        cohort.bias_field(shape, (0, 0, 0), shape, c, order=1),
+        np.exp(c[0] + c[1] * z + c[2] * y + c[3] * x),
+        rtol=1e-6,
+    )
+    coeffs = np.random.default_rng(0).uniform(-0.3, 0.3, cohort.n_bias_coefficients(3))
+    ours = cohort.bias_field(shape, (0, 0, 0), shape, coeffs, order=3)
     window = cohort.bias_field((2, 3, 4), (1, 2, 1), shape, coeffs, order=3)
     np.testing.assert_allclose(window, ours[1:3, 2:5, 1:5], rtol=1e-6)
     with pytest.raises(ValueError):

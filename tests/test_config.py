@@ -26,7 +26,8 @@ def test_paper_config_is_the_default() -> None:
 
 def test_packaged_fast_config_and_overrides() -> None:
     assert {"paper", "fast"} <= set(packaged_configs())
-    cfg = load_config("fast", parse_set(["train.profile_points=2", "model.skips=3,5"]))
+    over = ["train.profile_spacing_mm=0", "train.profile_points=2", "model.skips=3,5"]
+    cfg = load_config("fast", parse_set(over))
     assert cfg.model.kind == "grid" and cfg.train.profile_points == 2 and cfg.model.skips == (3, 5)
 
 
@@ -93,8 +94,9 @@ def test_config_round_trips_through_its_dict() -> None:
 
 @pytest.mark.parametrize(
     "override",
-    ["train.grid_prior=l3", "train.grid_prior_delta=0", "model.grid_update=lazy", "train.batch_chunk=-1",
-     "train.base_head=one", "model.hash_rows=0", "train.grid_smoothness_large=-1"],
+    ["train.grid_prior=l3", "train.grid_prior_delta=0", "model.grid_update=dense",
+     "train.profile_points=2", "train.base_head=one", "model.hash_rows=0",
+     "train.grid_smoothness_large=-1"],
 )
 def test_bad_grid_options_are_refused(override: str) -> None:
     with pytest.raises(InputError):

@@ -134,18 +134,18 @@ def test_mni152_t1_mask_is_the_skull_stripped_brain() -> None:
     assert np.all(t1.data[mask.data == 0] == 0)
 
 
-def test_crop_centre() -> None:
+def test_crop_box_centred() -> None:
     vol = Volume(
         data=np.random.default_rng(0).random((10, 12, 14)).astype(np.float32),
         affine=np.diag([1.0, 2.0, 3.0, 1.0]),
     )
-    out = datasets.crop_centre(vol, (4, 6, 14))
+    out = datasets.crop_box(vol, (4, 6, 14))
     assert out.shape == (4, 6, 14)
     assert np.array_equal(out.data, vol.data[3:7, 3:9, :])
     # The voxel kept at (0, 0, 0) is at the world position of (3, 3, 0) in the input.
     assert np.allclose(apply_affine(out.affine, [[0, 0, 0]]), apply_affine(vol.affine, [[3, 3, 0]]))
     with pytest.raises(InputError):
-        datasets.crop_centre(vol, (11, 2, 2))
+        datasets.crop_box(vol, (11, 2, 2))
 
 
 def test_load_dataset_unknown_name() -> None:
@@ -259,3 +259,12 @@ def test_add_dataset_parser_is_a_subcommand(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit):
         parser.parse_args(["dataset", "--help"])
     assert "irem dataset mni152_cohort --subject 3" in capsys.readouterr().out
+
+
+def test_crop_box_placed_at_the_far_corner() -> None:
+    vol = Volume(data=np.arange(10 * 12 * 14, dtype=np.float32).reshape(10, 12, 14),
+                 affine=np.eye(4))  # fmt: skip
+    out = datasets.crop_box(vol, (4, 6, 5), (1.0, 0.0, 0.5))
+    assert np.array_equal(out.data, vol.data[6:10, 0:6, 4:9])
+    with pytest.raises(InputError, match="position"):
+        datasets.crop_box(vol, (4, 6, 5), (1.5, 0.0, 0.5))

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 
@@ -35,3 +37,23 @@ def test_refuses_mismatch_and_tiny() -> None:
         compute_metrics(np.zeros((16, 16, 16)), np.ones((16, 16, 15)))
     with pytest.raises(InputError, match="SSIM needs"):
         compute_metrics(np.zeros((16, 16, 5)), np.arange(16 * 16 * 5.0).reshape(16, 16, 5))
+
+
+def test_edge_psnr_scores_the_boundaries() -> None:
+    """The edge region holds the ground truth's strongest gradients in and around the mask: an
+    error on an edge lowers the edge PSNR more than the brain PSNR; one inside a flat region
+    leaves the edge PSNR alone."""
+    from irem.metrics import edge_band
+
+    gt = np.zeros((24, 24, 24))
+    gt[6:18, 6:18, 6:18] = 1.0
+    mask = gt > 0
+    edges = edge_band(gt, mask)
+    assert edges[6, 12, 12] and edges[5, 12, 12] and not edges[12, 12, 12]
+    blurred = gt.copy()
+    blurred[5:8, 6:18, 6:18] = 0.5
+    m = compute_metrics(blurred, gt, mask)
+    assert m["psnr_edge"] < m["psnr_mask"]
+    flat = gt.copy()
+    flat[11:13, 11:13, 11:13] = 0.5
+    assert math.isinf(compute_metrics(flat, gt, mask)["psnr_edge"])

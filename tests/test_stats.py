@@ -65,3 +65,15 @@ def test_paired_degenerate_cases_give_nan_without_error() -> None:
     assert (same.ci_low, same.ci_high) == (0.0, 0.0)
     none = stats.paired(pd.Series([1.0], index=["a"]), pd.Series([1.0], index=["b"]), 0.01)
     assert none.n == 0 and math.isnan(none.diff)
+
+
+def test_holm_adjusts_step_down_and_leaves_nan_out() -> None:
+    from irem.stats import holm
+
+    p = np.array([0.01, np.nan, 0.04, 0.03, 0.005])
+    got = holm(p)
+    # sorted 0.005, 0.01, 0.03, 0.04 (m = 4): x4, x3, x2, x1, then made non-decreasing
+    np.testing.assert_allclose(got[[4, 0, 3, 2]], [0.02, 0.03, 0.06, 0.06])
+    assert np.isnan(got[1])
+    assert holm([0.5, 0.9])[1] == 1.0  # capped at 1
+    assert np.isnan(holm([np.nan])).all()

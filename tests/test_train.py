@@ -7,20 +7,17 @@ import torch
 from irem.config import load_config
 from irem.errors import InputError
 from irem.grid import reference_grid
+from irem.grid_inr import GridPrior, HashedLevel
 from irem.metrics import compute_metrics
 from irem.reconstruct import build_model, load_model, save_model
 from irem.simulate import simulate_stacks
+from irem.start import make_start
 from irem.train import (
     Trainer,
-    block_points,
-    image_penalty,
     inputs_to_unit,
     predict,
-    prepare_data,
     slice_profile_points,
-    spatial_chunks,
     split_held_out,
-    start_image,
     train,
     training_data,
 )
@@ -170,40 +167,6 @@ def test_grid_inr_with_profile_fits_and_resumes(phantom: Volume, tmp_path) -> No
     np.testing.assert_array_equal(predict(resumed, norm2, grid), out)
 
 
-def test_block_points_lie_in_the_box_on_a_regular_lattice() -> None:
-    extent = torch.tensor([1.0, 0.8, 0.1])
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(20):
-        pts = block_points(extent, 0.05, 8, gen)  # 0.35 wide: fits along x and y, not along z
-        assert pts.shape == (512, 3)
-        assert bool((pts[:, :2].abs() <= extent[:2] + 1e-6).all())
-        assert torch.allclose(pts[:, 2].mean(), torch.tensor(0.0), atol=1e-6)  # centred along z
-        steps = torch.diff(pts.view(8, 8, 8, 3), dim=2)[..., 0]  # x varies fastest
-        assert torch.allclose(steps, torch.full_like(steps, 0.05))
-
-
-def test_image_penalty_is_the_mean_edge_penalty_per_axis() -> None:
-    values = torch.zeros(4, 4, 4)
-    values[2:] = 1.0  # one step of height 1 across axis 0: 1 of its 3 difference planes
-    assert float(image_penalty(values, "tk1", 0.01)) == pytest.approx(1 / 3)
-    assert float(image_penalty(values, "huber", 0.1)) == pytest.approx((2 * 0.1 - 0.01) / 3)
-    assert float(image_penalty(torch.ones(4, 4, 4), "tv", 0.01)) == 0.0
-
-
-def test_image_prior_smooths_what_the_stacks_leave_open(phantom: Volume) -> None:
-    """With an image prior, the rendered image's total variation drops (same seed, same steps)."""
-    stacks = simulate_stacks(phantom, 4)
-    grid = reference_grid(phantom)
-    over = dict(SMALL_GRID)
-    tv = []
-    for weight in (0.0, 1.0):
-        cfg = load_config(overrides={**over, "train.image_prior": weight})
-        model, norm, _ = train(stacks, cfg, seed=2, progress=False)
-        out = torch.from_numpy(predict(model, norm, grid))
-        tv.append(sum(float(torch.diff(out, dim=a).abs().mean()) for a in range(3)))
-    assert tv[1] < 0.9 * tv[0]
-
-
 def test_step_callback_stops_training_and_is_not_timed(phantom: Volume) -> None:
     stacks = simulate_stacks(phantom, 4)
     cfg = load_config(overrides={**SMALL, "train.epochs": 5})
@@ -326,10 +289,10 @@ def test_a_start_image_model_starts_as_the_start_image(phantom: Volume, head: st
     stacks = simulate_stacks(phantom, 4)
     grid = reference_grid(phantom)
     cfg = load_config("fast", {**FAST_SMALL, "train.holdout": 0, "train.base_head": head})
-    trainer = Trainer(stacks, cfg, grid=grid)
-    image, info = start_image(stacks, grid, cfg, torch.device("cpu"))
-    assert info["method"] == "srr_tv" and info["iterations"] >= 1
-    assert trainer.state.seconds > 0  # the start image's time counts against the budget
+    image, info = make_start(stacks, grid, cfg.train, 0, torch.device("cpu"))
+    assert info["method"] == "srr_tv" and info["iterations"] >= 1 and info["seconds"] > 0
+    trainer = Trainer(stacks, cfg, grid=grid, start=image)
+    assert trainer.state.seconds == 0  # the start image is made apart from training
     out = predict(trainer.model, trainer.norm, grid)
     np.testing.assert_allclose(out, image, atol=1e-4 * float(np.abs(image).max()))
     head_weights = trainer.model.mlp[-1].weight.detach().clone()
@@ -386,8 +349,8 @@ def test_a_saved_start_image_model_gives_the_same_image(phantom: Volume, tmp_pat
     stacks = simulate_stacks(phantom, 4)
     grid = reference_grid(phantom)
     cfg = load_config("fast", {**FAST_SMALL, "train.epochs": 1})
-    model, norm, result = train(stacks, cfg, grid=grid, progress=False)
-    assert result.base["method"] == "srr_tv"
+    start, _ = make_start(stacks, grid, cfg.train, 0, torch.device("cpu"))
+    model, norm, result = train(stacks, cfg, grid=grid, progress=False, start=start)
     path = tmp_path / "model.pt"
     save_model(path, model, norm, cfg, seed=0, grid=grid, stacks=stacks, fixed_index=0)
     saved = load_model(path)
@@ -399,25 +362,25 @@ def test_a_saved_start_image_model_gives_the_same_image(phantom: Volume, tmp_pat
 def test_a_hashed_run_is_deterministic_and_its_saved_model_gives_the_same_image(
     phantom: Volume, tmp_path
 ) -> None:
-    """grid_update hashed: levels over dense_max_nodes become hash tables, updated densely by
-    fused Adam, with the config's grid prior in their backward pass; it learns, a seed fixes it,
-    and a saved model rebuilds the same tables."""
+    """Levels over dense_max_nodes become hash tables, updated densely by fused Adam, with the
+    config's grid prior at its large-level weight; it learns, a seed fixes it, and a saved model
+    rebuilds the same tables."""
     stacks = simulate_stacks(phantom, 4)
     grid = reference_grid(phantom)
-    over = {**FAST_SMALL, "train.epochs": 2, "model.grid_update": "hashed",
-            "model.dense_max_nodes": 5000, "model.hash_rows": 4096}  # fmt: skip
+    over = {**FAST_SMALL, "train.epochs": 2, "model.dense_max_nodes": 5000,
+            "model.hash_rows": 4096}  # fmt: skip
     cfg = load_config("fast", over)
-    model, norm, result = train(stacks, cfg, seed=1, grid=grid, progress=False)
-    assert model.hashed_levels[-1] and tuple(model.grids[-1].shape) == (4096, 2)
+    s0, _ = make_start(stacks, grid, cfg.train, 1, torch.device("cpu"))
+    model, norm, result = train(stacks, cfg, seed=1, grid=grid, progress=False, start=s0)
+    finest = model.grids[-1]
+    assert isinstance(finest, HashedLevel) and tuple(finest.values.shape) == (4096, 2)
     t = cfg.train
     assert t.grid_smoothness_large is not None and t.grid_smoothness_large != t.grid_smoothness
-    assert model.hash_prior == (t.grid_smoothness_large, t.grid_prior, t.grid_prior_delta)
-    unset = load_config("fast", {**over, "train.grid_smoothness_large": None, "train.epochs": 1})
-    crop_weight, _, _ = train(stacks, unset, seed=1, grid=grid, progress=False)
-    assert crop_weight.hash_prior == (t.grid_smoothness, t.grid_prior, t.grid_prior_delta)
-    start = build_model(cfg, 1, norm).grids[-1]
-    assert not torch.equal(model.grids[-1], start)  # the hashed table learned
-    again, norm_again, _ = train(stacks, cfg, seed=1, grid=grid, progress=False)
+    prior = GridPrior(t.grid_smoothness, t.grid_prior, t.grid_prior_delta, t.grid_smoothness_large)
+    assert Trainer(stacks, cfg, seed=1, grid=grid, start=s0).prior == prior
+    start = build_model(cfg, 1, norm).grids[-1].values
+    assert not torch.equal(finest.values, start)  # the hashed table learned
+    again, norm_again, _ = train(stacks, cfg, seed=1, grid=grid, progress=False, start=s0)
     out = predict(model, norm, grid)
     np.testing.assert_array_equal(predict(again, norm_again, grid), out)
     path = tmp_path / "model.pt"
@@ -431,65 +394,16 @@ def test_a_start_image_needs_the_grid_network(phantom: Volume) -> None:
         load_config(overrides={"train.base": "srr_tv"})
 
 
-def test_spatial_chunks_are_compact_runs_of_points() -> None:
-    points = torch.rand(8000, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    order = spatial_chunks(points, 100)
-    assert torch.equal(torch.sort(order).values, torch.arange(8000))
-
-    def mean_run_extent(perm: torch.Tensor) -> float:
-        runs = points[perm].view(80, 100, 3)
-        return float((runs.amax(dim=1) - runs.amin(dim=1)).norm(dim=1).mean())
-
-    # A cube holding 100 of the points has edge (2**3 / 80) ** (1/3) = 0.46, diagonal 0.80; a run
-    # of 100 random points spans nearly the whole box (diagonal 3.46).
-    cube = (2**3 / 80) ** (1 / 3) * 3**0.5
-    assert mean_run_extent(order) < 2 * cube < 0.5 * mean_run_extent(torch.randperm(8000))
-
-
-def test_local_batches_are_runs_of_the_spatial_order_covering_every_voxel(phantom: Volume) -> None:
-    stacks = simulate_stacks(phantom, 4)
-    cfg = load_config("fast", {**FAST_SMALL, "train.holdout": 0.1})
-    data = prepare_data(stacks, cfg, torch.device("cpu"), seed=1)
-    data.localise(64)
-    assert data.local is not None and data.fit is not None
-    order = data.order(torch.Generator().manual_seed(5))
-    assert torch.equal(torch.sort(order).values, data.fit)  # each fitted voxel once
-    again = data.order(torch.Generator().manual_seed(5))
-    assert torch.equal(order, again)
-    position = torch.full((len(data.vals),), -1, dtype=torch.long)
-    position[data.local] = torch.arange(len(data.local))
-    steps = position[order][: (data.n // 64) * 64].view(-1, 64).diff(dim=1) % data.n
-    assert bool((steps == 1).all())  # every run is 64 neighbours in the spatial order
-
-
-@pytest.mark.parametrize("update", ["sparse", "hashed"])
-def test_without_large_levels_the_sparse_or_hashed_config_runs_the_dense_one(
-    phantom: Volume, update: str
-) -> None:
-    """The sparse and hashed updates (fast.yaml's is hashed) and local batches act only on levels
-    over dense_max_nodes: on a smaller volume (the workflow's crops) the run is the dense,
-    independent-batch run, value for value."""
-    stacks = simulate_stacks(phantom, 4)
-    over = {**FAST_SMALL, "train.base": "none", "train.epochs": 2}
-    dense = load_config("fast", {**over, "model.grid_update": "dense", "train.batch_chunk": 0})
-    other = load_config("fast", {**over, "model.grid_update": update, "train.batch_chunk": 64})
-    grid = reference_grid(phantom)
-    a, norm_a, _ = train(stacks, dense, seed=1, progress=False)
-    b, norm_b, _ = train(stacks, other, seed=1, progress=False)
-    assert not any(b.large_levels)
-    np.testing.assert_array_equal(predict(a, norm_a, grid), predict(b, norm_b, grid))
-
-
 def test_a_start_image_run_with_held_out_voxels_resumes_exactly(phantom: Volume, tmp_path) -> None:
     stacks = simulate_stacks(phantom, 4)
     grid = reference_grid(phantom)
     over = {**FAST_SMALL, "train.holdout": 0.1, "train.validate_every": 4, "train.epochs": 3}
-    # sparse finest level and local batches: the epoch's order is re-drawn on resume
-    over |= {"model.grid_update": "sparse", "model.dense_max_nodes": 5000, "train.batch_chunk": 128}
+    over["model.dense_max_nodes"] = 5000  # a hashed finest level
     over["train.lr_schedule"] = "step"  # the budget schedule would follow the cut's time budget
     cfg = load_config("fast", over)
-    full_model, norm, full = train(stacks, cfg, seed=2, grid=grid, progress=False)
-    assert any(full_model.sparse_levels)
+    s0, _ = make_start(stacks, grid, cfg.train, 2, torch.device("cpu"))
+    full_model, norm, full = train(stacks, cfg, seed=2, grid=grid, progress=False, start=s0)
+    assert isinstance(full_model.grids[-1], HashedLevel)
     out = predict(full_model, norm, grid)
     clock = _fake_clock()
     cut = load_config("fast", {**over, "train.time_budget": 20})
@@ -502,10 +416,11 @@ def test_a_start_image_run_with_held_out_voxels_resumes_exactly(phantom: Volume,
         progress=False,
         checkpoint=ckpt,
         clock=lambda: float(next(clock)),
+        start=s0,
     )
     assert part.stopped_by == "budget" and part.steps < full.steps
     resumed, norm2, again = train(
-        stacks, cfg, seed=2, grid=grid, progress=False, checkpoint=ckpt, resume=True
+        stacks, cfg, seed=2, grid=grid, progress=False, checkpoint=ckpt, resume=True, start=s0
     )
     assert again.held_out == full.held_out
     np.testing.assert_array_equal(predict(resumed, norm2, grid), out)

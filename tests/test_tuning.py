@@ -1,147 +1,125 @@
-"""The configs carry the values chosen on the tuning split (results/tuning/chosen.csv)."""
+"""Tuning sweeps: candidates, the choice rule (irem/tuning.py), the workflow's `tune` target, and the
+configs carrying what the committed tuning chose."""
 
 from __future__ import annotations
 
-import shlex
-import sys
+import math
+import shutil
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
+from irem.tuning import candidates, choose, options
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from tune import SWEEPS  # noqa: E402
-
-CHOSEN = ROOT / "results" / "tuning" / "chosen.csv"
 
 
-def option_value(command: str, option: str) -> str | None:
-    """The last value an option takes in a command (``--alpha X`` or ``--set key=X``)."""
-    words = shlex.split(command)
-    found = None
-    for i, word in enumerate(words):
-        if option.endswith("="):  # "--set train.x=" -> the word after --set
-            if word == "--set" and words[i + 1].startswith(option.split()[-1]):
-                found = words[i + 1].split("=", 1)[1]
-        elif word == option:
-            found = words[i + 1]
-    return found
+def test_candidates_are_the_product_or_the_listed_ones() -> None:
+    grid = candidates({"alpha": [0.1, 0.3], "iterations": [20, 60]})
+    assert grid.to_dict("records") == [
+        {"alpha": 0.1, "iterations": 20}, {"alpha": 0.1, "iterations": 60},
+        {"alpha": 0.3, "iterations": 20}, {"alpha": 0.3, "iterations": 60},
+    ]  # fmt: skip
+    listed = candidates([{"head": "cancel", "warmup": 25}, {"head": "zero", "warmup": 0}])
+    assert list(listed.columns) == ["head", "warmup"] and len(listed) == 2
+    with pytest.raises(ValueError):
+        candidates([{"head": "cancel"}, {"warmup": 0}])
+    assert options("--alpha {alpha} --iterations {iterations}", grid.iloc[1]) == (
+        "--alpha 0.1 --iterations 60"
+    )
 
 
-def chosen_settings() -> dict[tuple[str, str], str]:
-    """(method, option) -> the value chosen for it; a later sweep of the same option (in the order
-    tune.py runs them, each starting from the earlier choices) supersedes an earlier one."""
-    chosen = pd.read_csv(CHOSEN, dtype={"value": str})
-    order = {name: i for i, name in enumerate(SWEEPS)}
-    chosen = chosen.sort_values("parameter", key=lambda p: p.map(order))
-    out: dict[tuple[str, str], str] = {}
-    for _, row in chosen.iterrows():
-        option = SWEEPS[row["parameter"]][1]
-        if option:
-            out[row["method"], option] = row["value"]
-            continue
-        words = shlex.split(row["value"])  # a set of "--set key=value" options
-        for flag, setting in zip(words[::2], words[1::2], strict=True):
-            key, value = setting.split("=", 1)
-            out[row["method"], f"{flag} {key}="] = value
-    return out
+def _runs(scores: dict[str, list[float]], group: str | None = None) -> pd.DataFrame:
+    rows = []
+    for value, values in scores.items():
+        for i, v in enumerate(values):
+            row = {"alpha": value, "subject": f"{i:02d}", "k": "4", "seed": "0", "psnr_mask": v}
+            rows.append(row | ({"hr_snr": group} if group else {}))
+    return pd.DataFrame(rows)
 
 
-def same(configured: object, chosen: str) -> bool:
-    try:
-        return float(configured) == pytest.approx(float(chosen))  # type: ignore[arg-type]
-    except ValueError:
-        return str(configured) == chosen
-
-
-@pytest.mark.parametrize("config", ["config.yaml", "paper.yaml"])
-def test_configs_carry_the_tuned_values(config: str) -> None:
-    methods = {m["name"]: m for m in yaml.safe_load((ROOT / "config" / config).read_text())["methods"]}
-    checked = 0
-    for (method, option), chosen in chosen_settings().items():
-        if method not in methods:
-            continue
-        value = option_value(methods[method]["command"], option)
-        if value is None and option.endswith("="):  # from the IREM config file instead
-            from irem.config import flatten, load_config
-
-            cmd = shlex.split(methods[method]["command"])
-            cfg = load_config(cmd[cmd.index("--config") + 1] if "--config" in cmd else None)
-            value = flatten(cfg.to_dict())[option.split()[-1].rstrip("=")]
-        assert same(value, chosen), (config, method, option, value, chosen)
-        checked += 1
-    assert checked > 0
-
-
-def test_every_sweep_was_run_on_tuning_subjects_only() -> None:
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    cohort = next(d["cohort"] for d in config["datasets"] if d.get("cohort"))
-    tuning = {f"{i + 1:02d}" for i in range(cohort["tuning"])}
-    chosen = pd.read_csv(CHOSEN)
-    assert set(chosen["parameter"]) == set(SWEEPS)
-    for name in SWEEPS:
-        runs = pd.read_csv(ROOT / "results" / "tuning" / f"{name}.csv")
-        assert set(runs["subject"].astype(str).str.zfill(2)) <= tuning
-
-
-def test_resume_keeps_the_runs_a_sweep_has_and_runs_the_rest(monkeypatch, tmp_path) -> None:
-    """``--resume``: runs already in the sweep's CSV (read back with its float formatting) are
-    kept, the missing ones run, runs of candidates no longer swept are dropped."""
-    import tune
-
-    ran = []
-
-    def fake_score(case, method, option, value, work):
-        ran.append((case["subject"], value))
-        return {"method": method["name"], "subject": case["subject"], "k": case["k"],
-                "volume": case["volume"], "value": value, "psnr_mask": 30.0}
-
-    monkeypatch.setattr(tune, "score", fake_score)
-    config = {"methods": [{"name": "srrtv", "command": "irem srr --alpha 0.01"}]}
-    cases = [{"subject": "01", "k": 4, "volume": "crop"}, {"subject": "02", "k": 8, "volume": "crop"}]
-    values = SWEEPS["srr_alpha"][2]
-    done = pd.DataFrame([
-        {"method": "srrtv", "subject": "01", "k": 4, "volume": "crop", "value": values[0],
-         "psnr_mask": 31.0},
-        {"method": "srrtv", "subject": "02", "k": 8, "volume": "crop", "value": 99.0,
-         "psnr_mask": 1.0},
+def test_choose_takes_the_highest_mean_per_group() -> None:
+    runs = pd.concat([
+        _runs({"a": [30.0, 31.0, 32.0], "b": [31.0, 32.0, 33.0]}, group="5"),
+        _runs({"a": [36.0, 37.0, 38.0], "b": [35.0, 36.0, 37.0]}, group="20"),
     ])  # fmt: skip
-    csv = tmp_path / "runs.csv"
-    done.to_csv(csv, index=False, float_format="%.4f")
-    done = pd.read_csv(csv, dtype={"subject": str})
-    df = tune.sweep("srr_alpha", config, cases, tmp_path, jobs=1, done=done)
-    assert len(df) == 2 * len(values) and len(ran) == 2 * len(values) - 1
-    assert ("01", values[0]) not in ran
-    assert 99.0 not in set(df["value"]) and 31.0 in set(df["psnr_mask"])
+    chosen = choose(runs, ["alpha"], group=["hr_snr"]).set_index("hr_snr")
+    assert chosen.loc["5", "alpha"] == "b" and chosen.loc["20", "alpha"] == "a"
+    assert chosen.loc["5", "mean_psnr_mask"] == 32.0 and chosen.loc["5", "n_runs"] == 6
+    assert math.isnan(chosen.loc["5", "ci_low"])
 
 
-def test_a_preferred_candidate_is_kept_unless_another_is_surely_better() -> None:
-    """``large_update`` (repeated over seeds, the first candidate preferred): the first value
-    stays chosen while the other's paired gain has a CI reaching zero, and gives way when the
-    CI is above zero; the chosen value is printed without the seed."""
-    import tune
+def test_a_preferred_candidate_stays_unless_another_is_surely_higher() -> None:
+    # b is higher on average but not on every subject: its paired CI reaches below zero
+    close = _runs({"a": [30.0, 31.0, 32.0, 33.0], "b": [30.5, 30.8, 33.0, 33.1]})
+    kept = choose(close, ["alpha"], prefer={"alpha": "a"}).iloc[0]
+    assert kept["alpha"] == "a" and kept["ci_low"] < 0 < kept["ci_high"]
+    # b higher by 1 dB on every subject: its CI is above zero
+    clear = _runs({"a": [30.0, 31.0, 32.0, 33.0], "b": [31.0, 32.1, 32.9, 34.0]})
+    won = choose(clear, ["alpha"], prefer={"alpha": "a"}).iloc[0]
+    assert won["alpha"] == "b" and won["ci_low"] > 0
+    with pytest.raises(ValueError, match="not run"):
+        choose(clear, ["alpha"], prefer={"alpha": "c"})
 
-    first, other = SWEEPS["large_update"][2]
-    seeds = tune.REPEATS["large_update"]
 
-    def runs(gains: list[float]) -> pd.DataFrame:
-        rows = []
-        for i, (subject, k) in enumerate((("01", 4), ("02", 8))):
-            for j, seed in enumerate(seeds):
-                base = 30.0 + i + 0.1 * j
-                for value, psnr in ((first, base), (other, base + gains[i * len(seeds) + j])):
-                    rows.append({"method": "iremfast", "subject": subject, "k": k,
-                                 "volume": "whole", "value": f"{value} --seed {seed}",
-                                 "psnr_mask": psnr})
-        return pd.DataFrame(rows)
+def test_the_configs_carry_the_committed_choices() -> None:
+    """Each sweep's chosen options are what config/config.yaml runs: in its method's command, or
+    in scan_time.options at that HR SNR."""
+    chosen = pd.read_csv(ROOT / "results" / "tuning" / "chosen.csv", dtype=str)
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    sweeps = {s["name"]: s for s in cfg["tuning"]["sweeps"]}
+    commands = {m["name"]: " ".join(m["command"].split()) for m in cfg["methods"]}
+    fast = (ROOT / "irem" / "configs" / "fast.yaml").read_text()
+    assert set(chosen["sweep"]) == set(sweeps)
+    for _, row in chosen.iterrows():
+        method = sweeps[row["sweep"]]["method"]
+        if isinstance(row.get("hr_snr"), str) and row["hr_snr"]:
+            per_snr = cfg["scan_time"]["options"][method]
+            got = next(o for snr, o in per_snr.items() if float(snr) == float(row["hr_snr"]))
+            assert got == row["options"], row.to_dict()
+        elif "--set" in row["options"]:  # a grid-INR setting: fast.yaml holds it
+            for part in row["options"].split("--set")[1:]:
+                key, value = part.strip().split("=")
+                assert f"  {key.split('.')[-1]}: {value}" in fast, row.to_dict()
+        else:
+            assert row["options"] in commands[method], row.to_dict()
 
-    noisy = tune.choose(runs([0.3, -0.2, 0.25, -0.1, 0.2, 0.1]), "large_update").iloc[0]
-    assert noisy["value"] == first and noisy["ci_low"] < 0 < noisy["ci_high"]
-    assert noisy["mean_psnr_mask"] == pytest.approx(30.6)
-    sure = tune.choose(runs([0.3, 0.2, 0.25, 0.3, 0.2, 0.35]), "large_update").iloc[0]
-    assert sure["value"] == other and sure["ci_low"] > 0
-    plain = tune.choose(runs([0.3, 0.2, 0.25, 0.3, 0.2, 0.35]), "").iloc[0]
-    assert plain["value"] == other  # without the preference: the highest mean
+
+def test_every_tuning_run_is_on_a_tuning_subject() -> None:
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    n_tuning = next(d for d in cfg["datasets"] if d["name"] == "cohort")["cohort"]["tuning"]
+    for sweep in cfg["tuning"]["sweeps"]:
+        runs = pd.read_csv(ROOT / "results" / "tuning" / f"{sweep['name']}.csv", dtype=str)
+        assert runs["subject"].astype(int).between(1, n_tuning).all(), sweep["name"]
+        assert np.isfinite(runs["psnr_mask"].astype(float)).all()
+
+
+@pytest.mark.skipif(shutil.which("snakemake") is None, reason="snakemake not installed")
+def test_a_method_and_a_sweep_are_one_config_entry_each(tmp_path: Path) -> None:
+    """A method and a sweep that exist only in this test's config: `snakemake tune` runs the
+    sweep's candidates as variants of the method, on the tuning subjects only."""
+    cfg = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
+    cfg["methods"].append({
+        "name": "smoothed", "label": "B-spline, smoothed (test only)",
+        "command": "irem baseline srr {stacks} -o {output} {geometry} --psf box --regulariser "
+                   "tk1 --iterations 3 --alpha 1",
+    })  # fmt: skip
+    cfg["tuning"] = {"dataset": "cohort", "sweeps": [{
+        "name": "smoothing", "method": "smoothed", "options": "--alpha {alpha}",
+        "values": {"alpha": [0.5, 2.0]},
+    }]}  # fmt: skip
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = subprocess.run(
+        ["snakemake", "tune", "--dry-run", "--forceall", "--configfile", str(path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert "rec-tunesmoothing0_" in out and "rec-tunesmoothing1_" in out
+    assert "results/tuning/smoothing.csv" in out
+    assert "sub-01_rec-tunesmoothing0" in out and "sub-02_rec-tunesmoothing" not in out

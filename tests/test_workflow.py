@@ -234,3 +234,17 @@ def test_report_module_is_importable_by_the_rules() -> None:
         [sys.executable, "-m", "irem.report", "--help"], capture_output=True, text=True, cwd=ROOT
     )
     assert res.returncode == 0 and "tables" in res.stdout
+
+
+@pytest.mark.workflow
+@pytest.mark.slow
+def test_a_fresh_rerun_gives_the_same_tables(test_run: Path, tmp_path: Path) -> None:
+    """scripts/reproduce.py: the test config rerun in a fresh copy of the checkout prints the same
+    metrics and scan-time tables, digit for digit (every budget is a count)."""
+    res = subprocess.run(
+        [sys.executable, "scripts/reproduce.py", "--configfile", "config/test.yaml", "--cores", "2",
+         "--against", str(test_run / "results" / "tables"), "--workdir", str(tmp_path / "rerun")],
+        cwd=ROOT, capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "equal, digit for digit" in res.stdout

@@ -1,0 +1,252 @@
+"""Peak-memory estimates of the reconstruction methods, checked before any work starts.
+
+An estimate is this process's resident memory now (interpreter, libraries, the loaded stacks; the
+method's modules are imported first) plus what the method adds at its peak, counted from the
+target grid's voxels ``G``, the stacks' voxels ``L`` and, for the INRs, the network's parameters.
+The per-voxel byte counts are the arrays each method holds at its peak (float64 for the B-spline's
+accumulators, float32 tensors for SRR's solver state); ``benchmarks/memory_estimate.py`` measures
+peak RSS against them (``results/benchmarks/memory_estimate.md``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from irem.errors import InputError
+from irem.grid import Grid
+from irem.volume import Stack, apply_affine
+
+log = logging.getLogger(__name__)
+
+GB = 1e9
+#: B-spline: float64 sum, int32 count, the separable resampling's float64 intermediates and the
+#: float32 result, per grid voxel.
+BSPLINE_BYTES_PER_VOXEL = 44
+#: SRR per grid voxel beyond the B-spline start image: x, CG's directions and residuals and the
+#: forward differences (3 components each), float32; TV adds ADMM's split and dual fields.
+SRR_BYTES_PER_VOXEL = {"tk1": 72, "tv": 120}
+#: SRR per LR voxel: data, residuals, PSF scale and validity (float32 and bool), per stack.
+SRR_BYTES_PER_LR_VOXEL = 24
+#: Oblique stacks resample onto an intermediate grid (float64 coordinates while it is built).
+OBLIQUE_BYTES_PER_SOURCE_POINT = 72
+#: INR training data per LR voxel: float32 coordinates and intensity, int64 stack and order index.
+INR_BYTES_PER_LR_VOXEL = 48
+#: A float32 parameter with its gradient and Adam's two moments.
+BYTES_PER_PARAMETER = 16
+#: Activations kept for the backward pass, per point and per unit of the network's width and
+#: depth (linear output, normalisation, activation: float32).
+ACTIVATION_BYTES = 16
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """A method's estimated peak resident memory: this process now plus the method's arrays."""
+
+    method: str
+    baseline_bytes: int
+    working_bytes: int
+    parts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.baseline_bytes + self.working_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "estimate_bytes": self.total_bytes,
+            "baseline_bytes": self.baseline_bytes,
+            "working_bytes": self.working_bytes,
+            "parts": dict(self.parts),
+        }
+
+
+def process_rss() -> int:
+    """This process's resident set size (bytes): psutil if installed, else /proc/self/status."""
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except ImportError:
+        pass
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise InputError("cannot read this process's memory use (no psutil, no /proc)")
+
+
+def available_memory() -> tuple[int, str]:
+    """Memory available to a new allocation (bytes) and where the number came from."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available), "psutil"
+    except ImportError:
+        pass
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024, "/proc/meminfo"
+    raise InputError("cannot tell the available memory (no psutil, no /proc/meminfo)")
+
+
+def _lr_voxels(stacks: list[Stack]) -> int:
+    return int(sum(s.data.size for s in stacks))
+
+
+def _oblique_points(stacks: list[Stack], grid: Grid) -> int:
+    """Points of the intermediate grids of the stacks not parallel to the grid (see
+    :class:`baselines.operators.StackOperator`): about the LR voxels times the ratio of their
+    spacing to the grid's."""
+    from baselines.operators import aligned_permutation
+
+    h = float(np.sqrt((grid.affine[:3, :3] ** 2).sum(axis=0)).min())
+    total = 0
+    for s in stacks:
+        to_hr = np.linalg.inv(grid.affine) @ s.to_normalised
+        if aligned_permutation(to_hr[:3, :3]) is None:
+            total += int(np.prod(np.maximum(1, np.round(s.spacing / h)) * np.asarray(s.shape)))
+    return total
+
+
+def bspline_bytes(stacks: list[Stack], grid: Grid) -> dict[str, int]:
+    """The B-spline's arrays at its peak."""
+    return {"bspline_grid": BSPLINE_BYTES_PER_VOXEL * grid.size}
+
+
+def srr_bytes(stacks: list[Stack], grid: Grid, regulariser: str) -> dict[str, int]:
+    """SRR's arrays at its peak (the B-spline start image's result is kept alongside)."""
+    return {
+        "srr_grid": SRR_BYTES_PER_VOXEL[regulariser] * grid.size,
+        "srr_lr": SRR_BYTES_PER_LR_VOXEL * _lr_voxels(stacks),
+        "srr_oblique": OBLIQUE_BYTES_PER_SOURCE_POINT * _oblique_points(stacks, grid),
+    }
+
+
+def estimate(method: str, parts: dict[str, int]) -> MemoryEstimate:
+    """This process's RSS now plus ``parts`` (bytes)."""
+    return MemoryEstimate(method, process_rss(), int(sum(parts.values())), parts)
+
+
+def bspline_model() -> Callable[[list[Stack], Grid], MemoryEstimate]:
+    """The B-spline baseline's memory model."""
+    import baselines.bspline  # noqa: F401  (its libraries count in the baseline)
+
+    return lambda stacks, grid: estimate("bspline", bspline_bytes(stacks, grid))
+
+
+def srr_model(regulariser: str) -> Callable[[list[Stack], Grid], MemoryEstimate]:
+    """SRR's memory model (``tk1`` or ``tv``): the larger of its B-spline start and its solver."""
+    import baselines.srr  # noqa: F401
+
+    def model(stacks: list[Stack], grid: Grid) -> MemoryEstimate:
+        solver = srr_bytes(stacks, grid, regulariser)
+        start = bspline_bytes(stacks, grid)
+        parts = solver if sum(solver.values()) >= sum(start.values()) else start
+        return estimate(f"srr-{regulariser}", parts)
+
+    return model
+
+
+def _normaliser(stacks: list[Stack]) -> Any:
+    """The INR's normaliser from the stacks' voxel-centre box (as :func:`irem.train.training_data`
+    computes it), from their corners only."""
+    from irem.reconstruct import Normaliser
+
+    corners = []
+    for s in stacks:
+        hi = np.asarray(s.shape) - 1
+        idx = np.array([[i, j, k] for i in (0, hi[0]) for j in (0, hi[1]) for k in (0, hi[2])])
+        corners.append(apply_affine(s.to_normalised, idx))
+    pts = np.concatenate(corners)
+    lo, hi_pt = pts.min(axis=0), pts.max(axis=0)
+    half = float(max((hi_pt - lo).max() / 2.0, 1e-6))
+    box = tuple(float(max(b, 1e-6)) for b in hi_pt - lo)
+    return Normaliser(centre=(lo + hi_pt) / 2.0, half_extent=half, intensity_scale=1.0, box_mm=box)
+
+
+def inr_bytes(cfg: Any, stacks: list[Stack], grid: Grid) -> dict[str, int]:
+    """The INR's training and evaluation arrays: parameters with gradients and Adam's moments,
+    the LR voxels, the activations of one batch, the output; with a grid INR's SRR-TV start image,
+    the larger of that and training."""
+    from irem.reconstruct import build_model
+
+    model = build_model(cfg, 0, _normaliser(stacks))
+    n_params = sum(p.numel() for p in model.parameters())
+    del model
+    m, t = cfg.model, cfg.train
+    points = t.batch_size * max(1, t.profile_points, _profile_points(t, stacks))
+    if m.kind == "grid":
+        layer_units = m.levels * m.features * 8 + m.width * max(1, m.hidden_layers)
+    else:
+        layer_units = m.fourier_dim + m.width * m.depth
+    parts = {
+        "inr_parameters": BYTES_PER_PARAMETER * n_params,
+        "inr_lr": INR_BYTES_PER_LR_VOXEL * _lr_voxels(stacks),
+        "inr_activations": ACTIVATION_BYTES * points * layer_units,
+        "inr_output": 8 * grid.size,
+    }
+    if m.kind == "grid" and getattr(t, "base", "none") == "srr_tv":
+        parts["inr_start_image"] = 4 * grid.size
+        start = srr_bytes(stacks, grid, "tv")
+        if sum(start.values()) > sum(parts.values()):
+            return start
+    return parts
+
+
+def _profile_points(t: Any, stacks: list[Stack]) -> int:
+    """Profile points per LR voxel when they follow the slice thickness (``profile_spacing_mm``)."""
+    spacing = float(getattr(t, "profile_spacing_mm", 0.0) or 0.0)
+    if spacing <= 0:
+        return 1
+    return int(math.ceil(max(s.slice_thickness for s in stacks) / spacing))
+
+
+def inr_model(cfg: Any) -> Callable[[list[Stack], Grid], MemoryEstimate]:
+    """The INR's memory model for configuration ``cfg`` (the paper's network or the grid INR)."""
+    import irem.train  # noqa: F401
+
+    name = "irem-grid" if cfg.model.kind == "grid" else "irem-paper"
+    return lambda stacks, grid: estimate(name, inr_bytes(cfg, stacks, grid))
+
+
+def check_memory(est: MemoryEstimate, max_memory_gb: float | None = None) -> dict[str, Any]:
+    """Log ``est`` (at debug level) and refuse it when it exceeds the available memory or
+    ``max_memory_gb``; returns the sidecar's record.
+
+    Raises:
+        InputError: when the estimate exceeds either limit.
+    """
+    available, source = available_memory()
+    need = est.total_bytes
+    log.debug(
+        "estimated peak memory of %s: %.2f GB (%.2f GB now + %.2f GB: %s); available %.2f GB (%s)%s",
+        est.method,
+        need / GB,
+        est.baseline_bytes / GB,
+        est.working_bytes / GB,
+        ", ".join(f"{k} {v / GB:.2f}" for k, v in est.parts.items()),
+        available / GB,
+        source,
+        "" if max_memory_gb is None else f", --max-memory {max_memory_gb:g} GB",
+    )
+    if max_memory_gb is not None and need > max_memory_gb * GB:
+        raise InputError(
+            f"{est.method} needs about {need / GB:.2f} GB, more than --max-memory "
+            f"{max_memory_gb:g} GB: use a coarser --spacing or a smaller field of view"
+        )
+    if need > available:
+        raise InputError(
+            f"{est.method} needs about {need / GB:.2f} GB, more than the {available / GB:.2f} GB "
+            "available: use a coarser --spacing or a smaller field of view"
+        )
+    return {**est.to_dict(), "available_bytes": available, "available_from": source,
+            "max_memory_gb": max_memory_gb}  # fmt: skip

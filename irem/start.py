@@ -1,0 +1,160 @@
+"""Start images of the grid INR: SRR-TV of the fitted LR voxels, or a user's volume.
+
+The grid INR represents ``start image + network`` (``train.base``). The start image is made here,
+before training and apart from it, from the LR voxels the network fits: the held-out voxels that
+choose the network's best step (``train.holdout``) are left out, so that step 0 is scored on
+voxels it has not seen. The SRR-TV weight follows the data: of ``train.base_alphas``, the one whose
+image predicts the held-out LR voxels best (box slice model) is kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from irem.config import TrainConfig
+from irem.errors import InputError
+from irem.grid import Grid
+from irem.train import fitted_masks
+from irem.volume import Stack
+
+
+def with_masks(stacks: Sequence[Stack], masks: Sequence[np.ndarray]) -> list[Stack]:
+    """The stacks restricted to ``masks`` (combined with any mask they already have), their
+    masked-out voxels filled from their kept neighbours (the mean over a 3x3x3 neighbourhood), so
+    that nothing computed from them (a B-spline's prefilter included) depends on those voxels."""
+    from scipy.ndimage import uniform_filter
+
+    out = []
+    for s, m in zip(stacks, masks, strict=True):
+        mask = m if s.mask is None else np.asarray(s.mask, dtype=bool) & m
+        data = np.where(mask, s.data, 0.0).astype(np.float64)
+        weight = uniform_filter(mask.astype(np.float64), size=3, mode="nearest")
+        local = uniform_filter(data, size=3, mode="nearest")
+        filled = np.where(weight > 0, local / np.maximum(weight, 1e-12), 0.0)
+        data = np.where(mask, s.data, filled).astype(np.float32)
+        out.append(dataclasses.replace(s, data=data, mask=mask))
+    return out
+
+
+def held_out_error(
+    image: np.ndarray,
+    stacks: Sequence[Stack],
+    held: Sequence[np.ndarray],
+    grid: Grid,
+    device: torch.device,
+) -> float:
+    """Mean squared error of ``image``'s predicted LR voxels (box slice model) at the ``held``
+    voxels of each stack, over the voxels the model covers."""
+    from baselines.operators import MultiStackOperator
+
+    op = MultiStackOperator(stacks, grid, psf="box", device=device)
+    x = torch.as_tensor(np.ascontiguousarray(image, dtype=np.float32), device=device)
+    total, count = 0.0, 0
+    for o, s, h, pred in zip(op.ops, stacks, held, op.forward(x), strict=True):
+        sel = torch.as_tensor(h, device=device) & o.valid
+        y = torch.as_tensor(np.ascontiguousarray(s.data, dtype=np.float32), device=device)
+        total += float((pred - y)[sel].square().sum())
+        count += int(sel.sum())
+    return total / max(count, 1)
+
+
+def srr_tv_start(
+    stacks: Sequence[Stack],
+    grid: Grid,
+    t: TrainConfig,
+    seed: int,
+    device: torch.device,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """SRR-TV (box PSF, ``t.base_iterations`` ADMM iterations) of the LR voxels a run with
+    ``seed`` fits, at the weight of ``t.base_alphas`` that predicts its held-out voxels best.
+
+    Returns:
+        The image on ``grid`` and what made it (weights tried with their held-out errors, the
+        weight kept, seconds), for the sidecar.
+    """
+    from baselines.bspline import bspline
+    from baselines.srr import srr
+
+    t0 = time.perf_counter()
+    masks = fitted_masks(list(stacks), t, seed)
+    fitted = list(stacks) if masks is None else with_masks(stacks, masks)
+    init = bspline(fitted, grid)
+    tried: list[dict[str, float]] = []
+    best: tuple[float, np.ndarray, dict[str, Any]] | None = None
+    for alpha in t.base_alphas:
+        image, info = srr(
+            fitted,
+            grid,
+            alpha=alpha,
+            regulariser="tv",
+            iterations=t.base_iterations,
+            psf="box",
+            device=device,
+            init=init,
+            progress=False,
+        )
+        if masks is None or len(t.base_alphas) == 1:
+            error = float("nan")
+        else:
+            held = [~m for m in masks]
+            error = held_out_error(image, stacks, held, grid, device)
+        tried.append({"alpha": float(alpha), "held_out_mse": error})
+        if best is None or error < best[0]:
+            best = (error, image, info)
+    assert best is not None
+    _, image, info = best
+    return image, {
+        "method": "srr_tv",
+        "alpha": info["alpha"],
+        "alphas_tried": tried,
+        "iterations": info["iterations"],
+        "relative_residual": info["relative_residual"],
+        "held_out_excluded": masks is not None,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def file_start(path: str, grid: Grid) -> tuple[np.ndarray, dict[str, Any]]:
+    """A user's start image, resampled (trilinear) onto ``grid`` in world space."""
+    import nibabel as nib
+    from scipy.ndimage import map_coordinates
+
+    try:
+        img = nib.load(path)
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--start-image {path}: {exc}") from None
+    if data.ndim != 3:
+        raise InputError(f"--start-image {path}: not a 3-D image")
+    to_vox = np.linalg.inv(img.affine) @ grid.affine
+    ijk = np.indices(grid.shape, dtype=np.float64).reshape(3, -1)
+    coords = to_vox[:3, :3] @ ijk + to_vox[:3, 3:4]
+    image = map_coordinates(data, coords, order=1, mode="nearest").reshape(grid.shape)
+    return image.astype(np.float32), {"method": "file", "file": str(path)}
+
+
+def make_start(
+    stacks: Sequence[Stack],
+    grid: Grid,
+    t: TrainConfig,
+    seed: int,
+    device: torch.device,
+    path: str | None = None,
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The start image of a run: the file at ``path`` when given, else ``t.base``'s (``srr_tv``;
+    ``none``: no start image)."""
+    t0 = time.perf_counter()
+    if path is not None:
+        image, info = file_start(path, grid)
+    elif t.base == "srr_tv":
+        image, info = srr_tv_start(stacks, grid, t, seed, device)
+    else:
+        return None, {}
+    info["seconds"] = time.perf_counter() - t0
+    return image, info

@@ -1,0 +1,103 @@
+"""Tuning sweeps of the workflow: candidate settings as a table, and the rule that chooses one.
+
+A sweep (config ``tuning.sweeps``) runs a method of the config with options appended to its
+command, one candidate per row of the product of its ``values`` (``snakemake.utils.Paramspace``
+names them), on the tuning subjects only. Its runs are scored like any run; :func:`choose` picks a
+candidate per group (e.g. per HR SNR) by the declared rule: the highest mean brain PSNR, or, with
+``prefer``, the preferred candidate unless another scores higher with the 95% CI of the paired
+difference above zero.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from irem.stats import paired
+
+#: The score that chooses (brain-mask PSNR), and the columns a sweep's runs are paired on.
+SCORE = "psnr_mask"
+PAIR_ON = ("subject", "k", "seed")
+
+
+def candidates(values: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The candidates of a sweep, one row each: every combination of a mapping's values (columns
+    in its order), or a list of candidates given one by one (each with the same parameters)."""
+    if not isinstance(values, Mapping):
+        rows = [dict(v) for v in values]
+        if not rows or any(set(r) != set(rows[0]) for r in rows):
+            raise ValueError("listed candidates need the same parameters, at least one candidate")
+        return pd.DataFrame(rows, columns=list(rows[0]))
+    keys = list(values)
+    if not keys or any(len(values[k]) == 0 for k in keys):
+        raise ValueError("a sweep needs at least one value of each parameter")
+    return pd.DataFrame(list(itertools.product(*(values[k] for k in keys))), columns=keys)
+
+
+def options(template: str, row: Mapping[str, Any]) -> str:
+    """The options of one candidate: ``template`` with its ``{parameter}`` fields filled in."""
+    return template.format(**{k: _text(v) for k, v in row.items()})
+
+
+def _text(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def choose(
+    runs: pd.DataFrame,
+    params: Sequence[str],
+    prefer: Mapping[str, Any] | None = None,
+    group: Sequence[str] = (),
+) -> pd.DataFrame:
+    """The chosen candidate of a sweep's scored runs, per ``group``.
+
+    Args:
+        runs: one row per run: the ``params`` columns, :data:`PAIR_ON`, ``group`` and :data:`SCORE`.
+        params: the swept parameters (a candidate is one combination of their values).
+        prefer: a candidate kept unless another's score minus its own, paired on
+            :data:`PAIR_ON`, has a 95% CI above zero (then the highest such); None: the highest
+            mean score.
+        group: columns chosen apart (e.g. ``hr_snr``).
+
+    Returns:
+        One row per group: the chosen values, ``mean_psnr_mask``, ``n_runs``, and ``ci_low`` /
+        ``ci_high`` of the best challenger's paired difference when ``prefer`` is given.
+    """
+    params, group = list(params), list(group)
+    rows = []
+    for key, sub in runs.groupby(group, sort=True) if group else [((), runs)]:
+        key = key if isinstance(key, tuple) else (key,)
+        means = sub.groupby(params, sort=False)[SCORE].mean().sort_values(ascending=False)
+        pick, ci = means.index[0], (math.nan, math.nan)
+        if prefer is not None:
+            pick, ci = _preferred(sub, params, means, tuple(prefer[p] for p in params))
+        pick = pick if isinstance(pick, tuple) else (pick,)
+        row = dict(zip(group, key, strict=True)) | dict(zip(params, pick, strict=True))
+        row |= {"mean_psnr_mask": float(means.loc[pick if len(pick) > 1 else pick[0]])}
+        row |= {"n_runs": int(len(sub)), "ci_low": ci[0], "ci_high": ci[1]}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _preferred(
+    sub: pd.DataFrame, params: list[str], means: pd.Series, first: tuple[Any, ...]
+) -> tuple[Any, tuple[float, float]]:
+    """The ``prefer`` rule of :func:`choose` on one group."""
+    key = first if len(first) > 1 else first[0]
+    if key not in means.index:
+        raise ValueError(f"the preferred candidate {first} was not run")
+    table = sub.pivot_table(index=list(PAIR_ON), columns=params, values=SCORE)
+    pick, ci = key, (math.nan, math.nan)
+    for cand in means.index:
+        if cand == key:
+            continue
+        d = paired(table[cand], table[key], tolerance=0.0)
+        if d.ci_low > 0:
+            return cand, (d.ci_low, d.ci_high)
+        if math.isnan(ci[0]):
+            ci = (d.ci_low, d.ci_high)
+    return pick, ci

@@ -1,0 +1,49 @@
+# Tuning sweeps (`snakemake tune`): each candidate of a sweep is a variant of its method (the
+# method's command with the candidate's options appended), run and scored like any method on the
+# tuning subjects only; irem/tuning.py chooses. Not part of `all`: the configs carry the chosen
+# options, and tests/test_tuning.py checks that they match results/tuning/chosen.csv.
+
+
+rule tuning_sweep:
+    """One sweep's runs (results/tuning/<sweep>.csv) and its choice per group."""
+    input:
+        metrics=tuning_metrics,
+    output:
+        runs="results/tuning/{sweep}.csv",
+        chosen="results/tuning/{sweep}_chosen.csv",
+    wildcard_constraints:
+        sweep=name_pattern(list(sweeps())),
+    params:
+        options=tuning_options,
+        cases=tuning_cases,
+        prefer=tuning_prefer,
+    log:
+        "results/logs/tuning/{sweep}.log",
+    conda:
+        CONDA_ENV
+    shell:
+        "irem report tuning --sweep {wildcards.sweep} --options {params.options:q} "
+        "--cases {params.cases:q} --prefer {params.prefer:q} --metrics {input.metrics:q} "
+        "--csv {output.runs:q} --chosen {output.chosen:q} > {log:q} 2>&1"
+
+
+rule tuning_summary:
+    """Every sweep's choice: results/tuning/chosen.csv and chosen.md."""
+    input:
+        [f"results/tuning/{s}_chosen.csv" for s in sweeps()],
+    output:
+        csv="results/tuning/chosen.csv",
+        md="results/tuning/chosen.md",
+    log:
+        "results/logs/tuning/chosen.log",
+    conda:
+        CONDA_ENV
+    shell:
+        "irem report tuning-summary --chosen {input:q} --csv {output.csv:q} --md {output.md:q} "
+        "> {log:q} 2>&1"
+
+
+rule tune:
+    """Regenerate results/tuning/ (every sweep of the config's `tuning` section)."""
+    input:
+        rules.tuning_summary.output,

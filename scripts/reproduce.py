@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""Rerun the workflow in a fresh directory and compare its tables with committed ones.
+
+Copies the files git tracks (no results: every output is made anew) into a new folder, runs
+``snakemake --cores N`` there with the given config, and compares the new
+``results/tables/metrics.md`` (and ``scantime.md``) with the reference ones, digit for digit as
+printed. Budgets in the benchmark are counts (steps, epochs, iterations), so the same config and
+seed give the same tables on a loaded machine as on an idle one.
+
+    python scripts/reproduce.py                                  # default config vs results/tables
+    python scripts/reproduce.py --configfile config/test.yaml --against OTHER/results/tables
+
+Exit status 0 when every compared table is equal, 1 otherwise (the differing lines are printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = ("metrics.md", "scantime.md")
+
+
+def tracked_files(root: Path) -> list[str]:
+    """The files git tracks under ``root`` (outputs under results/ left out)."""
+    out = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True, text=True
+    ).stdout
+    return [f for f in out.split("\0") if f and not f.startswith("results/")]
+
+
+def fresh_copy(root: Path, dest: Path) -> Path:
+    """A copy of the checkout's tracked files (as a fresh clone has them) in ``dest``."""
+    for name in tracked_files(root):
+        src = root / name
+        if src.is_file():
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+    return dest
+
+
+def compare(new: Path, reference: Path, names: tuple[str, ...] = TABLES) -> list[str]:
+    """Unified diffs of the tables ``names`` that differ (a table missing on one side too)."""
+    diffs = []
+    for name in names:
+        a, b = reference / name, new / name
+        if not a.exists() and not b.exists():
+            continue
+        if not (a.exists() and b.exists()):
+            diffs.append(f"{name}: only in {'the new run' if b.exists() else 'the reference'}")
+            continue
+        lines = list(difflib.unified_diff(
+            a.read_text().splitlines(), b.read_text().splitlines(),
+            f"reference/{name}", f"rerun/{name}", lineterm="", n=0,
+        ))  # fmt: skip
+        if lines:
+            diffs.append("\n".join(lines))
+    return diffs
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--configfile", help="a config of config/ (default: config/config.yaml)")
+    p.add_argument("--against", type=Path, default=ROOT / "results" / "tables",
+                   help="folder of the reference tables (default: the committed ones)")  # fmt: skip
+    p.add_argument("--cores", default="all", help="snakemake --cores (default: all)")
+    p.add_argument("--workdir", type=Path, help="where to rerun (default: a new temporary folder)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = p.parse_args(argv)
+    if not (args.against / "metrics.md").exists():
+        print(f"error: no metrics.md in {args.against}", file=sys.stderr)
+        return 2
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="irem-reproduce-"))
+    fresh_copy(ROOT, work)
+    cmd = ["snakemake", "--cores", str(args.cores), "--resources", "gpu=1"]
+    if args.configfile:
+        cmd += ["--configfile", args.configfile]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        print(done.stdout[-2000:] + done.stderr[-2000:], file=sys.stderr)
+        print(f"error: the workflow failed in {work}", file=sys.stderr)
+        return 1
+    diffs = compare(work / "results" / "tables", args.against)
+    print(f"rerun in {work}: {seconds:.0f} s; compared {', '.join(TABLES)} with {args.against}")
+    print("\n".join(diffs) if diffs else "equal, digit for digit")
+    if not args.keep and args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 1 if diffs else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Start images of the grid INR (irem/start.py) and step budgets: what a run sees and how it ends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from irem.config import load_config
+from irem.errors import InputError
+from irem.grid import reference_grid
+from irem.simulate import simulate_stacks
+from irem.start import file_start, make_start
+from irem.train import Trainer, fitted_masks, held_out_split, resolve_budget, train
+from irem.volume import Volume, save_volume
+
+CPU = torch.device("cpu")
+#: fast.yaml on the 32^3 phantom: small batches, no time budget.
+FAST = {"train.batch_size": 512, "train.time_per_mvoxel": None, "train.time_budget": None}
+
+
+def test_fitted_masks_leave_out_exactly_the_held_out_voxels(phantom: Volume) -> None:
+    stacks = simulate_stacks(phantom, 4)
+    t = load_config("fast", {**FAST, "train.holdout": 0.1}).train
+    masks = fitted_masks(stacks, t, seed=3)
+    assert masks is not None and [m.shape for m in masks] == [s.shape for s in stacks]
+    split = held_out_split(stacks, t, seed=3)
+    assert split is not None
+    fit, held = split
+    flat = np.concatenate([m.reshape(-1) for m in masks])
+    np.testing.assert_array_equal(np.flatnonzero(flat), fit)
+    np.testing.assert_array_equal(np.flatnonzero(~flat), held)
+    assert fitted_masks(stacks, load_config("fast", {**FAST, "train.holdout": 0}).train, 3) is None
+
+
+def test_the_start_image_does_not_see_the_held_out_voxels(phantom: Volume) -> None:
+    """Changing the intensities of the held-out LR voxels leaves the start image unchanged, and
+    changing a fitted voxel changes it."""
+    stacks = simulate_stacks(phantom, 4)
+    grid = reference_grid(phantom)
+    t = load_config("fast", {**FAST, "train.holdout": 0.1, "train.base_alphas": [0.01]}).train
+    image, info = make_start(stacks, grid, t, 0, CPU)
+    assert info["held_out_excluded"] and info["seconds"] > 0
+    masks = fitted_masks(stacks, t, 0)
+    assert masks is not None
+    for stack, fit in zip(stacks, masks, strict=True):
+        stack.data = np.where(fit, stack.data, 0.0).astype(np.float32)
+    again, _ = make_start(stacks, grid, t, 0, CPU)
+    np.testing.assert_array_equal(again, image)
+    stacks[0].data = stacks[0].data + np.where(masks[0], 0.1, 0.0).astype(np.float32)
+    changed, _ = make_start(stacks, grid, t, 0, CPU)
+    assert not np.array_equal(changed, image)
+
+
+def test_the_start_weight_is_the_one_that_predicts_the_held_out_voxels_best(
+    phantom: Volume,
+) -> None:
+    stacks = simulate_stacks(phantom, 4, snr=10, seed=1)
+    grid = reference_grid(phantom)
+    t = load_config("fast", {**FAST, "train.base_alphas": [1e-4, 0.01, 1.0]}).train
+    _, info = make_start(stacks, grid, t, 0, CPU)
+    errors = {d["alpha"]: d["held_out_mse"] for d in info["alphas_tried"]}
+    assert set(errors) == {1e-4, 0.01, 1.0}
+    assert info["alpha"] == min(errors, key=errors.__getitem__)
+    # on noisy stacks neither a weight that keeps the noise nor one that blurs everything wins
+    assert info["alpha"] == 0.01
+
+
+def test_a_start_image_from_a_file_is_resampled_onto_the_grid(phantom: Volume, tmp_path) -> None:
+    grid = reference_grid(phantom)
+    path = tmp_path / "start.nii.gz"
+    save_volume(path, phantom.data, phantom.affine)
+    image, info = file_start(str(path), grid)
+    np.testing.assert_allclose(image, phantom.data, atol=1e-5)
+    assert info == {"method": "file", "file": str(path)}
+    with pytest.raises(InputError, match="--start-image"):
+        file_start(str(tmp_path / "missing.nii.gz"), grid)
+
+
+def test_a_grid_inr_with_a_base_needs_its_start_image(phantom: Volume) -> None:
+    stacks = simulate_stacks(phantom, 4)
+    cfg = load_config("fast", FAST)
+    with pytest.raises(InputError, match="needs a start image"):
+        Trainer(stacks, cfg, grid=reference_grid(phantom))
+
+
+def test_step_budgets_resolve_per_million_voxels_and_cap() -> None:
+    b = resolve_budget(None, None, 327_680, steps=None, steps_per_mvoxel=2000)
+    assert (b.rule, b.steps, b.seconds) == ("steps", 656, None)
+    assert resolve_budget(None, None, 327_680, steps=500, steps_per_mvoxel=2000).steps == 500
+    assert resolve_budget(None, None, None, steps=40).steps == 40
+    assert resolve_budget(None, None, None).rule == "epochs"
+    with pytest.raises(InputError):
+        resolve_budget(None, None, None, steps_per_mvoxel=10)
+
+
+def test_a_step_budget_gives_the_same_voxels_on_a_slow_and_a_fast_clock(phantom: Volume) -> None:
+    """The same config and seed stop after the same steps whatever the machine's speed."""
+    stacks = simulate_stacks(phantom, 4)
+    grid = reference_grid(phantom)
+    cfg = load_config("fast", {**FAST, "train.base": "none", "train.steps": 7})
+    slow = iter(range(0, 10**9, 1000))  # every step takes 1000 s
+    a, norm_a, ra = train(stacks, cfg, grid=grid, progress=False, clock=lambda: next(slow))
+    b, norm_b, rb = train(stacks, cfg, grid=grid, progress=False)
+    assert ra.steps == rb.steps == 7 and ra.stopped_by == rb.stopped_by == "steps"
+    from irem.reconstruct import predict
+
+    np.testing.assert_array_equal(predict(a, norm_a, grid), predict(b, norm_b, grid))
+
+
+@pytest.fixture(scope="module")
+def cortex() -> Volume:
+    """A tiny crop of tuning subject 01 (T1w-like) with cortex and background."""
+    from irem.cohort import cohort_subject
+
+    sub = cohort_subject(0, crop=(32, 40, 32), crop_position=(1.0, 0.5, 1.0))
+    return Volume(sub.image.data, sub.image.affine)
+
+
+def _first_run(vol: Volume, seed: int, over: dict) -> tuple[Trainer, torch.Tensor]:
+    stacks = simulate_stacks(vol, 4, snr=40, seed=seed)
+    grid = reference_grid(vol)
+    cfg = load_config("fast", {**FAST, "train.batch_size": 1024, **over})
+    start, _ = make_start(stacks, grid, cfg.train, seed, CPU)
+    return Trainer(stacks, cfg, seed=seed, grid=grid, start=start), torch.arange(1024)
+
+
+@pytest.mark.parametrize("head", ["cancel", "zero"])
+def test_the_grids_get_a_gradient_at_the_first_step_only_with_a_cancelled_head(
+    cortex: Volume, head: str
+) -> None:
+    """The saddle of a zeroed output layer: no gradient reaches the grids at step 0."""
+    trainer, idx = _first_run(cortex, 0, {"train.base_head": head})
+    model, data = trainer.model, trainer.data
+    loss = torch.mean((model(data.coords[idx]) - data.vals[idx]) ** 2)  # the data term alone
+    loss.backward()
+    grads = [p.grad for p in model.grid_parameters()]
+    reached = any(g is not None and bool(g.abs().sum() > 0) for g in grads)
+    assert reached == (head == "cancel")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_default_grid_inr_leaves_its_start_image_within_50_steps(
+    cortex: Volume, seed: int
+) -> None:
+    """fast.yaml (SRR-TV start of the fitted voxels, cancelled head, warmed-up rates): the
+    held-out loss falls below its start within the first 50 steps, for every seed."""
+    trainer, _ = _first_run(cortex, seed, {"train.steps": 50, "train.validate_every": 5})
+    result = trainer.fit(progress=False)
+    trace = result.held_out["trace"]
+    start, best = trace[0][1], min(v for s, v in trace if s <= 50)
+    assert best < (1 - 0.002) * start, trace
