@@ -28,10 +28,12 @@ log = logging.getLogger(__name__)
 GB = 1e9
 #: B-spline: float64 sum, int32 count, the separable resampling's float64 intermediates and the
 #: float32 result, per grid voxel.
-BSPLINE_BYTES_PER_VOXEL = 44
-#: SRR per grid voxel beyond the B-spline start image: x, CG's directions and residuals and the
-#: forward differences (3 components each), float32; TV adds ADMM's split and dual fields.
-SRR_BYTES_PER_VOXEL = {"tk1": 72, "tv": 120}
+BSPLINE_BYTES_PER_VOXEL = 52
+#: SRR per grid voxel: the start image, x, CG's directions and residuals and the forward
+#: differences (3 components each), float32; TV adds ADMM's split and dual fields.
+SRR_BYTES_PER_VOXEL = {"tk1": 96, "tv": 130}
+#: What torch allocates on first use (thread pools, allocator caches).
+TORCH_RUNTIME_BYTES = 20 * 2**20
 #: SRR per LR voxel: data, residuals, PSF scale and validity (float32 and bool), per stack.
 SRR_BYTES_PER_LR_VOXEL = 24
 #: Oblique stacks resample onto an intermediate grid (float64 coordinates while it is built).
@@ -42,7 +44,7 @@ INR_BYTES_PER_LR_VOXEL = 48
 BYTES_PER_PARAMETER = 16
 #: Activations kept for the backward pass, per point and per unit of the network's width and
 #: depth (linear output, normalisation, activation: float32).
-ACTIVATION_BYTES = 16
+ACTIVATION_BYTES = 18
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ def srr_bytes(stacks: list[Stack], grid: Grid, regulariser: str) -> dict[str, in
         "srr_grid": SRR_BYTES_PER_VOXEL[regulariser] * grid.size,
         "srr_lr": SRR_BYTES_PER_LR_VOXEL * _lr_voxels(stacks),
         "srr_oblique": OBLIQUE_BYTES_PER_SOURCE_POINT * _oblique_points(stacks, grid),
+        "torch_runtime": TORCH_RUNTIME_BYTES,
     }
 
 
@@ -176,7 +179,7 @@ def _normaliser(stacks: list[Stack]) -> Any:
 def inr_bytes(cfg: Any, stacks: list[Stack], grid: Grid) -> dict[str, int]:
     """The INR's training and evaluation arrays: parameters with gradients and Adam's moments,
     the LR voxels, the activations of one batch, the output; with a grid INR's SRR-TV start image,
-    the larger of that and training."""
+    that too (its memory stays with the process: the allocator keeps what SRR freed)."""
     from irem.reconstruct import build_model
 
     model = build_model(cfg, 0, _normaliser(stacks))
@@ -193,12 +196,11 @@ def inr_bytes(cfg: Any, stacks: list[Stack], grid: Grid) -> dict[str, int]:
         "inr_lr": INR_BYTES_PER_LR_VOXEL * _lr_voxels(stacks),
         "inr_activations": ACTIVATION_BYTES * points * layer_units,
         "inr_output": 8 * grid.size,
+        "torch_runtime": TORCH_RUNTIME_BYTES,
     }
     if m.kind == "grid" and getattr(t, "base", "none") == "srr_tv":
-        parts["inr_start_image"] = 4 * grid.size
-        start = srr_bytes(stacks, grid, "tv")
-        if sum(start.values()) > sum(parts.values()):
-            return start
+        parts.update(srr_bytes(stacks, grid, "tv"))
+        parts["inr_start_images"] = 8 * grid.size
     return parts
 
 

@@ -1,11 +1,12 @@
 """Training precision: bfloat16 autocast where the hardware computes in bfloat16 natively.
 
-``train.precision`` is ``auto``, ``fp32`` or ``bf16``. ``auto`` resolves to ``bf16`` on a CPU whose
-``/proc/cpuinfo`` flags include one of :data:`BF16_CPU_FLAGS` (AVX512_BF16 or AMX) and on a CUDA
-device that supports bfloat16, and to ``fp32`` elsewhere (without those instructions bf16 matrix
-products are emulated and many times slower than fp32). The decision is a pure function of the
-requested precision, the device type and the flags (:func:`resolve_precision`); reading them is
-:func:`detect_precision`'s job.
+``train.precision`` is ``auto``, ``fp32`` or ``bf16``. ``auto`` resolves to ``bf16`` for the model
+kinds of :data:`AUTO_BF16_KINDS` on a CPU whose ``/proc/cpuinfo`` flags include one of
+:data:`BF16_CPU_FLAGS` (AVX512_BF16 or AMX) and on a CUDA device that supports bfloat16, and to
+``fp32`` elsewhere (without those instructions bf16 matrix products are emulated and many times
+slower than fp32). The decision is a pure function of the requested precision, the model kind, the
+device type and the flags (:func:`resolve_precision`); reading them is :func:`detect_precision`'s
+job.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 PRECISIONS = ("auto", "fp32", "bf16")
 #: CPU flags (``/proc/cpuinfo``) of native bfloat16 arithmetic: AVX512_BF16 dot products, AMX tiles.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+#: Model kinds (``model.kind``) for which ``auto`` may pick bf16: those whose quality under bf16 was
+#: measured (the paper's network: results/benchmarks/bf16_quality.md); others stay fp32.
+AUTO_BF16_KINDS = ("irem",)
 
 
 def cpu_flags(cpuinfo: str) -> frozenset[str]:
@@ -41,14 +45,20 @@ def native_bf16(device_type: str, flags: Iterable[str], cuda_bf16: bool = False)
 
 
 def resolve_precision(
-    requested: str, device_type: str, flags: Iterable[str], cuda_bf16: bool = False
+    requested: str,
+    device_type: str,
+    flags: Iterable[str],
+    cuda_bf16: bool = False,
+    kind: str = "irem",
 ) -> str:
-    """``fp32`` or ``bf16``: the requested precision, with ``auto`` resolved by :func:`native_bf16`."""
+    """``fp32`` or ``bf16``: the requested precision, with ``auto`` resolved to bf16 where the model
+    ``kind`` is one of :data:`AUTO_BF16_KINDS` and the device has :func:`native_bf16`."""
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
     if requested != "auto":
         return requested
-    return "bf16" if native_bf16(device_type, flags, cuda_bf16) else "fp32"
+    native = kind in AUTO_BF16_KINDS and native_bf16(device_type, flags, cuda_bf16)
+    return "bf16" if native else "fp32"
 
 
 @dataclass(frozen=True)
@@ -91,8 +101,11 @@ def read_cpu_flags(path: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
         return frozenset()
 
 
-def detect_precision(requested: str, device: torch.device | str = "cpu") -> Precision:
-    """Resolve ``requested`` for ``device`` on this machine (its CPU flags or its CUDA device)."""
+def detect_precision(
+    requested: str, device: torch.device | str = "cpu", kind: str = "irem"
+) -> Precision:
+    """Resolve ``requested`` for a model of ``kind`` on ``device`` on this machine (its CPU flags
+    or its CUDA device)."""
     import torch
 
     device_type = torch.device(device).type
@@ -100,7 +113,7 @@ def detect_precision(requested: str, device: torch.device | str = "cpu") -> Prec
     cuda_bf16 = device_type == "cuda" and torch.cuda.is_bf16_supported()
     return Precision(
         requested=requested,
-        used=resolve_precision(requested, device_type, flags, cuda_bf16),
+        used=resolve_precision(requested, device_type, flags, cuda_bf16, kind),
         device=device_type,
         native_bf16=native_bf16(device_type, flags, cuda_bf16),
         cpu_flags=tuple(f for f in BF16_CPU_FLAGS if f in flags),

@@ -540,7 +540,7 @@ class Trainer:
         self.state = RunState()
         thickness = [float(s.slice_thickness) for s in stacks]
         self.profile_points = slice_profile_points(t, thickness)
-        self.precision = detect_precision(t.precision, self.device)
+        self.precision = detect_precision(t.precision, self.device, cfg.model.kind)
         self.fingerprint = _fingerprint(cfg, self.data.n, self.seed, thickness)
         self.resumed = False
         self._last_checkpoint = 0.0

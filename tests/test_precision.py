@@ -41,6 +41,12 @@ def test_auto_resolves_by_the_cpu_flags(flags: set[str], expected: str) -> None:
     assert resolve_precision("bf16", "cpu", flags) == "bf16"
 
 
+def test_auto_keeps_unmeasured_model_kinds_on_fp32() -> None:
+    bf16_cpu = {"avx512_bf16"}
+    assert resolve_precision("auto", "cpu", bf16_cpu, kind="grid") == "fp32"
+    assert resolve_precision("bf16", "cpu", bf16_cpu, kind="grid") == "bf16"  # forced
+
+
 def test_auto_on_other_devices() -> None:
     bf16_cpu = {"avx512_bf16"}
     assert resolve_precision("auto", "cuda", set(), cuda_bf16=True) == "bf16"
