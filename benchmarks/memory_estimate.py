@@ -1,11 +1,11 @@
 """Peak memory of every method against the estimate the command checks before it starts.
 
-For three volume sizes per method, a Shepp-Logan phantom of n^3 1 mm voxels gives three box-profile
-stacks at k = 4 (``irem.simulate``); ``irem baseline bspline``, ``irem baseline srr`` (tk1 and tv, box
-PSF), ``irem reconstruct --config fast`` (the grid INR, SRR-TV start image) and ``irem reconstruct``
-(the paper's network) run on them in a fresh process each, on the HR grid, one thread, without
-registration, with a short training (``--steps``). The measured peak is the process's ``ru_maxrss``
-(``os.wait4``); the estimate is the sidecar's ``memory`` record: resident memory at the check
+For three volume sizes per method, a Shepp-Logan phantom of n^3 1 mm voxels gives three
+box-profile stacks at k = 4 (``irem.simulate``); ``irem baseline bspline``, ``irem baseline srr``
+(tk1 and tv, box PSF), ``irem reconstruct --config fast`` (the grid INR, SRR-TV start image) and
+``irem reconstruct`` (the paper's network) run on them in a fresh process each, on the HR grid,
+one thread, without registration, with a short training (``--steps``). The measured peak is the
+process's ``ru_maxrss`` (``os.wait4``); the estimate is the sidecar's ``memory`` record: resident memory at the check
 (interpreter, libraries, stacks) plus the method's modelled arrays (``irem/memory.py``).
 
 Usage: ``python benchmarks/memory_estimate.py [--out results/benchmarks]`` (writes
@@ -31,8 +31,10 @@ PAPER = ["reconstruct", "--steps", "5"]
 METHODS: dict[str, tuple[list[str], tuple[int, ...]]] = {
     "bspline": (["baseline", "bspline"], (64, 112, 160)),
     "srr-tk1": (["baseline", "srr", "--psf", "box", "--regulariser", "tk1"], (64, 112, 160)),
-    "srr-tv": (["baseline", "srr", "--psf", "box", "--regulariser", "tv", "--iterations", "5"],
-               (64, 112, 160)),  # fmt: skip
+    "srr-tv": (
+        ["baseline", "srr", "--psf", "box", "--regulariser", "tv", "--iterations", "5"],
+        (64, 112, 160),
+    ),
     "irem-grid": (FAST, (64, 96, 128)),
     "irem-paper": (PAPER, (32, 48, 64)),
 }

@@ -203,7 +203,8 @@ def _add_acquisition_args(p: argparse.ArgumentParser, method: str) -> None:
         help="slice thickness when it differs from the slice spacing (overlapping slices, or "
         "gaps): one value for all stacks or one per stack, in the order of STACK; "
         f"{thick}; e.g. --thickness 2 for 2 mm slices every 1.5 mm "
-        "(default: each stack's spacing along its thick axis)",
+        "(default: each stack's spacing along its thick axis, or a DICOM series' Slice "
+        "Thickness)",
     )
     g.add_argument(
         "--stack-masks",

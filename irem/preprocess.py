@@ -39,7 +39,7 @@ class AutoMaskParams:
 
 
 def _radius(spacing: np.ndarray, mm: float) -> list[int]:
-    """A radius of ``mm`` in whole voxels along each axis (0 where a voxel is wider than 2 ``mm``)."""
+    """A radius of ``mm`` in whole voxels per axis (0 where a voxel is wider than 2 ``mm``)."""
     return [int(r) for r in np.rint(mm / np.asarray(spacing, dtype=np.float64))]
 
 
@@ -80,9 +80,9 @@ class N4Params:
     """N4 bias-field correction (Tustison et al. 2010, SimpleITK's filter).
 
     The field is fitted on the image shrunk to voxels of about ``shrink_mm`` along every axis
-    (axes already coarser, thick-slice axes, are not shrunk), with ``iterations`` per fitting level (one
-    level per entry; the B-spline mesh doubles at each), ``control_points`` per axis at the
-    coarsest level, and evaluated at full resolution. The log field is shifted to mean zero inside
+    (axes already coarser, thick-slice axes, are not shrunk), with ``iterations`` per fitting
+    level (one level per entry; the B-spline mesh doubles at each), ``control_points`` per axis
+    at the coarsest level, and evaluated at full resolution. The log field is shifted to mean zero inside
     the mask, so that the corrected image keeps the original's mean intensity there.
     """
 

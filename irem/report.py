@@ -173,10 +173,12 @@ def cmd_tuning(args: argparse.Namespace) -> None:
             "training_seconds", "start_seconds"]  # fmt: skip
     runs = pd.concat([values, runs[keep].reset_index(drop=True)], axis=1)
     runs.insert(0, "sweep", args.sweep)
+    runs.insert(1, "method", args.method)
     group = ["hr_snr"] if runs["hr_snr"].astype(str).str.len().gt(0).any() else []
     prefer = json.loads(args.prefer) if args.prefer else None
     chosen = choose(runs, params, prefer, group)
     chosen.insert(0, "sweep", args.sweep)
+    chosen.insert(1, "method", args.method)
     chosen["options"] = [tuning_options(args.options, r) for _, r in chosen[params].iterrows()]
     tables.write_text(Path(args.csv), runs.to_csv(index=False, float_format="%.4f"))
     tables.write_text(Path(args.chosen), chosen.to_csv(index=False, float_format="%.4f"))
@@ -195,7 +197,12 @@ def cmd_tuning_summary(args: argparse.Namespace) -> None:
     ]  # fmt: skip
     headers = ["sweep", "HR SNR", "chosen options", "mean brain PSNR (dB)", "runs",
                "best challenger - preferred [95% CI]"]  # fmt: skip
-    tables.write_text(Path(args.md), tables.markdown_table(headers, rows))
+    per_method = chosen.groupby("method", sort=False)["n_runs"].apply(
+        lambda n: sum(int(v) for v in n)
+    )
+    counts = [[m, str(n)] for m, n in per_method.items()]
+    text = tables.markdown_table(headers, rows) + "\nTuning runs per method:\n\n"
+    tables.write_text(Path(args.md), text + tables.markdown_table(["method", "runs"], counts))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -346,6 +353,7 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
 def _add_tuning(rsub: argparse._SubParsersAction) -> None:
     p = rsub.add_parser("tuning", help="a tuning sweep's runs and its choice")
     p.add_argument("--sweep", required=True, help="the sweep's name")
+    p.add_argument("--method", default="", help="the method it tunes")
     p.add_argument("--options", required=True, help="the sweep's option template")
     p.add_argument("--cases", required=True, help="JSON: variant method name -> its values")
     p.add_argument("--prefer", default="", help="JSON: the preferred candidate's values")

@@ -537,6 +537,10 @@ def tuning_cases(wildcards):
     return json.dumps({n: v for n, (_, s, v) in TUNING.items() if s["name"] == wildcards.sweep})
 
 
+def tuning_method(wildcards):
+    return sweeps()[wildcards.sweep]["method"]
+
+
 def tuning_options(wildcards):
     return sweeps()[wildcards.sweep]["options"]
 

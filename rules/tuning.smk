@@ -15,6 +15,7 @@ rule tuning_sweep:
         sweep=name_pattern(list(sweeps())),
     params:
         options=tuning_options,
+        method=tuning_method,
         cases=tuning_cases,
         prefer=tuning_prefer,
     log:
@@ -22,7 +23,8 @@ rule tuning_sweep:
     conda:
         CONDA_ENV
     shell:
-        "irem report tuning --sweep {wildcards.sweep} --options {params.options:q} "
+        "irem report tuning --sweep {wildcards.sweep} --method {params.method} "
+        "--options {params.options:q} "
         "--cases {params.cases:q} --prefer {params.prefer:q} --metrics {input.metrics:q} "
         "--csv {output.runs:q} --chosen {output.chosen:q} > {log:q} 2>&1"
 

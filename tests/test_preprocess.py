@@ -307,8 +307,12 @@ def test_packages_are_interleaved_stacks_with_the_slice_thickness(phantom: Volum
         split_packages(stack, 9)
 
 
-def test_thickness_sets_the_inr_profile_points_and_is_recorded(phantom: Volume) -> None:
+def test_every_slice_model_follows_the_slice_thickness(phantom: Volume) -> None:
+    """The simulator's stacks are as thick as their spacing; SRR's PSF and the INR's profile points
+    follow a given thickness (the B-spline records it: tests/test_thickness_mask.py)."""
     stacks = simulate_stacks(phantom, 4)
+    assert [s.slice_thickness for s in stacks] == [4.0] * 3
+    assert [psf_widths(s, "box")[s.thick_axis] for s in stacks] == [4.0] * 3
     t = TrainConfig(profile_points=1, profile_spacing_mm=1.0)
     assert slice_profile_points(t, [s.slice_thickness for s in stacks]) == 4
     gapped = [dataclasses.replace(s, thickness=2.0) for s in stacks]
