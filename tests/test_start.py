@@ -150,3 +150,15 @@ def test_the_default_grid_inr_leaves_its_start_image_within_50_steps(
     trace = result.held_out["trace"]
     start, best = trace[0][1], min(v for s, v in trace if s <= 50)
     assert best < (1 - 0.002) * start, trace
+
+
+def test_warm_up_ramps_the_rates_over_the_first_steps() -> None:
+    from irem.train import LearningRate
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([param], lr=1.0)
+    t = load_config("fast", {"train.lr_warmup_steps": 10, "train.lr_final": 0.01}).train
+    lr = LearningRate(opt, t, total_steps=100, budget_seconds=None)
+    assert lr.factor(0, 0.0, 0) == pytest.approx(0.1)
+    assert lr.factor(4, 0.0, 0) == pytest.approx(0.5 * 0.01 ** 0.04)
+    assert lr.factor(50, 0.0, 0) == pytest.approx(0.01**0.5)  # the budget schedule alone

@@ -328,6 +328,7 @@ def test_a_run_returns_the_model_of_lowest_held_out_loss(phantom: Volume) -> Non
             "train.epochs": 2,
             "train.lr": 0.3,
             "train.lr_grid": 3.0,
+            "train.lr_warmup_steps": 0,
         },
     )
     trainer = Trainer(stacks, cfg, grid=reference_grid(phantom))
