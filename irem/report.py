@@ -356,7 +356,7 @@ def _add_tuning(rsub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="", help="the method it tunes")
     p.add_argument("--options", required=True, help="the sweep's option template")
     p.add_argument("--cases", required=True, help="JSON: variant method name -> its values")
-    p.add_argument("--prefer", default="", help="JSON: the preferred candidate's values")
+    p.add_argument("--prefer", default="null", help="JSON: the preferred candidate's values")
     p.add_argument("--metrics", nargs="+", required=True, help="metrics JSONs of its runs")
     p.add_argument("--csv", required=True, help="its runs (CSV)")
     p.add_argument("--chosen", required=True, help="its choice (CSV)")

@@ -548,8 +548,7 @@ def tuning_options(wildcards):
 def tuning_prefer(wildcards):
     import json
 
-    prefer = sweeps()[wildcards.sweep]["prefer"]
-    return json.dumps(prefer) if prefer else ""
+    return json.dumps(sweeps()[wildcards.sweep]["prefer"])  # "null": no preferred candidate
 
 
 def tuning_metrics(wildcards):
