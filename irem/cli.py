@@ -696,18 +696,10 @@ def _load_irem_config(args: argparse.Namespace) -> Any:
     from irem.config import load_config, parse_set
 
     overrides: dict[str, Any] = parse_set(args.set)
-    if args.epochs is not None:
-        overrides["train.epochs"] = args.epochs
-    if args.time_budget is not None:
-        overrides["train.time_budget"] = args.time_budget
-    if args.time_per_mvoxel is not None:
-        overrides["train.time_per_mvoxel"] = args.time_per_mvoxel
-    if args.steps is not None:
-        overrides["train.steps"] = args.steps
-    if args.steps_per_mvoxel is not None:
-        overrides["train.steps_per_mvoxel"] = args.steps_per_mvoxel
-    if args.precision is not None:
-        overrides["train.precision"] = args.precision
+    for option in ("epochs", "time_budget", "time_per_mvoxel", "steps", "steps_per_mvoxel",
+                   "precision"):  # fmt: skip
+        if getattr(args, option) is not None:  # the option overrides train.<option>
+            overrides[f"train.{option}"] = getattr(args, option)
     return load_config(args.config, overrides)
 
 

@@ -27,15 +27,12 @@ from irem.simulate import REORIENT_CODES, move, reorient, simulate_stack, simula
 from irem.train import slice_profile_points
 from irem.volume import Stack, Volume, load_volume, save_volume, voxel_centres
 
+from .test_cli import run
+from .test_registration import blob_phantom
+
 BSPLINE = ["-q", "baseline", "bspline"]
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse errors
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
 
 
 def sidecar(out: Path) -> dict:
@@ -322,25 +319,10 @@ def test_every_slice_model_follows_the_slice_thickness(phantom: Volume) -> None:
     )
 
 
-def blobs(n: int = 40, spacing: float = 1.5, seed: int = 3) -> Volume:
-    """A smooth, asymmetric phantom (random Gaussian blobs) that registers reliably."""
-    rng = np.random.default_rng(seed)
-    affine = np.diag([spacing, spacing, spacing, 1.0])
-    affine[:3, 3] = -spacing * (n - 1) / 2
-    points = voxel_centres((n, n, n), affine)
-    half = spacing * (n - 1) / 2
-    img = np.zeros(len(points))
-    for _ in range(40):
-        centre = rng.uniform(-0.6, 0.6, 3) * half
-        sigma = rng.uniform(3.0, 8.0)
-        img += rng.uniform(0.3, 1.0) * np.exp(-0.5 * ((points - centre) ** 2).sum(1) / sigma**2)
-    return Volume((img / img.max()).reshape(n, n, n).astype(np.float32), affine)
-
-
 def test_cli_packages_register_a_package_that_moved(tmp_path: Path, capsys) -> None:
     """The coronal stack's second package was acquired after the subject moved (5 deg, 3 mm):
     registering each package on its own brings SRR much closer to the truth."""
-    hr = blobs()
+    hr = blob_phantom(n=40, spacing=1.5, seed=3)
     motion = rigid_matrix((4.0, 0.0, 3.0), (2.0, -2.0, 1.0))
     to_source = np.linalg.inv(hr.affine) @ np.linalg.inv(motion) @ hr.affine
     moved = ndimage.affine_transform(hr.data, to_source[:3, :3], to_source[:3, 3], order=3)
