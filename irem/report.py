@@ -169,7 +169,7 @@ def cmd_tuning(args: argparse.Namespace) -> None:
     runs = tables.load_runs(args.metrics)
     params = list(next(iter(cases.values()))) if cases else []
     values = pd.DataFrame([cases[m] for m in runs["method"]], columns=params)
-    keep = ["subject", "k", "seed", "hr_snr", *tables.METRICS, "steps", "escape_step",
+    keep = ["subject", "k", "seed", "hr_snr", *tables.SCORES, "steps", "escape_step",
             "training_seconds", "start_seconds"]  # fmt: skip
     runs = pd.concat([values, runs[keep].reset_index(drop=True)], axis=1)
     runs.insert(0, "sweep", args.sweep)
