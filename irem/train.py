@@ -57,7 +57,7 @@ class StopReason(StrEnum):
 
 
 @dataclass(frozen=True)
-class TimeBudget:
+class Budget:
     """The budget of a run and the rule it came from.
 
     ``rule`` is ``epochs`` (the epochs bound the run), ``steps`` (``steps`` optimiser steps, or
@@ -84,7 +84,7 @@ def resolve_budget(
     target_voxels: int | None,
     steps: int | None = None,
     steps_per_mvoxel: float | None = None,
-) -> TimeBudget:
+) -> Budget:
     """Apply the budget rules: optimiser steps (fixed or per million target voxels) and seconds
     (fixed or per million target voxels, capped); the run stops at whichever ends first.
 
@@ -107,14 +107,14 @@ def resolve_budget(
         n_steps = scaled if steps is None else min(scaled, steps)
     if time_per_mvoxel is None:
         rule = "fixed" if time_budget is not None else "steps" if n_steps is not None else "epochs"
-        return TimeBudget(
+        return Budget(
             rule, time_budget, target_voxels=target_voxels, steps=n_steps,
             steps_per_mvoxel=steps_per_mvoxel,
         )  # fmt: skip
     scaled_s = time_per_mvoxel * target_voxels / 1e6  # type: ignore[operator]
     seconds = scaled_s if time_budget is None else min(scaled_s, time_budget)
     voxels = int(target_voxels)  # type: ignore[arg-type]
-    return TimeBudget(
+    return Budget(
         "per_mvoxel", seconds, time_per_mvoxel, time_budget, voxels, n_steps, steps_per_mvoxel
     )
 
@@ -130,7 +130,7 @@ class TrainResult:
     stopped_by: str
     resumed: bool
     loss_history: list[float] = field(default_factory=list)
-    budget: TimeBudget = field(default_factory=lambda: TimeBudget("epochs", None))
+    budget: Budget = field(default_factory=lambda: Budget("epochs", None))
     profile_points: int = 1
     held_out: dict[str, Any] = field(default_factory=dict)
     precision: dict[str, Any] = field(default_factory=dict)  # irem.precision.Precision.to_dict
