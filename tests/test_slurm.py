@@ -15,9 +15,8 @@ plugin's per-job Slurm logs and Snakemake's log:
 - a rerun submits nothing; a failing job and an unreachable controller end Snakemake with an
   error that names the job's log, instead of hanging.
 
-The test config trains IREM for time budgets, which are not reproducible from run to run; here both
-runs use the same config with every `--time-budget` replaced by a fixed number of epochs (`EPOCHS`)
-and the `irem` method on `device: auto` (so that its jobs declare a GPU). The cluster is stopped at
+The test config bounds every method by counts (steps, epochs, iterations), so both runs give the
+same voxels; both use it with the `irem` method on `device: auto` (so that its jobs declare a GPU). The cluster is stopped at
 the end, also when a test fails. Skipped only where the host cannot run a local Slurm (not root, or
 Slurm missing and no apt-get). About 9.5 minutes on a 2-core machine under a load of 5-10.
 """
@@ -48,7 +47,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "local-slurm.sh"
 PROFILE = "profiles/slurm-local"
 CONFIG = "config/test-slurm.yaml"
-EPOCHS = 5
 # The workflow copy carries its own snapshot of the code, so that the local and the Slurm run
 # execute the same code even if the checkout changes meanwhile.
 COPY = tuple(dict.fromkeys((*WORKFLOW_FILES, "irem", "baselines", "profiles")))
@@ -138,48 +136,27 @@ TIME_BUDGET = re.compile(r"\s--time-(?:budget|per-mvoxel)[= ]\S+")
 GPU_METHOD = {"device": "auto", "runtime": 12, "mem_mb": 1500}
 
 
-def _epoch_bounded(command: str, epochs: int) -> str:
-    """``command`` with its time budget replaced by ``--epochs epochs`` (unchanged without one)."""
-    if not TIME_BUDGET.search(command):
-        return command
-    command = re.sub(r"\s--epochs[= ]\S+", "", TIME_BUDGET.sub("", command))
-    return f"{command} --epochs {epochs}"
-
-
-def slurm_test_config(config: dict, epochs: int = EPOCHS) -> dict:
-    """The test config with reproducible training: every method's and the ablation's time budget
-    replaced by ``epochs``, and the `irem` method on a GPU device (`GPU_METHOD`)."""
+def slurm_test_config(config: dict) -> dict:
+    """The test config with the `irem` method on a GPU device (`GPU_METHOD`)."""
     out = copy.deepcopy(config)
     for entry in out["methods"]:
-        entry["command"] = _epoch_bounded(entry["command"], epochs)
         if entry["name"] == "irem":
             entry.update(GPU_METHOD)
-    if out["ablation"].get("command"):
-        out["ablation"]["command"] = _epoch_bounded(out["ablation"]["command"], epochs)
     return out
 
 
-def test_slurm_test_config_is_epoch_bounded() -> None:
-    """Runs without a cluster: the conversion leaves no time budget and changes nothing else."""
+def test_slurm_test_config_is_count_bounded() -> None:
+    """Runs without a cluster: no method of the test config stops on seconds, and the Slurm
+    config differs from it only in the `irem` method's device and resources."""
     config = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
     out = slurm_test_config(config)
     commands = [m["command"] for m in out["methods"]] + [out["ablation"]["command"]]
     assert not any(TIME_BUDGET.search(c) for c in commands), commands
-    budgeted = [m["name"] for m in config["methods"] if TIME_BUDGET.search(m["command"])]
-    assert "irem" in budgeted
-    for entry, before in zip(out["methods"], config["methods"], strict=True):
-        epochs = re.findall(r"--epochs (\d+)", entry["command"])
-        assert epochs == (
-            [str(EPOCHS)]
-            if entry["name"] in budgeted
-            else re.findall(r"--epochs (\d+)", before["command"])
-        ), entry
-        # Only the time option went: every other word of the command is kept, in order.
-        kept = TIME_BUDGET.sub("", before["command"]).split()
-        assert [w for w in entry["command"].split() if w in kept] == kept
     assert {m["name"] for m in out["methods"] if m.get("device", "cpu") != "cpu"} == {"irem"}
-    assert {k: v for k, v in out.items() if k not in ("methods", "ablation")} == {
-        k: v for k, v in config.items() if k not in ("methods", "ablation")
+    for entry, before in zip(out["methods"], config["methods"], strict=True):
+        assert entry["command"] == before["command"]
+    assert {k: v for k, v in out.items() if k != "methods"} == {
+        k: v for k, v in config.items() if k != "methods"
     }
 
 
@@ -528,7 +505,7 @@ def test_device_auto_falls_back_to_cpu_with_one_warning(runs: Runs) -> None:
 
 
 # Columns of runs.csv that differ from run to run: wall-clock timings.
-TIMINGS = ("training_seconds", "evaluation_seconds", "total_seconds")
+TIMINGS = ("training_seconds", "evaluation_seconds", "total_seconds", "start_seconds")
 
 
 def test_tables_equal_local_run(runs: Runs) -> None:
@@ -549,13 +526,18 @@ def test_tables_equal_local_run(runs: Runs) -> None:
             a[cols], b[cols], check_exact=False, rtol=1e-9, atol=1e-12, obj=name
         )
     assert (a[["psnr", "ssim", "psnr_mask", "ssim_mask"]].notna()).all().all()
-    # Every IREM run trained for exactly its command's epochs.
+    # Every IREM run trained for exactly its command's steps (or epochs, without --steps).
     config = _config(runs.local)
     trained = a[a["epochs_completed"].notna()]
-    assert len(trained) and (trained["stopped_by"] == "epochs").all(), trained["stopped_by"]
-    for method, epochs in trained.groupby("method")["epochs_completed"]:
+    assert trained["stopped_by"].isin(["steps", "epochs"]).all(), trained["stopped_by"]
+    for method, rows in trained.groupby("method"):
         command = _method_entry(config, method)["command"]
-        assert (epochs == int(re.search(r"--epochs (\d+)", command).group(1))).all(), method
+        steps = re.search(r"--steps (\d+)", command)
+        if steps:
+            assert (rows["steps"] == int(steps.group(1))).all(), method
+        else:
+            epochs = int(re.search(r"--epochs (\d+)", command).group(1))
+            assert (rows["epochs_completed"] == epochs).all(), method
     assert set(trained["method"]) >= {"irem", "iremfast"}
 
 
