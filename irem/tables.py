@@ -270,11 +270,13 @@ def quality_table(runs: pd.DataFrame, methods: Methods) -> pd.DataFrame:
         for k in summary[GROUP].itertuples(index=False)
     ]
     table = pd.concat([summary, pd.DataFrame(paired)], axis=1)
-    # One family: every paired comparison of the table, both metrics (Holm).
-    p = np.concatenate([table[f"{m}_p"].to_numpy(dtype=float) for m in PAIRED_METRICS])
-    adjusted = np.split(stats.holm(p), len(PAIRED_METRICS))
-    for m, adj in zip(PAIRED_METRICS, adjusted, strict=True):
-        table.insert(table.columns.get_loc(f"{m}_p") + 1, f"{m}_p_holm", adj)
+    # Holm's families: the comparisons of one metric within one condition (dataset, k, HR SNR),
+    # i.e. the methods of one table of the README against its best baseline.
+    for m in PAIRED_METRICS:
+        holm = pd.Series(np.nan, index=table.index)
+        for _, rows in table.groupby(CONDITION, sort=False):
+            holm[rows.index] = stats.holm(rows[f"{m}_p"].to_numpy(dtype=float))
+        table.insert(table.columns.get_loc(f"{m}_p") + 1, f"{m}_p_holm", holm.to_numpy())
     return sort_runs(table, methods)
 
 
@@ -340,8 +342,8 @@ QUALITY_NOTE = (
     "over the n subjects. Each method is compared subject by subject with the best baseline of its "
     "dataset and k (highest mean brain PSNR, column 'vs'): mean difference [95% paired-t interval], "
     "two-sided Wilcoxon signed-rank p (n/a with fewer than two subjects or all differences zero), "
-    "the same p adjusted by Holm's method over every comparison of this table (both metrics: the "
-    "p to read before claiming an ordering) and wins/ties/losses (tie: |difference| < {tp} dB for PSNR, < {ts} for SSIM). k = real: "
+    "the same p adjusted by Holm's method over the methods compared at one dataset, k and HR SNR "
+    "(one family per metric: the p to read before claiming an ordering) and wins/ties/losses (tie: |difference| < {tp} dB for PSNR, < {ts} for SSIM). k = real: "
     "real-scan protocol against its HR reference. Runs of the tuning split are not included."
 )
 

@@ -4,7 +4,7 @@ The block between ``<!-- results:start -->`` and ``<!-- results:end -->`` in REA
 from ``results/tables/metrics.csv``, ``runs.csv`` and ``scantime.csv``: a compact table of brain
 PSNR/SSIM and edge PSNR per k and method on the evaluation subjects, and one sentence per k that
 claims an ordering only where the paired test supports it (Wilcoxon signed-rank p, adjusted by
-Holm's method over the comparisons of metrics.md, below 0.05 over n >= 5 subjects).
+Holm's method over the methods of the table, below 0.05 over n >= 5 subjects).
 
     python scripts/readme_results.py            # rewrite the block
     python scripts/readme_results.py --check    # exit 1 if the README differs (tests run this)
