@@ -72,7 +72,8 @@ def srr_tv_start(
     device: torch.device,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """SRR-TV (box PSF, ``t.base_iterations`` ADMM iterations) of the LR voxels a run with
-    ``seed`` fits, at the weight of ``t.base_alphas`` that predicts its held-out voxels best.
+    ``seed`` fits, at the weight of ``t.base_alphas`` that predicts its held-out voxels best
+    (without held-out voxels, ``train.holdout: 0``: the first weight).
 
     Returns:
         The image on ``grid`` and what made it (weights tried with their held-out errors, the
