@@ -88,7 +88,7 @@ def srr_tv_start(
     init = bspline(fitted, grid)
     tried: list[dict[str, float]] = []
     best: tuple[float, np.ndarray, dict[str, Any]] | None = None
-    for alpha in t.base_alphas:
+    for alpha in t.base_alphas if masks is not None else t.base_alphas[:1]:
         image, info = srr(
             fitted,
             grid,
