@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", default=str(ROOT / "README.md"))
     parser.add_argument("--results", default=str(ROOT / "results"))
     args = parser.parse_args(argv)
-    readme = Path(args.readme).read_text()
+    readme = Path(args.readme).read_text(encoding="utf-8")
     updated = replace_block(readme, block(Path(args.results)))
     if args.check:
         if updated != readme:
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                   "python scripts/readme_results.py", file=sys.stderr)
             return 1
         return 0
-    Path(args.readme).write_text(updated)
+    Path(args.readme).write_text(updated, encoding="utf-8")
     return 0
 
 

@@ -126,7 +126,7 @@ def test_write_tables_files_and_runtime(tmp_path: Path) -> None:
     for col in ("n", "psnr_mask_ci_low", "baseline", "psnr_mask_diff", "ssim_mask_p"):
         assert col in metrics.columns
     assert len(pd.read_csv(files["runs.csv"])) == len(paths)  # every run, tuning included
-    md = files["metrics.md"].read_text()
+    md = files["metrics.md"].read_text(encoding="utf-8")
     assert "| mni | 4 | IREM | 2 | 35.00 ± 1.41 [" in md and "averaged" in md
     runtime = pd.read_csv(files["runtime.csv"], dtype={"k": str}).iloc[0]
     assert runtime["n"] == 2 and runtime["wall_s_mean"] == pytest.approx(3.0)
