@@ -46,19 +46,16 @@ def held_out_error(
     image: np.ndarray,
     stacks: Sequence[Stack],
     held: Sequence[np.ndarray],
-    grid: Grid,
-    device: torch.device,
+    op: Any,
 ) -> float:
-    """Mean squared error of ``image``'s predicted LR voxels (box slice model) at the ``held``
-    voxels of each stack, over the voxels the model covers."""
-    from baselines.operators import MultiStackOperator
-
-    op = MultiStackOperator(stacks, grid, psf="box", device=device)
-    x = torch.as_tensor(np.ascontiguousarray(image, dtype=np.float32), device=device)
+    """Mean squared error of ``image``'s predicted LR voxels at the ``held`` voxels of each stack,
+    over the voxels the model covers; ``op`` is the stacks' forward model
+    (:class:`baselines.operators.MultiStackOperator`, box PSF, on the image's grid)."""
+    x = torch.as_tensor(np.ascontiguousarray(image, dtype=np.float32), device=op.device)
     total, count = 0.0, 0
     for o, s, h, pred in zip(op.ops, stacks, held, op.forward(x), strict=True):
-        sel = torch.as_tensor(h, device=device) & o.valid
-        y = torch.as_tensor(np.ascontiguousarray(s.data, dtype=np.float32), device=device)
+        sel = torch.as_tensor(h, device=op.device) & o.valid
+        y = torch.as_tensor(np.ascontiguousarray(s.data, dtype=np.float32), device=op.device)
         total += float((pred - y)[sel].square().sum())
         count += int(sel.sum())
     return total / max(count, 1)
@@ -80,12 +77,17 @@ def srr_tv_start(
         weight kept, seconds), for the sidecar.
     """
     from baselines.bspline import bspline
+    from baselines.operators import MultiStackOperator
     from baselines.srr import srr
 
     t0 = time.perf_counter()
     masks = fitted_masks(list(stacks), t, seed)
     fitted = list(stacks) if masks is None else with_masks(stacks, masks)
     init = bspline(fitted, grid)
+    choose = masks is not None and len(t.base_alphas) > 1
+    if choose:  # the held-out voxels and the forward model that predicts them, made once
+        held = [~m for m in masks]  # type: ignore[union-attr]
+        op = MultiStackOperator(stacks, grid, psf="box", device=device)
     tried: list[dict[str, float]] = []
     best: tuple[float, np.ndarray, dict[str, Any]] | None = None
     for alpha in t.base_alphas if masks is not None else t.base_alphas[:1]:
@@ -100,11 +102,7 @@ def srr_tv_start(
             init=init,
             progress=False,
         )
-        if masks is None or len(t.base_alphas) == 1:
-            error = float("nan")
-        else:
-            held = [~m for m in masks]
-            error = held_out_error(image, stacks, held, grid, device)
+        error = held_out_error(image, stacks, held, op) if choose else float("nan")
         tried.append({"alpha": float(alpha), "held_out_mse": error})
         if best is None or error < best[0]:
             best = (error, image, info)
