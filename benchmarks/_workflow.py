@@ -36,7 +36,7 @@ OUT = Path("results/benchmarks")
 
 def workflow_config() -> dict[str, Any]:
     """The workflow's default configuration (``config/config.yaml``)."""
-    return yaml.safe_load(CONFIG.read_text())
+    return yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
 
 
 def workflow_crop() -> list[int] | None:
@@ -90,7 +90,7 @@ def irem(*args: str) -> list[str]:
 def run_logged(cmd: list[str] | str, log: Path) -> None:
     """Run a command (a list, or a shell string) on one thread, its output in ``log``; raise on
     failure."""
-    with log.open("w") as fh:
+    with log.open("w", encoding="utf-8") as fh:
         res = subprocess.run(
             cmd, shell=isinstance(cmd, str), stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
@@ -116,7 +116,7 @@ def cpu_description() -> str:
     """CPU model and the SIMD flags that matter for torch (from /proc/cpuinfo)."""
     model, flags = platform.processor() or "unknown", set()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "model name":
                 model = value.strip()

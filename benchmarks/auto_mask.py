@@ -85,7 +85,7 @@ def subject_rows(index: int, folder: Path) -> list[dict[str, object]]:
 
 def write(rows: list[dict[str, object]], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "auto_mask.csv", "w", newline="") as fh:
+    with open(out_dir / "auto_mask.csv", "w", encoding="utf-8", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
@@ -123,7 +123,7 @@ def write(rows: list[dict[str, object]], out_dir: Path) -> None:
         "the automatic mask is for restricting and zeroing, not for scoring.",
         "",
     ]
-    (out_dir / "auto_mask.md").write_text("\n".join(lines))
+    (out_dir / "auto_mask.md").write_text("\n".join(lines), encoding="utf-8")
 
 
 def main() -> None:

@@ -88,8 +88,8 @@ def reconstruct(
     scores = case["dir"] / f"metrics-{name}.json"
     run_logged(irem("metrics", str(out), str(case["gt"]), "--mask", str(case["mask"]),
                     "-o", str(scores)), case["dir"] / f"metrics-{name}.log")
-    side = json.loads(out.with_name(out.name.replace(".nii.gz", ".json")).read_text())
-    metrics = json.loads(scores.read_text())
+    side = json.loads(out.with_name(out.name.replace(".nii.gz", ".json")).read_text(encoding="utf-8"))
+    metrics = json.loads(scores.read_text(encoding="utf-8"))
     batch = side["config"]["train"]["batch_size"]
     used = side["precision"]
     return {
@@ -180,7 +180,7 @@ def main() -> int:
     if not args.no_write:
         OUT.mkdir(parents=True, exist_ok=True)
         df.to_csv(OUT / "bf16_quality.csv", index=False)
-        (OUT / "bf16_quality.md").write_text("\n".join(lines) + "\n")
+        (OUT / "bf16_quality.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return 0
 
 

@@ -165,7 +165,7 @@ def main() -> int:
     )
     table = df.round(2).to_markdown(index=False)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "irem_int8.md").write_text(f"# Paper IREM inference in int8\n\n{head}\n\n{table}\n")
+    (OUT / "irem_int8.md").write_text(f"# Paper IREM inference in int8\n\n{head}\n\n{table}\n", encoding="utf-8")
     df.to_csv(OUT / "irem_int8.csv", index=False)
     print(head, table, sep="\n")
     return 0

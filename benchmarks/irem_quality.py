@@ -151,7 +151,7 @@ def main() -> int:
     out = OUT / "irem_quality" / f"k{args.k}_{label}_{max(args.times):g}s.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(r, indent=1))
+    tmp.write_text(json.dumps(r, indent=1), encoding="utf-8")
     tmp.replace(out)
     print({key: v for key, v in r.items() if key != "curve"})
     return 0

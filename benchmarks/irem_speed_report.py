@@ -23,7 +23,7 @@ def first_time(curve: list[list[float]], target: float) -> float | None:
 
 
 def report() -> int:
-    runs = [json.loads(f.read_text()) for f in sorted((OUT / "irem_quality").glob("*.json"))]
+    runs = [json.loads(f.read_text(encoding="utf-8")) for f in sorted((OUT / "irem_quality").glob("*.json"))]
     if not runs:
         print("no quality runs under results/benchmarks/irem_quality", file=sys.stderr)
         return 2
@@ -73,7 +73,7 @@ def report() -> int:
         base_df.to_markdown(index=False),
         "",
     ]
-    (OUT / "irem_speed.md").write_text("\n".join(text))
+    (OUT / "irem_speed.md").write_text("\n".join(text), encoding="utf-8")
     print("\n".join(text))
 
     import matplotlib

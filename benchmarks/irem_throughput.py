@@ -312,7 +312,7 @@ def main() -> int:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lines.append(f"Peak resident memory: {rss:.0f} MiB")
     pd.concat(frames).to_csv(OUT / "irem_throughput.csv", index=False)
-    (OUT / "irem_throughput.md").write_text("\n".join(lines) + "\n")
+    (OUT / "irem_throughput.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
     return 0
 

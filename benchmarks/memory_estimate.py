@@ -72,7 +72,7 @@ def measure(command: list[str], stacks: list[str], gt: str, out: Path) -> dict[s
     err = proc.stderr.read() if proc.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{' '.join(argv)} failed:\n{err[-2000:]}")
-    mem = json.loads(out.with_name(out.name.replace(".nii.gz", ".json")).read_text())["memory"]
+    mem = json.loads(out.with_name(out.name.replace(".nii.gz", ".json")).read_text(encoding="utf-8"))["memory"]
     return {
         "peak_mb": usage.ru_maxrss * 1024 / MB,
         "estimate_mb": mem["estimate_bytes"] / MB,
@@ -114,7 +114,7 @@ def run(out_dir: Path, only: list[str] | None = None) -> list[dict[str, object]]
 
 def write(rows: list[dict[str, object]], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "memory_estimate.csv", "w", newline="") as fh:
+    with open(out_dir / "memory_estimate.csv", "w", encoding="utf-8", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
@@ -139,7 +139,7 @@ def write(rows: list[dict[str, object]], out_dir: Path) -> None:
             f"| {r['measured_working_mb']:.0f} / {r['working_estimate_mb']:.0f} | {r['seconds']:.0f} |"
         )
     lines += ["", f"Largest deviation of the estimate from the peak: {100 * worst:.0f}%.", ""]
-    (out_dir / "memory_estimate.md").write_text("\n".join(lines))
+    (out_dir / "memory_estimate.md").write_text("\n".join(lines), encoding="utf-8")
 
 
 def main() -> None:

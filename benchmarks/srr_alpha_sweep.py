@@ -113,14 +113,14 @@ def main() -> None:
                         flush=True,
                     )
     args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "srr_alpha_sweep.csv", "w", newline="") as fh:
+    with open(args.out / "srr_alpha_sweep.csv", "w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     (args.out / "srr_alpha_sweep.md").write_text(
-        report(rows, args.size, time.perf_counter() - t_start)
+        report(rows, args.size, time.perf_counter() - t_start), encoding="utf-8"
     )
-    print((args.out / "srr_alpha_sweep.md").read_text())
+    print((args.out / "srr_alpha_sweep.md").read_text(encoding="utf-8"))
 
 
 def report(rows: list[dict[str, object]], size: int, seconds: float) -> str:

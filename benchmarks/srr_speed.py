@@ -119,12 +119,12 @@ def main() -> None:
             )
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "srr_speed" if args.threads == 2 else f"srr_speed_threads{args.threads}"
-    with open(args.out / f"{stem}.csv", "w", newline="") as fh:
+    with open(args.out / f"{stem}.csv", "w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     (args.out / f"{stem}.md").write_text(report(rows, args.threads, load, os.getloadavg()))
-    print((args.out / f"{stem}.md").read_text())
+    print((args.out / f"{stem}.md").read_text(encoding="utf-8"))
 
 
 def report(

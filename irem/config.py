@@ -289,7 +289,7 @@ def load_config(
     if path is not None:
         p = resolve_config_path(path)
         try:
-            tree = yaml.safe_load(p.read_text())
+            tree = yaml.safe_load(p.read_text(encoding="utf-8"))
         except OSError as exc:
             raise InputError(f"{p}: cannot read config ({exc.strerror})") from None
         except yaml.YAMLError as exc:

@@ -78,7 +78,7 @@ def process_rss() -> int:
         return int(psutil.Process().memory_info().rss)
     except ImportError:
         pass
-    for line in Path("/proc/self/status").read_text().splitlines():
+    for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise InputError("cannot read this process's memory use (no psutil, no /proc)")
@@ -94,7 +94,7 @@ def available_memory() -> tuple[int, str]:
         pass
     meminfo = Path("/proc/meminfo")
     if meminfo.is_file():
-        for line in meminfo.read_text().splitlines():
+        for line in meminfo.read_text(encoding="utf-8").splitlines():
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024, "/proc/meminfo"
     raise InputError("cannot tell the available memory (no psutil, no /proc/meminfo)")

@@ -96,7 +96,7 @@ class Precision:
 def read_cpu_flags(path: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     """This machine's CPU flags (empty where ``/proc/cpuinfo`` does not exist)."""
     try:
-        return cpu_flags(path.read_text())
+        return cpu_flags(path.read_text(encoding="utf-8"))
     except OSError:
         return frozenset()
 

@@ -115,7 +115,7 @@ def parse_pairs(items: Sequence[str], what: str = "NAME=VALUE") -> dict[str, str
 
 def read_json(path: str | Path) -> dict[str, Any]:
     """A JSON object from a file (ValueError if it is not valid JSON or not an object)."""
-    with open(path) as fh:
+    with open(path, encoding="utf-8") as fh:
         try:
             obj = json.load(fh)
         except json.JSONDecodeError as exc:

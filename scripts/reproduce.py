@@ -58,7 +58,7 @@ def compare(new: Path, reference: Path, names: tuple[str, ...] = TABLES) -> list
             diffs.append(f"{name}: only in {'the new run' if b.exists() else 'the reference'}")
             continue
         lines = list(difflib.unified_diff(
-            a.read_text().splitlines(), b.read_text().splitlines(),
+            a.read_text(encoding="utf-8").splitlines(), b.read_text(encoding="utf-8").splitlines(),
             f"reference/{name}", f"rerun/{name}", lineterm="", n=0,
         ))  # fmt: skip
         if lines:

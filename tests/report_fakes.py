@@ -46,9 +46,9 @@ def write_metrics(
         "mask_voxels": 100,
         "meta": meta,
     }
-    path.write_text(json.dumps(metrics))
+    path.write_text(json.dumps(metrics), encoding="utf-8")
     if sidecar is not None:
-        (root / f"{stem}.json").write_text(json.dumps(sidecar))
+        (root / f"{stem}.json").write_text(json.dumps(sidecar), encoding="utf-8")
     return path
 
 
@@ -72,6 +72,7 @@ def write_benchmark(path: Path, seconds: float, rss: float) -> Path:
     """A Snakemake benchmark TSV with one repeat."""
     path.write_text(
         "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
-        f"{seconds}\t0:00:02\t{rss}\t1\t1\t1\t0\t0\t50\t{seconds - 0.5}\n"
+        f"{seconds}\t0:00:02\t{rss}\t1\t1\t1\t0\t0\t50\t{seconds - 0.5}\n",
+        encoding="utf-8",
     )
     return path

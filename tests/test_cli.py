@@ -64,7 +64,7 @@ def test_simulate_writes_named_stacks_and_sidecars(tmp_path: Path, stack_files, 
         [f"acq-{o}.{e}" for o in ("axial", "coronal", "sagittal") for e in ("nii.gz", "json")]
         + ["simulation.json"]
     )
-    sim = json.loads((tmp_path / "lr" / "simulation.json").read_text())
+    sim = json.loads((tmp_path / "lr" / "simulation.json").read_text(encoding="utf-8"))
     assert sim["motions"][0] is None and sim["motions"][1] is not None
     assert nib.aff2axcodes(nib.load(tmp_path / "lr" / "acq-coronal.nii.gz").affine) == (
         "L",
@@ -102,7 +102,7 @@ def test_reference_grid_is_honoured_and_seeded(
     np.testing.assert_array_equal(outs[0].affine, ref.affine)
     assert int(outs[0].header["sform_code"]) == 1 and int(outs[0].header["qform_code"]) == 1
     np.testing.assert_array_equal(outs[0].get_fdata(), outs[1].get_fdata())
-    side = json.loads((tmp_path / "out0.json").read_text())
+    side = json.loads((tmp_path / "out0.json").read_text(encoding="utf-8"))
     assert side["method"] in ("irem", "bspline") and side["seed"] == 7 and side["total_seconds"] > 0
 
 
@@ -120,7 +120,7 @@ def test_spacing_grid_and_metrics(tmp_path: Path, stack_files, capsys) -> None:
     run([*METHODS["bspline"], *stacks, "-o", str(out1), "--reference", gt, "--no-register"], capsys)
     code, err = run(["metrics", str(out1), gt, "-o", str(tmp_path / "m.json")], capsys)
     assert code == 0, err
-    m = json.loads((tmp_path / "m.json").read_text())
+    m = json.loads((tmp_path / "m.json").read_text(encoding="utf-8"))
     assert 10 < m["psnr"] < 40 and 0 < m["ssim"] <= 1 and m["data_range"] == pytest.approx(1.0)
 
 
@@ -128,7 +128,7 @@ def _bad_inputs(tmp_path: Path, stacks: list[str], gt: str) -> dict[str, list[st
     garbage = tmp_path / "garbage.nii.gz"
     garbage.write_bytes(b"\x00not a nifti at all")
     text = tmp_path / "notes.txt"
-    text.write_text("hello")
+    text.write_text("hello", encoding="utf-8")
     img = nib.load(stacks[1])
     four_d = tmp_path / "4d.nii.gz"
     nib.save(
@@ -172,7 +172,7 @@ def test_bad_inputs_exit_2_with_one_line_and_no_output(
         cases["set-value"] = [*stacks, "--set", "model.fourier_dim=7"]
         cases["time-budget"] = [*stacks, "--time-budget", "-1"]
         bad_yaml = tmp_path / "bad.yaml"
-        bad_yaml.write_text("model: [unclosed")
+        bad_yaml.write_text("model: [unclosed", encoding="utf-8")
         cases["config"] = [*stacks, "--config", str(bad_yaml)]
     if method == "srr":
         cases["alpha"] = [*stacks, "--alpha", "-1"]
@@ -260,7 +260,7 @@ def test_registration_undoes_simulated_motion(tmp_path: Path, capsys) -> None:
         assert run(args + ([] if register else ["--no-register"]), capsys)[0] == 0
         metrics = tmp_path / f"{case}.metrics.json"
         assert run(["metrics", str(out), str(gt), "-o", str(metrics)], capsys)[0] == 0
-        psnr[case] = json.loads(metrics.read_text())["psnr"]
+        psnr[case] = json.loads(metrics.read_text(encoding="utf-8"))["psnr"]
     # Measured: aligned 35.04 dB, registered 35.00 dB; without registration the motion costs dB.
     assert psnr["moved"] > psnr["aligned"] - 0.3
     assert psnr["moved-unregistered"] < psnr["aligned"] - 3.0
@@ -290,7 +290,7 @@ def test_metrics_meta_is_stored_as_strings(tmp_path: Path, stack_files, capsys) 
     meta = ["--meta", "dataset=mni152_t1", "--meta", "k=4", "--meta", "method=irem", "--meta", "x="]
     code, err = run(["metrics", str(pred), gt, "-o", str(out), *meta], capsys)
     assert code == 0, err
-    m = json.loads(out.read_text())
+    m = json.loads(out.read_text(encoding="utf-8"))
     assert m["meta"] == {"dataset": "mni152_t1", "k": "4", "method": "irem", "x": ""}
     code, err = run(["metrics", gt, gt, "--meta", "novalue"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "KEY=VALUE" in err
@@ -306,14 +306,14 @@ def test_reconstruct_sidecar_records_budget_rule_and_stop(
     budget = ["--time-per-mvoxel", "1", "--time-budget", "3600", "--no-register"]
     code, err = run([*argv, *budget, *FAST[2:]], capsys)
     assert code == 0, err
-    side = json.loads((tmp_path / "r.json").read_text())
+    side = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
     # 1 s per million voxels of the 32^3 reference grid
     assert side["budget"]["rule"] == "per_mvoxel"
     assert side["budget"]["seconds"] == pytest.approx(32**3 / 1e6)
     assert side["budget"]["cap_seconds"] == 3600
     assert side["stopped_by"] in ("budget", "epochs") and side["steps"] >= 1
     assert side["config"]["train"]["time_per_mvoxel"] == 1.0
-    text = log.read_text()
+    text = log.read_text(encoding="utf-8")
     assert "trained" in text and "stopped by" in text and "wrote" in text
 
 

@@ -54,12 +54,12 @@ def test_bad_overrides_are_refused(override: str) -> None:
 
 def test_yaml_file_and_unknown_name(tmp_path: Path) -> None:
     f = tmp_path / "c.yaml"
-    f.write_text("model:\n  fourier_dim: 64\ntrain:\n  time_budget: 10\n")
+    f.write_text("model:\n  fourier_dim: 64\ntrain:\n  time_budget: 10\n", encoding="utf-8")
     cfg = load_config(f)
     assert cfg.model.fourier_dim == 64 and cfg.train.time_budget == 10.0
     with pytest.raises(InputError, match="packaged configs"):
         load_config("no-such-config")
-    f.write_text("- a list\n")
+    f.write_text("- a list\n", encoding="utf-8")
     with pytest.raises(InputError, match="mapping"):
         load_config(f)
 

@@ -175,7 +175,7 @@ def test_cli_writes_volume_mask_and_sidecar(tmp_path) -> None:
     assert img.shape == (24, 24, 16) and m.shape == (24, 24, 16)
     assert int(img.header["sform_code"]) == 1 and int(img.header["qform_code"]) == 1
     assert np.allclose(img.affine, m.affine)
-    side = json.loads((tmp_path / "sub-01_PD.json").read_text())
+    side = json.loads((tmp_path / "sub-01_PD.json").read_text(encoding="utf-8"))
     assert side["dataset"] == "phantom" and side["shape"] == [24, 24, 16]
     assert side["mask_voxels"] == int(np.asarray(m.dataobj).sum())
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave nothing behind
@@ -225,7 +225,7 @@ def test_cli_writes_a_cohort_subject_with_its_masks(tmp_path) -> None:
     assert np.allclose(nib.load(out).affine, nib.load(wm).affine)
     assert set(np.unique(w)) == {0.0, 1.0} and np.all(m[w > 0] == 1)
     assert np.all(img[m == 0] == 0)
-    side = json.loads((tmp_path / "sub-01_T2w.json").read_text())
+    side = json.loads((tmp_path / "sub-01_T2w.json").read_text(encoding="utf-8"))
     assert side["dataset"] == "mni152_cohort" and side["subject"] == 1
     assert side["contrast"] == "T2w" and side["cohort_seed"] == 2
     assert side["wm_mask_voxels"] == int(w.sum()) and side["jacobian_min"] > 0

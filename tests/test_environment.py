@@ -279,7 +279,7 @@ def test_license_is_mit() -> None:
     text = (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert text.startswith("MIT License")
     assert "the irem-bench authors" in text
-    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"] == {
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["license"] == {
         "text": "MIT"
     }
 

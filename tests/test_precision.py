@@ -140,7 +140,7 @@ def test_the_cli_flag_forces_the_precision_and_the_sidecar_records_it(
     tiny += ["--set", "train.batch_size=256", "--quiet", "--no-register"]
     argv = ["reconstruct", *stacks, "-o", str(out), "--reference", gt, "--precision", flag, *tiny]
     assert main(argv) == 0
-    side = json.loads((tmp_path / "r.json").read_text())
+    side = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
     assert side["precision"]["requested"] == side["precision"]["used"] == flag
     assert side["config"]["train"]["precision"] == flag
     assert set(side["precision"]["cpu_flags"]) <= {"avx512_bf16", "amx_bf16"}

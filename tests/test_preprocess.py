@@ -36,7 +36,7 @@ BSPLINE = ["-q", "baseline", "bspline"]
 
 
 def sidecar(out: Path) -> dict:
-    return json.loads(out.with_name(out.name.replace(".nii.gz", ".json")).read_text())
+    return json.loads(out.with_name(out.name.replace(".nii.gz", ".json")).read_text(encoding="utf-8"))
 
 
 def ellipsoids(n: int = 40, spacing: float = 1.5) -> Volume:
@@ -263,7 +263,7 @@ def test_cli_bad_dicom_directories(
             f.rename(folder / f"b-{f.name}")
         expected = "2 DICOM series"
     elif bad == "no_dicom":
-        (folder / "notes.txt").write_text("not an image\n")
+        (folder / "notes.txt").write_text("not an image\n", encoding="utf-8")
         expected = "no DICOM series"
     else:
         write_series(moved_stacks[2], folder)

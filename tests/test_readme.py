@@ -42,7 +42,7 @@ def test_results_equal_the_committed_tables() -> None:
 def test_setup_commands_use_the_lock_file() -> None:
     setup = block("setup")
     assert "-c requirements/lock.txt" in setup and "python -m pytest -q" in setup
-    ci = (ROOT / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "requirements/lock.txt" in ci and "python -m pytest -q" in ci
 
 

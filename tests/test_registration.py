@@ -289,7 +289,7 @@ def test_transform_file_round_trip(tmp_path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
-    assert "Euler3DTransform_double_3_3" in path.read_text()
+    assert "Euler3DTransform_double_3_3" in path.read_text(encoding="utf-8")
     np.testing.assert_allclose(load_transform(path), matrix, rtol=0, atol=1e-10)
 
     # ITK's convention: the file maps fixed-space LPS points to moving-space LPS points.
@@ -302,7 +302,7 @@ def test_transform_file_round_trip(tmp_path) -> None:
     # A non-rigid affine is stored as an AffineTransform and also survives; overwriting works.
     affine = matrix @ np.diag([1.1, 0.9, 1.0, 1.0])
     save_transform(path, affine)
-    assert "AffineTransform_double_3_3" in path.read_text()
+    assert "AffineTransform_double_3_3" in path.read_text(encoding="utf-8")
     np.testing.assert_allclose(load_transform(path), affine, rtol=0, atol=1e-10)
 
 
@@ -329,7 +329,7 @@ def test_transform_file_errors(tmp_path) -> None:
     with pytest.raises(InputError, match="no such file"):
         load_transform(tmp_path / "nothing.tfm")
     garbage = tmp_path / "garbage.tfm"
-    garbage.write_text("this is not a transform\n")
+    garbage.write_text("this is not a transform\n", encoding="utf-8")
     with pytest.raises(InputError, match="not a readable ITK transform"):
         load_transform(garbage)
     assert sorted(os.listdir(tmp_path)) == ["garbage.tfm"]

@@ -32,7 +32,7 @@ def test_tables_command_line(tmp_path: Path) -> None:
 
 def test_metrics_without_meta_exits_2_with_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "old_metrics.json"
-    bad.write_text(json.dumps({"psnr": 30.0, "ssim": 0.9}))
+    bad.write_text(json.dumps({"psnr": 30.0, "ssim": 0.9}), encoding="utf-8")
     out = tmp_path / "tables"
     done = subprocess.run(
         [sys.executable, "-m", "irem.report", "tables", "--metrics", str(bad),
@@ -89,4 +89,4 @@ def test_scantime_command_writes_figure_and_tables(tmp_path: Path) -> None:
     assert report.main([*args, "--csv", str(out[1]), "--md", str(out[2])]) == 0
     table = pd.read_csv(out[1])
     assert list(table["method"]) == ["irem", "hrscan", "hrscan"]
-    assert "HR scan (direct)" in out[2].read_text()
+    assert "HR scan (direct)" in out[2].read_text(encoding="utf-8")

@@ -58,9 +58,9 @@ def test_sampling_the_training_grid_reproduces_the_reconstruction(
         a, b = nib.load(rec), nib.load(out)
         np.testing.assert_array_equal(a.affine, b.affine)
         assert np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
-    side = json.loads((tmp_path / "sample0.json").read_text())
+    side = json.loads((tmp_path / "sample0.json").read_text(encoding="utf-8"))
     assert side["seed"] == 3 and side["model_file"] == str(model)
-    assert json.loads(rec.with_suffix("").with_suffix(".json").read_text())["model_file"] == str(
+    assert json.loads(rec.with_suffix("").with_suffix(".json").read_text(encoding="utf-8"))["model_file"] == str(
         model
     )
 

@@ -148,7 +148,7 @@ def slurm_test_config(config: dict) -> dict:
 def test_slurm_test_config_is_count_bounded() -> None:
     """Runs without a cluster: no method of the test config stops on seconds, and the Slurm
     config differs from it only in the `irem` method's device and resources."""
-    config = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
+    config = yaml.safe_load((ROOT / "config" / "test.yaml").read_text(encoding="utf-8"))
     out = slurm_test_config(config)
     commands = [m["command"] for m in out["methods"]] + [out["ablation"]["command"]]
     assert not any(TIME_BUDGET.search(c) for c in commands), commands
@@ -168,7 +168,7 @@ def _workflow_copy(dest: Path) -> Path:
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(src, dest / name)
-    config = yaml.safe_load((dest / "config" / "test.yaml").read_text())
+    config = yaml.safe_load((dest / "config" / "test.yaml").read_text(encoding="utf-8"))
     (dest / CONFIG).write_text(yaml.safe_dump(slurm_test_config(config), sort_keys=False))
     return dest
 
@@ -188,7 +188,7 @@ class Background:
         self.log = log
         self.t0 = time.monotonic()
         self.ended: list[tuple[int, float]] = []
-        with log.open("w") as out:
+        with log.open("w", encoding="utf-8") as out:
             self.proc = subprocess.Popen(
                 ["snakemake", *args], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
             )
@@ -202,10 +202,10 @@ class Background:
         self.waiter.join(timeout=max(1.0, self.t0 + timeout - time.monotonic()))
         self.kill()
         assert self.ended, (
-            f"snakemake did not end within {timeout} s:\n{self.log.read_text()[-3000:]}"
+            f"snakemake did not end within {timeout} s:\n{self.log.read_text(encoding='utf-8')[-3000:]}"
         )
         code, end = self.ended[0]
-        return code, self.log.read_text(), end - self.t0
+        return code, self.log.read_text(encoding="utf-8"), end - self.t0
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -215,7 +215,7 @@ class Background:
 
 def _failure(res: subprocess.CompletedProcess, cwd: Path) -> str:
     logs = "\n".join(
-        f"--- {p}\n{p.read_text()[-1500:]}" for p in sorted(cwd.rglob("slurm_logs/**/*.log"))
+        f"--- {p}\n{p.read_text(encoding='utf-8')[-1500:]}" for p in sorted(cwd.rglob("slurm_logs/**/*.log"))
     )
     return f"snakemake failed:\n{res.stderr[-6000:]}\n{logs[-6000:]}"
 
@@ -252,12 +252,12 @@ def failures(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict
         if name == "unreachable":
             # The cluster's configuration with slurmctld on a port where nobody listens.
             conf = tmp / "unreachable.conf"
-            text = Path(cluster.env["SLURM_CONF"]).read_text()
+            text = Path(cluster.env["SLURM_CONF"]).read_text(encoding="utf-8")
             port = _free_port_pair()
             conf.write_text(re.sub(r"(?m)^SlurmctldPort=\d+$", f"SlurmctldPort={port}", text))
             env = {**cluster.env, "SLURM_CONF": str(conf)}
             snakefile = FAILING.replace("exit 3", "true")
-        (tmp / "Snakefile").write_text(snakefile)
+        (tmp / "Snakefile").write_text(snakefile, encoding="utf-8")
         out[name] = Background(
             tmp, ["--executor", "slurm", "--profile", PROFILE], env, tmp / "snakemake.log"
         )
@@ -290,7 +290,7 @@ def runs(
         assert code == 0, f"local run failed:\n{log[-6000:]}"
     finally:
         local_run.kill()
-    (tmp / "timings.json").write_text(json.dumps(seconds))
+    (tmp / "timings.json").write_text(json.dumps(seconds), encoding="utf-8")
     print(f"\nSlurm run {seconds['slurm']:.0f} s, local run beside it {seconds['local']:.0f} s")
     return Runs(local, slurm, res.stdout + res.stderr, seconds)
 
@@ -358,7 +358,7 @@ def _jobs(log: str) -> tuple[list[Job], list[str]]:
 
 
 def _config(folder: Path) -> dict:
-    return yaml.safe_load((folder / CONFIG).read_text())
+    return yaml.safe_load((folder / CONFIG).read_text(encoding="utf-8"))
 
 
 def _method_entry(config: dict, method: str) -> dict:
@@ -420,7 +420,7 @@ def test_every_job_ran_as_a_slurm_job(runs: Runs, cluster: Cluster) -> None:
         assert rec["Comment"].startswith(f"rule_{j.rule}"), rec
         # The plugin's Slurm log of the job (kept by the profile): the rule ran inside it.
         assert j.slurm_log.is_file(), j.slurm_log
-        assert f"Finished jobid: 0 (Rule: {j.rule})" in j.slurm_log.read_text(), j.slurm_log
+        assert f"Finished jobid: 0 (Rule: {j.rule})" in j.slurm_log.read_text(encoding="utf-8"), j.slurm_log
 
 
 def test_reconstruct_jobs_ask_for_their_methods_resources(runs: Runs, cluster: Cluster) -> None:
@@ -428,7 +428,7 @@ def test_reconstruct_jobs_ask_for_their_methods_resources(runs: Runs, cluster: C
     schema's defaults where the entry has none) and reach Slurm as the job's limits."""
     jobs, _ = _jobs(runs.log)
     config, records = _config(runs.slurm), cluster.jobs()
-    schema = yaml.safe_load((runs.slurm / "schemas" / "config.schema.yaml").read_text())
+    schema = yaml.safe_load((runs.slurm / "schemas" / "config.schema.yaml").read_text(encoding="utf-8"))
     defaults = {
         k: v["default"]
         for k, v in schema["definitions"]["method"]["properties"].items()
@@ -495,13 +495,13 @@ def test_device_auto_falls_back_to_cpu_with_one_warning(runs: Runs) -> None:
         # A GPU job: Slurm gave it the GPU (CUDA_VISIBLE_DEVICES=0: the warning is printed only
         # when it is set), torch found no CUDA, the run went on, on the CPU. A CPU job (device
         # cpu) has no GPU slot and says nothing.
-        text = (runs.slurm / j.log).read_text()
+        text = (runs.slurm / j.log).read_text(encoding="utf-8")
         assert text.count(GPU_WARNING) == (1 if j.gpu else 0), j.log
         sidecar = runs.slurm / "results" / Path(j.log).relative_to("results/logs")
-        assert json.loads(sidecar.with_suffix(".json").read_text())["device"] == "cpu", sidecar
+        assert json.loads(sidecar.with_suffix(".json").read_text(encoding="utf-8"))["device"] == "cpu", sidecar
     # A local run has no GPU slot (CUDA_VISIBLE_DEVICES unset): no warning there.
     for j in rec_jobs:
-        assert GPU_WARNING not in (runs.local / j.log).read_text(), j.log
+        assert GPU_WARNING not in (runs.local / j.log).read_text(encoding="utf-8"), j.log
 
 
 # Columns of runs.csv that differ from run to run: wall-clock timings.
@@ -563,7 +563,7 @@ def test_failed_job_is_an_error_with_its_logs(failures: dict[str, Background]) -
     # Both logs are named: the rule's and the job's Slurm log, which holds the job's stderr.
     m = re.search(r"log: fails\.log, (\S+\.log) \(check log file", out)
     assert m, out[-3000:]
-    assert "boom-in-slurm-log" in Path(m.group(1)).read_text()
+    assert "boom-in-slurm-log" in Path(m.group(1)).read_text(encoding="utf-8")
     assert seconds < 300
 
 

@@ -45,10 +45,10 @@ def test_load_runs_reads_meta_not_names(tmp_path: Path) -> None:
 
 def test_metrics_without_meta_is_an_error(tmp_path: Path) -> None:
     p = tmp_path / "x_metrics.json"
-    p.write_text(json.dumps({"psnr": 1.0}))
+    p.write_text(json.dumps({"psnr": 1.0}), encoding="utf-8")
     with pytest.raises(ValueError, match='no "meta"'):
         tables.load_runs([p])
-    p.write_text(json.dumps({"psnr": 1.0, "meta": {"dataset": "d"}}))
+    p.write_text(json.dumps({"psnr": 1.0, "meta": {"dataset": "d"}}), encoding="utf-8")
     with pytest.raises(ValueError, match="meta lacks k, subject, seed, method"):
         tables.load_runs([p])
 

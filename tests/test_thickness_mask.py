@@ -134,7 +134,7 @@ def test_cli_thickness_of_the_spacing_reconstructs_identically(
         code, err = run([*argv, *extra], capsys)
         assert code == 0, err
         outs[tag] = np.asarray(nib.load(out).dataobj)
-        side = json.loads(out.with_suffix("").with_suffix(".json").read_text())
+        side = json.loads(out.with_suffix("").with_suffix(".json").read_text(encoding="utf-8"))
         assert [i["slice_thickness_mm"] for i in side["inputs"]] == [
             4.0 if tag != "six" else 6.0
         ] * 3
@@ -151,7 +151,7 @@ def test_cli_thickness_per_stack_in_stack_order(tmp_path: Path, stack_files, cap
     out = tmp_path / "b.nii.gz"
     argv = [*METHODS["bspline"], *stacks, "-o", str(out), "--thickness", "3", "4", "5"]
     assert run([*argv, "--no-register"], capsys)[0] == 0
-    side = json.loads((tmp_path / "b.json").read_text())
+    side = json.loads((tmp_path / "b.json").read_text(encoding="utf-8"))
     assert [i["slice_thickness_mm"] for i in side["inputs"]] == [3.0, 4.0, 5.0]
     assert [i["path"] for i in side["inputs"]] == stacks
 
@@ -179,7 +179,7 @@ def test_cli_output_is_zero_outside_the_target_mask(
         assert np.any(data[mask] != 0) and not np.array_equal(data[mask], unmasked[mask])
     else:  # the mask only zeroes the output
         assert np.array_equal(data[mask], unmasked[mask])
-    masks = json.loads((tmp_path / "out.json").read_text())["masks"]
+    masks = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))["masks"]
     assert masks["target"] == str(tmp_path / "mask.nii.gz")
     assert masks["target_voxels"] == int(mask.sum())
     assert masks["lr_voxels_restricted_to_target"] == (method == "reconstruct")
@@ -318,7 +318,7 @@ def test_cli_stack_masks_are_recorded_and_limit_the_training_voxels(
     argv = [*METHODS["reconstruct"], *stacks, "-o", str(out), "--reference", gt, "--no-register"]
     code, err = run([*argv, "--stack-masks", *masks], capsys)
     assert code == 0, err
-    side = json.loads((tmp_path / "irem.json").read_text())
+    side = json.loads((tmp_path / "irem.json").read_text(encoding="utf-8"))
     sizes = [int(np.prod(nib.load(p).shape)) for p in stacks]
     assert [i["mask"] for i in side["inputs"]] == masks
     assert [i["lr_voxels_in_mask"] for i in side["inputs"]] == [sizes[0] // 2, *sizes[1:]]

@@ -70,10 +70,10 @@ def test_the_configs_carry_the_committed_choices() -> None:
     """Each sweep's chosen options are what config/config.yaml runs: in its method's command, or
     in scan_time.options at that HR SNR."""
     chosen = pd.read_csv(ROOT / "results" / "tuning" / "chosen.csv", dtype=str)
-    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text(encoding="utf-8"))
     sweeps = {s["name"]: s for s in cfg["tuning"]["sweeps"]}
     commands = {m["name"]: " ".join(m["command"].split()) for m in cfg["methods"]}
-    fast = (ROOT / "irem" / "configs" / "fast.yaml").read_text()
+    fast = (ROOT / "irem" / "configs" / "fast.yaml").read_text(encoding="utf-8")
     assert set(chosen["sweep"]) == set(sweeps)
     for _, row in chosen.iterrows():
         method = sweeps[row["sweep"]]["method"]
@@ -90,7 +90,7 @@ def test_the_configs_carry_the_committed_choices() -> None:
 
 
 def test_every_tuning_run_is_on_a_tuning_subject() -> None:
-    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text(encoding="utf-8"))
     n_tuning = next(d for d in cfg["datasets"] if d["name"] == "cohort")["cohort"]["tuning"]
     for sweep in cfg["tuning"]["sweeps"]:
         runs = pd.read_csv(ROOT / "results" / "tuning" / f"{sweep['name']}.csv", dtype=str)
@@ -102,7 +102,7 @@ def test_every_tuning_run_is_on_a_tuning_subject() -> None:
 def test_a_method_and_a_sweep_are_one_config_entry_each(tmp_path: Path) -> None:
     """A method and a sweep that exist only in this test's config: `snakemake tune` runs the
     sweep's candidates as variants of the method, on the tuning subjects only."""
-    cfg = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
+    cfg = yaml.safe_load((ROOT / "config" / "test.yaml").read_text(encoding="utf-8"))
     cfg["methods"].append({
         "name": "smoothed", "label": "B-spline, smoothed (test only)",
         "command": "irem baseline srr {stacks} -o {output} {geometry} --psf box --regulariser "
@@ -113,7 +113,7 @@ def test_a_method_and_a_sweep_are_one_config_entry_each(tmp_path: Path) -> None:
         "values": {"alpha": [0.5, 2.0]},
     }]}  # fmt: skip
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     res = subprocess.run(
         ["snakemake", "tune", "--dry-run", "--forceall", "--configfile", str(path)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,

@@ -18,7 +18,7 @@ def test_save_sets_sform_qform_and_sidecar(tmp_path: Path) -> None:
     np.testing.assert_allclose(img.get_sform(), aff)
     np.testing.assert_allclose(img.get_qform(), aff, atol=1e-6)
     np.testing.assert_array_equal(img.get_fdata(), data)
-    assert sidecar_path(out).read_text().strip().startswith("{")
+    assert sidecar_path(out).read_text(encoding="utf-8").strip().startswith("{")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json", "x.nii.gz"]  # no temp files
     assert (out.stat().st_mode & 0o444) == 0o444  # readable like any other file
 

@@ -62,13 +62,13 @@ def _keys(tree: dict, prefix: str = "") -> set[str]:
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
 def test_every_config_sets_every_default_key(config: Path) -> None:
     # --configfile is merged over config/config.yaml: a file that sets every key replaces it.
-    default = _keys(yaml.safe_load((ROOT / "config" / "config.yaml").read_text()))
-    keys = _keys(yaml.safe_load(config.read_text()))
+    default = _keys(yaml.safe_load((ROOT / "config" / "config.yaml").read_text(encoding="utf-8")))
+    keys = _keys(yaml.safe_load(config.read_text(encoding="utf-8")))
     assert default <= keys, f"{config.name} lacks {sorted(default - keys)}"
 
 
 def test_paper_config_runs_the_paper() -> None:
-    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    paper = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text(encoding="utf-8"))
     irem = next(m for m in paper["methods"] if m["name"] == "irem")
     assert "--config paper" in irem["command"] and "--time-budget" not in irem["command"]
     assert method_label(irem) == "IREM" and irem["device"] == "cuda"
@@ -81,8 +81,8 @@ def test_paper_config_runs_the_paper() -> None:
 
 def test_no_rule_names_a_method() -> None:
     # Methods come from the config: no rule or helper names one.
-    text = (ROOT / "Snakefile").read_text() + "".join(
-        p.read_text() for p in sorted((ROOT / "rules").glob("*.smk"))
+    text = (ROOT / "Snakefile").read_text(encoding="utf-8") + "".join(
+        p.read_text(encoding="utf-8") for p in sorted((ROOT / "rules").glob("*.smk"))
     )
     assert not re.search(r"bspline|srr|iremfast", text)
 
@@ -107,17 +107,17 @@ def test_gpu_methods_take_a_gpu_token() -> None:
     ],
 )
 def test_bad_cohort_stops_before_any_job(tmp_path: Path, change: str, message: str) -> None:
-    text = (ROOT / "config" / "config.yaml").read_text()
+    text = (ROOT / "config" / "config.yaml").read_text(encoding="utf-8")
     bad = tmp_path / "bad.yaml"
-    bad.write_text(text.replace("cohort: {subjects: 13, tuning: 3, seed: 0}", change))
+    bad.write_text(text.replace("cohort: {subjects: 13, tuning: 3, seed: 0}", change), encoding="utf-8")
     res = snakemake("--dry-run", "--configfile", str(bad))
     assert res.returncode != 0 and message in res.stdout + res.stderr
 
 
 def test_negative_snr_stops_before_any_job(tmp_path: Path) -> None:
-    text = (ROOT / "config" / "config.yaml").read_text()
+    text = (ROOT / "config" / "config.yaml").read_text(encoding="utf-8")
     bad = tmp_path / "bad.yaml"
-    bad.write_text(text.replace("  snr: 40", "  snr: -5"))
+    bad.write_text(text.replace("  snr: 40", "  snr: -5"), encoding="utf-8")
     res = snakemake("--dry-run", "--configfile", str(bad))
     assert res.returncode != 0 and "snr" in res.stdout + res.stderr
 
@@ -147,7 +147,7 @@ def test_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if res.returncode != 0:
         logs = (
             "\n".join(
-                f"--- {p}\n{p.read_text()[-2000:]}"
+                f"--- {p}\n{p.read_text(encoding='utf-8')[-2000:]}"
                 for p in sorted((tmp / "results" / "logs").rglob("*.log"))
             )
             if (tmp / "results" / "logs").exists()
@@ -160,7 +160,7 @@ def test_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.workflow
 @pytest.mark.slow
 def test_end_to_end_tables(test_run: Path) -> None:
-    config = yaml.safe_load((test_run / "config" / "test.yaml").read_text())
+    config = yaml.safe_load((test_run / "config" / "test.yaml").read_text(encoding="utf-8"))
     tables = test_run / "results" / "tables"
     metrics = pd.read_csv(tables / "metrics.csv")
     labels = {m["name"]: method_label(m) for m in config["methods"] if not m.get("hr_scan")}
@@ -176,7 +176,7 @@ def test_end_to_end_tables(test_run: Path) -> None:
     runs = pd.read_csv(tables / "runs.csv")
     assert len(runs) == len(list(test_run.glob("results/**/*_metrics.json")))
     assert set(runs.loc[runs["split"] == "tuning", "method"]) >= {"irem2L16", "iremsigma2"}
-    md = (tables / "metrics.md").read_text()
+    md = (tables / "metrics.md").read_text(encoding="utf-8")
     assert f"| cohort | 4 | {labels['stackmean']} | 2 |" in md
     scantime = pd.read_csv(tables / "scantime.csv")
     assert {"hrscan", "hrtv"} <= set(scantime["method"])  # the HR scan, as it is and denoised
@@ -187,9 +187,9 @@ def test_end_to_end_tables(test_run: Path) -> None:
 @pytest.mark.workflow
 @pytest.mark.slow
 def test_external_method_is_drawn_in_fig4(test_run: Path) -> None:
-    config = yaml.safe_load((test_run / "config" / "test.yaml").read_text())
+    config = yaml.safe_load((test_run / "config" / "test.yaml").read_text(encoding="utf-8"))
     ext = next(m for m in config["methods"] if m["name"] == "stackmean")
-    log = (test_run / "results" / "logs" / "fig4_cohort.log").read_text()
+    log = (test_run / "results" / "logs" / "fig4_cohort.log").read_text(encoding="utf-8")
     assert ext["label"] in log
 
 
