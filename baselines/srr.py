@@ -35,7 +35,7 @@ from irem.grid import Grid
 from irem.volume import Stack
 
 REGULARISERS: tuple[str, ...] = ("tk1", "tv")
-# Relative weights chosen by benchmarks/srr_alpha_sweep.py (docs/baselines.md), per PSF.
+# Relative weights chosen on a phantom sweep (results/tuning/round2/srr_alpha_sweep.md), per PSF.
 DEFAULT_ALPHA: dict[tuple[str, str], float] = {
     ("tk1", "gaussian"): 3e-2,
     ("tk1", "box"): 3e-3,

@@ -22,16 +22,18 @@ import resource
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from _workflow import OUT, cpu_description
 
 from irem.grid import Grid
 from irem.model import IREM, for_inference
-from irem.precision import detect_precision
+from irem.precision import cpu_description, detect_precision
 from irem.train import predict
+
+OUT = Path("results/benchmarks")
 
 
 def _best_seconds(fn: Callable[[], object], seconds: float, warmup: int = 3) -> float:

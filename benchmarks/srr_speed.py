@@ -7,7 +7,8 @@ first-order Tikhonov (tk1) and total variation (tv), each with the Gaussian (Nif
 memory (``ru_maxrss``) is its own. SRR's time includes its B-spline initialisation.
 
 Metrics: ``irem.metrics.compute_metrics`` (what ``irem metrics`` writes for the workflow): PSNR and
-SSIM over the whole volume and inside the workflow's brain mask (benchmarks/_workflow.py).
+SSIM over the whole volume and inside the brain mask (``irem.datasets.brain_mask``, threshold 0, as
+``irem dataset --mask-out`` makes it).
 
 Usage: ``python benchmarks/srr_speed.py [--threads 2] [--out results/benchmarks]`` (writes
 ``srr_speed.md``/``.csv``; with another thread count ``srr_speed_threads<N>.md``/``.csv``).
@@ -41,15 +42,17 @@ METHODS = (
 def run_case(k: int, method: str, regulariser: str, psf: str, threads: int) -> dict[str, object]:
     """One case, in this process: returns its metrics (call in a fresh interpreter)."""
     import torch
-    from _workflow import load_with_mask, scores
 
     from baselines.bspline import bspline
     from baselines.srr import srr
+    from irem.datasets import brain_mask, load_dataset
     from irem.grid import reference_grid
+    from irem.metrics import compute_metrics
     from irem.simulate import simulate_stacks
 
     torch.set_num_threads(threads)
-    hr, mask = load_with_mask("mni152_t1", crop=None)
+    hr = load_dataset("mni152_t1")
+    mask = brain_mask(hr, threshold=0.0).data > 0.5
     grid = reference_grid(hr)
     stacks = simulate_stacks(hr, k)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -61,7 +64,7 @@ def run_case(k: int, method: str, regulariser: str, psf: str, threads: int) -> d
         out, info = srr(stacks, grid, regulariser=regulariser, psf=psf, progress=False)
     wall = time.perf_counter() - t0
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    met = scores(out, hr, mask)
+    met = compute_metrics(out, hr.data, mask=mask)
     return {
         "k": k,
         "method": method if method == "bspline" else f"srr-{regulariser}-{psf}",

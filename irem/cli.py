@@ -263,7 +263,18 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         "--k",
         type=_positive_int,
         required=True,
-        help="down-sampling factor (slice thickness in HR voxels)",
+        help="down-sampling factor: slice spacing (and, without --thickness, slice thickness) in "
+        "HR voxels",
+    )
+    p.add_argument(
+        "--thickness",
+        type=_positive_float,
+        metavar="T",
+        help="slice thickness in HR voxels (box width or Gaussian FWHM; may be fractional): below "
+        "K leaves a gap between slices, above K makes them overlap; the NIfTI files keep only the "
+        "spacing, so reconstruct with the methods' --thickness in mm (simulation.json and the "
+        "sidecars give it as slice_thickness_mm, sagittal, coronal, axial); e.g. --k 4 "
+        "--thickness 2 (default: K)",
     )
     p.add_argument("--out-dir", required=True, help="output folder (created if missing)")
     p.add_argument(
@@ -596,19 +607,31 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     )
     from irem.volume import load_volume, voxel_centres
 
+    if args.thickness is not None and args.profile == "none":
+        raise InputError("--thickness needs --profile box or gaussian ('none' takes one HR slice)")
     hr = load_volume(args.hr)
     if args.k > min(hr.shape):
         raise InputError(f"--k {args.k} is larger than the smallest image extent {min(hr.shape)}")
+    if args.thickness is not None and args.thickness > min(hr.shape):
+        raise InputError(
+            f"--thickness {args.thickness:g} is larger than the smallest image extent "
+            f"{min(hr.shape)}"
+        )
+    thickness = 1.0 if args.profile == "none" else float(args.thickness or args.k)
     wm = load_volume(args.wm_mask, mask=True).data if args.wm_mask else None
     noise: dict[str, Any] = {"subject_seed": args.subject_seed, "wm_mask": args.wm_mask}
     hr_scan = None
     if args.hr_snr is not None:
         stacks, hr_scan, info = simulate_scan_time_matched(
-            hr, args.k, args.hr_snr, args.profile, args.seed, wm, args.subject_seed
-        )
+            hr, args.k, args.hr_snr, args.profile, args.seed, wm, args.subject_seed,
+            thickness=args.thickness,
+        )  # fmt: skip
         noise.update(info)
     else:
-        stacks = simulate_stacks(hr, args.k, args.profile, args.snr, args.seed, wm, args.subject_seed)
+        stacks = simulate_stacks(
+            hr, args.k, args.profile, args.snr, args.seed, wm, args.subject_seed,
+            thickness=args.thickness,
+        )  # fmt: skip
     motions: list[list[list[float]] | None] = [None] * 3
     if args.motion is not None:
         rng = np.random.default_rng(np.random.SeedSequence([args.seed, 7]))
@@ -624,6 +647,8 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     params = {
         "source": str(args.hr),
         "k": args.k,
+        "thickness": thickness,
+        "slice_thickness_mm": [thickness * float(v) for v in hr.spacing],
         "profile": args.profile,
         "snr": args.snr,
         "noise": noise,

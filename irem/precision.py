@@ -101,6 +101,22 @@ def read_cpu_flags(path: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
         return frozenset()
 
 
+def cpu_description(path: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name and which of the SIMD flags that matter for torch it has."""
+    model = "unknown CPU"
+    try:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+                break
+    except OSError:
+        pass
+    flags = read_cpu_flags(path)
+    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{model}; flags: {', '.join(wanted) or 'none of avx2/avx512/amx'}"
+
+
 def detect_precision(
     requested: str, device: torch.device | str = "cpu", kind: str = "irem"
 ) -> Precision:

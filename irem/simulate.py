@@ -1,20 +1,26 @@
 """Simulate thick-slice low-resolution stacks from a high-resolution volume.
 
-Each stack is down-sampled by ``k`` along one voxel axis only. A slice profile says how the thick
-slice integrates the HR signal along that axis:
+Each stack is down-sampled by ``k`` along one voxel axis only: its slices are ``k`` HR voxels
+apart. A slice profile says how a slice integrates the HR signal along that axis:
 
-- ``box``: the mean of ``k`` consecutive HR slices (the default; a thick slice integrates signal);
-- ``gaussian``: a Gaussian profile with FWHM equal to the slice thickness (``k`` HR slices), centred
-  where the box profile is centred;
+- ``box``: the mean over a slab ``thickness`` HR voxels wide (the default; a slice integrates
+  signal), HR voxels cut by the slab's faces weighted by the part inside;
+- ``gaussian``: a Gaussian profile with FWHM equal to ``thickness``, centred where the box is;
 - ``none``: one HR slice out of every ``k`` (the middle one of each block of ``k``).
 
-The LR affine places each LR voxel centre at the profile's centre: for ``box`` exactly the mean of
-the ``k`` HR voxel centres it averaged. Trailing HR slices that do not fill a whole LR slice are
-dropped.
+``thickness`` (HR voxels, default ``k``) below ``k`` leaves a gap between slices, above ``k`` makes
+them overlap. Slice ``i`` starts at HR voxel ``i * k`` (its slab spans HR indices ``i * k - 1/2``
+to ``i * k - 1/2 + thickness``); there are as many slices as fit whole in the HR extent, and the
+HR slices after the last one are dropped. With ``thickness = k`` the box slice is the mean of
+``k`` consecutive HR slices.
+
+The LR affine places each LR voxel centre at the profile's centre: for ``box`` with ``thickness =
+k`` exactly the mean of the ``k`` HR voxel centres it averaged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import nibabel as nib
@@ -46,33 +52,57 @@ def orientation_name(affine: np.ndarray, axis: int) -> str:
     return _ORIENTATION[codes[axis]]
 
 
-def profile_matrix(n_hr: int, k: int, profile: Profile) -> tuple[np.ndarray, float]:
+def profile_matrix(
+    n_hr: int, k: int, profile: Profile, thickness: float | None = None
+) -> tuple[np.ndarray, float]:
     """Weights ``W`` (n_lr x n_hr) with LR = W @ HR along one axis, and the HR index of LR voxel 0.
 
     LR voxel ``i`` is centred at HR index ``offset + i * k``.
+
+    Args:
+        n_hr: HR voxels along the axis.
+        k: slice spacing in HR voxels.
+        profile: slice profile.
+        thickness: slice thickness in HR voxels (box width or Gaussian FWHM); ``None``: ``k``.
+            The ``none`` profile takes none.
+
+    Raises:
+        InputError: on an unknown profile, a thickness that is not positive or is given with the
+            ``none`` profile, or slices that do not fit in ``n_hr``.
     """
-    n_lr = n_hr // k
+    if profile not in PROFILES:
+        raise InputError(f"unknown slice profile {profile!r}; choose from {', '.join(PROFILES)}")
+    if profile == "none":
+        if thickness is not None:
+            raise InputError("a slice thickness needs the box or gaussian profile, not 'none'")
+        t = 1.0
+    else:
+        t = float(k if thickness is None else thickness)
+        if not (np.isfinite(t) and t > 0):
+            raise InputError(f"the slice thickness must be a positive number, got {thickness}")
+    n_lr = int(np.floor((n_hr - t) / k)) + 1 if profile != "none" else n_hr // k
     if n_lr < 1:
-        raise InputError(f"k={k} is larger than the image extent ({n_hr} voxels)")
+        what = f"k={k}" if t <= k else f"thickness {t:g}"
+        raise InputError(f"{what} is larger than the image extent ({n_hr} voxels)")
     w = np.zeros((n_lr, n_hr), dtype=np.float64)
+    j = np.arange(n_hr)
     if profile == "box":
-        offset = (k - 1) / 2.0
+        offset = (t - 1.0) / 2.0
         for i in range(n_lr):
-            w[i, i * k : (i + 1) * k] = 1.0 / k
+            lo = i * k - 0.5
+            inside = np.minimum(j + 0.5, lo + t) - np.maximum(j - 0.5, lo)
+            w[i] = np.clip(inside, 0.0, None) / t
     elif profile == "gaussian":
-        offset = (k - 1) / 2.0
-        sigma = k * FWHM_TO_SIGMA
-        j = np.arange(n_hr)
+        offset = (t - 1.0) / 2.0
+        sigma = t * FWHM_TO_SIGMA
         for i in range(n_lr):
             g = np.exp(-0.5 * ((j - (offset + i * k)) / sigma) ** 2)
             g[np.abs(j - (offset + i * k)) > 4 * sigma] = 0.0
             w[i] = g / g.sum()
-    elif profile == "none":
+    else:
         offset = float((k - 1) // 2)
         for i in range(n_lr):
             w[i, int(offset) + i * k] = 1.0
-    else:
-        raise InputError(f"unknown slice profile {profile!r}; choose from {', '.join(PROFILES)}")
     return w, offset
 
 
@@ -174,11 +204,11 @@ def scan_time_matched_snr(hr_snr: float, k: int, n_stacks: int = 3) -> float:
 
     Args:
         hr_snr: SNR of the HR scan (same definition as everywhere here).
-        k: slice-thickness factor of the LR stacks.
+        k: LR voxel volume in HR voxels: the slice thickness in HR voxels.
         n_stacks: number of LR stacks sharing the HR scan time.
     """
-    if k < 1 or n_stacks < 1:
-        raise InputError(f"k and n_stacks must be >= 1, got k={k}, n_stacks={n_stacks}")
+    if not k > 0 or n_stacks < 1:
+        raise InputError(f"k must be > 0 and n_stacks >= 1, got k={k}, n_stacks={n_stacks}")
     if not (np.isfinite(hr_snr) and hr_snr > 0):
         raise InputError(f"the HR SNR must be a positive number, got {hr_snr}")
     return float(hr_snr) * k / np.sqrt(n_stacks)
@@ -233,18 +263,29 @@ def rician_signal_and_sigma(magnitude: np.ndarray) -> tuple[float, float]:
     return float(theta * sigma), float(sigma)
 
 
-def simulate_stack(hr: Volume, axis: int, k: int, profile: Profile = "box") -> Stack:
-    """One LR stack, thick along voxel ``axis`` by a factor ``k``, without noise."""
+def simulate_stack(
+    hr: Volume, axis: int, k: int, profile: Profile = "box", *, thickness: float | None = None
+) -> Stack:
+    """One LR stack, thick along voxel ``axis`` by a factor ``k``, without noise.
+
+    ``thickness`` (HR voxels; ``None``: ``k``) is the slice thickness, see
+    :func:`profile_matrix`. A stack whose slices are not ``k`` HR voxels thick carries its
+    thickness in mm (:attr:`~irem.volume.Stack.thickness`), so that the methods' slice models use
+    it; ``thickness=k`` gives the same stack as ``None``.
+    """
     if axis not in (0, 1, 2):
         raise InputError(f"axis must be 0, 1 or 2, got {axis}")
     if k < 1:
         raise InputError(f"the down-sampling factor must be >= 1, got {k}")
-    w, offset = profile_matrix(hr.shape[axis], k, profile)
+    w, offset = profile_matrix(hr.shape[axis], k, profile, thickness)
     moved = np.moveaxis(hr.data.astype(np.float64), axis, 0)
     lr = np.tensordot(w, moved, axes=(1, 0))
     data = np.moveaxis(lr, 0, axis).astype(np.float32)
     affine = lr_affine(hr.affine, axis, k, offset)
-    return Stack(data=data, affine=affine, name=orientation_name(hr.affine, axis))
+    mm = None
+    if thickness is not None and float(thickness) != k:
+        mm = float(thickness) * float(hr.spacing[axis])
+    return Stack(data=data, affine=affine, name=orientation_name(hr.affine, axis), thickness=mm)
 
 
 def simulate_stacks(
@@ -255,21 +296,24 @@ def simulate_stacks(
     seed: int = 0,
     wm_mask: np.ndarray | None = None,
     subject_seed: int | None = None,
+    *,
+    thickness: float | None = None,
 ) -> list[Stack]:
     """Three orthogonal LR stacks, one thick along each voxel axis, with optional Rician noise.
 
     Args:
         hr: the noise-free HR volume.
-        k: slice-thickness factor.
+        k: slice spacing in HR voxels (the down-sampling factor).
         profile: slice profile.
         snr: SNR of each stack (reference signal of ``hr``, see :func:`reference_signal`).
         seed: run seed of the noise.
         wm_mask: white-matter mask on ``hr``'s grid defining the SNR reference (recommended).
         subject_seed: subject seed, combined with ``seed`` (see :func:`noise_generators`).
+        thickness: slice thickness in HR voxels (``None``: ``k``; see :func:`profile_matrix`).
     """
     if snr is not None and not snr > 0:
         raise InputError(f"--snr must be positive, got {snr}")
-    stacks = [simulate_stack(hr, axis, k, profile) for axis in range(3)]
+    stacks = [simulate_stack(hr, axis, k, profile, thickness=thickness) for axis in range(3)]
     if snr is not None:
         sigma = noise_sigma(hr.data, snr, wm_mask)
         for stack, rng in zip(stacks, noise_generators(seed, subject_seed)[:3], strict=True):
@@ -285,17 +329,22 @@ def simulate_scan_time_matched(
     seed: int = 0,
     wm_mask: np.ndarray | None = None,
     subject_seed: int | None = None,
+    *,
+    thickness: float | None = None,
 ) -> tuple[list[Stack], Volume, dict[str, float]]:
     """Three LR stacks and one HR scan of equal total scan time (the paper's dataset #C argument).
 
-    The HR scan gets Rician noise at ``hr_snr``; each stack at :func:`scan_time_matched_snr`.
+    The HR scan gets Rician noise at ``hr_snr``; each stack at :func:`scan_time_matched_snr` of
+    its voxel volume (``thickness`` HR voxels; ``None``: ``k``; the ``none`` profile: ``k``).
 
     Returns:
         The noisy stacks, the noisy HR scan and ``{"hr_snr", "lr_snr", "hr_sigma", "lr_sigma",
         "reference_signal"}`` for the sidecar.
     """
-    lr_snr = scan_time_matched_snr(hr_snr, k, n_stacks=3)
-    stacks = simulate_stacks(hr, k, profile, lr_snr, seed, wm_mask, subject_seed)
+    lr_snr = scan_time_matched_snr(hr_snr, k if thickness is None else thickness, n_stacks=3)
+    stacks = simulate_stacks(
+        hr, k, profile, lr_snr, seed, wm_mask, subject_seed, thickness=thickness
+    )
     hr_noisy = noisy_hr(hr, hr_snr, seed, subject_seed, wm_mask)
     ref = reference_signal(hr.data, wm_mask)
     info = {
@@ -327,24 +376,24 @@ def random_rigid(
 
 def move(stack: Stack, motion: np.ndarray) -> Stack:
     """The stack after a rigid motion of the subject: its voxels now sit at ``motion @ affine``."""
-    return Stack(
-        data=stack.data, affine=motion @ stack.affine, name=stack.name, transform=stack.transform
-    )
+    return dataclasses.replace(stack, affine=motion @ stack.affine)
 
 
 def reorient(stack: Stack, codes: str) -> Stack:
     """Store the same image with voxel axes in another orientation (e.g. ``"LPS"``, ``"SRA"``).
 
-    The world position of every intensity is unchanged; only the array layout and affine change.
+    The world position of every intensity is unchanged; only the array layout and affine change
+    (the mask, if any, follows the data; thickness and transform are kept).
     """
     cur = nib.orientations.io_orientation(stack.affine)
     target = nib.orientations.axcodes2ornt(tuple(codes))
     ornt = nib.orientations.ornt_transform(cur, target)
     data = nib.orientations.apply_orientation(stack.data, ornt)
     affine = stack.affine @ nib.orientations.inv_ornt_aff(ornt, stack.shape)
-    return Stack(
-        data=np.ascontiguousarray(data), affine=affine, name=stack.name, transform=stack.transform
-    )
+    mask = stack.mask
+    if mask is not None:
+        mask = np.ascontiguousarray(nib.orientations.apply_orientation(mask, ornt))
+    return dataclasses.replace(stack, data=np.ascontiguousarray(data), affine=affine, mask=mask)
 
 
 # Orientations that ``--reorient`` stores the three stacks in (sagittal stays as simulated).
