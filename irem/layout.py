@@ -13,8 +13,9 @@ BIDS-derivative-like layout under a results root (``results`` by default)::
 
 A *run* is the folder of a set of reconstructions: ``<dataset>/k<k>`` for a simulated experiment,
 ``<dataset>/snr<snr>/k<k>`` for the scan-time-matched experiment at one HR SNR (``7.5`` is written
-``7p5``), and ``<scan>`` for a real scan. The Snakemake rules build paths with these functions and
-pass a run's identity to ``irem metrics --meta``, so the report reads it as data.
+``7p5``), and ``<scan>`` for a real scan. The Snakemake rules build their paths with these functions
+(a run given as a folder string, wildcards included: ``"{dataset}/k{k}"``) and pass a run's
+identity to ``irem metrics --meta``, so the report reads it as data.
 """
 
 from __future__ import annotations
@@ -60,6 +61,25 @@ class Run:
         return out
 
 
+def run_folder(run: Run | str) -> str:
+    """A run's folder below the results root (a string is a folder already, e.g. ``"{run}"``)."""
+    return run if isinstance(run, str) else run.folder
+
+
+def log_path(path: str, root: str = RESULTS) -> str:
+    """The log of the job that writes ``path`` (a file or folder below ``root``): the same name
+    below ``<root>/logs``, its extension(s) replaced by ``.log``."""
+    rel = path.removeprefix(f"{root}/")
+    for ext in (".nii.gz", ".json", ".csv", ".tsv"):
+        rel = rel.removesuffix(ext)
+    return job_log(rel, root)
+
+
+def job_log(name: str, root: str = RESULTS) -> str:
+    """The log of a job named ``name`` (a report or tuning job: ``tables``, ``tuning/chosen``)."""
+    return f"{root}/logs/{name}.log"
+
+
 def snr_tag(snr: float) -> str:
     """``10`` -> ``"10"``, ``7.5`` -> ``"7p5"`` (file-name safe)."""
     if snr <= 0:
@@ -93,6 +113,11 @@ def gt_path(dataset: str, subject: str, suffix: str, root: str = RESULTS) -> str
     return f"{root}/{dataset}/sub-{subject}_{suffix}.nii.gz"
 
 
+def sidecar_path(image: str) -> str:
+    """The JSON sidecar written beside a NIfTI image."""
+    return image.removesuffix(".nii.gz") + ".json"
+
+
 def mask_path(dataset: str, subject: str, root: str = RESULTS) -> str:
     """The brain mask of a subject's ground truth."""
     return f"{root}/{dataset}/sub-{subject}_desc-brain_mask.nii.gz"
@@ -103,18 +128,23 @@ def wm_mask_path(dataset: str, subject: str, suffix: str, root: str = RESULTS) -
     return f"{root}/{dataset}/sub-{subject}_label-WM_desc-{suffix}_mask.nii.gz"
 
 
-def stack_folder(run: Run, subject: str, seed: int | str, root: str = RESULTS) -> str:
+def stack_folder(run: Run | str, subject: str, seed: int | str, root: str = RESULTS) -> str:
     """Folder of a simulated run's LR stacks (and ``simulation.json``, ``hr.nii.gz``)."""
-    return f"{root}/{run.folder}/lr/sub-{subject}_seed-{seed}"
+    return f"{root}/{run_folder(run)}/lr/sub-{subject}_seed-{seed}"
 
 
-def stack_paths(run: Run, subject: str, seed: int | str, root: str = RESULTS) -> list[str]:
+def simulation_path(stack_folder: str) -> str:
+    """The summary ``irem simulate`` writes beside its stacks."""
+    return f"{stack_folder}/simulation.json"
+
+
+def stack_paths(run: Run | str, subject: str, seed: int | str, root: str = RESULTS) -> list[str]:
     """The three simulated LR stacks of a run, the fixed (sagittal) stack first."""
     folder = stack_folder(run, subject, seed, root)
     return [f"{folder}/acq-{o}.nii.gz" for o in ORIENTATIONS]
 
 
-def hr_scan_path(run: Run, subject: str, seed: int | str, root: str = RESULTS) -> str:
+def hr_scan_path(run: Run | str, subject: str, seed: int | str, root: str = RESULTS) -> str:
     """The scan-time experiment's noisy HR scan of a subject (beside its LR stacks)."""
     return f"{stack_folder(run, subject, seed, root)}/hr.nii.gz"
 
@@ -124,9 +154,14 @@ def tuning_path(name: str, root: str = RESULTS) -> str:
     return f"{root}/tuning/{name}"
 
 
+def scan_stack_folder(scan: str, subject: str, root: str = RESULTS) -> str:
+    """Folder of the real-scan demo's simulated stacks (and ``simulation.json``)."""
+    return f"{root}/{scan}/lr/sub-{subject}"
+
+
 def scan_stack_paths(scan: str, subject: str, root: str = RESULTS) -> list[str]:
     """The real-scan demo's simulated stacks (moved and re-oriented)."""
-    return [f"{root}/{scan}/lr/sub-{subject}/acq-{o}.nii.gz" for o in ORIENTATIONS]
+    return [f"{scan_stack_folder(scan, subject, root)}/acq-{o}.nii.gz" for o in ORIENTATIONS]
 
 
 def _stem(subject: str, method: str, seed: int | str, suffix: str) -> str:
@@ -134,40 +169,40 @@ def _stem(subject: str, method: str, seed: int | str, suffix: str) -> str:
 
 
 def run_file(
-    run: Run, subject: str, method: str, seed: int | str, suffix: str, ext: str,
+    run: Run | str, subject: str, method: str, seed: int | str, suffix: str, ext: str,
     root: str = RESULTS,
 ) -> str:
     """A file of one reconstruction in its run folder: ``ext`` is ``.nii.gz`` (the image),
     ``.json`` (its sidecar) or ``_metrics.json`` (its scores)."""
-    return f"{root}/{run.folder}/{_stem(subject, method, seed, suffix)}{ext}"
+    return f"{root}/{run_folder(run)}/{_stem(subject, method, seed, suffix)}{ext}"
 
 
 def rec_path(
-    run: Run, subject: str, method: str, seed: int | str, suffix: str, root: str = RESULTS
+    run: Run | str, subject: str, method: str, seed: int | str, suffix: str, root: str = RESULTS
 ) -> str:
     """A reconstruction (NIfTI)."""
     return run_file(run, subject, method, seed, suffix, ".nii.gz", root)
 
 
 def metrics_path(
-    run: Run, subject: str, method: str, seed: int | str, suffix: str, root: str = RESULTS
+    run: Run | str, subject: str, method: str, seed: int | str, suffix: str, root: str = RESULTS
 ) -> str:
     """The scores of a reconstruction."""
     return run_file(run, subject, method, seed, suffix, "_metrics.json", root)
 
 
 def benchmark_path(
-    run: Run, subject: str, method: str, seed: int | str, suffix: str, root: str = RESULTS
+    run: Run | str, subject: str, method: str, seed: int | str, suffix: str, root: str = RESULTS
 ) -> str:
     """Snakemake's ``benchmark:`` file of a reconstruction."""
-    return f"{root}/runtime/{run.folder}/{_stem(subject, method, seed, suffix)}.tsv"
+    return f"{root}/runtime/{run_folder(run)}/{_stem(subject, method, seed, suffix)}.tsv"
 
 
 def checkpoint_path(
-    run: Run, subject: str, method: str, seed: int | str, suffix: str, root: str = RESULTS
+    run: Run | str, subject: str, method: str, seed: int | str, suffix: str, root: str = RESULTS
 ) -> str:
     """A training checkpoint (kept only while a job runs or after it was interrupted)."""
-    return f"{root}/{run.folder}/.{_stem(subject, method, seed, suffix)}.ckpt.pt"
+    return f"{root}/{run_folder(run)}/.{_stem(subject, method, seed, suffix)}.ckpt.pt"
 
 
 def table_path(name: str, root: str = RESULTS) -> str:

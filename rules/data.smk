@@ -6,15 +6,15 @@ rule ground_truth:
     input:
         gt_input,
     output:
-        gt="results/{dataset}/sub-{subject}_{suffix}.nii.gz",
-        sidecar="results/{dataset}/sub-{subject}_{suffix}.json",
+        gt=L.gt_path("{dataset}", "{subject}", "{suffix}"),
+        sidecar=L.sidecar_path(L.gt_path("{dataset}", "{subject}", "{suffix}")),
     wildcard_constraints:
         dataset=name_pattern([d for d in [*DATASETS, *SCANS] if not is_cohort(d)]),
     params:
         source=gt_source,
         args=gt_args,
     log:
-        "results/logs/{dataset}/sub-{subject}_{suffix}.log",
+        L.log_path(L.gt_path("{dataset}", "{subject}", "{suffix}")),
     conda:
         CONDA_ENV
     shell:
@@ -24,15 +24,15 @@ rule ground_truth:
 rule cohort_subject:
     """One subject of a synthetic cohort (irem/cohort.py) and its white-matter mask."""
     output:
-        gt="results/{dataset}/sub-{subject}_{suffix}.nii.gz",
-        sidecar="results/{dataset}/sub-{subject}_{suffix}.json",
-        wm="results/{dataset}/sub-{subject}_label-WM_desc-{suffix}_mask.nii.gz",
+        gt=L.gt_path("{dataset}", "{subject}", "{suffix}"),
+        sidecar=L.sidecar_path(L.gt_path("{dataset}", "{subject}", "{suffix}")),
+        wm=L.wm_mask_path("{dataset}", "{subject}", "{suffix}"),
     wildcard_constraints:
         dataset=name_pattern(cohort_datasets()),
     params:
         args=cohort_args,
     log:
-        "results/logs/{dataset}/sub-{subject}_{suffix}.log",
+        L.log_path(L.gt_path("{dataset}", "{subject}", "{suffix}")),
     conda:
         CONDA_ENV
     shell:
@@ -45,11 +45,11 @@ rule brain_mask:
     input:
         mask_input,
     output:
-        "results/{dataset}/sub-{subject}_desc-brain_mask.nii.gz",
+        L.mask_path("{dataset}", "{subject}"),
     params:
         threshold=mask_threshold,
     log:
-        "results/logs/{dataset}/sub-{subject}_desc-brain_mask.log",
+        L.log_path(L.mask_path("{dataset}", "{subject}")),
     conda:
         CONDA_ENV
     shell:
@@ -62,16 +62,13 @@ rule simulate:
     input:
         unpack(simulate_input),
     output:
-        stacks=expand(
-            "results/{{dataset}}/k{{k}}/lr/sub-{{subject}}_seed-{{seed}}/acq-{orient}.nii.gz",
-            orient=ORIENTATIONS,
-        ),
-        summary="results/{dataset}/k{k}/lr/sub-{subject}_seed-{seed}/simulation.json",
+        stacks=L.stack_paths("{dataset}/k{k}", "{subject}", "{seed}"),
+        summary=L.simulation_path(L.stack_folder("{dataset}/k{k}", "{subject}", "{seed}")),
     params:
         outdir=subpath(output.summary, parent=True),
         args=simulate_args,
     log:
-        "results/logs/{dataset}/k{k}/lr/sub-{subject}_seed-{seed}.log",
+        L.log_path(L.stack_folder("{dataset}/k{k}", "{subject}", "{seed}")),
     conda:
         CONDA_ENV
     shell:
@@ -84,17 +81,14 @@ rule simulate_scantime:
     input:
         unpack(simulate_input),
     output:
-        stacks=expand(
-            "results/{{dataset}}/snr{{snr}}/k{{k}}/lr/sub-{{subject}}_seed-{{seed}}/acq-{orient}.nii.gz",
-            orient=ORIENTATIONS,
-        ),
-        hr="results/{dataset}/snr{snr}/k{k}/lr/sub-{subject}_seed-{seed}/hr.nii.gz",
-        summary="results/{dataset}/snr{snr}/k{k}/lr/sub-{subject}_seed-{seed}/simulation.json",
+        stacks=L.stack_paths("{dataset}/snr{snr}/k{k}", "{subject}", "{seed}"),
+        hr=L.hr_scan_path("{dataset}/snr{snr}/k{k}", "{subject}", "{seed}"),
+        summary=L.simulation_path(L.stack_folder("{dataset}/snr{snr}/k{k}", "{subject}", "{seed}")),
     params:
         outdir=subpath(output.summary, parent=True),
         args=scantime_args,
     log:
-        "results/logs/{dataset}/snr{snr}/k{k}/lr/sub-{subject}_seed-{seed}.log",
+        L.log_path(L.stack_folder("{dataset}/snr{snr}/k{k}", "{subject}", "{seed}")),
     conda:
         CONDA_ENV
     shell:
@@ -105,11 +99,11 @@ rule simulate_scantime:
 rule hr_scan:
     """The scan-time experiment's noisy HR scan, scored like a reconstruction."""
     input:
-        "results/{dataset}/snr{snr}/k{k}/lr/sub-{subject}_seed-{seed}/hr.nii.gz",
+        L.hr_scan_path("{dataset}/snr{snr}/k{k}", "{subject}", "{seed}"),
     output:
-        "results/{dataset}/snr{snr}/k{k}/sub-{subject}_rec-hrscan_seed-{seed}_{suffix}.nii.gz",
+        L.rec_path("{dataset}/snr{snr}/k{k}", "{subject}", HR_SCAN, "{seed}", "{suffix}"),
     log:
-        "results/logs/{dataset}/snr{snr}/k{k}/sub-{subject}_rec-hrscan_seed-{seed}_{suffix}.log",
+        L.log_path(L.rec_path("{dataset}/snr{snr}/k{k}", "{subject}", HR_SCAN, "{seed}", "{suffix}")),
     conda:
         CONDA_ENV
     shell:
@@ -121,15 +115,13 @@ rule simulate_scan:
     input:
         unpack(scan_sim_input),
     output:
-        stacks=expand(
-            "results/{{dataset}}/lr/sub-{{subject}}/acq-{orient}.nii.gz", orient=ORIENTATIONS
-        ),
-        summary="results/{dataset}/lr/sub-{subject}/simulation.json",
+        stacks=L.scan_stack_paths("{dataset}", "{subject}"),
+        summary=L.simulation_path(L.scan_stack_folder("{dataset}", "{subject}")),
     params:
         outdir=subpath(output.summary, parent=True),
         args=scan_sim_args,
     log:
-        "results/logs/{dataset}/lr/sub-{subject}.log",
+        L.log_path(L.scan_stack_folder("{dataset}", "{subject}")),
     conda:
         CONDA_ENV
     shell:

@@ -5,15 +5,15 @@ rule metrics:
     """PSNR and SSIM over the volume and inside the brain mask (`irem metrics`), with the run's
     identity (dataset, k, subject, seed, method, split) as data for the report."""
     input:
-        image="results/{run}/sub-{subject}_rec-{method}_seed-{seed}_{suffix}.nii.gz",
+        image=L.rec_path("{run}", "{subject}", "{method}", "{seed}", "{suffix}"),
         gt=metrics_gt,
         mask=metrics_mask,
     output:
-        "results/{run}/sub-{subject}_rec-{method}_seed-{seed}_{suffix}_metrics.json",
+        L.metrics_path("{run}", "{subject}", "{method}", "{seed}", "{suffix}"),
     params:
         meta=metrics_meta,
     log:
-        "results/logs/{run}/sub-{subject}_rec-{method}_seed-{seed}_{suffix}_metrics.log",
+        L.log_path(L.metrics_path("{run}", "{subject}", "{method}", "{seed}", "{suffix}")),
     conda:
         CONDA_ENV
     shell:

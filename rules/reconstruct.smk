@@ -12,16 +12,16 @@ rule reconstruct:
         reference=reference_input,
         extra=method_inputs,
     output:
-        image="results/{run}/sub-{subject}_rec-{method}_seed-{seed}_{suffix}.nii.gz",
+        image=L.rec_path("{run}", "{subject}", "{method}", "{seed}", "{suffix}"),
     wildcard_constraints:
         method=name_pattern(method_names()),
     params:
         command=method_command,
-        checkpoint="results/{run}/.sub-{subject}_rec-{method}_seed-{seed}_{suffix}.ckpt.pt",
+        checkpoint=L.checkpoint_path("{run}", "{subject}", "{method}", "{seed}", "{suffix}"),
     log:
-        "results/logs/{run}/sub-{subject}_rec-{method}_seed-{seed}_{suffix}.log",
+        L.log_path(L.rec_path("{run}", "{subject}", "{method}", "{seed}", "{suffix}")),
     benchmark:
-        "results/runtime/{run}/sub-{subject}_rec-{method}_seed-{seed}_{suffix}.tsv"
+        L.benchmark_path("{run}", "{subject}", "{method}", "{seed}", "{suffix}")
     threads: method_threads
     resources:
         gpu=method_gpu,

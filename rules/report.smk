@@ -10,29 +10,29 @@ rule tables:
         benchmarks=[b for b, _ in benchmark_pairs()],
     output:
         metrics_csv=report(
-            "results/tables/metrics.csv", category="Tables", labels={"table": "quality (CSV)"}
+            L.table_path("metrics.csv"), category="Tables", labels={"table": "quality (CSV)"}
         ),
         metrics_md=report(
-            "results/tables/metrics.md",
+            L.table_path("metrics.md"),
             caption="../report/tables.rst",
             category="Tables",
             labels={"table": "quality"},
         ),
         runs=report(
-            "results/tables/runs.csv", category="Tables", labels={"table": "every run (CSV)"}
+            L.table_path("runs.csv"), category="Tables", labels={"table": "every run (CSV)"}
         ),
         runtime_csv=report(
-            "results/tables/runtime.csv", category="Tables", labels={"table": "run time (CSV)"}
+            L.table_path("runtime.csv"), category="Tables", labels={"table": "run time (CSV)"}
         ),
         runtime_md=report(
-            "results/tables/runtime.md", category="Tables", labels={"table": "run time"}
+            L.table_path("runtime.md"), category="Tables", labels={"table": "run time"}
         ),
     params:
         outdir=subpath(output.metrics_csv, parent=True),
         methods=method_args(),
         pairs=shlex.join(f"{b}={m}" for b, m in benchmark_pairs()),
     log:
-        "results/logs/tables.log",
+        L.job_log("tables"),
     conda:
         CONDA_ENV
     shell:
@@ -45,24 +45,24 @@ rule scantime:
     input:
         metrics=metrics_of(scantime_runs()),
     output:
-        csv="results/tables/scantime.csv",
+        csv=L.table_path("scantime.csv"),
         md=report(
-            "results/tables/scantime.md", category="Tables", labels={"table": "scan time"}
+            L.table_path("scantime.md"), category="Tables", labels={"table": "scan time"}
         ),
         png=report(
-            "results/figures/scantime.png",
+            L.figure_paths("scantime")[0],
             caption="../report/scantime.rst",
             category="Figures",
             labels={"figure": "scan time", "dataset": str(config["scan_time"]["dataset"])},
         ),
-        pdf="results/figures/scantime.pdf",
+        pdf=L.figure_paths("scantime")[1],
     params:
         methods=method_args([*config["scan_time"]["methods"], HR_SCAN]),
         title=f"PSNR vs HR SNR at equal scan time ({config['scan_time']['dataset']}, "
         f"k={config['scan_time']['k']})",
         dpi=config["figures"]["dpi"],
     log:
-        "results/logs/scantime.log",
+        L.job_log("scantime"),
     conda:
         CONDA_ENV
     shell:
@@ -77,12 +77,12 @@ rule fig3:
         metrics=metrics_of(ablation_runs()),
     output:
         png=report(
-            "results/figures/fig3_ablation.png",
+            L.figure_paths("fig3_ablation")[0],
             caption="../report/fig3.rst",
             category="Figures",
             labels={"figure": "Fig. 3", "dataset": str(config["ablation"]["dataset"])},
         ),
-        pdf="results/figures/fig3_ablation.pdf",
+        pdf=L.figure_paths("fig3_ablation")[1],
     params:
         methods=method_args([*ABLATION, *[m for m, e in METHODS.items() if e["fig3"]]]),
         title=f"Fig. 3: ablation of the paper's network ({config['ablation']['dataset']}, "
@@ -90,7 +90,7 @@ rule fig3:
         caption=fig3_caption(),
         dpi=config["figures"]["dpi"],
     log:
-        "results/logs/fig3.log",
+        L.job_log("fig3"),
     conda:
         CONDA_ENV
     shell:
@@ -105,17 +105,17 @@ rule fig4:
         metrics=fig4_metrics,
     output:
         png=report(
-            "results/figures/fig4_{dataset}.png",
+            L.figure_paths("fig4_{dataset}")[0],
             caption="../report/fig4.rst",
             category="Figures",
             labels={"figure": "Fig. 4", "dataset": "{dataset}"},
         ),
-        pdf="results/figures/fig4_{dataset}.pdf",
+        pdf=L.figure_paths("fig4_{dataset}")[1],
     params:
         methods=method_args(LR_METHODS),
         dpi=config["figures"]["dpi"],
     log:
-        "results/logs/fig4_{dataset}.log",
+        L.job_log("fig4_{dataset}"),
     conda:
         CONDA_ENV
     shell:
@@ -130,17 +130,17 @@ rule cohort_figure:
         cohort_figure_inputs,
     output:
         png=report(
-            "results/figures/{dataset}.png",
+            L.figure_paths("{dataset}")[0],
             category="Figures",
             labels={"figure": "cohort", "dataset": "{dataset}"},
         ),
-        pdf="results/figures/{dataset}.pdf",
+        pdf=L.figure_paths("{dataset}")[1],
     wildcard_constraints:
         dataset=name_pattern(cohort_datasets()),
     params:
         dpi=config["figures"]["dpi"],
     log:
-        "results/logs/cohort_{dataset}.log",
+        L.job_log("cohort_{dataset}"),
     conda:
         CONDA_ENV
     shell:
@@ -155,12 +155,12 @@ rule fig5:
         unpack(fig5_inputs),
     output:
         png=report(
-            "results/figures/fig5_{dataset}.png",
+            L.figure_paths("fig5_{dataset}")[0],
             caption="../report/fig5.rst",
             category="Figures",
             labels={"figure": "Fig. 5", "dataset": "{dataset}"},
         ),
-        pdf="results/figures/fig5_{dataset}.pdf",
+        pdf=L.figure_paths("fig5_{dataset}")[1],
     wildcard_constraints:
         dataset=name_pattern(DATASETS),
     params:
@@ -171,7 +171,7 @@ rule fig5:
         fraction=fig5_slice,
         dpi=config["figures"]["dpi"],
     log:
-        "results/logs/fig5_{dataset}.log",
+        L.job_log("fig5_{dataset}"),
     conda:
         CONDA_ENV
     shell:
@@ -187,12 +187,12 @@ rule fig6:
         unpack(fig5_inputs),
     output:
         png=report(
-            "results/figures/fig6_{dataset}.png",
+            L.figure_paths("fig6_{dataset}")[0],
             caption="../report/fig6.rst",
             category="Figures",
             labels={"figure": "Fig. 6", "dataset": "{dataset}"},
         ),
-        pdf="results/figures/fig6_{dataset}.pdf",
+        pdf=L.figure_paths("fig6_{dataset}")[1],
     wildcard_constraints:
         dataset=name_pattern(scans_with_figure()),
     params:
@@ -203,7 +203,7 @@ rule fig6:
         fraction=fig5_slice,
         dpi=config["figures"]["dpi"],
     log:
-        "results/logs/fig6_{dataset}.log",
+        L.job_log("fig6_{dataset}"),
     conda:
         CONDA_ENV
     shell:

@@ -9,8 +9,8 @@ rule tuning_sweep:
     input:
         metrics=tuning_metrics,
     output:
-        runs="results/tuning/{sweep}.csv",
-        chosen="results/tuning/{sweep}_chosen.csv",
+        runs=L.tuning_path("{sweep}.csv"),
+        chosen=L.tuning_path("{sweep}_chosen.csv"),
     wildcard_constraints:
         sweep=name_pattern(list(sweeps())),
     params:
@@ -19,7 +19,7 @@ rule tuning_sweep:
         cases=tuning_cases,
         prefer=tuning_prefer,
     log:
-        "results/logs/tuning/{sweep}.log",
+        L.job_log("tuning/{sweep}"),
     conda:
         CONDA_ENV
     shell:
@@ -32,12 +32,12 @@ rule tuning_sweep:
 rule tuning_summary:
     """Every sweep's choice: results/tuning/chosen.csv and chosen.md."""
     input:
-        [f"results/tuning/{s}_chosen.csv" for s in sweeps()],
+        [L.tuning_path(f"{s}_chosen.csv") for s in sweeps()],
     output:
-        csv="results/tuning/chosen.csv",
-        md="results/tuning/chosen.md",
+        csv=L.tuning_path("chosen.csv"),
+        md=L.tuning_path("chosen.md"),
     log:
-        "results/logs/tuning/chosen.log",
+        L.job_log("tuning/chosen"),
     conda:
         CONDA_ENV
     shell:

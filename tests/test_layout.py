@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from irem import layout as L
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -42,3 +46,25 @@ def test_snr_tag_rejects_non_positive() -> None:
     assert L.snr_tag(0.5) == "0p5" and L.snr_tag(40) == "40"
     with pytest.raises(ValueError):
         L.snr_tag(0)
+
+
+def test_a_job_log_mirrors_its_output_below_logs() -> None:
+    run = L.Run("cohort", k=4)
+    assert L.log_path(L.rec_path(run, "04", "srrtv", 0, "T1w")) == (
+        "results/logs/cohort/k4/sub-04_rec-srrtv_seed-0_T1w.log"
+    )
+    assert L.log_path(L.metrics_path("{run}", "{subject}", "m", "{seed}", "{suffix}")) == (
+        "results/logs/{run}/sub-{subject}_rec-m_seed-{seed}_{suffix}_metrics.log"
+    )
+    assert L.log_path(L.stack_folder(run, "04", 0)) == "results/logs/cohort/k4/lr/sub-04_seed-0.log"
+    assert L.sidecar_path(L.gt_path("cohort", "04", "T1w")) == "results/cohort/sub-04_T1w.json"
+
+
+def test_the_rules_take_their_paths_from_layout() -> None:
+    # One module builds every result path: no rule spells one out.
+    for smk in sorted((ROOT / "rules").glob("*.smk")):
+        code = "\n".join(
+            line for line in smk.read_text(encoding="utf-8").splitlines()
+            if not line.lstrip().startswith("#") and '"""' not in line
+        )
+        assert '"results/' not in code and "f\"results/" not in code, smk.name
