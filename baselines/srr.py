@@ -82,6 +82,50 @@ def _cg_start(
     return rd, rg, r, bnorm
 
 
+def _objective(rd: Sequence[torch.Tensor], rg: torch.Tensor, mu: float) -> float:
+    """``1/2 (sum ||rd_k||^2 + mu ||rg||^2)`` from the data and prior residuals."""
+    return 0.5 * (sum(_sq(t) for t in rd) + mu * _sq(rg))
+
+
+@dataclass
+class _CGState:
+    """CG's iterate ``x``, residuals (data, prior, normal equations), direction and objective."""
+
+    x: torch.Tensor
+    rd: list[torch.Tensor]
+    rg: torch.Tensor
+    r: torch.Tensor
+    p: torch.Tensor
+    rr: float
+    objective: float
+
+    def step(self, op: MultiStackOperator, mu: float) -> str | None:
+        """Take one CG step in place, or return why not (``breakdown``, ``monotonicity``)."""
+        ap = op.forward(self.p)
+        dp = gradient(self.p)
+        hp = op.adjoint(ap)
+        if mu:
+            hp += mu * gradient_adjoint(dp)
+        php = float(torch.sum(self.p * hp))
+        if not php > 0 or not math.isfinite(php):
+            return "breakdown"
+        a = self.rr / php
+        rd = [torch.add(t, s, alpha=-a) for t, s in zip(self.rd, ap, strict=True)]
+        rg = torch.add(self.rg, dp, alpha=-a)
+        del ap, dp
+        objective = _objective(rd, rg, mu)
+        if not objective < self.objective:
+            return "monotonicity"
+        self.x = torch.add(self.x, self.p, alpha=a)
+        self.rd, self.rg, self.objective = rd, rg, objective
+        self.r.add_(hp, alpha=-a)
+        del hp
+        rr = _sq(self.r)
+        self.p.mul_(rr / self.rr).add_(self.r)
+        self.rr = rr
+        return None
+
+
 def _cg(
     op: MultiStackOperator,
     ys: Sequence[torch.Tensor],
@@ -107,42 +151,18 @@ def _cg(
         it stopped.
     """
     rd, rg, r, bnorm = _cg_start(op, ys, x, mu, c, aty, rd)
-    objective = 0.5 * (sum(_sq(t) for t in rd) + mu * _sq(rg))
-    p = r.clone()
-    rr = _sq(r)
+    cg = _CGState(x, rd, rg, r, r.clone(), _sq(r), _objective(rd, rg, mu))
     done, reason = 0, "iterations"
-    for _ in range(iterations):
-        if bnorm == 0 or math.sqrt(rr) <= tol * bnorm:
-            reason = "tolerance"
+    while done < iterations:
+        converged = bnorm == 0 or math.sqrt(cg.rr) <= tol * bnorm
+        stop = "tolerance" if converged else cg.step(op, mu)
+        if stop is not None:
+            reason = stop
             break
-        ap = op.forward(p)
-        dp = gradient(p)
-        hp = op.adjoint(ap)
-        if mu:
-            hp += mu * gradient_adjoint(dp)
-        php = float(torch.sum(p * hp))
-        if not php > 0 or not math.isfinite(php):
-            reason = "breakdown"
-            break
-        a = rr / php
-        rd_new = [torch.add(t, s, alpha=-a) for t, s in zip(rd, ap, strict=True)]
-        rg_new = torch.add(rg, dp, alpha=-a)
-        del ap, dp
-        obj_new = 0.5 * (sum(_sq(t) for t in rd_new) + mu * _sq(rg_new))
-        if not obj_new < objective:
-            reason = "monotonicity"
-            break
-        x = torch.add(x, p, alpha=a)
-        rd, rg, objective = rd_new, rg_new, obj_new
-        r.add_(hp, alpha=-a)
-        del hp
-        rr_new = _sq(r)
-        p = p.mul_(rr_new / rr).add_(r)
-        rr = rr_new
         done += 1
         if callback is not None:
-            callback(rd, objective)
-    return x, rd, rg, done, reason
+            callback(cg.rd, cg.objective)
+    return cg.x, cg.rd, cg.rg, done, reason
 
 
 def _magnitude(v: torch.Tensor) -> torch.Tensor:
@@ -244,6 +264,47 @@ def _solve_tv(
     )
 
 
+def _problem(
+    stacks: Sequence[Stack], grid: Grid, psf: str, device: torch.device, init: np.ndarray | None
+) -> tuple[MultiStackOperator, list[torch.Tensor], torch.Tensor]:
+    """The float32 operator, the LR data and the start (``init`` or the B-spline) on ``device``."""
+    if init is None:
+        init = bspline(stacks, grid)
+    op = MultiStackOperator(stacks, grid, psf=psf, device=device, dtype=torch.float32)
+    x = torch.as_tensor(np.ascontiguousarray(init, dtype=np.float32), device=device).clone()
+    return op, op.data(stacks), x
+
+
+def _solve(
+    op: MultiStackOperator,
+    ys: Sequence[torch.Tensor],
+    x: torch.Tensor,
+    regulariser: str,
+    alpha: float,
+    norm: float,
+    iterations: int,
+    tol: float,
+    progress: bool,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Run the regulariser's solver from ``x`` with a progress bar: the result and its record."""
+    ynorm = math.sqrt(sum(_sq(y) for y in ys)) or 1.0
+    residual = math.sqrt(sum(_sq(y - a) for y, a in zip(ys, op.forward(x), strict=True))) / ynorm
+    bar = tqdm(total=iterations, desc=f"srr {regulariser}", disable=not progress, leave=False)
+    trace = _Trace([residual], [], ynorm, bar)
+    solve = _solve_tk1 if regulariser == "tk1" else _solve_tv
+    x, lam, done, reason, extra = solve(op, ys, x, alpha, norm, iterations, tol, trace)
+    bar.close()
+    return x, {
+        **extra,
+        "lambda": lam,
+        "iterations": done,
+        "stop_reason": reason,
+        "residual": trace.residual,
+        "relative_residual": trace.residual[-1],
+        "objective": trace.objective,
+    }
+
+
 def _check(
     stacks: Sequence[Stack],
     grid: Grid,
@@ -315,13 +376,8 @@ def srr(
     alpha, iterations = _check(stacks, grid, alpha, regulariser, iterations, psf, init, tol)
     t0 = time.perf_counter()
     device = torch.device(device)
-    if init is None:
-        init = bspline(stacks, grid)
-    op = MultiStackOperator(stacks, grid, psf=psf, device=device, dtype=torch.float32)
-    ys = op.data(stacks)
-    ynorm = math.sqrt(sum(_sq(y) for y in ys)) or 1.0
+    op, ys, x = _problem(stacks, grid, psf, device, init)
     norm = op.norm()
-    x = torch.as_tensor(np.ascontiguousarray(init, dtype=np.float32), device=device).clone()
     info: dict[str, Any] = {
         "method": "srr",
         "regulariser": regulariser,
@@ -334,28 +390,7 @@ def srr(
         "slice_thickness_mm": [s.slice_thickness for s in stacks],
         "lr_voxels_used": [int(o.valid.sum()) for o in op.ops],
     }
-    residual = [math.sqrt(sum(_sq(y - a) for y, a in zip(ys, op.forward(x), strict=True))) / ynorm]
-    trace = _Trace(
-        residual,
-        [],
-        ynorm,
-        tqdm(total=iterations, desc=f"srr {regulariser}", disable=not progress, leave=False),
-    )
-    solve = _solve_tk1 if regulariser == "tk1" else _solve_tv
-    x, lam, done, reason, extra = solve(op, ys, x, alpha, norm, iterations, tol, trace)
-    info.update(extra)
-    residual, objective, bar = trace.residual, trace.objective, trace.bar
-    bar.close()
+    x, result = _solve(op, ys, x, regulariser, alpha, norm, iterations, tol, progress)
     out = x.detach().cpu().numpy().astype(np.float32)
-    info.update(
-        {
-            "lambda": lam,
-            "iterations": done,
-            "stop_reason": reason,
-            "residual": residual,
-            "relative_residual": residual[-1],
-            "objective": objective,
-            "time": time.perf_counter() - t0,
-        }
-    )
+    info.update(result, time=time.perf_counter() - t0)
     return out, info

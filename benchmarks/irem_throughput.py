@@ -149,25 +149,13 @@ def predict_rate(size: int = 96) -> float:
     return grid.size / (time.perf_counter() - t0)
 
 
-def throughput_table(threads: int, rounds: int = 5) -> tuple[list[str], pd.DataFrame]:
-    """Training and inference rates of the paper's network against the matmul bound.
+#: A measured run: its name, the call, samples per call and seconds of repeated calls.
+_Call = tuple[str, Callable[[], object], int, float]
 
-    This machine's speed drifts by 10-20% over minutes, so the bounds and every variant are
-    measured ``rounds`` times, interleaved: each round measures the bounds, then each variant (best
-    of repeated calls over a few seconds), and a variant's % of the bound and its rate over the
-    fp32 training step's are taken per round. The table gives the median over rounds and the
-    range. bf16 autocast is one of the variants where the CPU has native bf16 (what
-    ``train.precision: auto`` picks), else it is measured once after the rounds.
-    """
-    torch.set_num_threads(threads)
-    native = detect_precision("auto").used == "bf16"
-    fps = flops_per_sample(IREM())
-    own = {
-        dtype: 2500 / gemm_seconds(IREM(), 2500, dtype=dtype)
-        for dtype in (torch.float32, torch.bfloat16)
-        if native or dtype == torch.float32
-    }
-    calls: list[tuple[str, Callable[[], object], int, float]] = []
+
+def _calls(native: bool) -> list[_Call]:
+    """The training variants (bf16 autocast among them with ``native`` bf16) and inference ones."""
+    calls: list[_Call] = []
     variants = dict(TRAINING_VARIANTS)
     if native:
         variants[BF16] = (True, True, False)
@@ -181,6 +169,14 @@ def throughput_table(threads: int, rounds: int = 5) -> tuple[list[str], pd.DataF
         calls.append(
             (f"inference: {what}, chunks of {chunk}", inference_call(folded, chunk), chunk, 2.0)
         )
+    return calls
+
+
+def _rounds(
+    calls: list[_Call], rounds: int, fps: float, native: bool, own: dict[torch.dtype, float]
+) -> pd.DataFrame:
+    """Every call's samples/s per round, as % of that round's matmul bound and of the own-GEMM
+    bound (``own``, samples/s per type), and over the round's fp32 training step (``x``)."""
     raw = []
     for r in range(rounds):
         bound = matmul_gflops(1.0) * 1e9 / fps
@@ -200,74 +196,106 @@ def throughput_table(threads: int, rounds: int = 5) -> tuple[list[str], pd.DataF
     df["own pct"] = 100 * df["samples/s"] * flops / own_rate
     fp32 = df[df["run"] == FP32].set_index("round")["samples/s"]
     df["x"] = df["samples/s"] / df["round"].map(fp32)
-    rows = []
-    for run, g in df.groupby("run", sort=False):
-        rows.append(
-            {
-                "threads": threads,
-                "run": run,
-                "samples/s": g["samples/s"].median(),
-                "x fp32 training": g["x"].median(),
-                "x range over rounds": f"{g['x'].min():.2f}-{g['x'].max():.2f}",
-                "% of matmul bound": g["pct"].median(),
-                "% range over rounds": f"{g['pct'].min():.1f}-{g['pct'].max():.1f}",
-                "% of own-GEMM bound": g["own pct"].median(),
-            }
-        )
-    if not native:  # emulated bf16 is ~20x slower: one step, once
-        bound = matmul_gflops(1.0) * 1e9 / fps
-        rate = 2500 / _best_seconds(training_block(True, True, False, steps=1), 1.0)
-        rows.append(
-            {
-                "threads": threads,
-                "run": f"training: {BF16} (no native bf16: once)",
-                "samples/s": rate,
-                "x fp32 training": rate / fp32.median(),
-                "% of matmul bound": 100 * rate / bound,
-                "% of own-GEMM bound": 100 * rate / own[torch.float32],
-            }
-        )
-    rate = predict_rate()
-    bound = df["bound"].median()
-    rows.append(
+    return df
+
+
+def _summary(df: pd.DataFrame, threads: int) -> list[dict[str, object]]:
+    """One row per run: medians over the rounds and the ranges of the ratios."""
+    return [
         {
             "threads": threads,
-            "run": "inference: irem.train.predict on a 96^3 grid (default chunks, coordinates too; once)",
-            "samples/s": rate,
-            "x fp32 training": rate / fp32.median(),
-            "% of matmul bound": 100 * rate / bound / 3,
-            "% of own-GEMM bound": 100 * rate / own[torch.float32] / 3,
+            "run": run,
+            "samples/s": g["samples/s"].median(),
+            "x fp32 training": g["x"].median(),
+            "x range over rounds": f"{g['x'].min():.2f}-{g['x'].max():.2f}",
+            "% of matmul bound": g["pct"].median(),
+            "% range over rounds": f"{g['pct'].min():.1f}-{g['pct'].max():.1f}",
+            "% of own-GEMM bound": g["own pct"].median(),
         }
-    )
-    out = pd.DataFrame(rows)
+        for run, g in df.groupby("run", sort=False)
+    ]
+
+
+def _once(
+    threads: int, run: str, rate: float, fp32: float, bound: float, own: float, passes: int = 1
+) -> dict[str, object]:
+    """The row of a run measured once, outside the rounds; ``passes``: 3 if forward only."""
+    return {
+        "threads": threads,
+        "run": run,
+        "samples/s": rate,
+        "x fp32 training": rate / fp32,
+        "% of matmul bound": 100 * rate / bound / passes,
+        "% of own-GEMM bound": 100 * rate / own / passes,
+    }
+
+
+def _header(
+    threads: int,
+    rounds: int,
+    df: pd.DataFrame,
+    fps: float,
+    own: dict[torch.dtype, float],
+    bf16_ratio: float | None,
+) -> list[str]:
+    """The paragraph above a thread count's table: the bounds and the bf16 / fp32 ratio."""
     gf = df["bound"] * fps / 1e9
-    head = [
+    text = (
         f"{threads} thread(s), {rounds} interleaved rounds: 2500x256 @ 256x256 float32 product "
         f"{gf.median():.0f} GFLOP/s (median; {gf.min():.0f}-{gf.max():.0f}), "
         f"{fps / 1e6:.2f} MFLOP per training sample: matmul bound {df['bound'].median():.0f} "
         f"samples/s; own-GEMM bound (the step's {3 * 18 - 1} products timed one by one, once) "
-        f"{own[torch.float32]:.0f} samples/s.",
-    ]
-    if native:
+        f"{own[torch.float32]:.0f} samples/s."
+    )
+    if torch.bfloat16 in own:
         gf16 = df["bound16"] * fps / 1e9
-        head[0] += (
+        text += (
             f" bfloat16 (the bf16 row's bounds): product {gf16.median():.0f} GFLOP/s "
             f"({gf16.min():.0f}-{gf16.max():.0f}), matmul bound {df['bound16'].median():.0f} "
             f"samples/s, own-GEMM bound {own[torch.bfloat16]:.0f} samples/s."
         )
-    ratio = out.set_index("run")["x fp32 training"].get(f"training: {BF16}")
-    if ratio is not None:
-        head[0] += (
-            f" **bf16 autocast / fp32 training step: {ratio:.2f}x** (median of the rounds' ratios)."
+    if bf16_ratio is not None:
+        text += (
+            f" **bf16 autocast / fp32 training step: {bf16_ratio:.2f}x** (median of the rounds' "
+            "ratios)."
         )
-    head.append("")
+    return [text, ""]
+
+
+def throughput_table(threads: int, rounds: int = 5) -> tuple[list[str], pd.DataFrame]:
+    """Training and inference rates of the paper's network against the matmul bound.
+
+    This machine's speed drifts by 10-20% over minutes, so the bounds and every variant are
+    measured ``rounds`` times, interleaved: each round measures the bounds, then each variant (best
+    of repeated calls over a few seconds), and a variant's % of the bound and its rate over the
+    fp32 training step's are taken per round. The table gives the median over rounds and the
+    range. bf16 autocast is one of the variants where the CPU has native bf16 (what
+    ``train.precision: auto`` picks), else it is measured once after the rounds.
+    """
+    torch.set_num_threads(threads)
+    native = detect_precision("auto").used == "bf16"
+    fps = flops_per_sample(IREM())
+    own = {
+        dtype: 2500 / gemm_seconds(IREM(), 2500, dtype=dtype)
+        for dtype in (torch.float32, torch.bfloat16)
+        if native or dtype == torch.float32
+    }
+    df = _rounds(_calls(native), rounds, fps, native, own)
+    rows = _summary(df, threads)
+    fp32 = df[df["run"] == FP32]["samples/s"].median()
+    if not native:  # emulated bf16 is ~20x slower: one step, once
+        bound = matmul_gflops(1.0) * 1e9 / fps
+        rate = 2500 / _best_seconds(training_block(True, True, False, steps=1), 1.0)
+        run = f"training: {BF16} (no native bf16: once)"
+        rows.append(_once(threads, run, rate, fp32, bound, own[torch.float32]))
+    run = "inference: irem.train.predict on a 96^3 grid (default chunks, coordinates too; once)"
+    rate, bound = predict_rate(), df["bound"].median()
+    rows.append(_once(threads, run, rate, fp32, bound, own[torch.float32], passes=3))
+    out = pd.DataFrame(rows)
+    ratio = out.set_index("run")["x fp32 training"].get(f"training: {BF16}")
+    head = _header(threads, rounds, df, fps, own, ratio)
     return head, out.round(
-        {
-            "samples/s": 0,
-            "x fp32 training": 2,
-            "% of matmul bound": 1,
-            "% of own-GEMM bound": 1,
-        }
+        {"samples/s": 0, "x fp32 training": 2, "% of matmul bound": 1, "% of own-GEMM bound": 1}
     )
 
 

@@ -212,16 +212,18 @@ def _add_acquisition_args(p: argparse.ArgumentParser, method: str) -> None:
         metavar="MASK",
         help="one mask per stack, on that stack's grid (same shape and affine), in the order of "
         f"STACK; LR voxels outside it are {stack_mask}; e.g. --stack-masks m1.nii.gz m2.nii.gz "
-        "m3.nii.gz; 'auto': found in each stack (Otsu, largest component, closing, holes filled; "
-        "written as OUT_stack-<name>_desc-auto_mask.nii.gz)",
+        "m3.nii.gz; 'auto': found in each stack (threshold at the half-height of the edge above "
+        "the background, largest component, holes filled; written as "
+        "OUT_stack-<name>_desc-auto_mask.nii.gz)",
     )
     g.add_argument(
         "--mask",
         metavar="MASK.nii.gz",
         help="mask on the target grid (a mask on another grid in the fixed stack's world space is "
         f"resampled to it, nearest neighbour): the output is 0 outside it{mask}; e.g. --mask "
-        "brain.nii.gz; 'auto': found in the B-spline of the registered stacks (Otsu, largest "
-        "component, closing, holes filled; written as OUT_desc-auto_mask.nii.gz)",
+        "brain.nii.gz; 'auto': found in the B-spline of the registered stacks (threshold at the "
+        "half-height of the edge above the background, largest component, holes filled; written "
+        "as OUT_desc-auto_mask.nii.gz)",
     )
     g.add_argument(
         "--n4",
@@ -273,8 +275,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         help="slice thickness in HR voxels (box width or Gaussian FWHM; may be fractional): below "
         "K leaves a gap between slices, above K makes them overlap; the NIfTI files keep only the "
         "spacing, so reconstruct with the methods' --thickness in mm (simulation.json and the "
-        "sidecars give it as slice_thickness_mm, sagittal, coronal, axial); e.g. --k 4 "
-        "--thickness 2 (default: K)",
+        "sidecars give it as slice_thickness_mm, one per stack in the order of simulation.json's "
+        "stacks); e.g. --k 4 --thickness 2 (default: K)",
     )
     p.add_argument("--out-dir", required=True, help="output folder (created if missing)")
     p.add_argument(
@@ -293,7 +295,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         type=_positive_float,
         default=None,
         help="scan-time-matched: an HR scan of this SNR (written as hr.nii.gz) and three stacks of "
-        "a third of its scan time each, at K / sqrt(3) times its SNR",
+        "a third of its scan time each, at T / sqrt(3) times its SNR (T: --thickness, default K)",
     )
     p.add_argument(
         "--wm-mask",
@@ -577,7 +579,7 @@ def setup_logging(verbose: int = 0, quiet: bool = False, log_file: str | None = 
     if log_file is not None:
         if not Path(log_file).parent.is_dir():
             raise InputError(f"--log {log_file}: folder does not exist")
-        fh = logging.FileHandler(log_file)
+        fh = logging.FileHandler(log_file, encoding="utf-8")
         fh.setLevel(detail)
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handlers.append(fh)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,85 +152,103 @@ def _coerce(section: str, key: str, value: Any, current: Any) -> Any:
     return value
 
 
+#: A test of a config value (given the whole config, for the rules that relate two keys).
+_Test = Callable[[Any, IremConfig], bool]
+_POSITIVE: tuple[_Test, str] = (lambda v, _: v > 0, "must be positive")
+
+
+def _at_least(bound: int) -> tuple[_Test, str]:
+    """The rule ``value >= bound``."""
+    return (lambda v, _: v >= bound), f"must be >= {bound}"
+
+
+def _one_of(*options: str) -> tuple[_Test, str]:
+    """The rule ``value in options``."""
+    return (lambda v, _: v in options), f"must be {', '.join(options[:-1])} or {options[-1]}"
+
+
+#: The config's rules in the order they are reported: ``section.key``, a test of its value and
+#: what the value must be. ``None`` passes for the optional keys.
+_RULES: tuple[tuple[str, _Test, str], ...] = (
+    ("model.fourier_dim", lambda v, _: v >= 2 and v % 2 == 0, "(2L) must be even and >= 2"),
+    ("model.sigma", *_POSITIVE),
+    ("model.width", *_at_least(1)),
+    ("model.depth", *_at_least(2)),
+    ("model.skips", lambda v, c: all(0 < s < c.model.depth for s in v), "must lie in 1..depth-1"),
+    ("train.epochs", *_at_least(1)),
+    ("train.batch_size", lambda v, _: v >= 2, "must be >= 2 (BatchNorm)"),
+    ("train.lr", *_POSITIVE),
+    ("train.lr_decay", lambda v, _: 0 < v <= 1, "must be in (0, 1]"),
+    ("train.lr_step_epochs", *_at_least(1)),
+    ("train.lr_schedule", *_one_of("step", "budget")),
+    ("train.lr_final", lambda v, _: 0 < v <= 1, "must be in (0, 1]"),
+    ("train.lr_warmup_steps", *_at_least(0)),
+    (
+        "train.betas",
+        lambda v, _: len(v) == 2 and all(0 <= b < 1 for b in v),
+        "must be two numbers in [0, 1)",
+    ),
+    ("train.eps", *_POSITIVE),
+    ("train.time_budget", *_POSITIVE),
+    ("train.time_per_mvoxel", *_POSITIVE),
+    ("train.steps", *_at_least(1)),
+    ("train.steps_per_mvoxel", *_POSITIVE),
+    ("train.checkpoint_every", *_POSITIVE),
+    ("reconstruct.chunk", *_at_least(1)),
+    ("model.kind", *_one_of("irem", "grid")),
+    ("model.dense_max_nodes", *_at_least(0)),
+    ("model.hash_rows", *_at_least(1)),
+    (
+        "model.levels",
+        lambda v, c: v >= 1 and c.model.features >= 1,
+        "and model.features must be >= 1",
+    ),
+    ("model.finest_mm", *_POSITIVE),
+    ("model.hidden_layers", *_at_least(0)),
+    ("train.lr_grid", *_POSITIVE),
+    ("train.grid_smoothness", *_at_least(0)),
+    ("train.grid_smoothness_large", *_at_least(0)),
+    (
+        "train.grid_smoothness",
+        lambda v, c: v == 0 or c.model.kind == "grid",
+        "needs model.kind: grid",
+    ),
+    ("train.grid_prior", *_one_of("tk1", "huber", "tv")),
+    ("train.grid_prior_delta", *_POSITIVE),
+    ("train.profile_points", *_at_least(1)),
+    ("train.profile_spacing_mm", *_at_least(0)),
+    (
+        "train.profile_points",
+        lambda v, c: v == 1 or c.train.profile_spacing_mm == 0,
+        "is unused when train.profile_spacing_mm > 0 sets the points; "
+        "set train.profile_spacing_mm: 0 for a fixed number",
+    ),
+    ("train.precision", *_one_of(*PRECISIONS)),
+    ("train.base", *_one_of("none", "srr_tv")),
+    ("train.holdout", lambda v, _: 0 <= v < 1, "must be in [0, 1)"),
+    ("train.validate_every", *_at_least(1)),
+    ("train.holdout_max_voxels", *_at_least(1)),
+    ("train.base", lambda v, c: v == "none" or c.model.kind == "grid", "needs model.kind: grid"),
+    (
+        "train.base_alphas",
+        lambda v, _: len(v) >= 1 and all(a >= 0 for a in v),
+        "must be one or more weights >= 0",
+    ),
+    ("train.base_iterations", *_at_least(1)),
+    ("train.base_head", *_one_of("zero", "cancel")),
+)
+
+
 def _check(cfg: IremConfig) -> None:
-    m, t = cfg.model, cfg.train
-    checks = [
-        (
-            m.fourier_dim >= 2 and m.fourier_dim % 2 == 0,
-            "model.fourier_dim (2L) must be even and >= 2",
-        ),
-        (m.sigma > 0, "model.sigma must be positive"),
-        (m.width >= 1, "model.width must be >= 1"),
-        (m.depth >= 2, "model.depth must be >= 2"),
-        (all(0 < s < m.depth for s in m.skips), "model.skips must lie in 1..depth-1"),
-        (t.epochs >= 1, "train.epochs must be >= 1"),
-        (t.batch_size >= 2, "train.batch_size must be >= 2 (BatchNorm)"),
-        (t.lr > 0, "train.lr must be positive"),
-        (0 < t.lr_decay <= 1, "train.lr_decay must be in (0, 1]"),
-        (t.lr_step_epochs >= 1, "train.lr_step_epochs must be >= 1"),
-        (t.lr_schedule in ("step", "budget"), "train.lr_schedule must be step or budget"),
-        (0 < t.lr_final <= 1, "train.lr_final must be in (0, 1]"),
-        (t.lr_warmup_steps >= 0, "train.lr_warmup_steps must be >= 0"),
-        (
-            len(t.betas) == 2 and all(0 <= b < 1 for b in t.betas),
-            "train.betas must be two numbers in [0, 1)",
-        ),
-        (t.eps > 0, "train.eps must be positive"),
-        (t.time_budget is None or t.time_budget > 0, "train.time_budget must be positive"),
-        (
-            t.time_per_mvoxel is None or t.time_per_mvoxel > 0,
-            "train.time_per_mvoxel must be positive",
-        ),
-        (t.steps is None or t.steps >= 1, "train.steps must be >= 1"),
-        (
-            t.steps_per_mvoxel is None or t.steps_per_mvoxel > 0,
-            "train.steps_per_mvoxel must be positive",
-        ),
-        (t.checkpoint_every > 0, "train.checkpoint_every must be positive"),
-        (cfg.reconstruct.chunk >= 1, "reconstruct.chunk must be >= 1"),
-    ]
-    checks += [
-        (m.kind in ("irem", "grid"), "model.kind must be irem or grid"),
-        (m.dense_max_nodes >= 0, "model.dense_max_nodes must be >= 0"),
-        (m.hash_rows >= 1, "model.hash_rows must be >= 1"),
-        (m.levels >= 1 and m.features >= 1, "model.levels and model.features must be >= 1"),
-        (m.finest_mm > 0, "model.finest_mm must be positive"),
-        (m.hidden_layers >= 0, "model.hidden_layers must be >= 0"),
-        (t.lr_grid > 0, "train.lr_grid must be positive"),
-        (t.grid_smoothness >= 0, "train.grid_smoothness must be >= 0"),
-        (
-            t.grid_smoothness_large is None or t.grid_smoothness_large >= 0,
-            "train.grid_smoothness_large must be >= 0",
-        ),
-        (
-            t.grid_smoothness == 0 or m.kind == "grid",
-            "train.grid_smoothness needs model.kind: grid",
-        ),
-        (t.grid_prior in ("tk1", "huber", "tv"), "train.grid_prior must be tk1, huber or tv"),
-        (t.grid_prior_delta > 0, "train.grid_prior_delta must be positive"),
-        (t.profile_points >= 1, "train.profile_points must be >= 1"),
-        (t.profile_spacing_mm >= 0, "train.profile_spacing_mm must be >= 0"),
-        (
-            t.profile_points == 1 or t.profile_spacing_mm == 0,
-            "train.profile_points is unused when train.profile_spacing_mm > 0 sets the points; "
-            "set train.profile_spacing_mm: 0 for a fixed number",
-        ),
-        (t.precision in PRECISIONS, "train.precision must be auto, fp32 or bf16"),
-        (t.base in ("none", "srr_tv"), "train.base must be none or srr_tv"),
-        (0 <= t.holdout < 1, "train.holdout must be in [0, 1)"),
-        (t.validate_every >= 1, "train.validate_every must be >= 1"),
-        (t.holdout_max_voxels >= 1, "train.holdout_max_voxels must be >= 1"),
-        (t.base == "none" or m.kind == "grid", "train.base needs model.kind: grid"),
-        (
-            len(t.base_alphas) >= 1 and all(a >= 0 for a in t.base_alphas),
-            "train.base_alphas must be one or more weights >= 0",
-        ),
-        (t.base_iterations >= 1, "train.base_iterations must be >= 1"),
-        (t.base_head in ("zero", "cancel"), "train.base_head must be zero or cancel"),
-    ]
-    for ok, msg in checks:
-        if not ok:
-            raise InputError(f"config: {msg}")
+    """Raise an :class:`InputError` for the first rule ``cfg`` breaks (every rule is tested)."""
+    broken = []
+    for key, test, text in _RULES:
+        section, _, name = key.partition(".")
+        value = getattr(getattr(cfg, section), name)
+        if not ((value is None and name in _OPTIONAL_FLOATS + _OPTIONAL_INTS) or test(value, cfg)):
+            broken.append(f"config: {key} {text}")
+    if broken:
+        raise InputError(broken[0])
 
 
 def apply_overrides(cfg: IremConfig, overrides: dict[str, Any]) -> IremConfig:

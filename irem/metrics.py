@@ -22,6 +22,12 @@ from irem.errors import InputError
 
 SSIM_SIGMA = 1.5
 SSIM_WINDOW = 2 * int(3.5 * SSIM_SIGMA + 0.5) + 1  # scikit-image's window for gaussian_weights
+#: scikit-image's SSIM options (Wang et al.), recorded with the numbers as ``ssim_window``.
+SSIM_OPTIONS: dict[str, Any] = {
+    "gaussian_weights": True,
+    "sigma": SSIM_SIGMA,
+    "use_sample_covariance": False,
+}
 DEFAULT_MASK_THRESHOLD = 0.05
 EDGE_SIGMA = 1.0
 EDGE_DILATION = 2
@@ -44,6 +50,36 @@ def default_mask(gt: np.ndarray, threshold: float = DEFAULT_MASK_THRESHOLD) -> n
     return gt > threshold * float(gt.max())
 
 
+def _data_range(pred: np.ndarray, gt: np.ndarray) -> float:
+    """The ground truth's max - min, once the shapes are checked for PSNR and SSIM."""
+    if pred.shape != gt.shape:
+        raise InputError(
+            f"prediction shape {pred.shape} differs from ground truth shape {gt.shape}"
+        )
+    if min(gt.shape) < SSIM_WINDOW:
+        raise InputError(f"SSIM needs every axis >= {SSIM_WINDOW} voxels, got shape {gt.shape}")
+    data_range = float(gt.max() - gt.min())
+    if data_range <= 0:
+        raise InputError("the ground truth is constant")
+    return data_range
+
+
+def _brain_mask(
+    gt: np.ndarray, mask: np.ndarray | None, threshold: float
+) -> tuple[np.ndarray, str]:
+    """The checked boolean mask (``mask`` or :func:`default_mask`) and how it was made."""
+    mask_source = "given"
+    if mask is None:
+        mask = default_mask(gt, threshold)
+        mask_source = f"gt > {threshold} * max(gt)"
+    mask = np.asarray(mask).astype(bool)
+    if mask.shape != gt.shape:
+        raise InputError(f"mask shape {mask.shape} differs from ground truth shape {gt.shape}")
+    if not mask.any():
+        raise InputError("the mask is empty")
+    return mask, mask_source
+
+
 def compute_metrics(
     pred: np.ndarray,
     gt: np.ndarray,
@@ -64,32 +100,10 @@ def compute_metrics(
     """
     pred = np.asarray(pred, dtype=np.float64)
     gt = np.asarray(gt, dtype=np.float64)
-    if pred.shape != gt.shape:
-        raise InputError(
-            f"prediction shape {pred.shape} differs from ground truth shape {gt.shape}"
-        )
-    if min(gt.shape) < SSIM_WINDOW:
-        raise InputError(f"SSIM needs every axis >= {SSIM_WINDOW} voxels, got shape {gt.shape}")
-    data_range = float(gt.max() - gt.min())
-    if data_range <= 0:
-        raise InputError("the ground truth is constant")
-    mask_source = "given"
-    if mask is None:
-        mask = default_mask(gt, threshold)
-        mask_source = f"gt > {threshold} * max(gt)"
-    mask = np.asarray(mask).astype(bool)
-    if mask.shape != gt.shape:
-        raise InputError(f"mask shape {mask.shape} differs from ground truth shape {gt.shape}")
-    if not mask.any():
-        raise InputError("the mask is empty")
+    data_range = _data_range(pred, gt)
+    mask, mask_source = _brain_mask(gt, mask, threshold)
     ssim, ssim_map = structural_similarity(
-        gt,
-        pred,
-        data_range=data_range,
-        gaussian_weights=True,
-        sigma=SSIM_SIGMA,
-        use_sample_covariance=False,
-        full=True,
+        gt, pred, data_range=data_range, full=True, **SSIM_OPTIONS
     )
     edges = edge_band(gt, mask)
     return {
@@ -103,9 +117,5 @@ def compute_metrics(
         "mask_voxels": int(mask.sum()),
         "edge_voxels": int(edges.sum()),
         "voxels": int(gt.size),
-        "ssim_window": {
-            "gaussian_weights": True,
-            "sigma": SSIM_SIGMA,
-            "use_sample_covariance": False,
-        },
+        "ssim_window": dict(SSIM_OPTIONS),
     }

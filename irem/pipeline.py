@@ -182,7 +182,7 @@ def auto_stack_masks(
         path = derived_path(out, f"stack-{s.name}_desc-auto_mask")
         masked.append(dataclasses.replace(s, mask=mask))
         files.append(Derived(path, mask.astype(np.float32), s.affine))
-        record.append({"stack": s.name, "file": str(path), "otsu_threshold": threshold,
+        record.append({"stack": s.name, "file": str(path), "threshold": threshold,
                        "voxels": int(mask.sum())})  # fmt: skip
     return masked, files, {"step": "stack_masks", "params": params.to_dict(), "stacks": record}
 
@@ -454,7 +454,7 @@ def prepare(req: Request, memory: MemoryModel | None = None) -> Prepared:
         path = derived_path(out, "desc-auto_mask")
         derived.append(Derived(path, mask.astype(np.float32), grid.affine))
         steps.append({"step": "target_mask", "params": params.to_dict(), "file": str(path),
-                      "image": "B-spline of the registered stacks", "otsu_threshold": threshold,
+                      "image": "B-spline of the registered stacks", "threshold": threshold,
                       "voxels": int(mask.sum())})  # fmt: skip
     return Prepared(out, stacks, grid, mask, whole, sources, derived, steps, budget)
 

@@ -26,16 +26,25 @@ AUTO = "auto"
 class AutoMaskParams:
     """How :func:`auto_mask` finds the foreground.
 
-    Otsu's threshold over a histogram of ``bins`` bins, the largest connected component (face
-    connectivity), a morphological closing with a ball of ``closing_mm`` radius (per axis in voxels,
-    rounded: thick-slice axes may get none), then 3-D hole filling.
+    The first mask is :func:`otsu_foreground`: Otsu's threshold over a histogram of ``bins`` bins,
+    the largest connected component (face connectivity), a morphological closing with a ball of
+    ``closing_mm`` radius (per axis in voxels, rounded: thick-slice axes may get none), then 3-D
+    hole filling. The background level is the median of the voxels farther than
+    ``background_mm`` from it. The threshold at the half-height of the edge is then searched over
+    ``levels`` even steps from the background level up, and refined by ``steps`` bisections.
     """
 
     bins: int = 128
     closing_mm: float = 3.0
+    background_mm: float = 10.0
+    levels: int = 16
+    steps: int = 6
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": "otsu+largest_component+closing+fill_holes", **dataclasses.asdict(self)}
+        return {
+            "method": "half_height_edge+largest_component+fill_holes",
+            **dataclasses.asdict(self),
+        }
 
 
 def _radius(spacing: np.ndarray, mm: float) -> list[int]:
@@ -43,18 +52,19 @@ def _radius(spacing: np.ndarray, mm: float) -> list[int]:
     return [int(r) for r in np.rint(mm / np.asarray(spacing, dtype=np.float64))]
 
 
-def auto_mask(vol: Volume, params: AutoMaskParams = AutoMaskParams()) -> tuple[np.ndarray, float]:
-    """A foreground (brain) mask of ``vol``: see :class:`AutoMaskParams`.
+def _largest_filled(fg: sitk.Image) -> sitk.Image:
+    """The largest face-connected component of ``fg`` with its holes filled (UInt8, 0/1)."""
+    labels = sitk.RelabelComponent(sitk.ConnectedComponent(fg, False), sortByObjectSize=True)
+    return sitk.BinaryFillhole(sitk.Cast(labels == 1, sitk.sitkUInt8), fullyConnected=False)
 
-    Args:
-        vol: an image whose foreground is brighter than its background (MR magnitude).
-        params: threshold and morphology settings.
+
+def otsu_foreground(
+    vol: Volume, params: AutoMaskParams = AutoMaskParams()
+) -> tuple[np.ndarray, float]:
+    """Otsu's foreground of ``vol``: threshold, largest component, closing, holes filled.
 
     Returns:
-        The boolean mask (``vol``'s shape) and the Otsu threshold (image intensity units).
-
-    Raises:
-        InputError: if the mask comes out empty (a constant image, for instance).
+        The boolean mask (``vol``'s shape, maybe empty) and Otsu's threshold.
     """
     img = to_sitk(Volume(np.asarray(vol.data, dtype=np.float32), vol.affine))
     otsu = sitk.OtsuThresholdImageFilter()
@@ -62,16 +72,99 @@ def auto_mask(vol: Volume, params: AutoMaskParams = AutoMaskParams()) -> tuple[n
     otsu.SetOutsideValue(1)
     otsu.SetNumberOfHistogramBins(int(params.bins))
     fg = otsu.Execute(img)
-    threshold = float(otsu.GetThreshold())
     labels = sitk.RelabelComponent(sitk.ConnectedComponent(fg, False), sortByObjectSize=True)
     largest = sitk.Cast(labels == 1, sitk.sitkUInt8)
     radius = _radius(np.asarray(img.GetSpacing()), params.closing_mm)
     if any(radius):
         largest = sitk.BinaryMorphologicalClosing(largest, radius, sitk.sitkBall)
     filled = sitk.BinaryFillhole(largest, fullyConnected=False)
-    mask = from_sitk(filled).data > 0
-    if not mask.any():
+    return from_sitk(filled).data > 0, float(otsu.GetThreshold())
+
+
+def _edge_balance(img: sitk.Image, values: np.ndarray, t: float, background: float) -> float:
+    """How far ``t`` lies below the half-height of the edge of the mask that ``t`` gives.
+
+    The mask: voxels above ``t``, largest component, holes filled. Across an edge, a symmetric blur
+    moves as much signal out (into the face-neighbour layer outside the mask) as it takes from the
+    layer inside, so the edge layer's unblurred level above ``background`` is the signal above
+    ``background`` of both layers per inner-layer voxel.
+
+    Returns:
+        ``background`` plus half that level, minus ``t``: positive while ``t`` is below the
+        half-height (``inf`` for a mask that fills the image, ``-inf`` for an empty one).
+    """
+    mask = _largest_filled(img > t)
+    inner = sitk.And(mask, sitk.Not(sitk.BinaryErode(mask, [1, 1, 1], sitk.sitkCross)))
+    outer = sitk.And(sitk.BinaryDilate(mask, [1, 1, 1], sitk.sitkCross), sitk.Not(mask))
+    in_layer = sitk.GetArrayViewFromImage(inner).astype(bool)
+    out_layer = sitk.GetArrayViewFromImage(outer).astype(bool)
+    n = int(in_layer.sum())
+    if n == 0:  # no mask (t too high), or a mask without an edge (t too low)
+        return -np.inf if not sitk.GetArrayViewFromImage(mask).any() else np.inf
+    signal = float((values[in_layer] - background).sum() + (values[out_layer] - background).sum())
+    return background + 0.5 * signal / n - t
+
+
+def auto_mask(vol: Volume, params: AutoMaskParams = AutoMaskParams()) -> tuple[np.ndarray, float]:
+    """A foreground (brain) mask of ``vol`` whose edge sits at the half-height of the blurred edge.
+
+    A step edge blurred by a symmetric point-spread function crosses half its height above the
+    background at the true edge, whatever the height: the bright surface CSF of a T2w image and
+    the dark one of a T1w image alike (Otsu's single threshold between background and tissue keeps
+    the blur halo of the first and cuts into the second). The blur lowers the edge layer, so its
+    level is estimated from both sides of the edge (:func:`_edge_balance`).
+
+    Steps: :func:`otsu_foreground` gives a first mask; the background level is the median of the
+    voxels far outside it. For a threshold ``t``, the mask is the voxels above ``t``, largest
+    component, holes filled. The threshold is the lowest ``t`` (above the background level, up to
+    the 90th percentile inside the first mask) at which ``t`` reaches the half-height of its own
+    mask's edge: the outer edge (a higher root would be an edge inside the foreground). Without
+    such a ``t``, Otsu's threshold is used.
+
+    The estimate assumes that the blur spreads an edge over about one voxel on either side (the
+    B-spline of orthogonal stacks on their in-plane grid, or a stack on its own grid) and that
+    the edge layer is about as thick as the blur; a thinner dark layer over brighter tissue is
+    partly left out.
+
+    Args:
+        vol: an image whose foreground is brighter than its background (MR magnitude).
+        params: first-mask, background and search settings (:class:`AutoMaskParams`).
+
+    Returns:
+        The boolean mask (``vol``'s shape) and its threshold (image intensity units).
+
+    Raises:
+        InputError: if the mask comes out empty (a constant image, for instance).
+    """
+    data = np.asarray(vol.data, dtype=np.float32)
+    first, otsu = otsu_foreground(vol, params)
+    if not first.any():
         raise InputError("the automatic mask is empty (no foreground above Otsu's threshold)")
+    img = to_sitk(Volume(data, vol.affine))
+    values = sitk.GetArrayViewFromImage(img).astype(np.float64)
+    first_img = to_sitk(Volume(first.astype(np.uint8), vol.affine))
+    margin = _radius(np.asarray(img.GetSpacing()), params.background_mm)
+    near = sitk.BinaryDilate(first_img, [max(1, r) for r in margin], sitk.sitkBall)
+    far = ~sitk.GetArrayViewFromImage(near).astype(bool)
+    outside = far if far.any() else ~sitk.GetArrayViewFromImage(first_img).astype(bool)
+    background = float(np.median(values[outside])) if outside.any() else 0.0
+    top = float(np.percentile(data[first], 90))
+    threshold = otsu
+    lo = background
+    for hi in np.linspace(background, top, int(params.levels) + 1)[1:]:
+        if _edge_balance(img, values, float(hi), background) <= 0:
+            for _ in range(int(params.steps)):
+                mid = 0.5 * (lo + hi)
+                if _edge_balance(img, values, mid, background) > 0:
+                    lo = mid
+                else:
+                    hi = mid
+            threshold = 0.5 * (lo + hi)
+            break
+        lo = float(hi)
+    mask = from_sitk(_largest_filled(img > threshold)).data > 0
+    if not mask.any():
+        raise InputError("the automatic mask is empty (no foreground above the threshold)")
     return mask, threshold
 
 
@@ -111,7 +204,8 @@ def n4_log_field(
 
     Args:
         vol: the image (positive inside the mask).
-        mask: the voxels the field is fitted to; ``None``: Otsu's foreground (:func:`auto_mask`).
+        mask: the voxels the field is fitted to; ``None``: Otsu's foreground
+            (:func:`otsu_foreground`).
         params: the fitting settings.
 
     Returns:
@@ -124,8 +218,10 @@ def n4_log_field(
     data = np.asarray(vol.data, dtype=np.float32)
     source = "given"
     if mask is None:
-        mask, _ = auto_mask(vol)
+        mask, _ = otsu_foreground(vol)
         source = "otsu"
+        if not mask.any():
+            raise InputError("N4: Otsu's foreground is empty")
     fit = np.asarray(mask, dtype=bool) & (data > 0)
     if not fit.any():
         raise InputError("N4: no positive voxel inside the mask")

@@ -15,10 +15,12 @@ the inverse, *moving -> fixed*.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -222,7 +224,23 @@ def register_rigid(
     sampling_seed = _sampling_seed(seed)
     fixed_img = sitk.Cast(to_sitk(fixed), sitk.sitkFloat32)
     moving_img = sitk.Cast(to_sitk(moving), sitk.sitkFloat32)
+    tx = _initial_transform(fixed_img, moving_img, init, initial)
+    try:
+        with _global_threads(REGISTRATION_THREADS):
+            _run_pyramid(fixed_img, moving_img, tx, sampling_seed)
+    except RuntimeError as exc:
+        raise InputError(
+            f"rigid registration of stack {moving.name!r} to {fixed.name!r} failed: "
+            f"{_itk_reason(exc)}"
+        ) from None
+    fixed_to_moving_lps = _euler_to_matrix(tx)
+    return np.linalg.inv(FLIP @ fixed_to_moving_lps @ FLIP)
 
+
+def _initial_transform(
+    fixed_img: sitk.Image, moving_img: sitk.Image, init: str, initial: np.ndarray | None
+) -> sitk.Euler3DTransform:
+    """The Euler transform to start from (``init``, ``initial``: see :func:`register_rigid`)."""
     tx = sitk.Euler3DTransform(
         sitk.CenteredTransformInitializer(
             fixed_img,
@@ -235,24 +253,27 @@ def register_rigid(
         tx.SetTranslation((0.0, 0.0, 0.0))
     if initial is not None:
         _set_euler(tx, FLIP @ np.linalg.inv(_check_matrix(initial)) @ FLIP)
+    return tx
 
-    # ITK's multi-threaded metric sums in a run-dependent order (results then differ in the 8th
-    # digit), so run single-threaded; the global default is restored afterwards.
-    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(REGISTRATION_THREADS)
+
+@contextlib.contextmanager
+def _global_threads(threads: int) -> Iterator[None]:
+    """SimpleITK's global default thread count set to ``threads`` inside the block, then restored.
+
+    ITK's multi-threaded metric sums in a run-dependent order: results differ in the 8th digit.
+    """
+    previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     try:
-        _run_pyramid(fixed_img, moving_img, tx, sampling_seed)
-    except RuntimeError as exc:
-        lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-        reason = lines[-1].strip() if lines else type(exc).__name__
-        raise InputError(
-            f"rigid registration of stack {moving.name!r} to {fixed.name!r} failed: {reason}"
-        ) from None
+        yield
     finally:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
 
-    fixed_to_moving_lps = _euler_to_matrix(tx)
-    return np.linalg.inv(FLIP @ fixed_to_moving_lps @ FLIP)
+
+def _itk_reason(exc: RuntimeError) -> str:
+    """The last non-blank line of an ITK error (its reason), else the exception's type name."""
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else type(exc).__name__
 
 
 def _sampling_seed(seed: int) -> int:

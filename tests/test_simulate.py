@@ -1,3 +1,6 @@
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -5,10 +8,12 @@ from irem.errors import InputError
 from irem.simulate import (
     LITERATURE_HR_SNR,
     REORIENT_CODES,
+    move,
     noise_generators,
     noise_sigma_for_snr,
     noisy_hr,
     orientation_name,
+    profile_matrix,
     reference_signal,
     reorient,
     rician_noise,
@@ -18,9 +23,10 @@ from irem.simulate import (
     simulate_stack,
     simulate_stacks,
 )
-from irem.volume import Volume, apply_affine, voxel_centres
+from irem.volume import Volume, apply_affine, load_volume, save_volume, voxel_centres
 
 from .conftest import oblique_affine
+from .test_cli import run
 
 AFFINES = {
     "identity": np.diag([1.0, 1.0, 1.0, 1.0]),
@@ -85,6 +91,177 @@ def test_none_profile_takes_a_slice_at_its_own_position() -> None:
     np.testing.assert_allclose(
         apply_affine(lr.affine, [2, 0, 0]), apply_affine(hr.affine, [9, 0, 0])
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# Slice thickness: gaps and overlaps
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_thickness_k_is_the_block_mean_as_before(k: int) -> None:
+    n = 13
+    w, offset = profile_matrix(n, k, "box", thickness=k)
+    block = np.zeros((n // k, n))
+    for i in range(n // k):
+        block[i, i * k : (i + 1) * k] = 1.0 / k
+    assert np.array_equal(w, block) and offset == (k - 1) / 2
+    for profile in ("box", "gaussian"):
+        assert np.array_equal(profile_matrix(n, k, profile, k)[0], profile_matrix(n, k, profile)[0])
+    hr = Volume(
+        np.random.default_rng(k).random((13, 10, 11)).astype(np.float32), AFFINES["oblique"]
+    )
+    plain = simulate_stacks(hr, k, snr=20.0, seed=3)
+    given = simulate_stacks(hr, k, snr=20.0, seed=3, thickness=float(k))
+    for a, b in zip(plain, given, strict=True):
+        assert np.array_equal(a.data, b.data) and np.array_equal(a.affine, b.affine)
+        assert a.thickness is None and b.thickness is None
+
+
+@pytest.mark.parametrize("thickness", [1, 2, 6])
+@pytest.mark.parametrize("axis", [0, 2])
+def test_gap_and_overlap_average_thickness_hr_slices_centred_on_them(
+    thickness: int, axis: int
+) -> None:
+    """Every HR slice has its own value: an LR slice of thickness T every k = 4 is the mean of
+    the T HR slices from 4 i on (fewer than k with a gap, more with an overlap), centred at the
+    mean of their centres."""
+    k, n = 4, 26
+    values = np.random.default_rng(axis).random(n)
+    shape = [5, 6, 7]
+    shape[axis] = n
+    data = np.moveaxis(np.broadcast_to(values, (*[s for a, s in enumerate(shape) if a != axis], n)),
+                       -1, axis).astype(np.float32)  # fmt: skip
+    hr = Volume(np.ascontiguousarray(data), AFFINES["flipped"])
+    lr = simulate_stack(hr, axis, k, "box", thickness=thickness)
+    assert lr.shape[axis] == (n - thickness) // k + 1
+    assert lr.spacing[axis] == pytest.approx(k * hr.spacing[axis])
+    assert lr.thickness == pytest.approx(thickness * hr.spacing[axis])
+    assert lr.slice_thickness == pytest.approx(thickness * hr.spacing[axis])
+    for i in range(lr.shape[axis]):
+        index = [1, 2, 3]
+        index[axis] = i
+        averaged = np.arange(i * k, i * k + thickness)
+        assert lr.data[tuple(index)] == pytest.approx(values[averaged].mean(), rel=1e-5)
+        hr_index = np.array([index] * thickness, dtype=float)
+        hr_index[:, axis] = averaged
+        np.testing.assert_allclose(
+            apply_affine(lr.affine, np.array(index, float)),
+            apply_affine(hr.affine, hr_index).mean(axis=0),
+            atol=1e-9,
+        )
+
+
+def test_a_gap_averages_less_noise_away() -> None:
+    """White noise: a slice of T HR voxels has the HR variance over T."""
+    hr = Volume(np.random.default_rng(0).normal(size=(64, 64, 64)).astype(np.float32), np.eye(4))
+    for thickness in (1.0, 2.0, 4.0, 8.0):
+        lr = simulate_stack(hr, 2, 4, thickness=thickness)
+        assert float(lr.data.var()) == pytest.approx(1.0 / thickness, rel=0.05)
+
+
+def test_fractional_thickness_weights_the_cut_hr_slices() -> None:
+    w, offset = profile_matrix(10, 4, "box", thickness=2.5)
+    np.testing.assert_allclose(w[0, :3], [0.4, 0.4, 0.2])
+    np.testing.assert_allclose(w.sum(axis=1), 1.0)
+    assert offset == pytest.approx(0.75)  # the slab spans HR indices -0.5 to 2
+    g, goffset = profile_matrix(40, 4, "gaussian", thickness=2.0)
+    assert goffset == pytest.approx(0.5)
+    j = np.arange(40) - (goffset + 4 * 3)
+    sigma2 = float((g[3] * j**2).sum())
+    assert sigma2 == pytest.approx((2.0 / (2 * np.sqrt(2 * np.log(2)))) ** 2, rel=0.02)
+
+
+def test_moved_and_reoriented_stacks_keep_their_thickness() -> None:
+    hr = Volume(np.random.default_rng(4).random((16, 16, 16)).astype(np.float32), np.eye(4))
+    stack = simulate_stacks(hr, 4, thickness=2.0)[1]
+    assert move(stack, np.eye(4)).thickness == 2.0
+    assert reorient(stack, "LPS").thickness == 2.0
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "profile", "thickness", "match"),
+    [
+        (16, 4, "box", 0.0, "positive"),
+        (16, 4, "gaussian", -2.0, "positive"),
+        (16, 4, "box", float("nan"), "positive"),
+        (16, 4, "none", 2.0, "box or gaussian"),
+        (16, 4, "box", 17.0, "larger than the image extent"),
+    ],
+)
+def test_bad_thickness_is_refused(
+    n: int, k: int, profile: str, thickness: float, match: str
+) -> None:
+    with pytest.raises(InputError, match=match):
+        profile_matrix(n, k, profile, thickness)  # type: ignore[arg-type]
+
+
+def _simulate(gt: Path, out: Path, capsys, *extra: str) -> dict:
+    code, err = run(["-q", "simulate", str(gt), "--k", "4", "--out-dir", str(out), *extra], capsys)
+    assert code == 0, err
+    return json.loads((out / "simulation.json").read_text(encoding="utf-8"))
+
+
+def test_cli_thickness_k_writes_the_same_stacks_and_records_it(
+    tmp_path: Path, phantom: Volume, capsys
+) -> None:
+    gt = tmp_path / "gt.nii.gz"
+    save_volume(gt, phantom.data, phantom.affine)
+    plain = _simulate(gt, tmp_path / "plain", capsys, "--snr", "20")
+    given = _simulate(gt, tmp_path / "given", capsys, "--snr", "20", "--thickness", "4")
+    gap = _simulate(gt, tmp_path / "gap", capsys, "--snr", "20", "--thickness", "2")
+    assert plain["thickness"] == given["thickness"] == 4.0 and gap["thickness"] == 2.0
+    assert gap["slice_thickness_mm"] == [2.0, 2.0, 2.0]
+    for name in plain["stacks"]:
+        a, b = (load_volume(tmp_path / d / name) for d in ("plain", "given"))
+        assert np.array_equal(a.data, b.data) and np.array_equal(a.affine, b.affine)
+        side = json.loads((tmp_path / "gap" / name).with_suffix("").with_suffix(".json")
+                          .read_text(encoding="utf-8"))  # fmt: skip
+        assert side["thickness"] == 2.0 and side["slice_thickness_mm"] == [2.0, 2.0, 2.0]
+    assert _simulate(gt, tmp_path / "none", capsys, "--profile", "none")["thickness"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--thickness", "0"], "must be a positive number"),
+        (["--thickness", "-1"], "must be a positive number"),
+        (["--thickness", "thin"], "is not a number"),
+        (["--thickness", "inf"], "must be a positive number"),
+        (["--thickness", "2", "--profile", "none"], "--thickness needs --profile box or gaussian"),
+        (["--thickness", "33"], "--thickness 33 is larger than the smallest image extent 32"),
+    ],
+)
+def test_cli_bad_thickness_exits_2_with_one_line(
+    tmp_path: Path, phantom: Volume, capsys, extra: list[str], message: str
+) -> None:
+    gt = tmp_path / "gt.nii.gz"
+    save_volume(gt, phantom.data, phantom.affine)
+    out = tmp_path / "lr"
+    code, err = run(["simulate", str(gt), "--k", "4", "--out-dir", str(out), *extra], capsys)
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("thickness", ["2", "6"])
+def test_cli_srr_with_the_simulated_thickness_beats_the_spacing(
+    tmp_path: Path, phantom: Volume, capsys, thickness: str
+) -> None:
+    """Slices 2 mm (a gap) or 6 mm (an overlap) thick every 4 mm: SRR's box PSF of the right
+    thickness reconstructs the phantom better than one as thick as the spacing (measured: RMSE
+    0.106 against 0.111 with the gap, 0.111 against 0.114 with the overlap)."""
+    gt = tmp_path / "gt.nii.gz"
+    save_volume(gt, phantom.data, phantom.affine)
+    sim = _simulate(gt, tmp_path / "lr", capsys, "--thickness", thickness)
+    stacks = [str(tmp_path / "lr" / name) for name in sim["stacks"]]
+    rmse = {}
+    for name, extra in (("matched", ["--thickness", thickness]), ("spacing", [])):
+        out = tmp_path / f"{name}.nii.gz"
+        argv = ["-q", "baseline", "srr", "--psf", "box", *stacks, "-o", str(out)]
+        code, err = run([*argv, "--reference", str(gt), "--no-register", *extra], capsys)
+        assert code == 0, err
+        rmse[name] = float(np.sqrt(np.mean((load_volume(out).data - phantom.data) ** 2)))
+    assert rmse["matched"] < 0.99 * rmse["spacing"]
 
 
 def test_rician_noise_is_seeded_and_at_the_asked_snr() -> None:

@@ -58,19 +58,19 @@ def test_training_reaches_a_measured_psnr(phantom: Volume) -> None:
     cfg = load_config(
         overrides={
             "model.width": 64,
-            "train.epochs": 25,
+            "train.epochs": 10,
             "train.batch_size": 1024,
-            "train.lr": 1e-3,
+            "train.lr": 2e-3,
         }
     )
     model, norm, res = train(stacks, cfg, seed=0, progress=False)
     out = predict(model, norm, reference_grid(phantom))
     psnr = compute_metrics(out, phantom.data)["psnr"]
-    # Measured: 18.4 dB with seed 0 (trilinear interpolation of the three stacks: 18.6 dB; the mean
+    # Measured: 18.0 dB with seed 0 (trilinear interpolation of the three stacks: 18.6 dB; the mean
     # image: ~9 dB). k=4 on a 32^3 phantom of sharp ellipsoids leaves 8 LR slices per axis, so
     # 18 dB is about what any method gets; 17 dB catches a broken encoding, geometry or scaling.
     assert psnr > 17.0
-    assert res.steps == 25 * (sum(s.data.size for s in stacks) // 1024)
+    assert res.steps == 10 * (sum(s.data.size for s in stacks) // 1024)
 
 
 def test_same_seed_same_voxels(phantom: Volume) -> None:
