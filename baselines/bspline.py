@@ -8,8 +8,8 @@ import numpy as np
 from scipy import ndimage
 
 from baselines.operators import aligned_permutation
+from irem.acquisition.grid import Grid, inside
 from irem.errors import InputError
-from irem.grid import Grid, inside
 from irem.volume import Stack, apply_affine
 
 # Spline boundary condition of the prefilter and the evaluation: mirror (symmetric) extension, the
@@ -26,7 +26,7 @@ def bspline(stacks: Sequence[Stack], grid: Grid, order: int = 3) -> np.ndarray:
     voxel values) and evaluated at the continuous stack voxel index of every grid point, computed in
     normalised space through ``stack.to_normalised`` and ``grid.affine``. A grid point is covered by
     a stack when that index lies inside the stack's field of view, edge to edge
-    (:func:`irem.grid.inside`); between the outermost voxel centres and the field-of-view edge the
+    (:func:`irem.acquisition.grid.inside`); between the outermost voxel centres and the field-of-view edge the
     spline is extended with the ``mirror`` boundary condition (symmetric about the edge voxel centre).
     A stack with a ``mask`` covers only the grid points whose nearest LR voxel is inside the mask
     (the spline itself still spans masked-out neighbours). Points covered by no stack are 0. The

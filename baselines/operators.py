@@ -1,6 +1,6 @@
 """Matrix-free slice-acquisition model ``A_k = D_k B_k`` of a stack, in torch, with its exact adjoint.
 
-For every stack the high-resolution (HR) volume ``x`` on a :class:`~irem.grid.Grid` is mapped to the
+For every stack the high-resolution (HR) volume ``x`` on a :class:`~irem.acquisition.grid.Grid` is mapped to the
 stack's low-resolution (LR) voxels in three steps:
 
 1. *source grid*: a regular grid aligned with the stack's voxel axes. When the stack's axes are
@@ -41,13 +41,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from irem.acquisition.grid import Grid
+from irem.acquisition.simulate import FWHM_TO_SIGMA
 from irem.errors import InputError
-from irem.grid import Grid
-from irem.simulate import FWHM_TO_SIGMA
 from irem.volume import Stack, voxel_sizes
 
 PSFS: tuple[str, ...] = ("gaussian", "box")
-GAUSS_CUTOFF = 4.0  # Gaussian PSFs are cut at this many sigma (as irem.simulate does)
+GAUSS_CUTOFF = 4.0  # Gaussian PSFs are cut at this many sigma (as irem.acquisition.simulate does)
 MIN_MASS = 0.5  # LR voxels with less of their PSF on the HR grid are ignored
 IN_PLANE_FWHM = 1.2  # NiftyMIC: in-plane FWHM = 1.2 x in-plane spacing
 

@@ -30,8 +30,8 @@ from tqdm import tqdm
 
 from baselines.bspline import bspline
 from baselines.operators import PSFS, MultiStackOperator, gradient, gradient_adjoint
+from irem.acquisition.grid import Grid
 from irem.errors import InputError
-from irem.grid import Grid
 from irem.volume import Stack
 
 REGULARISERS: tuple[str, ...] = ("tk1", "tv")

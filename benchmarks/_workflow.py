@@ -1,9 +1,9 @@
 """What the benchmarks share with the workflow: its data, brain mask, IREM settings and metrics.
 
 Everything is read from ``config/config.yaml`` and the packaged IREM configurations
-(:func:`irem.config.load_config`) instead of being copied, and every PSNR/SSIM goes through
-:func:`irem.metrics.compute_metrics` with the workflow's brain mask
-(:func:`irem.datasets.brain_mask` on the whole volume, then the same centre crop as the data), as
+(:func:`irem.training.config.load_config`) instead of being copied, and every PSNR/SSIM goes through
+:func:`irem.evaluation.metrics.compute_metrics` with the workflow's brain mask
+(:func:`irem.data.datasets.brain_mask` on the whole volume, then the same centre crop as the data), as
 ``irem metrics --mask`` scores the workflow's runs.
 """
 
@@ -22,11 +22,11 @@ import numpy as np
 import yaml
 
 from irem import layout as L
-from irem.cohort import CONTRASTS
-from irem.config import IremConfig, load_config, parse_set
-from irem.datasets import brain_mask, crop_box, load_dataset
-from irem.labels import fill
-from irem.metrics import compute_metrics
+from irem.data.cohort import CONTRASTS
+from irem.data.datasets import brain_mask, crop_box, load_dataset
+from irem.evaluation.metrics import compute_metrics
+from irem.report.labels import fill
+from irem.training.config import IremConfig, load_config, parse_set
 from irem.volume import Volume
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def load_with_mask(
 ) -> tuple[Volume, np.ndarray]:
     """An embedded volume and the workflow's brain mask of it, both cropped to ``crop``.
 
-    The mask is :func:`irem.datasets.brain_mask` with threshold 0 (exact for the embedded
+    The mask is :func:`irem.data.datasets.brain_mask` with threshold 0 (exact for the embedded
     volumes, whose background is zero), computed before cropping as ``irem dataset`` does.
     """
     vol = load_dataset(name, phantom_size=phantom_size)

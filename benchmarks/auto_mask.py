@@ -1,12 +1,12 @@
 """Brain PSNR in the automatic mask (``--mask auto``) against brain PSNR in the true brain mask.
 
-Subjects of the synthetic MNI152 cohort (``irem.cohort``; three consecutive ones cover the three
+Subjects of the synthetic MNI152 cohort (``irem.data.cohort``; three consecutive ones cover the three
 contrast families), over the whole 1 mm brain crop (152x184x160: the workflow's 64x80x64 crops lie
 inside the brain and have no background for a foreground mask to find), three k = 4 box-profile
 stacks with Rician noise at SNR 40 (``irem simulate``), no motion. ``irem baseline bspline --mask
-auto`` writes the automatic mask (``irem.preprocess.auto_mask`` on the B-spline of the stacks);
+auto`` writes the automatic mask (``irem.acquisition.preprocess.auto_mask`` on the B-spline of the stacks);
 the B-spline and SRR-TV (box PSF, the CLI's tuned weight) reconstructions, made without a mask,
-are scored by ``irem.metrics.compute_metrics`` inside the cohort's brain mask and inside the
+are scored by ``irem.evaluation.metrics.compute_metrics`` inside the cohort's brain mask and inside the
 automatic one.
 
 Subjects 01-03 are the tuning subjects (the mask's design was chosen on them:
@@ -51,8 +51,8 @@ def irem(*args: str) -> None:
 
 def subject_rows(index: int, folder: Path) -> list[dict[str, object]]:
     """Simulate one subject, reconstruct, score in both masks."""
-    from irem.cohort import cohort_subject
-    from irem.metrics import compute_metrics
+    from irem.data.cohort import cohort_subject
+    from irem.evaluation.metrics import compute_metrics
     from irem.volume import load_volume, save_volume
 
     subj = cohort_subject(index)
@@ -121,8 +121,8 @@ def write_md(rows: list[dict[str, object]], path: Path, command: str) -> None:
         role,
         "The automatic mask is `irem baseline bspline --mask auto`'s: on the B-spline of the stacks,",
         "the threshold at the half-height of the brain's blurred edge above the background level,",
-        "largest component, holes filled (`irem.preprocess.auto_mask`). Both reconstructions are",
-        "made without a mask and scored inside each mask (`irem.metrics`, data range of the ground",
+        "largest component, holes filled (`irem.acquisition.preprocess.auto_mask`). Both reconstructions are",
+        "made without a mask and scored inside each mask (`irem.evaluation.metrics`, data range of the ground",
         "truth).",
         "",
         "| subject | contrast | method | brain PSNR, true mask | brain PSNR, auto mask "

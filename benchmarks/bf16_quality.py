@@ -35,8 +35,8 @@ import pandas as pd
 from _workflow import OUT, cpu_description, irem, run_logged, workflow_config
 
 from irem import layout as L
-from irem.cohort import CONTRASTS
-from irem.stats import t_interval
+from irem.data.cohort import CONTRASTS
+from irem.evaluation.stats import t_interval
 
 PRECISIONS = ("fp32", "bf16")
 

@@ -6,7 +6,7 @@ the same run: the issue's (a 2500x256 @ 256x256 product's GFLOP/s over the netwo
 per training sample, 6 x multiply-adds; float32, and bfloat16 for the bf16 row) and the own-GEMM
 bound (the step's 53 matrix products, each timed alone, in the same type). The bounds and the
 variants are measured in interleaved rounds; the table gives medians and ranges over rounds, and
-every row's rate over the fp32 training step's (fused Adam, as irem.train) of the same round.
+every row's rate over the fp32 training step's (fused Adam, as irem.training.train) of the same round.
 On a CPU without native bf16 (no AVX512_BF16/AMX: ``train.precision: auto`` is fp32 there) bf16 is
 many times slower than fp32 and is measured once, outside the rounds.
 -> results/benchmarks/irem_throughput.{md,csv}
@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from irem.grid import Grid
-from irem.model import IREM, for_inference
-from irem.precision import cpu_description, detect_precision
-from irem.train import predict
+from irem.acquisition.grid import Grid
+from irem.models.paper import IREM, for_inference
+from irem.models.precision import cpu_description, detect_precision
+from irem.training.train import predict
 
 OUT = Path("results/benchmarks")
 
@@ -89,8 +89,8 @@ TRAINING_VARIANTS = {
     "fp32, fused Adam": (False, True, False),
     "fp32, fused Adam, torch.compile": (False, True, True),
 }
-FP32 = "training: fp32, fused Adam"  # irem.train's step at train.precision fp32: the reference
-BF16 = "bf16 autocast, fused Adam"  # irem.train's step at train.precision bf16
+FP32 = "training: fp32, fused Adam"  # irem.training.train's step at train.precision fp32: the reference
+BF16 = "bf16 autocast, fused Adam"  # irem.training.train's step at train.precision bf16
 INFERENCE_VARIANTS = [(False, 8192), (True, 65_536), (True, 8192)]
 
 
@@ -98,7 +98,7 @@ def training_block(
     bf16: bool, fused: bool, compiled: bool, steps: int = 3, batch: int = 2500
 ) -> Callable[[], None]:
     """``steps`` training steps of the paper's network as one call, warmed up (and compiled);
-    random coordinates: the cost does not depend on the data. The step is irem.train's: forward
+    random coordinates: the cost does not depend on the data. The step is irem.training.train's: forward
     (under bf16 autocast with ``bf16``), float32 loss, backward, Adam."""
     model = IREM()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused)
@@ -138,8 +138,8 @@ def inference_call(folded: bool, chunk: int) -> Callable[[], object]:
 
 
 def predict_rate(size: int = 96) -> float:
-    """End-to-end dense-grid evaluation samples/s of :func:`irem.train.predict` (paper network)."""
-    from irem.train import Normaliser
+    """End-to-end dense-grid evaluation samples/s of :func:`irem.training.train.predict` (paper network)."""
+    from irem.training.train import Normaliser
 
     grid = Grid(shape=(size,) * 3, affine=np.eye(4))
     norm = Normaliser(centre=np.full(3, size / 2), half_extent=size / 2, intensity_scale=1.0)
@@ -288,7 +288,7 @@ def throughput_table(threads: int, rounds: int = 5) -> tuple[list[str], pd.DataF
         rate = 2500 / _best_seconds(training_block(True, True, False, steps=1), 1.0)
         run = f"training: {BF16} (no native bf16: once)"
         rows.append(_once(threads, run, rate, fp32, bound, own[torch.float32]))
-    run = "inference: irem.train.predict on a 96^3 grid (default chunks, coordinates too; once)"
+    run = "inference: irem.training.train.predict on a 96^3 grid (default chunks, coordinates too; once)"
     rate, bound = predict_rate(), df["bound"].median()
     rows.append(_once(threads, run, rate, fp32, bound, own[torch.float32], passes=3))
     out = pd.DataFrame(rows)

@@ -1,12 +1,12 @@
 """Peak memory of every method against the estimate the command checks before it starts.
 
 For three volume sizes per method, a Shepp-Logan phantom of n^3 1 mm voxels gives three
-box-profile stacks at k = 4 (``irem.simulate``); ``irem baseline bspline``, ``irem baseline srr``
+box-profile stacks at k = 4 (``irem.acquisition.simulate``); ``irem baseline bspline``, ``irem baseline srr``
 (tk1 and tv, box PSF), ``irem reconstruct --config fast`` (the grid INR, SRR-TV start image) and
 ``irem reconstruct`` (the paper's network) run on them in a fresh process each, on the HR grid,
 one thread, without registration, with a short training (``--steps``). The measured peak is the
 process's ``ru_maxrss`` (``os.wait4``); the estimate is the sidecar's ``memory`` record: resident memory at the check
-(interpreter, libraries, stacks) plus the method's modelled arrays (``irem/memory.py``).
+(interpreter, libraries, stacks) plus the method's modelled arrays (``irem/training/memory.py``).
 
 Usage: ``python benchmarks/memory_estimate.py [--out results/benchmarks]`` (writes
 ``memory_estimate.csv`` and ``.md``; about four minutes on one core).
@@ -43,8 +43,8 @@ MB = 2**20
 
 def make_inputs(folder: Path, n: int) -> tuple[list[str], str]:
     """The phantom (HR grid) and its three k = 4 stacks, as NIfTI files in ``folder``."""
-    from irem.phantom import shepp_logan
-    from irem.simulate import simulate_stacks
+    from irem.acquisition.simulate import simulate_stacks
+    from irem.data.phantom import shepp_logan
     from irem.volume import save_volume
 
     hr = shepp_logan((n, n, n))
@@ -125,7 +125,7 @@ def write(rows: list[dict[str, object]], out_dir: Path) -> None:
         "Made by `python benchmarks/memory_estimate.py` (one thread, fresh process per run, HR grid,",
         "no registration; Shepp-Logan phantom, three k = 4 box-profile stacks). Peak = `ru_maxrss`;",
         "estimate = the sidecar's `memory` record, checked before any work: resident memory at the",
-        "check (interpreter, libraries, stacks) + the method's arrays (`irem/memory.py`). Training is",
+        "check (interpreter, libraries, stacks) + the method's arrays (`irem/training/memory.py`). Training is",
         "cut short (`--steps`), which does not change the INRs' arrays.",
         "",
         "| method | grid | peak (MB) | estimate (MB) | estimate / peak | at check (MB) "

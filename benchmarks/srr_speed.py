@@ -1,13 +1,13 @@
 """Speed, memory and quality of the baselines on the MNI152 template at k = 4 and 8.
 
-Box-profile stacks from ``irem.simulate.simulate_stacks`` (noise-free, no registration), target grid
-= the HR grid (``irem.grid.reference_grid``). Methods: multi-stack cubic B-spline, and SRR with
+Box-profile stacks from ``irem.acquisition.simulate.simulate_stacks`` (noise-free, no registration), target grid
+= the HR grid (``irem.acquisition.grid.reference_grid``). Methods: multi-stack cubic B-spline, and SRR with
 first-order Tikhonov (tk1) and total variation (tv), each with the Gaussian (NiftyMIC) and the box
 (exact) slice model, at their default alphas. Every case runs in a fresh subprocess so that its peak
 memory (``ru_maxrss``) is its own. SRR's time includes its B-spline initialisation.
 
-Metrics: ``irem.metrics.compute_metrics`` (what ``irem metrics`` writes for the workflow): PSNR and
-SSIM over the whole volume and inside the brain mask (``irem.datasets.brain_mask``, threshold 0, as
+Metrics: ``irem.evaluation.metrics.compute_metrics`` (what ``irem metrics`` writes for the workflow): PSNR and
+SSIM over the whole volume and inside the brain mask (``irem.data.datasets.brain_mask``, threshold 0, as
 ``irem dataset --mask-out`` makes it).
 
 Usage: ``python benchmarks/srr_speed.py [--threads 2] [--out results/benchmarks]`` (writes
@@ -45,13 +45,13 @@ def run_case(k: int, method: str, regulariser: str, psf: str, threads: int) -> d
 
     from baselines.bspline import bspline
     from baselines.srr import srr
-    from irem.datasets import brain_mask, load_dataset
-    from irem.grid import reference_grid
-    from irem.metrics import compute_metrics
-    from irem.simulate import simulate_stacks
+    from irem.acquisition.grid import reference_grid
+    from irem.acquisition.simulate import simulate_stacks
+    from irem.data.datasets import brain_mask, mni152_t1
+    from irem.evaluation.metrics import compute_metrics
 
     torch.set_num_threads(threads)
-    hr = load_dataset("mni152_t1")
+    hr = mni152_t1()
     mask = brain_mask(hr, threshold=0.0).data > 0.5
     grid = reference_grid(hr)
     stacks = simulate_stacks(hr, k)

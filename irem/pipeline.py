@@ -20,9 +20,14 @@ import numpy as np
 from scipy import ndimage
 
 from irem import __version__
-from irem.errors import InputError
-from irem.grid import Grid, check_overlap, isotropic_grid, reference_grid, to_stack_voxels
-from irem.preprocess import (
+from irem.acquisition.grid import (
+    Grid,
+    check_overlap,
+    isotropic_grid,
+    reference_grid,
+    to_stack_voxels,
+)
+from irem.acquisition.preprocess import (
     AUTO,
     AutoMaskParams,
     N4Params,
@@ -31,6 +36,7 @@ from irem.preprocess import (
     n4_log_field,
     split_packages,
 )
+from irem.errors import InputError
 from irem.volume import (
     Stack,
     Volume,
@@ -46,13 +52,13 @@ log = logging.getLogger(__name__)
 
 #: A reconstruction method: (normalised stacks, target grid) -> (HR image, sidecar fields).
 Method = Callable[[list[Stack], Grid], tuple[np.ndarray, dict[str, Any]]]
-#: A method's peak-memory model: (stacks, target grid) -> estimate (see :mod:`irem.memory`).
+#: A method's peak-memory model: (stacks, target grid) -> estimate (see :mod:`irem.training.memory`).
 MemoryModel = Callable[[list[Stack], Grid], Any]
 
 
 def read_stack(path: str) -> Stack:
     """One stack: a NIfTI file, or a directory holding one DICOM series."""
-    from irem.dicom import is_dicom_dir, load_dicom_stack
+    from irem.acquisition.dicom import is_dicom_dir, load_dicom_stack
 
     return load_dicom_stack(path) if is_dicom_dir(path) else load_stack(path)
 
@@ -213,7 +219,7 @@ def register_packages(
         The packages, the (input stack, package) index of each, and the sidecar's record.
     """
     from baselines.bspline import bspline
-    from irem.registration import register_to_reference
+    from irem.acquisition.registration import register_to_reference
 
     split = [
         (i, j, p) for i, s in enumerate(stacks) for j, p in enumerate(split_packages(s, packages))
@@ -241,7 +247,7 @@ def normalise(stacks: list[Stack], fixed_index: int, register: bool, seed: int =
     check_fixed_index(fixed_index, len(stacks))
     check_overlap(stacks, fixed_index)
     if register:
-        from irem.registration import normalise_stacks
+        from irem.acquisition.registration import normalise_stacks
 
         stacks = normalise_stacks(stacks, fixed_index=fixed_index, register=True, seed=seed)
         check_overlap(stacks, fixed_index)
@@ -261,7 +267,7 @@ def target_grid(fixed: Stack, reference: str | None, spacing: float | None) -> G
 def save_transforms(out: Path, stacks: list[Stack], fixed_index: int | None) -> list[str]:
     """Write each moving stack's (or package's) transform as an ITK ``.tfm`` beside the output;
     ``fixed_index`` None: every one's."""
-    from irem.registration import save_transform
+    from irem.acquisition.registration import save_transform
 
     written = []
     stem = strip_nifti_suffix(out.name)
@@ -424,7 +430,7 @@ def prepare(req: Request, memory: MemoryModel | None = None) -> Prepared:
     log.info("target grid %s voxels (%.2f M)", "x".join(map(str, grid.shape)), grid.size / 1e6)
     budget = None
     if memory is not None:
-        from irem.memory import check_memory
+        from irem.training.memory import check_memory
 
         budget = check_memory(memory(stacks, grid), req.max_memory_gb)
     steps: list[dict[str, Any]] = []

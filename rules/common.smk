@@ -1,6 +1,6 @@
 # Helpers shared by all rules: the experiments of the config as lists of runs. Every path comes
 # from irem/layout.py (the layout is documented there); method commands and labels from the
-# config's `methods` entries (irem/labels.py); nothing here names a method.
+# config's `methods` entries (irem/report/labels.py); nothing here names a method.
 
 import os
 import shlex
@@ -10,8 +10,8 @@ import zlib
 # The workflow's own source tree first (as the rules' PYTHONPATH), then an installed irem-bench.
 sys.path.insert(0, workflow.basedir)
 from irem import layout as L  # noqa: E402
-from irem.labels import fill, method_label  # noqa: E402
-from irem.tuning import candidates, options  # noqa: E402
+from irem.report.labels import fill, method_label  # noqa: E402
+from irem.evaluation.tuning import candidates, options  # noqa: E402
 
 ORIENTATIONS = L.ORIENTATIONS
 # The jobs' conda environment (--use-conda), relative to the workflow (rules/ would be the default).
@@ -299,7 +299,7 @@ for _name in set(ABLATION) & set(METHODS):
 
 def _tuning_variants():
     """{name: (entry, sweep, candidate values)} of the tuning runs: the sweep's method with one
-    candidate's options appended (irem/tuning.py)."""
+    candidate's options appended (irem/evaluation/tuning.py)."""
     out = {}
     for sweep in config["tuning"]["sweeps"]:
         if sweep["method"] not in METHODS:

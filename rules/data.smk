@@ -22,7 +22,7 @@ rule ground_truth:
 
 
 rule cohort_subject:
-    """One subject of a synthetic cohort (irem/cohort.py) and its white-matter mask."""
+    """One subject of a synthetic cohort (irem/data/cohort.py) and its white-matter mask."""
     output:
         gt=L.gt_path("{dataset}", "{subject}", "{suffix}"),
         sidecar=L.sidecar_path(L.gt_path("{dataset}", "{subject}", "{suffix}")),

@@ -1,6 +1,6 @@
 # Tuning sweeps (`snakemake tune`): each candidate of a sweep is a variant of its method (the
 # method's command with the candidate's options appended), run and scored like any method on the
-# tuning subjects only; irem/tuning.py chooses. Not part of `all`: the configs carry the chosen
+# tuning subjects only; irem/evaluation/tuning.py chooses. Not part of `all`: the configs carry the chosen
 # options, and tests/test_tuning.py checks that they match results/tuning/chosen.csv.
 
 

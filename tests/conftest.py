@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from irem.phantom import shepp_logan
-from irem.simulate import simulate_stacks
+from irem.acquisition.simulate import simulate_stacks
+from irem.data.phantom import shepp_logan
 from irem.volume import Volume, save_volume
 
 

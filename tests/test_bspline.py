@@ -7,10 +7,10 @@ import pytest
 
 import baselines.bspline as bs
 from baselines.bspline import bspline
+from irem.acquisition.grid import Grid, inside, reference_grid, to_stack_voxels
+from irem.acquisition.simulate import simulate_stacks
+from irem.data.phantom import shepp_logan
 from irem.errors import InputError
-from irem.grid import Grid, inside, reference_grid, to_stack_voxels
-from irem.phantom import shepp_logan
-from irem.simulate import simulate_stacks
 from irem.volume import Stack, voxel_centres
 
 from .conftest import rigid

@@ -235,7 +235,7 @@ def test_registration_undoes_simulated_motion(tmp_path: Path, capsys) -> None:
     """The real-scan path: moved and re-stored stacks, registered, score like aligned ones."""
     from scipy.ndimage import gaussian_filter
 
-    from irem.phantom import shepp_logan
+    from irem.data.phantom import shepp_logan
 
     hr = shepp_logan((48, 48, 48))
     gt = tmp_path / "gt.nii.gz"

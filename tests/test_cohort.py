@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from irem import cohort
+from irem.data import cohort
 from irem.errors import InputError
 from irem.volume import Volume, apply_affine, voxel_centres
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from irem.config import IremConfig, load_config, packaged_configs, parse_set
 from irem.errors import InputError
+from irem.training.config import IremConfig, load_config, packaged_configs, parse_set
 
 
 def test_paper_config_is_the_default() -> None:
@@ -83,7 +83,7 @@ def test_grid_smoothness_large_is_a_float_or_unset() -> None:
 
 
 def test_config_round_trips_through_its_dict() -> None:
-    from irem.config import config_from_dict
+    from irem.training.config import config_from_dict
 
     cfg = load_config("fast", parse_set(["model.skips=3,5", "train.time_budget=12"]))
     assert config_from_dict(cfg.to_dict()) == cfg

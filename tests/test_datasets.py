@@ -8,7 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from irem import datasets
+from irem.cli import dataset as dataset_cli
+from irem.data import datasets
 from irem.errors import InputError
 from irem.volume import Volume, apply_affine
 
@@ -150,12 +151,12 @@ def test_crop_box_centred() -> None:
 
 def test_load_dataset_unknown_name() -> None:
     with pytest.raises(InputError, match="unknown dataset"):
-        datasets.load_dataset("nope")
+        dataset_cli.load_dataset("nope")
 
 
 def test_cli_writes_volume_mask_and_sidecar(tmp_path) -> None:
     out, mask = tmp_path / "sub-01_PD.nii.gz", tmp_path / "sub-01_mask.nii.gz"
-    rc = datasets.main(
+    rc = dataset_cli.main(
         [
             "phantom",
             "-o",
@@ -187,38 +188,38 @@ def test_cli_copies_a_user_file_with_a_relative_mask(tmp_path) -> None:
     data[4:12, 4:12, 4:12] = 1.0
     nib.save(nib.Nifti1Image(data, np.eye(4)), src)
     out, mask = tmp_path / "gt.nii.gz", tmp_path / "mask.nii.gz"
-    assert datasets.main([str(src), "-o", str(out), "--mask-out", str(mask)]) == 0
+    assert dataset_cli.main([str(src), "-o", str(out), "--mask-out", str(mask)]) == 0
     assert np.asarray(nib.load(mask).dataobj).sum() == 512
     assert np.allclose(np.asarray(nib.load(out).dataobj), data)
 
 
 def test_cli_reports_errors_with_status_2(tmp_path, capsys) -> None:
-    assert datasets.main(["nope", "-o", str(tmp_path / "x.nii.gz")]) == 2
+    assert dataset_cli.main(["nope", "-o", str(tmp_path / "x.nii.gz")]) == 2
     assert "error: unknown dataset" in capsys.readouterr().err
-    assert datasets.main(["phantom", "-o", str(tmp_path / "missing" / "x.nii.gz")]) == 2
-    assert datasets.main(["phantom", "-o", str(tmp_path / "x.txt")]) == 2
+    assert dataset_cli.main(["phantom", "-o", str(tmp_path / "missing" / "x.nii.gz")]) == 2
+    assert dataset_cli.main(["phantom", "-o", str(tmp_path / "x.txt")]) == 2
 
 
 def test_cli_mask_only_from_a_ground_truth(tmp_path) -> None:
     # How the workflow's brain_mask rule calls it: the GT file in, only the mask out.
     gt = tmp_path / "gt.nii.gz"
-    assert datasets.main(["phantom", "-o", str(gt), "--phantom-size", "24"]) == 0
+    assert dataset_cli.main(["phantom", "-o", str(gt), "--phantom-size", "24"]) == 0
     mask = tmp_path / "mask.nii.gz"
-    assert datasets.main([str(gt), "--mask-out", str(mask), "--mask-threshold", "0"]) == 0
+    assert dataset_cli.main([str(gt), "--mask-out", str(mask), "--mask-threshold", "0"]) == 0
     expected = datasets.brain_mask(datasets.phantom(size=24)).data
     assert np.array_equal(np.asarray(nib.load(mask).dataobj), expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gt.json", "gt.nii.gz", "mask.nii.gz"]
 
 
 def test_cli_needs_an_output(capsys) -> None:
-    assert datasets.main(["phantom"]) == 2
+    assert dataset_cli.main(["phantom"]) == 2
     assert "error: give -o" in capsys.readouterr().err
 
 
 def test_cli_writes_a_cohort_subject_with_its_masks(tmp_path) -> None:
     out, mask, wm = (tmp_path / f"sub-01_{n}.nii.gz" for n in ("T2w", "mask", "label-WM_mask"))
     args = ["mni152_cohort", "--index", "1", "--seed", "2", "--crop", "40", "48", "40"]
-    rc = datasets.main([*args, "-o", str(out), "--mask-out", str(mask), "--wm-mask-out", str(wm)])
+    rc = dataset_cli.main([*args, "-o", str(out), "--mask-out", str(mask), "--wm-mask-out", str(wm)])
     assert rc == 0
     img, m, w = (np.asarray(nib.load(p).dataobj) for p in (out, mask, wm))
     assert img.shape == m.shape == w.shape == (40, 48, 40)
@@ -229,7 +230,7 @@ def test_cli_writes_a_cohort_subject_with_its_masks(tmp_path) -> None:
     assert side["dataset"] == "mni152_cohort" and side["subject"] == 1
     assert side["contrast"] == "T2w" and side["cohort_seed"] == 2
     assert side["wm_mask_voxels"] == int(w.sum()) and side["jacobian_min"] > 0
-    from irem.cohort import cohort_subject
+    from irem.data.cohort import cohort_subject
 
     expected = cohort_subject(1, seed=2, crop=(40, 48, 40))
     np.testing.assert_array_equal(img, expected.image.data)
@@ -237,10 +238,10 @@ def test_cli_writes_a_cohort_subject_with_its_masks(tmp_path) -> None:
 
 def test_cli_wm_mask_needs_the_cohort(tmp_path, capsys) -> None:
     out = tmp_path / "x.nii.gz"
-    assert datasets.main(["phantom", "-o", str(out), "--wm-mask-out", str(tmp_path / "w.nii")]) == 2
+    assert dataset_cli.main(["phantom", "-o", str(out), "--wm-mask-out", str(tmp_path / "w.nii")]) == 2
     assert "--wm-mask-out needs the mni152_cohort" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
-    assert datasets.main(["mni152_cohort", "--subject", "-2", "-o", str(out)]) == 2
+    assert dataset_cli.main(["mni152_cohort", "--subject", "-2", "-o", str(out)]) == 2
     assert not list(tmp_path.iterdir())
 
 
@@ -248,7 +249,7 @@ def test_add_dataset_parser_is_a_subcommand(tmp_path, capsys) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(prog="irem")
-    datasets.add_dataset_parser(parser.add_subparsers(dest="command", required=True))
+    dataset_cli.add_dataset_parser(parser.add_subparsers(dest="command", required=True))
     out = tmp_path / "sub-01_PD.nii.gz"
     args = parser.parse_args(["dataset", "phantom", "--phantom-size", "16", "-o", str(out)])
     args.func(args)

@@ -1,4 +1,4 @@
-"""Figures from tiny fake inputs (irem/figures.py)."""
+"""Figures from tiny fake inputs (irem/report/figures.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from irem import figures, tables
-from irem.tables import Methods
+from irem.report import figures, tables
+from irem.report.tables import Methods
 from tests.report_fakes import meta, write_main_runs, write_metrics
 
 METHODS = Methods(

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from irem.acquisition.grid import check_overlap, isotropic_grid, reference_grid, to_stack_voxels
+from irem.acquisition.simulate import simulate_stacks
 from irem.errors import InputError
-from irem.grid import check_overlap, isotropic_grid, reference_grid, to_stack_voxels
-from irem.simulate import simulate_stacks
 from irem.volume import Stack, Volume, apply_affine
 
 from .conftest import oblique_affine

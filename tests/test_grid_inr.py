@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from irem.grid_inr import (
+from irem.models.grid_inr import (
     HASH_PRIMES,
     HEADS,
     CellPrior,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from irem.labels import fill, method_label
+from irem.report.labels import fill, method_label
 
 BASE = "irem reconstruct {stacks} -o {output} {geometry} --seed {seed} --device {device}"
 

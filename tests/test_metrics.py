@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from irem.errors import InputError
-from irem.metrics import compute_metrics
+from irem.evaluation.metrics import compute_metrics
 
 
 def test_psnr_of_a_known_error() -> None:
@@ -43,7 +43,7 @@ def test_edge_psnr_scores_the_boundaries() -> None:
     """The edge region holds the ground truth's strongest gradients in and around the mask: an
     error on an edge lowers the edge PSNR more than the brain PSNR; one inside a flat region
     leaves the edge PSNR alone."""
-    from irem.metrics import edge_band
+    from irem.evaluation.metrics import edge_band
 
     gt = np.zeros((24, 24, 24))
     gt[6:18, 6:18, 6:18] = 1.0

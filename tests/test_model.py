@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from irem.model import IREM, FourierFeatures, for_inference
+from irem.models.paper import IREM, FourierFeatures, for_inference
 
 
 def test_architecture_matches_the_paper() -> None:

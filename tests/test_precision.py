@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-import irem.precision as P
+import irem.models.precision as P
+from irem.acquisition.grid import reference_grid
+from irem.acquisition.simulate import simulate_stacks
 from irem.cli import main
-from irem.config import TrainConfig, load_config
 from irem.errors import InputError
-from irem.grid import reference_grid
-from irem.precision import Precision, cpu_flags, native_bf16, resolve_precision
-from irem.simulate import simulate_stacks
-from irem.train import Trainer, predict, train
+from irem.models.precision import Precision, cpu_flags, native_bf16, resolve_precision
+from irem.training.config import TrainConfig, load_config
+from irem.training.train import Trainer, predict, train
 from irem.volume import Volume
 
 AVX2 = {"sse2", "avx", "avx2", "fma"}
@@ -118,7 +118,7 @@ def test_a_trainer_resolves_auto_by_the_detected_flags(
 
 
 def test_fourier_features_stay_float32_precise_under_autocast() -> None:
-    from irem.model import FourierFeatures
+    from irem.models.paper import FourierFeatures
 
     enc = FourierFeatures(64, sigma=1.0, seed=0)
     p = torch.rand(1000, 3) * 2 - 1

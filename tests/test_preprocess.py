@@ -16,14 +16,9 @@ from scipy import ndimage
 
 from baselines.bspline import bspline
 from baselines.operators import psf_widths
-from irem.cli import main
-from irem.config import TrainConfig
-from irem.dicom import load_dicom_stack, read_series, write_series
-from irem.errors import InputError
-from irem.grid import reference_grid
-from irem.memory import MemoryEstimate, available_memory, check_memory
-from irem.pipeline import read_stack
-from irem.preprocess import (
+from irem.acquisition.dicom import load_dicom_stack, read_series, write_series
+from irem.acquisition.grid import reference_grid
+from irem.acquisition.preprocess import (
     AutoMaskParams,
     N4Params,
     auto_mask,
@@ -31,9 +26,20 @@ from irem.preprocess import (
     otsu_foreground,
     split_packages,
 )
-from irem.registration import rigid_matrix
-from irem.simulate import REORIENT_CODES, move, reorient, simulate_stack, simulate_stacks
-from irem.train import slice_profile_points
+from irem.acquisition.registration import rigid_matrix
+from irem.acquisition.simulate import (
+    REORIENT_CODES,
+    move,
+    reorient,
+    simulate_stack,
+    simulate_stacks,
+)
+from irem.cli import main
+from irem.errors import InputError
+from irem.pipeline import read_stack
+from irem.training.config import TrainConfig
+from irem.training.memory import MemoryEstimate, available_memory, check_memory
+from irem.training.train import slice_profile_points
 from irem.volume import Stack, Volume, load_volume, save_volume, voxel_centres
 
 from .test_cli import run
@@ -432,7 +438,7 @@ def test_memory_over_the_limit_stops_before_any_work(
     if limit == "max_memory":
         argv += ["--max-memory", "0.01"]
     else:
-        monkeypatch.setattr("irem.memory.available_memory", lambda: (10**6, "test"))
+        monkeypatch.setattr("irem.training.memory.available_memory", lambda: (10**6, "test"))
     code, err = run(argv, capsys)
     assert code == 2 and err.count("\n") == 1
     assert ("--max-memory 0.01 GB" if limit == "max_memory" else "0.00 GB available") in err

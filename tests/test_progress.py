@@ -8,10 +8,10 @@ import itertools
 
 import pytest
 
-from irem.config import load_config
-from irem.progress import Progress, plain_line
-from irem.simulate import simulate_stacks
-from irem.train import train
+from irem.acquisition.simulate import simulate_stacks
+from irem.training.config import load_config
+from irem.training.progress import Progress, plain_line
+from irem.training.train import train
 from irem.volume import Volume
 
 SMALL = {"model.width": 16, "model.fourier_dim": 16, "train.batch_size": 256, "train.lr": 1e-3}

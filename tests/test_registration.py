@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from irem.errors import InputError
-from irem.registration import (
+from irem.acquisition.registration import (
     FLIP,
     MAX_SAMPLES,
     from_sitk,
@@ -22,7 +21,8 @@ from irem.registration import (
     save_transform,
     to_sitk,
 )
-from irem.simulate import simulate_stacks
+from irem.acquisition.simulate import simulate_stacks
+from irem.errors import InputError
 from irem.volume import Stack, Volume, apply_affine, voxel_centres
 
 N_HR = 64

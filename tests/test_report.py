@@ -1,4 +1,4 @@
-"""The ``report`` command line (irem/report.py) on fake metrics JSONs with meta."""
+"""The ``report`` command line (irem/cli/report.py) on fake metrics JSONs with meta."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from irem import report
+from irem.cli import report
 from tests.report_fakes import METHOD_ARGS, meta, write_benchmark, write_main_runs, write_metrics
 
 
@@ -20,7 +20,7 @@ def test_tables_command_line(tmp_path: Path) -> None:
     tsv = write_benchmark(tmp_path / "b.tsv", 2.0, 100.0)
     out = tmp_path / "tables"
     done = subprocess.run(
-        [sys.executable, "-m", "irem.report", "tables", "--metrics", *map(str, paths),
+        [sys.executable, "-m", "irem.cli.report", "tables", "--metrics", *map(str, paths),
          *METHOD_ARGS, "--benchmark", f"{tsv}={paths[0]}", "--out-dir", str(out)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
@@ -35,7 +35,7 @@ def test_metrics_without_meta_exits_2_with_one_line(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"psnr": 30.0, "ssim": 0.9}), encoding="utf-8")
     out = tmp_path / "tables"
     done = subprocess.run(
-        [sys.executable, "-m", "irem.report", "tables", "--metrics", str(bad),
+        [sys.executable, "-m", "irem.cli.report", "tables", "--metrics", str(bad),
          "--out-dir", str(out)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip

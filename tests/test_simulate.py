@@ -4,8 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from irem.errors import InputError
-from irem.simulate import (
+from irem.acquisition.simulate import (
     LITERATURE_HR_SNR,
     REORIENT_CODES,
     move,
@@ -23,6 +22,7 @@ from irem.simulate import (
     simulate_stack,
     simulate_stacks,
 )
+from irem.errors import InputError
 from irem.volume import Volume, apply_affine, load_volume, save_volume, voxel_centres
 
 from .conftest import oblique_affine

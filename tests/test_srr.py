@@ -15,10 +15,10 @@ from baselines.operators import (
     gradient_adjoint,
 )
 from baselines.srr import srr
+from irem.acquisition.grid import Grid, reference_grid
+from irem.acquisition.simulate import simulate_stack, simulate_stacks
+from irem.data.phantom import shepp_logan
 from irem.errors import InputError
-from irem.grid import Grid, reference_grid
-from irem.phantom import shepp_logan
-from irem.simulate import simulate_stack, simulate_stacks
 from irem.volume import Stack, Volume, apply_affine, voxel_centres
 
 from .conftest import rigid

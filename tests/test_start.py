@@ -1,4 +1,4 @@
-"""Start images of the grid INR (irem/start.py) and step budgets: what a run sees and how it ends."""
+"""Start images of the grid INR (irem/training/start.py) and step budgets: what a run sees and how it ends."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from irem.config import load_config
+from irem.acquisition.grid import reference_grid
+from irem.acquisition.simulate import simulate_stacks
 from irem.errors import InputError
-from irem.grid import reference_grid
-from irem.simulate import simulate_stacks
-from irem.start import file_start, make_start
-from irem.train import Trainer, fitted_masks, held_out_split, resolve_budget, train
+from irem.training.config import load_config
+from irem.training.start import file_start, make_start
+from irem.training.train import Trainer, fitted_masks, held_out_split, resolve_budget, train
 from irem.volume import Volume, save_volume
 
 CPU = torch.device("cpu")
@@ -103,7 +103,7 @@ def test_a_step_budget_gives_the_same_voxels_on_a_slow_and_a_fast_clock(phantom:
     a, norm_a, ra = train(stacks, cfg, grid=grid, progress=False, clock=lambda: next(slow))
     b, norm_b, rb = train(stacks, cfg, grid=grid, progress=False)
     assert ra.steps == rb.steps == 7 and ra.stopped_by == rb.stopped_by == "steps"
-    from irem.reconstruct import predict
+    from irem.training.reconstruct import predict
 
     np.testing.assert_array_equal(predict(a, norm_a, grid), predict(b, norm_b, grid))
 
@@ -111,7 +111,7 @@ def test_a_step_budget_gives_the_same_voxels_on_a_slow_and_a_fast_clock(phantom:
 @pytest.fixture(scope="module")
 def cortex() -> Volume:
     """A tiny crop of tuning subject 01 (T1w-like) with cortex and background."""
-    from irem.cohort import cohort_subject
+    from irem.data.cohort import cohort_subject
 
     sub = cohort_subject(0, crop=(32, 40, 32), crop_position=(1.0, 0.5, 1.0))
     return Volume(sub.image.data, sub.image.affine)
@@ -153,7 +153,7 @@ def test_the_default_grid_inr_leaves_its_start_image_within_50_steps(
 
 
 def test_warm_up_ramps_the_rates_over_the_first_steps() -> None:
-    from irem.train import LearningRate
+    from irem.training.train import LearningRate
 
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.Adam([param], lr=1.0)

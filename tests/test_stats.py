@@ -1,4 +1,4 @@
-"""Summary statistics and paired comparisons (irem/stats.py) against scipy on fixed numbers."""
+"""Summary statistics and paired comparisons (irem/evaluation/stats.py) against scipy on fixed numbers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from irem import stats
+from irem.evaluation import stats
 
 X = np.array([31.2, 29.8, 33.1, 30.4, 32.0, 28.9])
 B = np.array([30.0, 30.1, 31.5, 29.0, 31.1, 28.95])
@@ -68,7 +68,7 @@ def test_paired_degenerate_cases_give_nan_without_error() -> None:
 
 
 def test_holm_adjusts_step_down_and_leaves_nan_out() -> None:
-    from irem.stats import holm
+    from irem.evaluation.stats import holm
 
     p = np.array([0.01, np.nan, 0.04, 0.03, 0.005])
     got = holm(p)

@@ -1,4 +1,4 @@
-"""Tables from fake metrics JSONs with meta (irem/tables.py)."""
+"""Tables from fake metrics JSONs with meta (irem/report/tables.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from irem import tables
-from irem.tables import Methods
+from irem.report import tables
+from irem.report.tables import Methods
 from tests.report_fakes import (
     SCORES,
     meta,

@@ -15,12 +15,12 @@ import torch
 from baselines.bspline import bspline
 from baselines.operators import StackOperator
 from baselines.srr import srr
+from irem.acquisition.grid import Grid, reference_grid, to_stack_voxels
+from irem.acquisition.simulate import FWHM_TO_SIGMA, simulate_stacks
 from irem.cli import main
-from irem.config import load_config
-from irem.grid import Grid, reference_grid, to_stack_voxels
 from irem.pipeline import lr_voxels_near, restrict_to_mask, target_mask
-from irem.simulate import FWHM_TO_SIGMA, simulate_stacks
-from irem.train import prepare_data, slice_vectors, training_data
+from irem.training.config import load_config
+from irem.training.train import prepare_data, slice_vectors, training_data
 from irem.volume import Stack, Volume, apply_affine, save_volume
 
 FAST = ["--epochs", "1", "--set", "model.width=16", "--set", "model.fourier_dim=16"]

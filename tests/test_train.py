@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from irem.config import load_config
+from irem.acquisition.grid import reference_grid
+from irem.acquisition.simulate import simulate_stacks
 from irem.errors import InputError
-from irem.grid import reference_grid
-from irem.grid_inr import GridPrior, HashedLevel
-from irem.metrics import compute_metrics
-from irem.reconstruct import build_model, load_model, save_model
-from irem.simulate import simulate_stacks
-from irem.start import make_start
-from irem.train import (
+from irem.evaluation.metrics import compute_metrics
+from irem.models.grid_inr import GridPrior, HashedLevel
+from irem.training.config import load_config
+from irem.training.reconstruct import build_model, load_model, save_model
+from irem.training.start import make_start
+from irem.training.train import (
     Trainer,
     inputs_to_unit,
     predict,
@@ -112,7 +112,7 @@ def test_time_budget_stops_and_resume_continues_exactly(phantom: Volume, tmp_pat
 
 
 def test_profile_offsets_are_stratified_across_the_slice() -> None:
-    from irem.train import profile_offsets
+    from irem.training.train import profile_offsets
 
     off = profile_offsets(1000, 4, torch.Generator().manual_seed(0))
     assert off.shape == (1000, 4)
@@ -133,7 +133,7 @@ def test_profile_points_follow_the_thickest_slice_when_spaced() -> None:
 
 
 def test_slice_vectors_span_one_thick_slice(phantom: Volume) -> None:
-    from irem.train import slice_vectors
+    from irem.training.train import slice_vectors
 
     stacks = simulate_stacks(phantom, 4)
     _, _, norm = training_data(stacks)
@@ -189,13 +189,13 @@ def test_step_callback_stops_training_and_is_not_timed(phantom: Volume) -> None:
 
 
 def test_budget_schedule_anneals_to_lr_final(phantom: Volume, monkeypatch) -> None:
-    import irem.train
+    import irem.training.train
 
     stacks = simulate_stacks(phantom, 4)
     opts: list[torch.optim.Optimizer] = []
-    build = irem.train.build_optimizer
+    build = irem.training.train.build_optimizer
     monkeypatch.setattr(
-        irem.train, "build_optimizer", lambda m, c: opts.append(build(m, c)) or opts[-1]
+        irem.training.train, "build_optimizer", lambda m, c: opts.append(build(m, c)) or opts[-1]
     )
     lrs: list[float] = []
 
@@ -218,7 +218,7 @@ def test_budget_schedule_anneals_to_lr_final(phantom: Volume, monkeypatch) -> No
 
 def test_budget_rule_scales_with_target_voxels_and_is_capped() -> None:
     from irem.errors import InputError
-    from irem.train import resolve_budget
+    from irem.training.train import resolve_budget
 
     assert resolve_budget(None, None, 10**6).rule == "epochs"
     assert resolve_budget(None, None, None).seconds is None
@@ -250,13 +250,13 @@ def test_per_mvoxel_budget_stops_training(phantom: Volume) -> None:
 
 
 def test_step_schedule_decays_per_epoch(phantom: Volume, monkeypatch) -> None:
-    import irem.train
+    import irem.training.train
 
     stacks = simulate_stacks(phantom, 4)
     opts: list[torch.optim.Optimizer] = []
-    build = irem.train.build_optimizer
+    build = irem.training.train.build_optimizer
     monkeypatch.setattr(
-        irem.train, "build_optimizer", lambda m, c: opts.append(build(m, c)) or opts[-1]
+        irem.training.train, "build_optimizer", lambda m, c: opts.append(build(m, c)) or opts[-1]
     )
     lrs: list[float] = []
 

@@ -1,4 +1,4 @@
-"""Tuning sweeps: candidates, the choice rule (irem/tuning.py), the workflow's `tune` target, and the
+"""Tuning sweeps: candidates, the choice rule (irem/evaluation/tuning.py), the workflow's `tune` target, and the
 configs carrying what the committed tuning chose."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from irem.tuning import candidates, choose, options
+from irem.evaluation.tuning import candidates, choose, options
 
 ROOT = Path(__file__).resolve().parents[1]
 

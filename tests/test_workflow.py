@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from irem.labels import method_label
+from irem.report.labels import method_label
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
@@ -236,10 +236,10 @@ def test_rerun_does_nothing(test_run: Path) -> None:
 @pytest.mark.workflow
 @pytest.mark.slow
 def test_report_module_is_importable_by_the_rules() -> None:
-    # The rules call `python -m irem.report` / `python -m irem.cli` with the checkout first on
+    # The rules call `python -m irem.cli.report` / `python -m irem.cli` with the checkout first on
     # PYTHONPATH; the same interpreter must find both.
     res = subprocess.run(
-        [sys.executable, "-m", "irem.report", "--help"], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", "irem.cli.report", "--help"], capture_output=True, text=True, cwd=ROOT
     )
     assert res.returncode == 0 and "tables" in res.stdout
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from irem.acquisition.grid import Grid
 from irem.errors import InputError
-from irem.grid import Grid
 from irem.volume import Stack, apply_affine
 
 log = logging.getLogger(__name__)
@@ -160,9 +160,9 @@ def srr_model(regulariser: str) -> Callable[[list[Stack], Grid], MemoryEstimate]
 
 
 def _normaliser(stacks: list[Stack]) -> Any:
-    """The INR's normaliser from the stacks' voxel-centre box (as :func:`irem.train.training_data`
+    """The INR's normaliser from the stacks' voxel-centre box (as :func:`irem.training.train.training_data`
     computes it), from their corners only."""
-    from irem.reconstruct import Normaliser
+    from irem.training.reconstruct import Normaliser
 
     corners = []
     for s in stacks:
@@ -180,7 +180,7 @@ def inr_bytes(cfg: Any, stacks: list[Stack], grid: Grid) -> dict[str, int]:
     """The INR's training and evaluation arrays: parameters with gradients and Adam's moments,
     the LR voxels, the activations of one batch, the output; with a grid INR's SRR-TV start image,
     that too (its memory stays with the process: the allocator keeps what SRR freed)."""
-    from irem.reconstruct import build_model
+    from irem.training.reconstruct import build_model
 
     model = build_model(cfg, 0, _normaliser(stacks))
     n_params = sum(p.numel() for p in model.parameters())
@@ -214,7 +214,7 @@ def _profile_points(t: Any, stacks: list[Stack]) -> int:
 
 def inr_model(cfg: Any) -> Callable[[list[Stack], Grid], MemoryEstimate]:
     """The INR's memory model for configuration ``cfg`` (the paper's network or the grid INR)."""
-    import irem.train  # noqa: F401
+    import irem.training.train  # noqa: F401
 
     name = "irem-grid" if cfg.model.kind == "grid" else "irem-paper"
     return lambda stacks, grid: estimate(name, inr_bytes(cfg, stacks, grid))

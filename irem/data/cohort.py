@@ -16,7 +16,7 @@ Subject ``i`` of cohort ``seed`` is drawn from ``np.random.SeedSequence([seed, i
    probabilities (SynthSeg-style partial-volume mixture; CSF = brain mask - GM - WM), times a
    smooth multiplicative bias field (TorchIO's ``BiasField`` polynomial, see :func:`bias_field`).
    Zero outside the warped brain mask (skull-stripped, like the template).
-3. **Crop.** Optionally a box of the template's brain crop (:func:`irem.datasets.crop_box`).
+3. **Crop.** Optionally a box of the template's brain crop (:func:`irem.data.datasets.crop_box`).
 
 Deformation and bias field live in the coordinates of the uncropped grid, so a cropped subject is
 exactly a window of the uncropped one; only the cropped voxels are computed.
@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from irem.acquisition.registration import FLIP, to_sitk
+from irem.data.datasets import crop_box, crop_to_content, mni152_t1, mni152_tissue
 from irem.errors import InputError
-from irem.registration import FLIP, to_sitk
 from irem.volume import Volume
 
 #: Contrast families, in the order ``index % 3`` cycles through them.
@@ -115,8 +116,6 @@ class _Template:
 
 @lru_cache(maxsize=1)
 def _template() -> _Template:
-    from irem.datasets import crop_to_content, mni152_t1, mni152_tissue
-
     t1 = mni152_t1(crop=False)
     images = [
         Volume((t1.data > 0).astype(np.float32), t1.affine),
@@ -346,8 +345,6 @@ def cohort_subject(
     Returns:
         The image (zero outside the brain) with its brain and white-matter masks.
     """
-    from irem.datasets import crop_box
-
     params = sample_subject(index, seed, contrast)
     grid = _template().grid
     return render_subject(params, crop_box(grid, crop, crop_position) if crop is not None else grid)

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from irem.config import TrainConfig
+from irem.acquisition.grid import Grid
 from irem.errors import InputError
-from irem.grid import Grid
-from irem.train import fitted_masks
+from irem.training.config import TrainConfig
+from irem.training.train import fitted_masks
 from irem.volume import Stack
 
 

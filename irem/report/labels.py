@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from irem.config import flatten, load_config, parse_set
+from irem.training.config import flatten, load_config, parse_set
 
 #: Dummy values of the command placeholders, enough to parse a command.
 PLACEHOLDERS = {

@@ -3,7 +3,7 @@
 SimpleITK's GDCM reader sorts the slices by their position along the slice normal and takes the
 geometry from the headers (Image Position / Orientation Patient, Pixel Spacing; the slice spacing
 from the positions, not from Slice Thickness). ITK's LPS image is converted to a RAS volume by
-:func:`irem.registration.from_sitk`. Slice Thickness (0018,0050) becomes the stack's slice
+:func:`irem.acquisition.registration.from_sitk`. Slice Thickness (0018,0050) becomes the stack's slice
 thickness when it differs from the slice spacing (gaps or overlaps).
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from irem.acquisition.registration import from_sitk, to_sitk
 from irem.errors import InputError
-from irem.registration import from_sitk, to_sitk
 from irem.volume import Stack, Volume, validate
 
 #: Headers every slice must carry: without them the voxels have no place in the scanner's space.

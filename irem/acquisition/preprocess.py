@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from irem.acquisition.registration import from_sitk, to_sitk
 from irem.errors import InputError
-from irem.registration import from_sitk, to_sitk
 from irem.volume import Stack, Volume
 
 #: The value of ``--mask`` and ``--stack-masks`` that asks for a mask found in the images.

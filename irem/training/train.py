@@ -11,7 +11,7 @@ multiplied back.
 
 One epoch is one pass over all LR voxels of all stacks in a seeded random order. A run ends when
 its epochs are done, its time budget is spent, or a step callback asks it to; the reason is a
-:class:`StopReason` value. Evaluation on a grid lives in :mod:`irem.reconstruct`.
+:class:`StopReason` value. Evaluation on a grid lives in :mod:`irem.training.reconstruct`.
 """
 
 from __future__ import annotations
@@ -29,17 +29,17 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
-from irem.config import IremConfig, TrainConfig
+from irem.acquisition.grid import Grid, stack_points
 from irem.errors import InputError
-from irem.grid import Grid, stack_points
-from irem.grid_inr import GridINR, GridPrior
-from irem.precision import detect_precision
-from irem.progress import Progress
+from irem.models.grid_inr import GridINR, GridPrior
+from irem.models.precision import detect_precision
+from irem.training.config import IremConfig, TrainConfig
+from irem.training.progress import Progress
 
-# Re-exported so that callers written before irem.reconstruct existed keep working.
-from irem.reconstruct import Normaliser, build_model
-from irem.reconstruct import predict as predict
-from irem.reconstruct import resolve_device as resolve_device
+# Re-exported so that callers written before irem.training.reconstruct existed keep working.
+from irem.training.reconstruct import Normaliser, build_model
+from irem.training.reconstruct import predict as predict
+from irem.training.reconstruct import resolve_device as resolve_device
 from irem.volume import Stack
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class TrainResult:
     budget: Budget = field(default_factory=lambda: Budget("epochs", None))
     profile_points: int = 1
     held_out: dict[str, Any] = field(default_factory=dict)
-    precision: dict[str, Any] = field(default_factory=dict)  # irem.precision.Precision.to_dict
+    precision: dict[str, Any] = field(default_factory=dict)  # irem.models.precision.Precision.to_dict
 
 
 def training_data(stacks: list[Stack]) -> tuple[np.ndarray, np.ndarray, Normaliser]:
@@ -547,7 +547,7 @@ class Trainer:
         if start is not None:
             self._set_base(start, grid)
         elif t.base != "none":
-            raise InputError(f"train.base {t.base} needs a start image (irem.start)")
+            raise InputError(f"train.base {t.base} needs a start image (irem.training.start)")
         self.held_out = HeldOut()
 
     def _set_base(self, image: np.ndarray, grid: Grid | None) -> None:
@@ -801,7 +801,7 @@ def train(
         progress_stream: where progress goes (default: stderr).
         grid: the target grid (needed by ``start``).
         start: a start image on ``grid`` (``model.kind: grid``): the model is then the start image
-            plus the network (see :mod:`irem.start`).
+            plus the network (see :mod:`irem.training.start`).
 
     Returns:
         The trained model (in eval mode), the coordinate/intensity normaliser and a summary.

@@ -10,7 +10,7 @@ timings when it exists.
 Quality is summarised per *condition* (dataset, k, HR SNR) and *variant* (method, ablation, value):
 several seeds of one subject are averaged first, then n, mean, std and the 95% t interval are taken
 over subjects, and every variant is compared, subject by subject, with the condition's best baseline
-(highest mean brain PSNR) by :func:`irem.stats.paired`. Runs of the tuning split are left out.
+(highest mean brain PSNR) by :func:`irem.evaluation.stats.paired`. Runs of the tuning split are left out.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from irem import stats
+from irem.evaluation import stats
 
 META_REQUIRED = ("dataset", "k", "subject", "seed", "method")
 META_OPTIONAL = ("split", "hr_snr", "ablation", "value")
 METRICS = ("psnr", "ssim", "psnr_mask", "ssim_mask")
-#: Every score of a run: METRICS and the PSNR on the strongest edges (irem/metrics.py).
+#: Every score of a run: METRICS and the PSNR on the strongest edges (irem/evaluation/metrics.py).
 SCORES = (*METRICS, "psnr_edge")
 PAIRED_METRICS = ("psnr_mask", "ssim_mask")
 CONDITION = ["dataset", "k", "hr_snr"]

@@ -1,9 +1,9 @@
 """Figures of the benchmark: ablations (Fig. 3), bars by method and k (Fig. 4), slices (Figs. 5/6)
 and quality against HR SNR at equal scan time.
 
-Each figure is a pure function of a runs table (:func:`irem.tables.load_runs`) or of image files,
+Each figure is a pure function of a runs table (:func:`irem.report.tables.load_runs`) or of image files,
 returning a matplotlib figure (Agg backend); :func:`save_figure` writes it as PNG and/or PDF.
-Labels, order and colours of the methods come from a :class:`irem.tables.Methods`.
+Labels, order and colours of the methods come from a :class:`irem.report.tables.Methods`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from irem import stats
-from irem.tables import HR_SCAN, METRICS, Methods, evaluation_runs
+from irem.evaluation import stats
+from irem.report.tables import HR_SCAN, METRICS, Methods, evaluation_runs
 from irem.volume import apply_affine, load_volume, voxel_sizes
 
 METRIC_LABELS = {

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from irem.errors import InputError
-from irem.precision import PRECISIONS
+from irem.models.precision import PRECISIONS
 
 
 @dataclass
@@ -20,7 +20,7 @@ class ModelConfig:
 
     ``kind: irem`` is the paper's network (section 2.2: Fourier features, ``depth`` layers of
     ``width`` with BatchNorm, skips); ``kind: grid`` is the fast CPU representation of
-    :mod:`irem.grid_inr` (``levels`` feature grids, the finest at ``finest_mm``, then an MLP of
+    :mod:`irem.models.grid_inr` (``levels`` feature grids, the finest at ``finest_mm``, then an MLP of
     ``hidden_layers`` layers of ``width``): levels of up to ``dense_max_nodes`` nodes are dense
     grids, larger ones are hashed into tables of ``hash_rows`` rows.
     """
@@ -59,7 +59,7 @@ class TrainConfig:
     profile_points: int = 1
     #: > 0: one profile point per that many mm of the thickest slice (slice_profile_points)
     profile_spacing_mm: float = 0.0
-    #: srr_tv: the model is a start image (SRR-TV of the fitted LR voxels, irem.start) plus the
+    #: srr_tv: the model is a start image (SRR-TV of the fitted LR voxels, irem.training.start) plus the
     #: network, which is fitted to what the image leaves over
     base: str = "none"
     #: fraction of the LR voxels held out of the fit (drawn from the seed; at most
@@ -74,7 +74,7 @@ class TrainConfig:
     #: until it grows); cancel keeps random weights and a bias that cancels all-zero features
     base_head: str = "zero"
     #: bf16: forward and backward under bfloat16 autocast (weights and Adam stay float32); fp32;
-    #: auto: bf16 where the device computes in bfloat16 natively (irem.precision)
+    #: auto: bf16 where the device computes in bfloat16 natively (irem.models.precision)
     precision: str = "auto"
     lr_decay: float = 0.5  # lr_schedule step: rates times lr_decay every lr_step_epochs epochs
     lr_step_epochs: int = 500
@@ -281,7 +281,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-PACKAGED = Path(__file__).parent / "configs"
+PACKAGED = Path(__file__).parents[1] / "configs"
 
 
 def packaged_configs() -> list[str]:

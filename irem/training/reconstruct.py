@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from irem.config import IremConfig, config_from_dict
+from irem.acquisition.grid import Grid
 from irem.errors import InputError
-from irem.grid import Grid
-from irem.grid_inr import GridINR
-from irem.model import IREM, for_inference
+from irem.models.grid_inr import GridINR
+from irem.models.paper import IREM, for_inference
+from irem.training.config import IremConfig, config_from_dict
 from irem.volume import Stack, apply_affine
 
 log = logging.getLogger(__name__)

@@ -1,13 +1,13 @@
 """``irem report``: the tables and figures of the benchmark, from the files the workflow writes.
 
-A thin command line over :mod:`irem.tables`, :mod:`irem.figures` and :mod:`irem.stats`. Every run
+A thin command line over :mod:`irem.report.tables`, :mod:`irem.report.figures` and :mod:`irem.evaluation.stats`. Every run
 is identified by the ``"meta"`` dict of its metrics JSON (never by its file name); method labels,
 order and roles come from ``--method NAME=LABEL`` (order given = order drawn) and
 ``--baselines NAME ...``. Sub-commands: ``tables``, ``fig3``, ``fig4``, ``fig5``, ``scantime``,
 ``cohort``, ``tuning``, ``tuning-summary``.
 
 :func:`add_report_parser` adds the ``report`` sub-command to the ``irem`` command; ``python -m
-irem.report SUBCOMMAND ...`` runs the same parser. Bad input ends with one ``error:`` line and
+irem.cli.report SUBCOMMAND ...`` runs the same parser. Bad input ends with one ``error:`` line and
 exit status 2.
 """
 
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from irem import figures, tables
 from irem.errors import InputError
-from irem.tables import Methods
-from irem.tuning import options as tuning_options
+from irem.evaluation.tuning import options as tuning_options
+from irem.report import figures, tables
+from irem.report.tables import Methods
 
 Handler = Callable[[argparse.Namespace], None]
 RAW = argparse.RawDescriptionHelpFormatter
@@ -114,7 +114,7 @@ def cmd_fig4(args: argparse.Namespace) -> None:
 @_input_errors
 def cmd_cohort(args: argparse.Namespace) -> None:
     """The mid-slices of every subject of a cohort (one row each)."""
-    from irem.cohort import cohort_figure
+    from irem.data.cohort import cohort_figure
     from irem.volume import load_volume
 
     volumes = {Path(p).name.split("_")[0]: load_volume(p) for p in args.images}
@@ -162,8 +162,8 @@ def cmd_scantime(args: argparse.Namespace) -> None:
 
 @_input_errors
 def cmd_tuning(args: argparse.Namespace) -> None:
-    """A tuning sweep's runs (one CSV row each) and its choice per group (irem/tuning.py)."""
-    from irem.tuning import choose
+    """A tuning sweep's runs (one CSV row each) and its choice per group (irem/evaluation/tuning.py)."""
+    from irem.evaluation.tuning import choose
 
     cases = json.loads(args.cases)
     runs = tables.load_runs(args.metrics)
@@ -379,7 +379,7 @@ def _add_cohort(rsub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m irem.report SUBCOMMAND ...``: the same parser as ``irem report``."""
+    """``python -m irem.cli.report SUBCOMMAND ...``: the same parser as ``irem report``."""
     parser = argparse.ArgumentParser(prog="irem")
     add_report_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["report", *(sys.argv[1:] if argv is None else argv)])

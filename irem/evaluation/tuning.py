@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from irem.stats import paired
+from irem.evaluation.stats import paired
 
 #: The score that chooses (brain-mask PSNR), and the columns a sweep's runs are paired on.
 SCORE = "psnr_mask"

@@ -1,0 +1,1 @@
+"""Stacks and their geometry: simulation, registration, DICOM, pre-processing, grids."""

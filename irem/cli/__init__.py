@@ -1,0 +1,97 @@
+"""The ``irem`` command: simulate LR stacks, reconstruct HR with IREM or a baseline, sample a saved
+model, score a reconstruction, write datasets and report.
+
+Input errors end with one line ``error: ...`` on stderr and exit status 2; no output file is left
+behind (every file is written under a temporary name and renamed into place). Log messages go to
+stderr (``-q``: warnings only, ``-v``: debug) and, with ``--log FILE``, to that file as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from irem import __version__
+from irem.cli import baseline, metrics, reconstruct, sample, simulate
+from irem.cli.common import (
+    EXIT_INPUT,
+    FMT,
+    Parser,
+    add_output_options,
+    log_to_files,
+    setup_logging,
+)
+from irem.errors import InputError
+
+#: Sub-commands that other modules add to the parser: (module, function).
+EXTERNAL_COMMANDS = (("irem.cli.dataset", "add_dataset_parser"), ("irem.cli.report", "add_report_parser"))
+
+
+#: Sub-commands defined here; for these the other modules are not imported (a faster start).
+BUILTIN_COMMANDS = frozenset({"simulate", "reconstruct", "baseline", "sample", "metrics"})
+
+
+def _first_command(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv`` (the first word that is no option or --log's value)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--log":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def _add_external(sub: argparse._SubParsersAction) -> None:
+    """``dataset`` and ``report``, from the modules that own them (skipped if not there)."""
+    for module, func in EXTERNAL_COMMANDS:
+        try:
+            add = getattr(importlib.import_module(module), func)
+        except (ImportError, AttributeError):
+            continue
+        add(sub)
+
+
+def build_parser(external: bool = True) -> argparse.ArgumentParser:
+    """The argument parser of the ``irem`` command (``external``: with ``dataset`` and ``report``)."""
+    parser = Parser(
+        prog="irem",
+        description="Multi-stack MRI super-resolution with implicit neural representations (IREM, "
+        "Wu et al. 2021) and its baselines, on NIfTI files in world coordinates.",
+        formatter_class=FMT,
+    )
+    parser.add_argument("--version", action="version", version=f"irem-bench {__version__}")
+    add_output_options(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    simulate.add_parser(sub)
+    reconstruct.add_parser(sub)
+    baseline.add_parser(sub)
+    sample.add_parser(sub)
+    metrics.add_parser(sub)
+    if external:
+        _add_external(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``irem`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(external=_first_command(argv) not in BUILTIN_COMMANDS)
+    args = parser.parse_args(argv)
+    try:
+        setup_logging(args.verbose, args.quiet, args.log)
+        args.func(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        log_to_files(f"error: {exc}")
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""``irem baseline``: multi-stack B-spline or SRR on LR stacks."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import numpy as np
+
+from irem.cli.common import (
+    FMT,
+    add_device_args,
+    add_stack_args,
+    add_subcommand,
+    bars,
+    nonneg_float,
+    positive_int,
+    request,
+    set_threads,
+)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "baseline",
+        help="reconstruct HR with a baseline (bspline, srr)",
+        description="Reconstruct HR with a baseline on the same inputs and grid as IREM.",
+        epilog="example:\n  irem baseline srr lr/acq-*.nii.gz -o srr.nii.gz --psf box",
+        formatter_class=FMT,
+    )
+    bsub = p.add_subparsers(dest="method", required=True, metavar="METHOD")
+    b = add_subcommand(
+        bsub,
+        "bspline",
+        "multi-stack cubic B-spline interpolation",
+        "Resample every registered stack onto the target grid with cubic B-splines and average "
+        "where the stacks cover a voxel.",
+        "irem baseline bspline lr/acq-*.nii.gz -o bspline.nii.gz --reference hr.nii.gz",
+    )
+    add_stack_args(b, "bspline")
+    b.set_defaults(func=run)
+    b = add_subcommand(
+        bsub,
+        "srr",
+        "super-resolution reconstruction with a slice-acquisition model",
+        "Solve min_x sum_k ||D_k B_k x - y_k||^2 + alpha R(x) with an oriented Gaussian or box "
+        "PSF B_k (NiftyMIC's model), initialised from the B-spline result.",
+        "irem baseline srr lr/acq-*.nii.gz -o srr.nii.gz --psf box --regulariser tv",
+    )
+    add_stack_args(b, "srr")
+    b.add_argument(
+        "--alpha",
+        type=nonneg_float,
+        default=None,
+        help="relative regularisation weight (default, box PSF: 0.1 for tk1, 0.01 for tv, chosen "
+        "on the noisy cohort's tuning split: results/tuning/README.md; Gaussian PSF: 0.03 and "
+        "0.01, docs/baselines.md)",
+    )
+    b.add_argument(
+        "--regulariser",
+        choices=("tk1", "tv"),
+        default="tk1",
+        help="first-order Tikhonov or total variation",
+    )
+    b.add_argument(
+        "--iterations",
+        type=positive_int,
+        default=None,
+        help="maximum iterations (default: the method's)",
+    )
+    b.add_argument(
+        "--psf",
+        choices=("gaussian", "box"),
+        default="gaussian",
+        help="slice profile of the forward model",
+    )
+    add_device_args(b)
+    b.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from irem.pipeline import run
+
+    device = None
+    if args.method == "srr":
+        from irem.training.reconstruct import resolve_device
+
+        device = resolve_device(args.device)
+        set_threads(args.threads)
+
+    def method(stacks: list[Any], grid: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        from baselines.bspline import bspline
+
+        t0 = time.perf_counter()
+        hr = bspline(stacks, grid)
+        extra: dict[str, Any] = {"bspline_seconds": time.perf_counter() - t0}
+        if args.method != "srr":
+            return hr, extra
+        from baselines.srr import TUNED_ALPHA, srr
+
+        kwargs: dict[str, Any] = {"regulariser": args.regulariser, "psf": args.psf}
+        if args.alpha is not None:
+            kwargs["alpha"] = args.alpha
+        elif args.psf == "box":
+            kwargs["alpha"] = TUNED_ALPHA[args.regulariser]
+        if args.iterations is not None:
+            kwargs["iterations"] = args.iterations
+        t0 = time.perf_counter()
+        hr, info = srr(stacks, grid, device=device, init=hr, progress=bars(args), **kwargs)
+        extra.update(srr_seconds=time.perf_counter() - t0, srr=info, device=str(device))
+        return hr, extra
+
+    from irem.training.memory import bspline_model, srr_model
+
+    memory = srr_model(args.regulariser) if args.method == "srr" else bspline_model()
+    print(run(request(args), args.method, method, memory=memory).output)

@@ -1,0 +1,210 @@
+"""``irem reconstruct``: train IREM (or the grid INR) on LR stacks and write the HR image."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from irem.cli.common import (
+    add_device_args,
+    add_stack_args,
+    add_subcommand,
+    bars,
+    positive_float,
+    positive_int,
+    request,
+    set_threads,
+)
+from irem.errors import InputError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = add_subcommand(
+        sub,
+        "reconstruct",
+        "reconstruct HR with IREM",
+        "Register the stacks to the fixed one, train IREM on their voxels and evaluate it on a "
+        "dense grid. Writes OUT and a JSON sidecar OUT.json.",
+        "irem reconstruct lr/acq-*.nii.gz -o irem.nii.gz --config fast --time-per-mvoxel 30 \\\n"
+        "    --time-budget 300 --save-model irem.pt",
+    )
+    add_stack_args(p, "irem")
+    p.add_argument(
+        "--config", metavar="YAML", help="IREM configuration (model/train/reconstruct sections)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. model.fourier_dim=64",
+    )
+    p.add_argument("--epochs", type=positive_int, help="training epochs (overrides the config)")
+    p.add_argument(
+        "--steps",
+        type=positive_int,
+        metavar="N",
+        help="stop after N optimiser steps (the cap with --steps-per-mvoxel); a step budget gives "
+        "the same result on any machine",
+    )
+    p.add_argument(
+        "--steps-per-mvoxel",
+        type=positive_float,
+        metavar="N",
+        help="step budget of N optimiser steps per million target grid voxels",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=positive_float,
+        metavar="SECONDS",
+        help="stop training cleanly after this wall time (the cap with --time-per-mvoxel)",
+    )
+    p.add_argument(
+        "--time-per-mvoxel",
+        type=positive_float,
+        metavar="S",
+        help="time budget of S seconds per million target grid voxels",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        help="training precision (overrides train.precision): bf16 autocast, fp32, or auto: bf16 "
+        "where the device computes in bf16 natively (AVX512_BF16/AMX CPUs, bf16 GPUs)",
+    )
+    add_device_args(p)
+    p.add_argument(
+        "--resume", action="store_true", help="resume from the checkpoint of an interrupted run"
+    )
+    p.add_argument(
+        "--checkpoint", metavar="PATH", help="checkpoint file (default: hidden file beside OUT)"
+    )
+    p.add_argument(
+        "--start-image",
+        metavar="IMG.nii.gz",
+        help="start image of a grid INR (any grid in the fixed stack's world space, resampled "
+        "trilinearly; default: train.base, SRR-TV of the fitted LR voxels)",
+    )
+    p.add_argument(
+        "--save-model",
+        metavar="MODEL.pt",
+        help="save the trained model, normaliser, config, transforms and grid (for irem sample)",
+    )
+    p.set_defaults(func=run)
+
+
+def _load_irem_config(args: argparse.Namespace) -> Any:
+    from irem.training.config import load_config, parse_set
+
+    overrides: dict[str, Any] = parse_set(args.set)
+    for option in ("epochs", "time_budget", "time_per_mvoxel", "steps", "steps_per_mvoxel",
+                   "precision"):  # fmt: skip
+        if getattr(args, option) is not None:  # the option overrides train.<option>
+            overrides[f"train.{option}"] = getattr(args, option)
+    return load_config(args.config, overrides)
+
+
+def _check_model_path(path: str | None) -> Path | None:
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.parent.is_dir():
+        raise InputError(f"{p.parent}: output directory does not exist")
+    if p.is_dir():
+        raise InputError(f"--save-model {p}: is a directory")
+    return p
+
+
+def _irem_sidecar(
+    cfg: Any,
+    device: Any,
+    norm: Any,
+    result: Any,
+    eval_seconds: float,
+    model_path: Path | None,
+    start: dict[str, Any],
+) -> dict[str, Any]:
+    """The IREM-specific fields of the sidecar: config, device, training summary and budget."""
+    import torch
+
+    return {
+        "config": cfg.to_dict(),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "normaliser": norm.to_dict(),
+        "training_seconds": result.training_seconds,
+        "evaluation_seconds": eval_seconds,
+        "final_loss": result.final_loss,
+        "epochs_completed": result.epochs_completed,
+        "steps": result.steps,
+        "profile_points": result.profile_points,
+        "start_image": start or None,
+        "held_out": result.held_out or None,
+        "precision": result.precision or None,
+        "budget": result.budget.to_dict(),
+        "stopped_by": result.stopped_by,
+        "resumed": result.resumed,
+        "loss_per_epoch": result.loss_history,
+        "model_file": str(model_path) if model_path else None,
+    }
+
+
+def run(args: argparse.Namespace) -> None:
+    from irem.pipeline import run
+    from irem.training.memory import inr_model
+    from irem.training.reconstruct import predict, resolve_device, save_model
+    from irem.training.start import make_start
+    from irem.training.train import train
+
+    cfg = _load_irem_config(args)
+    device = resolve_device(args.device)
+    model_path = _check_model_path(args.save_model)
+    set_threads(args.threads)
+    req = request(args)
+    out = Path(args.output)
+    ckpt = Path(args.checkpoint) if args.checkpoint else out.with_name(f".{out.name}.ckpt.pt")
+    trained: dict[str, Any] = {}
+
+    def method(stacks: list[Any], grid: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        if args.start_image is not None and cfg.model.kind != "grid":
+            raise InputError("--start-image needs a grid INR (--config fast)")
+        start, start_info = make_start(
+            stacks, grid, cfg.train, args.seed, device, args.start_image
+        )
+        model, norm, result = train(
+            stacks,
+            cfg,
+            seed=args.seed,
+            device=device,
+            checkpoint=ckpt,
+            resume=args.resume,
+            progress=not args.quiet,
+            target_voxels=grid.size,
+            grid=grid,
+            start=start,
+        )
+        t0 = time.perf_counter()
+        chunk = cfg.reconstruct.chunk
+        hr = predict(model, norm, grid, chunk=chunk, device=device, progress=bars(args))
+        trained.update(model=model, norm=norm)
+        seconds = time.perf_counter() - t0
+        return hr, _irem_sidecar(cfg, device, norm, result, seconds, model_path, start_info)
+
+    done = run(req, "irem", method, mask_lr_voxels=True, memory=inr_model(cfg))
+    if model_path is not None:
+        save_model(
+            model_path,
+            trained["model"],
+            trained["norm"],
+            cfg,
+            seed=args.seed,
+            grid=done.grid,
+            stacks=done.stacks,
+            fixed_index=args.fixed_index,
+        )
+    if ckpt.exists() and not args.checkpoint:
+        ckpt.unlink()
+    print(done.output)

@@ -1,0 +1,1 @@
+"""Ground-truth volumes: the embedded MNI152 template, the synthetic cohort, a phantom."""

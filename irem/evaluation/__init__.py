@@ -1,0 +1,1 @@
+"""Scores and statistics: PSNR/SSIM, paired tests, the tuning choice rule."""

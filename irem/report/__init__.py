@@ -1,0 +1,1 @@
+"""Tables, figures and method labels of the benchmark."""

@@ -1,0 +1,1 @@
+"""Training a model on LR stacks and sampling it: config, trainer, start image, memory."""
