@@ -23,7 +23,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 #: CPU flags (``/proc/cpuinfo``) of native bfloat16 arithmetic: AVX512_BF16 dot products, AMX tiles.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 #: Model kinds (``model.kind``) for which ``auto`` may pick bf16: those whose quality under bf16 was
-#: measured (the paper's network: results/benchmarks/bf16_quality.md); others stay fp32.
+#: measured (the paper's network: results/tuning/precision.csv); others stay fp32.
 AUTO_BF16_KINDS = ("irem",)
 
 
