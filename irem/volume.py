@@ -17,6 +17,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+from nibabel import affines as nib_affines
 
 from irem.errors import InputError
 
@@ -78,9 +79,8 @@ def voxel_sizes(affine: np.ndarray) -> np.ndarray:
 
 
 def apply_affine(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a 4x4 affine to an ``(..., 3)`` array of points."""
-    points = np.asarray(points, dtype=np.float64)
-    return points @ affine[:3, :3].T + affine[:3, 3]
+    """Apply a 4x4 affine to an ``(..., 3)`` array of points (in float64)."""
+    return nib_affines.apply_affine(affine, np.asarray(points, dtype=np.float64))
 
 
 def voxel_centres(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
