@@ -126,7 +126,9 @@ def main() -> None:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (args.out / f"{stem}.md").write_text(report(rows, args.threads, load, os.getloadavg()))
+    (args.out / f"{stem}.md").write_text(
+        report(rows, args.threads, load, os.getloadavg()), encoding="utf-8"
+    )
     print((args.out / f"{stem}.md").read_text(encoding="utf-8"))
 
 

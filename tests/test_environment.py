@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import re
+import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -296,3 +298,42 @@ def test_benchmark_readme_lists_every_result_file() -> None:
     assert sorted(stems - listed) == [], "not in results/benchmarks/README.md"
     for script in re.findall(r"python (benchmarks/\w+\.py)", readme):
         assert (ROOT / script).is_file(), script
+
+
+def _calls_without_encoding(source: str) -> list[tuple[int, str]]:
+    """Text-mode file calls of ``source`` that leave the encoding to the locale."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        keywords = {k.arg for k in node.keywords}
+        if "encoding" in keywords:
+            continue
+        path_method = isinstance(func, ast.Attribute) and name in ("read_text", "write_text")
+        # irem.report.tables.write_text(path, text) is a function that writes UTF-8 itself.
+        if (path_method and getattr(func.value, "id", "") != "tables") or name == "FileHandler":
+            found.append((node.lineno, name))
+        elif name == "open":
+            mode = node.args[1] if len(node.args) > 1 else None
+            mode = next((k.value for k in node.keywords if k.arg == "mode"), mode)
+            if not (isinstance(mode, ast.Constant) and "b" in str(mode.value)):
+                found.append((node.lineno, name))
+    return found
+
+
+def test_text_files_are_read_and_written_as_utf8() -> None:
+    # CI's locale is ASCII: a text file opened without an encoding fails on the first "±".
+    assert _calls_without_encoding('p.read_text()\nopen(p, "w")\nopen(p, "rb")\n') == [
+        (1, "read_text"), (2, "open"),
+    ]
+    files = subprocess.run(
+        ["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    bad = {
+        f: calls
+        for f in files
+        if (calls := _calls_without_encoding((ROOT / f).read_text(encoding="utf-8")))
+    }
+    assert not bad, bad

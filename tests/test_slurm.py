@@ -169,7 +169,9 @@ def _workflow_copy(dest: Path) -> Path:
         else:
             shutil.copy(src, dest / name)
     config = yaml.safe_load((dest / "config" / "test.yaml").read_text(encoding="utf-8"))
-    (dest / CONFIG).write_text(yaml.safe_dump(slurm_test_config(config), sort_keys=False))
+    (dest / CONFIG).write_text(
+        yaml.safe_dump(slurm_test_config(config), sort_keys=False), encoding="utf-8"
+    )
     return dest
 
 
@@ -254,7 +256,9 @@ def failures(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict
             conf = tmp / "unreachable.conf"
             text = Path(cluster.env["SLURM_CONF"]).read_text(encoding="utf-8")
             port = _free_port_pair()
-            conf.write_text(re.sub(r"(?m)^SlurmctldPort=\d+$", f"SlurmctldPort={port}", text))
+            conf.write_text(
+                re.sub(r"(?m)^SlurmctldPort=\d+$", f"SlurmctldPort={port}", text), encoding="utf-8"
+            )
             env = {**cluster.env, "SLURM_CONF": str(conf)}
             snakefile = FAILING.replace("exit 3", "true")
         (tmp / "Snakefile").write_text(snakefile, encoding="utf-8")
