@@ -22,6 +22,7 @@ from irem.cli.common import (
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``irem baseline`` to the ``irem`` parser."""
     p = sub.add_parser(
         "baseline",
         help="reconstruct HR with a baseline (bspline, srr)",
@@ -80,6 +81,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    """Carry out ``irem baseline``."""
     from irem.pipeline import run
 
     device = None

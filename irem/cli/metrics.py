@@ -13,6 +13,7 @@ from irem.errors import InputError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``irem metrics`` to the ``irem`` parser."""
     p = add_subcommand(
         sub,
         "metrics",
@@ -46,6 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    """Carry out ``irem metrics``."""
     from irem.evaluation.metrics import compute_metrics
     from irem.volume import load_volume, write_json
 

@@ -23,6 +23,7 @@ from irem.errors import InputError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``irem reconstruct`` to the ``irem`` parser."""
     p = add_subcommand(
         sub,
         "reconstruct",
@@ -153,6 +154,7 @@ def _irem_sidecar(
 
 
 def run(args: argparse.Namespace) -> None:
+    """Carry out ``irem reconstruct``."""
     from irem.pipeline import run
     from irem.training.memory import inr_model
     from irem.training.reconstruct import predict, resolve_device, save_model

@@ -10,6 +10,7 @@ from irem.cli.common import add_device_args, add_grid_args, add_subcommand, bars
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``irem sample`` to the ``irem`` parser."""
     p = add_subcommand(
         sub,
         "sample",
@@ -38,6 +39,7 @@ def _sample_grid(args: argparse.Namespace, saved: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> None:
+    """Carry out ``irem sample``."""
     from irem.pipeline import write_result
     from irem.training.reconstruct import load_model, predict, resolve_device
     from irem.volume import check_output_path

@@ -14,6 +14,7 @@ from irem.errors import InputError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``irem simulate`` to the ``irem`` parser."""
     p = add_subcommand(
         sub,
         "simulate",
@@ -88,6 +89,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    """Carry out ``irem simulate``."""
     from irem.acquisition.simulate import (
         REORIENT_CODES,
         move,
