@@ -11,6 +11,8 @@ from irem.acquisition.simulate import simulate_stacks
 from irem.data.phantom import shepp_logan
 from irem.volume import Volume, save_volume
 
+from .workflow_run import run_test_config
+
 
 @pytest.fixture(scope="session")
 def phantom() -> Volume:
@@ -56,3 +58,10 @@ def rigid(angles: tuple[float, float, float], shift: tuple[float, float, float])
         m = r @ m
     m[:3, 3] = shift
     return m
+
+
+@pytest.fixture(scope="session")
+def test_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test config run end to end in a temporary copy of the workflow (once a session: the
+    workflow tests read it, and the Slurm tests compare their tables with it)."""
+    return run_test_config(tmp_path_factory.mktemp("workflow"))

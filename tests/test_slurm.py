@@ -11,12 +11,14 @@ plugin's per-job Slurm logs and Snakemake's log:
   (`gpu=1` -> --gpus=1) and no other job did, so Slurm ran them one at a time, while CPU jobs ran
   beside them; inside a job that holds a GPU slot but has no CUDA, `--device auto` trains on the
   CPU after one warning;
-- the tables equal those of a local run of the same config (see `test_tables_equal_local_run`);
+- the tables equal those of the session's local run of the test config (tests/conftest.py; there
+  `irem` runs on the CPU, a device that changes no number: see `test_tables_equal_local_run`);
 - a rerun submits nothing; a failing job and an unreachable controller end Snakemake with an
   error that names the job's log, instead of hanging.
 
 The test config bounds every method by counts (steps, epochs, iterations), so both runs give the
-same voxels; both use it with the `irem` method on `device: auto` (so that its jobs declare a GPU). The cluster is stopped at
+same voxels; the Slurm run puts the `irem` method on `device: auto` (so that its jobs declare a
+GPU), which falls back to the CPU here. The cluster is stopped at
 the end, also when a test fails. Skipped only where the host cannot run a local Slurm (not root, or
 Slurm missing and no apt-get). About 9.5 minutes on a 2-core machine under a load of 5-10.
 """
@@ -41,7 +43,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from .test_workflow import WORKFLOW_FILES
+from .workflow_run import WORKFLOW_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "local-slurm.sh"
@@ -272,31 +274,26 @@ def failures(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 @pytest.fixture(scope="module")
 def runs(
-    cluster: Cluster, failures: dict[str, Background], tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster,
+    failures: dict[str, Background],
+    test_run: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Runs:
+    """The Slurm run of the test config (irem on a GPU device); ``local`` is the session's local
+    run of the same config with irem on the CPU (tests/conftest.py), whose tables it must equal."""
     tmp = tmp_path_factory.mktemp("workflows")
-    local = _workflow_copy(tmp / "local")
     slurm = _workflow_copy(tmp / "slurm")
     seconds = {}
-    # The local run goes on beside the Slurm run: while Slurm runs the GPU jobs one after the
-    # other, a core is often idle. No `gpu` limit: IREM runs on the CPU here.
-    env = {k: v for k, v in cluster.env.items() if not k.startswith("SLURM_")}
-    local_run = Background(local, ["--cores", "2", "--configfile", CONFIG], env, tmp / "local.log")
-    try:
-        res, seconds["slurm"] = _snakemake(
-            slurm,
-            ["--executor", "slurm", "--profile", PROFILE, "--configfile", CONFIG],
-            cluster.env,
-            1800,
-        )
-        assert res.returncode == 0, _failure(res, slurm)
-        code, log, seconds["local"] = local_run.result(timeout=1800)
-        assert code == 0, f"local run failed:\n{log[-6000:]}"
-    finally:
-        local_run.kill()
+    res, seconds["slurm"] = _snakemake(
+        slurm,
+        ["--executor", "slurm", "--profile", PROFILE, "--configfile", CONFIG],
+        cluster.env,
+        1800,
+    )
+    assert res.returncode == 0, _failure(res, slurm)
     (tmp / "timings.json").write_text(json.dumps(seconds), encoding="utf-8")
-    print(f"\nSlurm run {seconds['slurm']:.0f} s, local run beside it {seconds['local']:.0f} s")
-    return Runs(local, slurm, res.stdout + res.stderr, seconds)
+    print(f"\nSlurm run {seconds['slurm']:.0f} s")
+    return Runs(test_run, slurm, res.stdout + res.stderr, seconds)
 
 
 @dataclass
@@ -503,7 +500,7 @@ def test_device_auto_falls_back_to_cpu_with_one_warning(runs: Runs) -> None:
         assert text.count(GPU_WARNING) == (1 if j.gpu else 0), j.log
         sidecar = runs.slurm / "results" / Path(j.log).relative_to("results/logs")
         assert json.loads(sidecar.with_suffix(".json").read_text(encoding="utf-8"))["device"] == "cpu", sidecar
-    # A local run has no GPU slot (CUDA_VISIBLE_DEVICES unset): no warning there.
+    # The local run has no GPU slot (CUDA_VISIBLE_DEVICES unset): no warning there.
     for j in rec_jobs:
         assert GPU_WARNING not in (runs.local / j.log).read_text(encoding="utf-8"), j.log
 
@@ -531,7 +528,7 @@ def test_tables_equal_local_run(runs: Runs) -> None:
         )
     assert (a[["psnr", "ssim", "psnr_mask", "ssim_mask"]].notna()).all().all()
     # Every IREM run trained for exactly its command's steps (or epochs, without --steps).
-    config = _config(runs.local)
+    config = _config(runs.slurm)
     trained = a[a["epochs_completed"].notna()]
     assert trained["stopped_by"].isin(["steps", "epochs"]).all(), trained["stopped_by"]
     for method, rows in trained.groupby("method"):

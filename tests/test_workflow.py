@@ -15,19 +15,12 @@ import yaml
 
 from irem.report.labels import method_label
 
+from .workflow_run import snakemake
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
-WORKFLOW_FILES = (
-    "Snakefile", "rules", "config", "schemas", "report", "environment.yml", "envs", "scripts"
-)
 
 pytestmark = pytest.mark.skipif(shutil.which("snakemake") is None, reason="snakemake not installed")
-
-
-def snakemake(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["snakemake", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
 
 
 def test_lint_is_clean() -> None:
@@ -124,41 +117,6 @@ def test_negative_snr_stops_before_any_job(tmp_path: Path) -> None:
     bad.write_text(text.replace("  snr: 40", "  snr: -5"), encoding="utf-8")
     res = snakemake("--dry-run", "--configfile", str(bad))
     assert res.returncode != 0 and "snr" in res.stdout + res.stderr
-
-
-@pytest.fixture(scope="module")
-def test_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The test config run end to end in a temporary copy of the workflow."""
-    tmp = tmp_path_factory.mktemp("workflow")
-    for name in WORKFLOW_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, tmp / name)
-        else:
-            shutil.copy(src, tmp / name)
-    res = snakemake(
-        "--cores",
-        "2",
-        "--resources",
-        "gpu=1",
-        "--configfile",
-        "config/test.yaml",
-        "--directory",
-        str(tmp),
-        cwd=tmp,
-        timeout=1800,
-    )
-    if res.returncode != 0:
-        logs = (
-            "\n".join(
-                f"--- {p}\n{p.read_text(encoding='utf-8')[-2000:]}"
-                for p in sorted((tmp / "results" / "logs").rglob("*.log"))
-            )
-            if (tmp / "results" / "logs").exists()
-            else ""
-        )
-        pytest.fail(f"workflow failed:\n{res.stderr[-5000:]}\n{logs[-8000:]}")
-    return tmp
 
 
 @pytest.mark.workflow
