@@ -15,7 +15,7 @@ import yaml
 
 from irem.report.labels import method_label
 
-from .workflow_run import snakemake
+from .workflow_run import TEST_CONFIG_RUN, snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
@@ -176,17 +176,7 @@ def test_end_to_end_outputs(test_run: Path) -> None:
 @pytest.mark.workflow
 @pytest.mark.slow
 def test_rerun_does_nothing(test_run: Path) -> None:
-    res = snakemake(
-        "--cores",
-        "2",
-        "--resources",
-        "gpu=1",
-        "--configfile",
-        "config/test.yaml",
-        "--directory",
-        str(test_run),
-        cwd=test_run,
-    )
+    res = snakemake(*TEST_CONFIG_RUN, "--directory", str(test_run), cwd=test_run)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Nothing to be done" in res.stdout + res.stderr
 

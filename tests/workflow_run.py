@@ -20,6 +20,10 @@ def snakemake(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.
     )
 
 
+#: Snakemake's arguments for a run of the test config on 2 cores.
+TEST_CONFIG_RUN = ("--cores", "2", "--resources", "gpu=1", "--configfile", "config/test.yaml")
+
+
 def run_test_config(tmp: Path) -> Path:
     """Copy the workflow into ``tmp`` and run config/test.yaml there on 2 cores (fails the test
     with the logs' tails when the workflow fails)."""
@@ -29,18 +33,7 @@ def run_test_config(tmp: Path) -> Path:
             shutil.copytree(src, tmp / name)
         else:
             shutil.copy(src, tmp / name)
-    res = snakemake(
-        "--cores",
-        "2",
-        "--resources",
-        "gpu=1",
-        "--configfile",
-        "config/test.yaml",
-        "--directory",
-        str(tmp),
-        cwd=tmp,
-        timeout=1800,
-    )
+    res = snakemake(*TEST_CONFIG_RUN, "--directory", str(tmp), cwd=tmp, timeout=1800)
     if res.returncode != 0:
         logs = (
             "\n".join(
