@@ -54,6 +54,7 @@ include: "rules/reconstruct.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 include: "rules/tuning.smk"
+include: "rules/convergence.smk"
 
 
 rule all:

@@ -8,6 +8,7 @@ BIDS-derivative-like layout under a results root (``results`` by default)::
     <run>/lr/sub-<id>_seed-<s>/acq-<orient>.nii.gz            simulated LR stacks (+ simulation.json)
     <run>/sub-<id>_rec-<method>_seed-<s>_<suffix>.nii.gz      a reconstruction (+ .json sidecar)
     <run>/sub-<id>_rec-<method>_seed-<s>_<suffix>_metrics.json    its scores (with a ``meta`` dict)
+    <run>/sub-<id>_rec-<method>_seed-<s>_<suffix>_snapshots/      its images along training, if any
     <scan>/lr/sub-<id>/acq-<orient>.nii.gz                    the real-scan demo's stacks
     tables/, figures/, runtime/<run>/..., logs/<run>/...      the workflow's own outputs
 
@@ -189,6 +190,13 @@ def metrics_path(
 ) -> str:
     """The scores of a reconstruction."""
     return run_file(run, subject, method, seed, suffix, "_metrics.json", root)
+
+
+def snapshot_path(
+    run: Run | str, subject: str, method: str, seed: int | str, suffix: str, root: str = RESULTS
+) -> str:
+    """The folder of a run's ``irem reconstruct --snapshots`` images (the convergence study)."""
+    return run_file(run, subject, method, seed, suffix, "_snapshots", root)
 
 
 def benchmark_path(

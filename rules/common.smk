@@ -318,8 +318,30 @@ def _tuning_variants():
 TUNING = _tuning_variants()
 for _name in set(TUNING) & (set(METHODS) | set(ABLATION)):
     _fail(f"method {_name!r} clashes with a tuning variant's name")
+
+
+def _convergence_variants():
+    """{name: entry} of the convergence study's runs: its command with each variant's options."""
+    c = config["convergence"]
+    out = {}
+    for v in c["variants"] if c["command"] else []:
+        out[v["name"]] = {
+            "name": v["name"], "label": v["label"], "command": f"{c['command']} {v['options']}",
+            "threads": c["threads"], "device": c["device"], "runtime": c["runtime"],
+            "mem_mb": c["mem_mb"], "inputs": [], "baseline": False, "fig3": False,
+            "hr_scan": False,
+        }
+    for line in c["lines"]:
+        if line not in METHODS:
+            _fail(f"convergence.lines: unknown method {line!r}")
+    return out
+
+
+CONVERGENCE = _convergence_variants()
+for _name in set(CONVERGENCE) & (set(METHODS) | set(ABLATION) | set(TUNING)):
+    _fail(f"convergence variant {_name!r} clashes with another method's name")
 ALL_METHODS = {**METHODS, **{n: e for n, (e, _, _) in ABLATION.items()},
-               **{n: e for n, (e, _, _) in TUNING.items()}}
+               **{n: e for n, (e, _, _) in TUNING.items()}, **CONVERGENCE}
 HR_SCAN = "hrscan"  # the scan-time experiment's noisy HR scan, scored like a method
 
 
@@ -364,6 +386,10 @@ def method_command(wildcards, input, output, threads):
         "checkpoint": shlex.quote(
             L.checkpoint_path(run, wildcards.subject, wildcards.method, wildcards.seed,
                               wildcards.suffix)
+        ),
+        "snapshots": shlex.quote(
+            L.snapshot_path(run, wildcards.subject, wildcards.method, wildcards.seed,
+                            wildcards.suffix)
         ),
     }
     return fill(entry["command"] + scantime_options(wildcards.method, run), **values)
@@ -553,6 +579,24 @@ def tuning_prefer(wildcards):
 
 def tuning_metrics(wildcards):
     return metrics_of(tuning_runs(wildcards.sweep))
+
+
+def convergence_dataset():
+    d = config["convergence"]["dataset"]
+    if CONVERGENCE and not is_cohort(d):
+        _fail(f"convergence.dataset {d!r} is not a cohort dataset (it needs a tuning split)")
+    return d
+
+
+def convergence_runs(methods=None):
+    """The study's runs (or those of ``methods``, e.g. its lines): the tuning subjects at each k,
+    with the workflow's seeds."""
+    if not CONVERGENCE:
+        return []
+    c, d = config["convergence"], convergence_dataset()
+    return [(L.Run(d, int(k)), s, m, seed, suffix_of(d, s))
+            for s in subjects(d, "tuning") for k in c["ks"]
+            for m in (methods or CONVERGENCE) for seed in SEEDS]  # fmt: skip
 
 
 def every_run():

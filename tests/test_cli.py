@@ -330,3 +330,27 @@ def test_quiet_after_the_subcommand_still_works_and_verbose_logs(
     assert code == 2 and err.strip().splitlines() == [
         f"error: --log {tmp_path / 'no' / 'x.log'}: folder does not exist"
     ]
+
+
+def test_snapshots_follow_the_epochs_and_the_plateau_stops_the_run(
+    tmp_path: Path, stack_files, capsys
+) -> None:
+    stacks, gt = stack_files
+    out, snaps = tmp_path / "r.nii.gz", tmp_path / "snaps"
+    argv = ["reconstruct", *stacks, "-o", str(out), "--reference", gt, "--no-register"]
+    options = [*FAST[2:], "--epochs", "40", "--snapshots", str(snaps), "--snapshot-epochs", "1,3"]
+    # a plateau window of one epoch and a drop no run can reach: the run stops after 2 epochs
+    plateau = ["--set", "train.holdout=0.1", "--set", "train.plateau_epochs=1",
+               "--set", "train.plateau_min_drop=0.99"]  # fmt: skip
+    code, err = run([*argv, *options, *plateau], capsys)
+    assert code == 0, err
+    side = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert side["stopped_by"] == "plateau" and side["epochs_completed"] == 2
+    assert sorted(p.name for p in snaps.glob("*.nii.gz")) == ["epoch-0001.nii.gz"]
+    info = json.loads((snaps / "epoch-0001.json").read_text(encoding="utf-8"))
+    trace = dict(side["held_out"]["trace"])
+    assert info["epoch"] == 1 and info["held_out_loss"] == trace[info["steps"]]
+    snap = load_volume(snaps / "epoch-0001.nii.gz")
+    assert snap.shape == load_volume(out).shape
+    code, err = run([*argv, "-o", str(tmp_path / "x.nii.gz"), "--snapshot-epochs", "1,0"], capsys)
+    assert code == 2 and "must be >= 1" in err

@@ -425,3 +425,31 @@ def test_a_start_image_run_with_held_out_voxels_resumes_exactly(phantom: Volume,
     )
     assert again.held_out == full.held_out
     np.testing.assert_array_equal(predict(resumed, norm2, grid), out)
+
+
+def test_plateau_compares_the_last_epochs_with_the_best_before() -> None:
+    from irem.training.train import plateaued
+
+    trace = [(0, 1.0), (10, 0.5), (20, 0.499), (30, 0.498)]  # 10 steps per epoch
+    assert plateaued(trace, 10, 3, 2, 0.01)  # epochs 2-3 gain 0.4% on epoch 1's 0.5
+    assert not plateaued(trace, 10, 3, 2, 0.001)
+    assert not plateaued(trace, 10, 2, 2, 0.01)  # nothing before the window yet
+    assert not plateaued(trace, 10, 3, 0, 0.01)
+    assert plateaued([(0, 1.0), (10, 0.2), (20, 0.3), (30, 0.25)], 10, 3, 2, 0.0)  # got worse
+
+
+def test_held_out_restore_brings_back_batchnorm_statistics() -> None:
+    from irem.training.train import HeldOut
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    held = HeldOut()
+    held.record(0, 1.0, model)
+    kept = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(64, 3) * 5 + 3)  # moves the running statistics
+        model[0].weight.add_(1.0)
+    held.record(25, 2.0, model)  # worse: not kept
+    held.restore(model)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, kept[key]), key

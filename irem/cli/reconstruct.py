@@ -90,11 +90,56 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "trilinearly; default: train.base, SRR-TV of the fitted LR voxels)",
     )
     p.add_argument(
+        "--snapshots",
+        metavar="DIR",
+        help="also write the HR image after the epochs of --snapshot-epochs to DIR/epoch-NNNN.nii.gz "
+        "(each with a JSON sidecar: epoch, steps, held-out loss; before any --mask)",
+    )
+    p.add_argument(
+        "--snapshot-epochs",
+        type=epoch_list,
+        default=SNAPSHOT_EPOCHS,
+        metavar="E1,E2,...",
+        help="epochs after which --snapshots writes (default: %(default)s)",
+    )
+    p.add_argument(
         "--save-model",
         metavar="MODEL.pt",
         help="save the trained model, normaliser, config, transforms and grid (for irem sample)",
     )
     p.set_defaults(func=run)
+
+
+#: The epochs of ``--snapshots`` by default: about three per decade.
+SNAPSHOT_EPOCHS = "1,2,5,10,20,50,100,200,500,1000,2000"
+
+
+def epoch_list(text: str) -> str:
+    """Check a comma-separated list of positive epochs (kept as text for the help)."""
+    for item in text.split(","):
+        positive_int(item.strip())
+    return text
+
+
+def _snapshot_writer(args: argparse.Namespace, grid: Any, cfg: Any, device: Any) -> Any:
+    """The ``on_epoch`` callback of ``--snapshots`` (None without it)."""
+    if args.snapshots is None:
+        return None
+    from irem.training.reconstruct import predict
+    from irem.volume import save_volume
+
+    folder = Path(args.snapshots)
+    folder.mkdir(parents=True, exist_ok=True)
+    epochs = {int(e) for e in args.snapshot_epochs.split(",")}
+
+    def write(epoch: int, steps: int, held_out: float | None, model: Any, norm: Any) -> None:
+        if epoch not in epochs:
+            return
+        hr = predict(model, norm, grid, chunk=cfg.reconstruct.chunk, device=device, progress=False)
+        info = {"epoch": epoch, "steps": steps, "held_out_loss": held_out}
+        save_volume(folder / f"epoch-{epoch:04d}.nii.gz", hr, grid.affine, sidecar=info)
+
+    return write
 
 
 def _load_irem_config(args: argparse.Namespace) -> Any:
@@ -187,6 +232,7 @@ def run(args: argparse.Namespace) -> None:
             target_voxels=grid.size,
             grid=grid,
             start=start,
+            on_epoch=_snapshot_writer(args, grid, cfg, device),
         )
         t0 = time.perf_counter()
         chunk = cfg.reconstruct.chunk

@@ -185,6 +185,21 @@ def cmd_tuning(args: argparse.Namespace) -> None:
 
 
 @_input_errors
+def cmd_convergence(args: argparse.Namespace) -> None:
+    """The convergence study: curves (CSV), runs and paired differences (Markdown), figure."""
+    from irem.report import convergence
+
+    methods = methods_of(args)
+    curves, summary, lines = convergence.convergence_report(args.metrics, args.lines, methods)
+    names = list(dict.fromkeys(lines["method"]))
+    tables.write_text(Path(args.csv), curves.to_csv(index=False, float_format="%.6g"))
+    tables.write_text(Path(args.runs), summary.to_csv(index=False, float_format="%.4f"))
+    tables.write_text(Path(args.md), convergence.convergence_markdown(summary, names))
+    fig = convergence.convergence_figure(curves, lines, methods, title=args.title)
+    figures.save_figure(fig, args.out, dpi=args.dpi)
+
+
+@_input_errors
 def cmd_tuning_summary(args: argparse.Namespace) -> None:
     """Every sweep's choice in one CSV and a Markdown table."""
     chosen = pd.concat([pd.read_csv(p, dtype=str) for p in args.chosen], ignore_index=True)
@@ -348,6 +363,20 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
     _add_fig5(rsub)
     _add_cohort(rsub)
     _add_tuning(rsub)
+    _add_convergence(rsub)
+
+
+def _add_convergence(rsub: argparse._SubParsersAction) -> None:
+    p = rsub.add_parser(
+        "convergence", help="the paper network's convergence study (curves, runs, figure)"
+    )
+    _add_methods(p)
+    p.add_argument("--lines", nargs="+", required=True, help="metrics JSONs of the baselines")
+    p.add_argument("--csv", required=True, help="brain PSNR and held-out loss per snapshot (CSV)")
+    p.add_argument("--runs", required=True, help="one row per run (CSV)")
+    p.add_argument("--md", required=True, help="runs and paired differences (Markdown)")
+    _add_figure_out(p)
+    p.set_defaults(func=cmd_convergence)
 
 
 def _add_tuning(rsub: argparse._SubParsersAction) -> None:

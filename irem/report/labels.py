@@ -25,6 +25,7 @@ PLACEHOLDERS = {
     "device": "cpu",
     "seed": "0",
     "checkpoint": "ckpt.pt",
+    "snapshots": "snapshots",
 }
 
 #: Short names of IREM config keys in labels.

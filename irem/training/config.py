@@ -68,6 +68,10 @@ class TrainConfig:
     holdout: float = 0.0
     holdout_max_voxels: int = 32768
     validate_every: int = 25
+    #: > 0: stop once the held-out loss's lowest value over the last plateau_epochs epochs is not
+    #: plateau_min_drop (a fraction) below its lowest before them (needs holdout; 0: off)
+    plateau_epochs: int = 0
+    plateau_min_drop: float = 0.005
     base_alphas: tuple[float, ...] = (0.01,)  # SRR-TV start weights; the held-out voxels pick one
     base_iterations: int = 20  # ADMM iterations of the start image
     #: how the network starts at zero: zero zeroes its output layer (the grids get no gradient
@@ -228,6 +232,9 @@ _RULES: tuple[tuple[str, _Test, str], ...] = (
     ("train.holdout", lambda v, _: 0 <= v < 1, "must be in [0, 1)"),
     ("train.validate_every", *_at_least(1)),
     ("train.holdout_max_voxels", *_at_least(1)),
+    ("train.plateau_epochs", *_at_least(0)),
+    ("train.plateau_min_drop", lambda v, _: 0 <= v < 1, "must be in [0, 1)"),
+    ("train.plateau_epochs", lambda v, c: v == 0 or c.train.holdout > 0, "needs train.holdout > 0"),
     ("train.base", lambda v, c: v == "none" or c.model.kind == "grid", "needs model.kind: grid"),
     (
         "train.base_alphas",

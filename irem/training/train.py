@@ -45,6 +45,9 @@ from irem.volume import Stack
 log = logging.getLogger(__name__)
 
 OnStep = Callable[[int, float, torch.nn.Module, Normaliser], bool | None]
+#: Called after each epoch with (epochs done, steps done, held-out loss or None, model in eval
+#: mode, normaliser); its time is not training time.
+OnEpoch = Callable[[int, int, float | None, torch.nn.Module, Normaliser], None]
 
 
 class StopReason(StrEnum):
@@ -54,6 +57,7 @@ class StopReason(StrEnum):
     STEPS = "steps"
     BUDGET = "budget"
     CALLBACK = "callback"
+    PLATEAU = "plateau"
 
 
 @dataclass(frozen=True)
@@ -426,6 +430,31 @@ class RunState:
 ESCAPE_DROP = 0.01
 
 
+def plateaued(
+    trace: list[tuple[int, float]], epoch_steps: int, epochs: int, window: int, min_drop: float
+) -> bool:
+    """Whether a held-out loss ``trace`` of (step, loss) has stopped improving after ``epochs``
+    epochs of ``epoch_steps`` steps: its lowest value in the last ``window`` epochs is not
+    ``min_drop`` (a fraction) below its lowest before them."""
+    start = (epochs - window) * epoch_steps
+    before = [v for s, v in trace if s <= start]
+    after = [v for s, v in trace if s > start]
+    if window < 1 or start <= 0 or not before or not after:
+        return False
+    return min(after) > (1 - min_drop) * min(before)
+
+
+def _changing_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of what training changes: the parameters and the BatchNorm statistics (other
+    buffers, such as a start image, stay as they are)."""
+    state = {k: v.detach().clone() for k, v in model.named_parameters()}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            for b, v in module.named_buffers(recurse=False):
+                state[f"{name}.{b}" if name else b] = v.detach().clone()
+    return state
+
+
 @dataclass
 class HeldOut:
     """The held-out LR voxels' loss along a run, and the model state where it was lowest."""
@@ -436,20 +465,18 @@ class HeldOut:
     best_state: dict[str, torch.Tensor] | None = None
 
     def record(self, step: int, loss: float, model: torch.nn.Module) -> None:
-        """Log ``loss`` at ``step``; keep a copy of the model's parameters if it is the lowest
-        yet (its buffers, such as the start image, do not change during training)."""
+        """Log ``loss`` at ``step``; keep a copy of what training changes in the model if it
+        is the lowest yet."""
         self.trace.append((step, loss))
         if loss < self.best_loss:
             self.best_loss, self.best_step = loss, step
-            self.best_state = {k: v.detach().clone() for k, v in model.named_parameters()}
+            self.best_state = _changing_state(model)
 
     @torch.no_grad()
     def restore(self, model: torch.nn.Module) -> None:
-        """Put the kept parameters back into ``model`` (nothing kept: no change)."""
-        if self.best_state is None:
-            return
-        for name, param in model.named_parameters():
-            param.copy_(self.best_state[name])
+        """Put the kept state back into ``model`` (nothing kept: no change)."""
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state, strict=False)
 
     def escape_step(self, drop: float = ESCAPE_DROP) -> int | None:
         """The first recorded step whose loss is ``drop`` (a fraction) below the first record's:
@@ -590,15 +617,18 @@ class Trainer:
 
     @torch.no_grad()
     def held_out_loss(self) -> float:
-        """Mean squared error of the model on the held-out LR voxels (the same slice-profile
-        points every time, so that losses along the run compare)."""
+        """Mean squared error of the model, in eval mode as its output, on the held-out LR voxels
+        (the same slice-profile points every time, so that losses along the run compare)."""
         d = self.data
         assert d.held_out is not None
+        training = self.model.training
+        self.model.eval()
         total = 0.0
         for start in range(0, len(d.held_out), d.batch):
             idx = d.held_out[start : start + d.batch]
             pred = _forward(self.model, d, idx, self.profile_points, self.seed * 1_000_003 - 1)
             total += float((pred.float() - d.vals[idx]).square().sum())
+        self.model.train(training)
         return total / len(d.held_out)
 
     def _validate(self, final: bool = False) -> None:
@@ -655,8 +685,10 @@ class Trainer:
         progress: bool = True,
         progress_stream: TextIO | None = None,
         on_step: OnStep | None = None,
+        on_epoch: OnEpoch | None = None,
     ) -> TrainResult:
-        """Train until the epochs are done, the time budget is spent or ``on_step`` returns True.
+        """Train until the epochs are done, the budget is spent, the held-out loss has reached a
+        plateau (``train.plateau_epochs``) or ``on_step`` returns True.
 
         Args:
             checkpoint: file for periodic checkpoints and the final state.
@@ -664,6 +696,7 @@ class Trainer:
             progress_stream: where progress goes (default: stderr).
             on_step: called after every step with (steps, training seconds, model, normaliser);
                 its time is not training time, and returning True stops training.
+            on_epoch: called after every epoch (see :data:`OnEpoch`).
 
         Returns:
             What the run did; the model is left in eval mode.
@@ -684,6 +717,8 @@ class Trainer:
         with bar:
             while stop is None and s.epoch < self.cfg.train.epochs:
                 stop = self._run_epoch(watch, bar, checkpoint, on_step)
+                if stop is None:
+                    stop = self._end_epoch(watch, checkpoint, on_epoch)
         if stop is None:
             stop = StopReason.EPOCHS
             self._save(checkpoint, self.gen.get_state())
@@ -719,6 +754,31 @@ class Trainer:
         s.history.append(s.running)
         s.epoch += 1
         s.step_in_epoch = 0
+        return None
+
+    def _end_epoch(
+        self, watch: Stopwatch, checkpoint: Path | None, on_epoch: OnEpoch | None
+    ) -> StopReason | None:
+        """After an epoch: with a callback or a plateau test, the held-out loss is recorded; the
+        callback runs (untimed, model in eval mode), then the plateau test."""
+        s, t = self.state, self.cfg.train
+        if on_epoch is None and not t.plateau_epochs:
+            return None
+        s.seconds = watch.elapsed()
+        self._validate(final=True)
+        if on_epoch is not None:
+            trace = self.held_out.trace
+            loss = trace[-1][1] if trace and trace[-1][0] == s.steps else None
+            self.model.eval()
+            on_epoch(s.epoch, s.steps, loss, self.model, self.norm)
+            self.model.train()
+        watch.exclude_since_last_read()
+        epoch_steps = self.data.steps_per_epoch
+        if t.plateau_epochs and plateaued(
+            self.held_out.trace, epoch_steps, s.epoch, t.plateau_epochs, t.plateau_min_drop
+        ):
+            self._save(checkpoint, self.gen.get_state())
+            return StopReason.PLATEAU
         return None
 
     def _check_stop(self, watch: Stopwatch, on_step: OnStep | None) -> StopReason | None:
@@ -780,6 +840,7 @@ def train(
     progress: bool = True,
     clock: Callable[[], float] = time.perf_counter,
     on_step: OnStep | None = None,
+    on_epoch: OnEpoch | None = None,
     target_voxels: int | None = None,
     progress_stream: TextIO | None = None,
     grid: Grid | None = None,
@@ -797,6 +858,7 @@ def train(
         progress: show progress with the loss.
         clock: wall clock (injectable for tests).
         on_step: see :meth:`Trainer.fit`.
+        on_epoch: see :meth:`Trainer.fit`.
         target_voxels: voxels of the output grid, for ``train.time_per_mvoxel``.
         progress_stream: where progress goes (default: stderr).
         grid: the target grid (needed by ``start``).
@@ -821,6 +883,10 @@ def train(
     elif resume:
         log.warning("no checkpoint at %s; starting from scratch", checkpoint)
     result = trainer.fit(
-        checkpoint=checkpoint, progress=progress, progress_stream=progress_stream, on_step=on_step
+        checkpoint=checkpoint,
+        progress=progress,
+        progress_stream=progress_stream,
+        on_step=on_step,
+        on_epoch=on_epoch,
     )
     return trainer.model, trainer.norm, result

@@ -1,0 +1,149 @@
+"""The convergence study of the paper's network: brain PSNR and held-out LR loss against epochs.
+
+Each run of the study (``irem reconstruct --snapshots``) leaves its HR image after chosen epochs in
+a folder beside the reconstruction (:func:`snapshot_folder`); its sidecar holds the held-out loss
+trace and why the run stopped (``plateau``: the held-out loss stopped improving, the criterion of
+``train.plateau_epochs``). These functions score the snapshots against the ground truth of the
+run's metrics JSON, summarise each run and draw the curves with the baselines as lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from irem.evaluation import stats
+from irem.evaluation.metrics import compute_metrics
+from irem.report.figures import pyplot
+from irem.report.tables import Methods, k_label, load_runs, markdown_table, read_json
+from irem.volume import load_volume
+
+CURVE_COLUMNS = ["method", "subject", "k", "seed", "epoch", "steps", "held_out_loss",
+                 "psnr_mask", "ssim_mask"]  # fmt: skip
+
+
+def snapshot_folder(metrics_path: str | Path) -> Path:
+    """``..._T1w_metrics.json`` -> ``..._T1w_snapshots`` (the run's snapshots)."""
+    p = Path(metrics_path)
+    return p.with_name(p.name.replace("_metrics.json", "_snapshots"))
+
+
+def score_snapshots(metrics_path: str | Path) -> pd.DataFrame:
+    """One row per snapshot of a run: epoch, steps, held-out loss and brain PSNR/SSIM against the
+    ground truth and mask its metrics JSON names."""
+    met = read_json(metrics_path)
+    gt = load_volume(met["gt"]).data
+    mask = load_volume(met["mask_file"], mask=True).data > 0.5 if met.get("mask_file") else None
+    rows = []
+    for image in sorted(snapshot_folder(metrics_path).glob("epoch-*.nii.gz")):
+        info = read_json(image.with_name(image.name.replace(".nii.gz", ".json")))
+        scores = compute_metrics(load_volume(image).data, gt, mask=mask)
+        rows.append({**{k: info[k] for k in ("epoch", "steps")},
+                     "held_out_loss": info.get("held_out_loss"),
+                     "psnr_mask": scores["psnr_mask"], "ssim_mask": scores["ssim_mask"]})  # fmt: skip
+    if not rows:
+        raise ValueError(f"{snapshot_folder(metrics_path)}: no snapshots")
+    meta = met["meta"]
+    out = pd.DataFrame(rows)
+    for key in ("method", "subject", "k", "seed"):
+        out.insert(0, key, str(meta.get(key, "")))
+    return out[CURVE_COLUMNS]
+
+
+def run_summary(runs: pd.DataFrame, lines: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: how long it trained, why it stopped, its held-out-best image's brain PSNR
+    and that PSNR minus each baseline's on the same subject, k and seed."""
+    out = runs[["method", "label", "subject", "k", "seed", "epochs_completed", "steps",
+                "stopped_by", "training_seconds", "psnr_mask"]].copy()  # fmt: skip
+    key = ["subject", "k", "seed"]
+    for name, base in lines.groupby("method", sort=False):
+        ref = base.set_index(key)["psnr_mask"]
+        out[f"minus_{name}"] = out["psnr_mask"].to_numpy() - ref.reindex(
+            pd.MultiIndex.from_frame(out[key])
+        ).to_numpy()
+    return out.reset_index(drop=True)
+
+
+def paired_rows(summary: pd.DataFrame, lines: Sequence[str]) -> list[list[str]]:
+    """Per method and k, the paired difference to each baseline over subjects (mean, 95% CI,
+    Wilcoxon p, wins/ties/losses at 0.1 dB)."""
+    rows = []
+    for (_, k), g in summary.groupby(["method", "k"], sort=False):
+        for name in lines:
+            d = g[f"minus_{name}"]
+            r = stats.paired(d, pd.Series(0.0, index=d.index), tolerance=0.1)
+            rows.append([g["label"].iloc[0], k_label(str(k)), name, f"{r.diff:+.2f}",
+                         f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]", f"{r.p_wilcoxon:.3f}",
+                         f"{r.wins}/{r.ties}/{r.losses}"])  # fmt: skip
+    return rows
+
+
+def convergence_markdown(summary: pd.DataFrame, lines: Sequence[str]) -> str:
+    """The runs and the paired differences as Markdown."""
+    runs = [[r["label"], k_label(str(r["k"])), r["subject"], str(r["epochs_completed"]),
+             str(r["steps"]), r["stopped_by"], f"{r['training_seconds'] / 60:.1f}",
+             f"{r['psnr_mask']:.2f}", *(f"{r[f'minus_{n}']:+.2f}" for n in lines)]
+            for _, r in summary.iterrows()]  # fmt: skip
+    head = ["run", "k", "subject", "epochs", "steps", "stopped by", "training min",
+            "brain PSNR (dB)", *(f"- {n}" for n in lines)]  # fmt: skip
+    paired = ["run", "k", "baseline", "mean difference (dB)", "95% CI", "Wilcoxon p",
+              "W/T/L (0.1 dB)"]
+    return (
+        markdown_table(head, runs)
+        + "\nPaired over subjects (the held-out-best image of each run):\n\n"
+        + markdown_table(paired, paired_rows(summary, lines))
+    )
+
+
+def convergence_figure(
+    curves: pd.DataFrame, lines: pd.DataFrame, methods: Methods, title: str = ""
+) -> Any:
+    """Brain PSNR (top row of each k) and held-out LR loss against epochs, one column per
+    subject; the baselines are horizontal lines."""
+    plt = pyplot()
+    ks = sorted(curves["k"].unique(), key=int)
+    subjects = sorted(curves["subject"].unique())
+    fig, axes = plt.subplots(2 * len(ks), len(subjects), figsize=(3.6 * len(subjects),
+                             2.6 * 2 * len(ks)), squeeze=False, sharex=True)  # fmt: skip
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, k in enumerate(ks):
+        for j, subject in enumerate(subjects):
+            top, bottom = axes[2 * i, j], axes[2 * i + 1, j]
+            here = curves[(curves["k"] == k) & (curves["subject"] == subject)]
+            for n, (method, g) in enumerate(here.groupby("method", sort=False)):
+                g = g.sort_values("epoch")
+                c = colours[n % len(colours)]
+                top.plot(g["epoch"], g["psnr_mask"], "o-", ms=3, color=c, label=methods.label(method))
+                bottom.plot(g["epoch"], g["held_out_loss"], "o-", ms=3, color=c)
+            base = lines[(lines["k"] == k) & (lines["subject"] == subject)]
+            for n, (_, r) in enumerate(base.iterrows()):
+                top.axhline(r["psnr_mask"], ls="--", lw=1, color=f"C{7 + n}",
+                            label=methods.label(r["method"]))  # fmt: skip
+            top.set_title(f"sub-{subject}, {k_label(str(k))}", fontsize=9)
+            bottom.set_yscale("log")
+            bottom.set_xscale("log")
+            if j == 0:
+                top.set_ylabel("PSNR in brain (dB)")
+                bottom.set_ylabel("held-out LR loss")
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    axes[0, 0].legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def convergence_report(
+    metrics: Sequence[str], lines: Sequence[str], methods: Methods
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The curves of the study's runs (``metrics``: their metrics JSONs), each run's summary, and
+    the baselines' runs (``lines``: theirs)."""
+    runs = load_runs(metrics, methods)
+    runs["label"] = [methods.label(m) for m in runs["method"]]
+    base = load_runs(lines, methods)
+    curves = pd.concat([score_snapshots(p) for p in runs["metrics_file"]], ignore_index=True)
+    return curves, run_summary(runs, base), base
