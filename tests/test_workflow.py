@@ -32,14 +32,21 @@ def test_lint_is_clean() -> None:
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
 def test_dry_run(config: Path) -> None:
     # --forceall: list every job whatever results/ already holds.
-    res = snakemake("--dry-run", "--forceall", "--configfile", str(config.relative_to(ROOT)))
+    res = snakemake(
+        "all", "convergence", "--dry-run", "--forceall", "--configfile",
+        str(config.relative_to(ROOT)),
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = res.stdout + res.stderr
-    for rule in ("simulate", "reconstruct", "metrics", "tables", "fig4", "fig5"):
+    for rule in ("simulate", "reconstruct", "metrics", "tables", "fig4", "fig5",
+                 "convergence_report"):  # fmt: skip
         assert f"rule {rule}:" in out, f"{config.name}: no {rule} job"
     # A method on a non-CPU device declares gpu=1, so that --resources gpu=1 serialises them
     # (config/paper.yaml runs the paper's network on cuda; the default config is CPU only).
-    devices = {m["name"]: m.get("device", "cpu") for m in _config(config)["methods"]}
+    cfg = _config(config)
+    devices = {m["name"]: m.get("device", "cpu") for m in cfg["methods"]}
+    conv = cfg["convergence"]
+    devices |= {v["name"]: conv.get("device", "cpu") for v in conv["variants"]}
     for block in re.split(r"^\[.*\]$", out, flags=re.M):  # a job: its date line, then its fields
         if "rule reconstruct:" in block:
             name = re.search(r"rec-([a-zA-Z0-9]+)_", block)

@@ -1,0 +1,79 @@
+"""The convergence study's report: snapshots scored against the truth, runs against the lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from irem.cli import main
+from irem.evaluation.metrics import compute_metrics
+from irem.report.convergence import snapshot_folder
+from irem.volume import save_volume
+from tests.report_fakes import meta, write_metrics
+
+
+def _study(tmp_path: Path) -> tuple[list[Path], list[Path], dict[tuple[str, int], float]]:
+    """Two subjects with a run of 'conv' (snapshots after epochs 1 and 3) and a 'bspline' line;
+    the brain PSNR of every snapshot."""
+    rng = np.random.default_rng(0)
+    affine = np.eye(4)
+    runs, lines, expected = [], [], {}
+    for subject in ("01", "02"):
+        gt = rng.random((14, 12, 11)).astype(np.float32)
+        mask = np.zeros(gt.shape, np.float32)
+        mask[2:12, 2:10, 2:9] = 1
+        gt_path, mask_path = tmp_path / f"gt{subject}.nii.gz", tmp_path / f"m{subject}.nii.gz"
+        save_volume(gt_path, gt, affine)
+        save_volume(mask_path, mask, affine)
+        files = {"gt": str(gt_path), "mask_file": str(mask_path)}
+        side = {"epochs_completed": 3, "steps": 30, "stopped_by": "plateau",
+                "training_seconds": 60.0}  # fmt: skip
+        run = write_metrics(tmp_path, meta("4", "conv", subject, "0"), 30.0, side)
+        data = json.loads(run.read_text(encoding="utf-8")) | files
+        run.write_text(json.dumps(data), encoding="utf-8")
+        folder = snapshot_folder(run)
+        folder.mkdir()
+        for epoch, noise in ((1, 0.2), (3, 0.05)):
+            image = gt + noise * rng.standard_normal(gt.shape).astype(np.float32)
+            info = {"epoch": epoch, "steps": 10 * epoch, "held_out_loss": noise**2}
+            save_volume(folder / f"epoch-{epoch:04d}.nii.gz", image, affine, sidecar=info)
+            expected[subject, epoch] = compute_metrics(image, gt, mask=mask > 0.5)["psnr_mask"]
+        runs.append(run)
+        lines.append(write_metrics(tmp_path, meta("4", "bspline", subject, "0"), 28.0))
+    return runs, lines, expected
+
+
+def test_report_scores_each_snapshot_and_pairs_runs_with_lines(tmp_path: Path) -> None:
+    runs, lines, expected = _study(tmp_path)
+    out = {n: tmp_path / f"c.{n}" for n in ("csv", "runs", "md", "png")}
+    argv = ["report", "convergence", "--metrics", *map(str, runs), "--lines", *map(str, lines),
+            "--method", "conv=Converged", "bspline=B-spline", "--csv", str(out["csv"]),
+            "--runs", str(out["runs"]), "--md", str(out["md"]), "-o", str(out["png"])]  # fmt: skip
+    assert main(argv) == 0
+    import pandas as pd
+
+    curves = pd.read_csv(out["csv"], dtype={"subject": str})
+    assert len(curves) == 4
+    for _, r in curves.iterrows():
+        assert r["psnr_mask"] == pytest.approx(expected[r["subject"], r["epoch"]], abs=1e-4)
+    assert set(curves["held_out_loss"].round(6)) == {0.04, 0.0025}
+    summary = pd.read_csv(out["runs"])
+    assert list(summary["minus_bspline"]) == pytest.approx([2.0, 2.0])
+    text = out["md"].read_text(encoding="utf-8")
+    assert "Converged" in text and "plateau" in text and "+2.00" in text and "2/0/0" in text
+    assert out["png"].stat().st_size > 10_000
+
+
+def test_report_refuses_a_run_without_snapshots(tmp_path: Path, capsys) -> None:
+    runs, lines, _ = _study(tmp_path)
+    for image in snapshot_folder(runs[0]).iterdir():
+        image.unlink()
+    argv = ["report", "convergence", "--metrics", *map(str, runs), "--lines", *map(str, lines),
+            "--csv", str(tmp_path / "c.csv"), "--runs", str(tmp_path / "r.csv"),
+            "--md", str(tmp_path / "c.md"), "-o", str(tmp_path / "c.png")]  # fmt: skip
+    assert main(argv) == 2
+    assert "no snapshots" in capsys.readouterr().err
+    assert not (tmp_path / "c.csv").exists()
