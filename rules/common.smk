@@ -268,21 +268,21 @@ def scan_sim_args(wildcards):
 # Methods: configured ones and the Fig. 3 ablation variants, each a command template
 
 
-def _ablation_variants():
-    """{name: (entry, parameter key, value)} of the ablation runs."""
-    a = config["ablation"]
+def _swept(prefix, command, parameters, section, label=None):
+    """{name: (entry, parameter key, value)}: ``command`` with one value of one parameter each
+    (named ``<prefix><tag><value>``); threads, device, runtime and memory from ``section``."""
     out = {}
-    for p in a["parameters"] if a["command"] else []:
+    for p in parameters if command else []:
         for v in p["values"]:
-            name = f"irem{p['tag']}{L.snr_tag(v)}"
+            name = f"{prefix}{p['tag']}{L.snr_tag(v)}"
             entry = {
                 "name": name,
-                "label": None,
-                "command": f"{a['command']} --set {p['key']}={v:g}",
-                "threads": a["threads"],
-                "device": a["device"],
-                "runtime": a["runtime"],
-                "mem_mb": a["mem_mb"],
+                "label": None if label is None else f"{label}, {p['tag']} {v:g}",
+                "command": f"{command} --set {p['key']}={v:g}",
+                "threads": section["threads"],
+                "device": section["device"],
+                "runtime": section["runtime"],
+                "mem_mb": section["mem_mb"],
                 "inputs": [],
                 "baseline": False,
                 "fig3": False,
@@ -292,7 +292,8 @@ def _ablation_variants():
     return out
 
 
-ABLATION = _ablation_variants()
+ABLATION = _swept("irem", config["ablation"]["command"], config["ablation"]["parameters"],
+                  config["ablation"])
 for _name in set(ABLATION) & set(METHODS):
     _fail(f"method {_name!r} clashes with an ablation variant's name")
 
@@ -338,10 +339,17 @@ def _convergence_variants():
 
 
 CONVERGENCE = _convergence_variants()
-for _name in set(CONVERGENCE) & (set(METHODS) | set(ABLATION) | set(TUNING)):
+_c = config["convergence"]
+CONV_SWEEP = _swept("conv", _c["command"] and f"{_c['command']} {_c['sweep']['options']}",
+                    _c["sweep"]["parameters"], _c, _c["sweep"]["label"])
+for _name in (set(CONVERGENCE) | set(CONV_SWEEP)) & (set(METHODS) | set(ABLATION) | set(TUNING)):
     _fail(f"convergence variant {_name!r} clashes with another method's name")
+for _name in set(CONVERGENCE) & set(CONV_SWEEP):
+    _fail(f"convergence variant {_name!r} clashes with a sweep variant's name")
+SWEPT = {**ABLATION, **CONV_SWEEP}  # runs of one parameter's value: meta ablation=<key> value=<v>
 ALL_METHODS = {**METHODS, **{n: e for n, (e, _, _) in ABLATION.items()},
-               **{n: e for n, (e, _, _) in TUNING.items()}, **CONVERGENCE}
+               **{n: e for n, (e, _, _) in TUNING.items()}, **CONVERGENCE,
+               **{n: e for n, (e, _, _) in CONV_SWEEP.items()}}
 HR_SCAN = "hrscan"  # the scan-time experiment's noisy HR scan, scored like a method
 
 
@@ -588,15 +596,25 @@ def convergence_dataset():
     return d
 
 
-def convergence_runs(methods=None):
-    """The study's runs (or those of ``methods``, e.g. its lines): the tuning subjects at each k,
-    with the workflow's seeds."""
+def convergence_runs(methods=None, ks=None):
+    """The study's runs (or those of ``methods``, e.g. its lines): the tuning subjects at each k
+    (of the study, or ``ks``), with the workflow's seeds."""
     if not CONVERGENCE:
         return []
     c, d = config["convergence"], convergence_dataset()
     return [(L.Run(d, int(k)), s, m, seed, suffix_of(d, s))
-            for s in subjects(d, "tuning") for k in c["ks"]
+            for s in subjects(d, "tuning") for k in (ks or c["ks"])
             for m in (methods or CONVERGENCE) for seed in SEEDS]  # fmt: skip
+
+
+def sweep_runs():
+    """The sweep's runs and its lines' at its k."""
+    if not CONV_SWEEP:
+        return []
+    ks = [config["convergence"]["sweep"]["k"]]
+    return convergence_runs(list(CONV_SWEEP), ks) + convergence_runs(
+        config["convergence"]["lines"], ks
+    )
 
 
 def every_run():
@@ -628,8 +646,8 @@ def metrics_meta(wildcards):
             "method": wildcards.method}
     if run.dataset in DATASETS:
         meta["split"] = split_of(run.dataset, wildcards.subject)
-    if wildcards.method in ABLATION:
-        _, key, value = ABLATION[wildcards.method]
+    if wildcards.method in SWEPT:
+        _, key, value = SWEPT[wildcards.method]
         meta["ablation"] = key.split(".")[-1]
         meta["value"] = f"{value:g}"
     return shlex.join(arg for k, v in meta.items() for arg in ("--meta", f"{k}={v}"))

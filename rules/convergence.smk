@@ -26,7 +26,36 @@ rule convergence_report:
         "-o {output.png:q} > {log:q} 2>&1"
 
 
+rule convergence_sweep:
+    """One parameter of the paper's network at a time (config `convergence.sweep`), at its k on the
+    tuning subjects: brain PSNR with CIs, paired with the paper's value, the baselines as lines."""
+    input:
+        metrics=metrics_of(sweep_runs()),
+    output:
+        csv=L.tuning_path("convergence_sweep.csv"),
+        md=L.tuning_path("convergence_sweep.md"),
+        png=L.tuning_path("convergence_sweep.png"),
+    params:
+        methods=method_args([*CONV_SWEEP, *config["convergence"]["lines"]]),
+        lines=shlex.join(["--baselines", *config["convergence"]["lines"]]),
+        reference=shlex.join(
+            ["--reference", *(f"{k.split('.')[-1]}={v:g}"
+                              for k, v in config["convergence"]["sweep"]["reference"].items())]
+        ),
+        title=f"The paper's network, one parameter at a time (k={config['convergence']['sweep']['k']}, "
+        "tuning subjects)",
+    log:
+        L.job_log("tuning/convergence_sweep"),
+    conda:
+        CONDA_ENV
+    shell:
+        "irem report fig3 --metrics {input.metrics:q} {params.methods} {params.lines} "
+        "{params.reference} --csv {output.csv:q} --md {output.md:q} --title {params.title:q} "
+        "-o {output.png:q} > {log:q} 2>&1"
+
+
 rule convergence:
-    """Regenerate the convergence study (results/tuning/convergence.*)."""
+    """Regenerate the convergence study and its sweep (results/tuning/convergence*)."""
     input:
         rules.convergence_report.output,
+        rules.convergence_sweep.output if CONV_SWEEP else [],

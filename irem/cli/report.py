@@ -97,6 +97,15 @@ def cmd_fig3(args: argparse.Namespace) -> None:
     runs = tables.load_runs(args.metrics, methods)
     defaults = tables.parse_pairs(args.default, "PARAM=VALUE")
     fig = figures.fig3_ablation(runs, methods, defaults, title=args.title, caption=args.caption)
+    if args.csv or args.md:
+        from irem.report.convergence import sweep_markdown, sweep_table
+
+        table = sweep_table(runs, tables.parse_pairs(args.reference, "PARAM=VALUE"))
+        if args.csv:
+            tables.write_text(Path(args.csv), table.to_csv(index=False, float_format="%.4f"))
+        if args.md:
+            lines = runs[runs["method"].isin(methods.baselines) & (runs["ablation"] == "")]
+            tables.write_text(Path(args.md), sweep_markdown(table, lines, methods))
     figures.save_figure(fig, args.out, dpi=args.dpi)
 
 
@@ -301,6 +310,16 @@ def _add_figures(rsub: argparse._SubParsersAction) -> None:
         metavar="PARAM=VALUE",
         help="value of PARAM in the runs without an ablation (they join that curve)",
     )
+    p.add_argument(
+        "--reference",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="PARAM=VALUE",
+        help="with --csv/--md: the value of PARAM the others are paired with",
+    )
+    p.add_argument("--csv", help="also write each value's mean and paired difference (CSV)")
+    p.add_argument("--md", help="the same as Markdown, with the baselines' means")
     _add_figure_out(p)
     p.set_defaults(func=cmd_fig3)
 

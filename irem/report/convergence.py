@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from irem.evaluation import stats
@@ -147,3 +148,50 @@ def convergence_report(
     base = load_runs(lines, methods)
     curves = pd.concat([score_snapshots(p) for p in runs["metrics_file"]], ignore_index=True)
     return curves, run_summary(runs, base), base
+
+
+def sweep_table(runs: pd.DataFrame, reference: dict[str, str]) -> pd.DataFrame:
+    """Per swept parameter and value (runs with meta ``ablation``): runs, mean brain PSNR with
+    its 95% CI, and the paired difference to the runs at ``reference[parameter]`` (same subject,
+    k and seed): mean, CI, Wilcoxon p, wins/ties/losses at 0.1 dB."""
+    unit = ["subject", "k", "seed"]
+    rows = []
+    for param, g in runs[runs["ablation"] != ""].groupby("ablation", sort=False):
+        g = g.assign(x=pd.to_numeric(g["value"]))
+        ref = None
+        if param in reference:
+            ref = g[g["x"] == float(reference[param])].set_index(unit)["psnr_mask"]
+        for x, h in g.groupby("x"):
+            s = stats.summarise(h["psnr_mask"])
+            row: dict[str, Any] = {"parameter": param, "value": x, "n": s.n,
+                                   "mean_psnr_mask": s.mean, "ci_low": s.ci_low,
+                                   "ci_high": s.ci_high}  # fmt: skip
+            if ref is not None:
+                r = stats.paired(h.set_index(unit)["psnr_mask"], ref, tolerance=0.1)
+                row |= {"minus_reference": r.diff, "diff_ci_low": r.ci_low,
+                        "diff_ci_high": r.ci_high, "p_wilcoxon": r.p_wilcoxon,
+                        "wins_ties_losses": f"{r.wins}/{r.ties}/{r.losses}"}  # fmt: skip
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def sweep_markdown(table: pd.DataFrame, lines: pd.DataFrame, methods: Methods) -> str:
+    """The sweep table as Markdown, with each baseline's mean brain PSNR on the same stacks."""
+    rows = []
+    for _, r in table.iterrows():
+        paired = ["", "", "", ""]
+        if pd.notna(r.get("minus_reference", np.nan)):
+            paired = [f"{r['minus_reference']:+.2f}",
+                      f"[{r['diff_ci_low']:+.2f}, {r['diff_ci_high']:+.2f}]",
+                      f"{r['p_wilcoxon']:.3f}", r["wins_ties_losses"]]  # fmt: skip
+        rows.append([r["parameter"], f"{r['value']:g}", str(r["n"]), f"{r['mean_psnr_mask']:.2f}",
+                     f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]", *paired])  # fmt: skip
+    head = ["parameter", "value", "runs", "brain PSNR (dB)", "95% CI", "- reference (dB)",
+            "95% CI", "Wilcoxon p", "W/T/L (0.1 dB)"]  # fmt: skip
+    base = [[methods.label(m), f"{g['psnr_mask'].mean():.2f}", str(len(g))]
+            for m, g in lines.groupby("method", sort=False)]  # fmt: skip
+    return (
+        markdown_table(head, rows)
+        + "\nBaselines on the same stacks:\n\n"
+        + markdown_table(["method", "brain PSNR (dB)", "runs"], base)
+    )
