@@ -77,3 +77,27 @@ def test_report_refuses_a_run_without_snapshots(tmp_path: Path, capsys) -> None:
     assert main(argv) == 2
     assert "no snapshots" in capsys.readouterr().err
     assert not (tmp_path / "c.csv").exists()
+
+
+def test_sweep_table_pairs_each_value_with_the_reference(tmp_path: Path) -> None:
+    # sigma 1 is the reference; sigma 4 is 1 dB higher on both subjects, sigma 0.5 0.05 dB lower
+    paths = []
+    for subject, base in (("01", 20.0), ("02", 22.0)):
+        for value, gain in (("0.5", -0.05), ("1", 0.0), ("4", 1.0)):
+            m = meta("8", f"convsigma{value}", subject, "0", ablation="sigma", value=value)
+            paths.append(write_metrics(tmp_path, m, base + gain))
+        paths.append(write_metrics(tmp_path, meta("8", "bspline", subject, "0"), 25.0))
+    csv, md, png = tmp_path / "s.csv", tmp_path / "s.md", tmp_path / "s.png"
+    argv = ["report", "fig3", "--metrics", *map(str, paths), "--baselines", "bspline",
+            "--reference", "sigma=1", "--csv", str(csv), "--md", str(md), "-o", str(png)]  # fmt: skip
+    assert main(argv) == 0
+    import pandas as pd
+
+    table = pd.read_csv(csv).set_index("value")
+    assert list(table["n"]) == [2, 2, 2]
+    assert table.loc[4.0, "minus_reference"] == pytest.approx(1.0)
+    assert table.loc[4.0, "wins_ties_losses"] == "2/0/0"
+    assert table.loc[0.5, "wins_ties_losses"] == "0/2/0"
+    assert table.loc[1.0, "mean_psnr_mask"] == pytest.approx(21.0)
+    text = md.read_text(encoding="utf-8")
+    assert "+1.00" in text and "25.00" in text
