@@ -9,9 +9,10 @@ variants are measured in interleaved rounds; the table gives medians and ranges 
 every row's rate over the fp32 training step's (fused Adam, as irem.training.train) of the same round.
 On a CPU without native bf16 (no AVX512_BF16/AMX: ``train.precision: auto`` is fp32 there) bf16 is
 many times slower than fp32 and is measured once, outside the rounds.
--> results/benchmarks/irem_throughput.{md,csv}
+-> results/benchmarks/irem_throughput.{md,csv} (or <--name>.{md,csv}: one file per CPU kind)
 
-  python benchmarks/irem_throughput.py [--threads 1] [--rounds 5]   # about 4 minutes per thread count
+  python benchmarks/irem_throughput.py [--threads 1] [--rounds 5] [--name irem_throughput_amx]
+                                                                    # about 4 minutes per thread count
   python benchmarks/irem_throughput.py --quick                      # a few seconds, no files
 """
 
@@ -322,6 +323,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1])
     ap.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds")
     ap.add_argument("--quick", action="store_true", help="smoke test only, writes nothing")
+    ap.add_argument(
+        "--name", default="irem_throughput", help="file stem in results/benchmarks (one per CPU)"
+    )
     args = ap.parse_args()
     if args.quick:
         return quick()
@@ -341,8 +345,8 @@ def main() -> int:
         frames.append(df)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lines.append(f"Peak resident memory: {rss:.0f} MiB")
-    pd.concat(frames).to_csv(OUT / "irem_throughput.csv", index=False)
-    (OUT / "irem_throughput.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    pd.concat(frames).to_csv(OUT / f"{args.name}.csv", index=False)
+    (OUT / f"{args.name}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
     return 0
 
