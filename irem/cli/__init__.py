@@ -9,7 +9,6 @@ stderr (``-q``: warnings only, ``-v``: debug) and, with ``--log FILE``, to that 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
@@ -24,10 +23,6 @@ from irem.cli.common import (
     setup_logging,
 )
 from irem.errors import InputError
-
-#: Sub-commands that other modules add to the parser: (module, function).
-EXTERNAL_COMMANDS = (("irem.cli.dataset", "add_dataset_parser"), ("irem.cli.report", "add_report_parser"))
-
 
 #: Sub-commands defined here; for these the other modules are not imported (a faster start).
 BUILTIN_COMMANDS = frozenset({"simulate", "reconstruct", "baseline", "sample", "metrics"})
@@ -45,13 +40,12 @@ def _first_command(argv: Sequence[str]) -> str | None:
 
 
 def _add_external(sub: argparse._SubParsersAction) -> None:
-    """``dataset`` and ``report``, from the modules that own them (skipped if not there)."""
-    for module, func in EXTERNAL_COMMANDS:
-        try:
-            add = getattr(importlib.import_module(module), func)
-        except (ImportError, AttributeError):
-            continue
-        add(sub)
+    """``dataset`` and ``report``, whose modules import more (pandas, matplotlib, the cohort)."""
+    from irem.cli.dataset import add_dataset_parser
+    from irem.cli.report import add_report_parser
+
+    add_dataset_parser(sub)
+    add_report_parser(sub)
 
 
 def build_parser(external: bool = True) -> argparse.ArgumentParser:
