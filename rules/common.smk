@@ -607,6 +607,21 @@ def convergence_runs(methods=None, ks=None):
             for m in (methods or CONVERGENCE) for seed in SEEDS]  # fmt: skip
 
 
+def converged_runs(methods=None):
+    """The evaluation of the study: its `evaluation.variants` (or ``methods``) on the first
+    `evaluation.subjects` evaluation subjects at each k of the study."""
+    e, d = config["convergence"]["evaluation"], convergence_dataset()
+    if not CONVERGENCE or not e["subjects"]:
+        return []
+    for name in e["variants"]:
+        if name not in CONVERGENCE:
+            _fail(f"convergence.evaluation: {name!r} is not a variant of the study")
+    subs = subjects(d, "evaluation")[: e["subjects"]]
+    return [(L.Run(d, int(k)), s, m, seed, suffix_of(d, s))
+            for s in subs for k in config["convergence"]["ks"]
+            for m in (methods or e["variants"]) for seed in SEEDS]  # fmt: skip
+
+
 def sweep_runs():
     """The sweep's runs and its lines' at its k."""
     if not CONV_SWEEP:

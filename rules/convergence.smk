@@ -1,6 +1,7 @@
 # The paper network's convergence study (`snakemake convergence`; config `convergence`): each
-# variant on the tuning subjects, its snapshots scored along training, the baselines as lines.
-# Not part of `all`: it takes hours on a CPU.
+# variant on the tuning subjects, its snapshots scored along training, the baselines as lines;
+# `snakemake converged`: the chosen variants on evaluation subjects. Not part of `all`: hours on
+# a CPU.
 
 
 rule convergence_report:
@@ -52,6 +53,30 @@ rule convergence_sweep:
         "irem report fig3 --metrics {input.metrics:q} {params.methods} {params.lines} "
         "{params.reference} --csv {output.csv:q} --md {output.md:q} --title {params.title:q} "
         "-o {output.png:q} > {log:q} 2>&1"
+
+
+rule converged:
+    """The study's variants scored on evaluation subjects against its lines (config
+    `convergence.evaluation`): results/tables/converged*.{csv,md}, results/figures/converged.png."""
+    input:
+        metrics=metrics_of(converged_runs()),
+        lines=metrics_of(converged_runs(config["convergence"]["lines"])),
+    output:
+        csv=L.table_path("converged_curves.csv"),
+        runs=L.table_path("converged_runs.csv"),
+        md=L.table_path("converged.md"),
+        png=L.figure_paths("converged")[0],
+    params:
+        methods=method_args([*CONVERGENCE, *config["convergence"]["lines"]]),
+    log:
+        L.job_log("converged"),
+    conda:
+        CONDA_ENV
+    shell:
+        "irem report convergence --metrics {input.metrics:q} --lines {input.lines:q} "
+        "{params.methods} --csv {output.csv:q} --runs {output.runs:q} --md {output.md:q} "
+        "--title 'The paper network until its held-out LR loss stops improving: evaluation "
+        "subjects' -o {output.png:q} > {log:q} 2>&1"
 
 
 rule convergence:

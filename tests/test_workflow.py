@@ -33,13 +33,13 @@ def test_lint_is_clean() -> None:
 def test_dry_run(config: Path) -> None:
     # --forceall: list every job whatever results/ already holds.
     res = snakemake(
-        "all", "convergence", "--dry-run", "--forceall", "--configfile",
+        "all", "convergence", "converged", "--dry-run", "--forceall", "--configfile",
         str(config.relative_to(ROOT)),
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = res.stdout + res.stderr
     for rule in ("simulate", "reconstruct", "metrics", "tables", "fig4", "fig5",
-                 "convergence_report"):  # fmt: skip
+                 "convergence_report", "converged"):  # fmt: skip
         assert f"rule {rule}:" in out, f"{config.name}: no {rule} job"
     # A method on a non-CPU device declares gpu=1, so that --resources gpu=1 serialises them
     # (config/paper.yaml runs the paper's network on cuda; the default config is CPU only).
@@ -47,6 +47,7 @@ def test_dry_run(config: Path) -> None:
     devices = {m["name"]: m.get("device", "cpu") for m in cfg["methods"]}
     conv = cfg["convergence"]
     devices |= {v["name"]: conv.get("device", "cpu") for v in conv["variants"]}
+    devices |= {f"conv{p['tag']}": conv.get("device", "cpu") for p in conv["sweep"]["parameters"]}
     for block in re.split(r"^\[.*\]$", out, flags=re.M):  # a job: its date line, then its fields
         if "rule reconstruct:" in block:
             name = re.search(r"rec-([a-zA-Z0-9]+)_", block)
@@ -63,7 +64,7 @@ def _config(path: Path) -> dict:
 
 
 #: Mappings that hold data (method -> per-SNR options), not keys every config must set.
-DATA_KEYS = ("scan_time.options",)
+DATA_KEYS = ("scan_time.options", "convergence.sweep.reference")
 
 
 def _keys(tree: dict, prefix: str = "") -> set[str]:
