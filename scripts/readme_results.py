@@ -1,7 +1,8 @@
 """Keep the README's results section equal to the committed tables of the default run.
 
 The block between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md is generated
-from ``results/tables/metrics.csv``, ``runs.csv`` and ``scantime.csv``: a compact table of brain
+from ``results/tables/metrics.csv``, ``runs.csv``, ``scantime.csv`` (and the convergence study's
+``results/tuning/convergence_runs.csv``): a compact table of brain
 PSNR/SSIM and edge PSNR per k and method on the evaluation subjects, and one sentence per k that
 claims an ordering only where the paired test supports it (Wilcoxon signed-rank p, adjusted by
 Holm's method over the methods of the table, below 0.05 over n >= 5 subjects).
@@ -121,6 +122,25 @@ def scantime_lines(scantime: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
+def convergence_lines(runs: pd.DataFrame) -> list[str]:
+    """The convergence study on the tuning subjects (``results/tuning/convergence_runs.csv``):
+    per variant and k, the median epochs, the mean brain PSNR and its difference to each line."""
+    lines_ = [c.removeprefix("minus_") for c in runs.columns if c.startswith("minus_")]
+    n = runs["subject"].nunique()
+    out = [f"**The paper's network until its held-out loss stops improving** (tuning subjects, "
+           f"n = {n}: a description, not a test; `snakemake convergence`, "
+           "[`results/tuning/convergence.md`](results/tuning/convergence.md))", "",
+           "| run | k | epochs (median) | stopped by a plateau | PSNR brain | "
+           + " | ".join(f"Δ vs {name}" for name in lines_) + " |",
+           "|---" * (5 + len(lines_)) + "|"]
+    for (label, k), g in runs.groupby(["label", "k"], sort=False):
+        diffs = " | ".join(f"{g[f'minus_{name}'].mean():+.2f}" for name in lines_)
+        plateau = int((g["stopped_by"] == "plateau").sum())
+        out.append(f"| {label} | {k} | {g['epochs_completed'].median():.0f} | {plateau} of "
+                   f"{len(g)} | {g['psnr_mask'].mean():.2f} | {diffs} |")
+    return out + [""]
+
+
 def block(results: Path) -> str:
     metrics = pd.read_csv(results / "tables" / "metrics.csv", dtype={"k": str})
     datasets = [d for d in metrics["dataset"].unique() if d != "realscan"]
@@ -133,6 +153,9 @@ def block(results: Path) -> str:
     scantime = results / "tables" / "scantime.csv"
     if scantime.exists():
         lines += scantime_lines(pd.read_csv(scantime))
+    convergence = results / "tuning" / "convergence_runs.csv"
+    if convergence.exists():
+        lines += convergence_lines(pd.read_csv(convergence, dtype={"k": str, "subject": str}))
     return "\n".join(lines + [END])
 
 
