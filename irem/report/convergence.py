@@ -123,7 +123,7 @@ def convergence_figure(
             for n, (_, r) in enumerate(base.iterrows()):
                 top.axhline(r["psnr_mask"], ls="--", lw=1, color=f"C{7 + n}",
                             label=methods.label(r["method"]))  # fmt: skip
-            top.set_title(f"sub-{subject}, {k_label(str(k))}", fontsize=9)
+            top.set_title(f"sub-{subject}, k = {k_label(str(k))}", fontsize=9)
             bottom.set_yscale("log")
             bottom.set_xscale("log")
             if j == 0:
@@ -131,10 +131,11 @@ def convergence_figure(
                 bottom.set_ylabel("held-out LR loss")
     for ax in axes[-1]:
         ax.set_xlabel("epoch")
-    axes[0, 0].legend(fontsize=7, loc="lower right")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
 
