@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 RESULTS = "results"
 ORIENTATIONS = ("sagittal", "coronal", "axial")  # the fixed (sagittal) stack first
+SNAPSHOTS = "_snapshots"  # a run's snapshot folder: its image's name with this ending
 RESERVED = ("tables", "figures", "runtime", "logs", "benchmarks", "tuning")
 
 _RUN = re.compile(
@@ -196,7 +197,7 @@ def snapshot_path(
     run: Run | str, subject: str, method: str, seed: int | str, suffix: str, root: str = RESULTS
 ) -> str:
     """The folder of a run's ``irem reconstruct --snapshots`` images (the convergence study)."""
-    return run_file(run, subject, method, seed, suffix, "_snapshots", root)
+    return run_file(run, subject, method, seed, suffix, SNAPSHOTS, root)
 
 
 def benchmark_path(

@@ -591,7 +591,7 @@ def tuning_metrics(wildcards):
 
 def convergence_dataset():
     d = config["convergence"]["dataset"]
-    if CONVERGENCE and not is_cohort(d):
+    if (CONVERGENCE or CONV_SWEEP) and not is_cohort(d):
         _fail(f"convergence.dataset {d!r} is not a cohort dataset (it needs a tuning split)")
     return d
 
@@ -599,7 +599,7 @@ def convergence_dataset():
 def convergence_runs(methods=None, ks=None):
     """The study's runs (or those of ``methods``, e.g. its lines): the tuning subjects at each k
     (of the study, or ``ks``), with the workflow's seeds."""
-    if not CONVERGENCE:
+    if not (CONVERGENCE or CONV_SWEEP):
         return []
     c, d = config["convergence"], convergence_dataset()
     return [(L.Run(d, int(k)), s, m, seed, suffix_of(d, s))

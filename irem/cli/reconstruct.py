@@ -114,11 +114,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 SNAPSHOT_EPOCHS = "1,2,5,10,20,50,100,200,500,1000,2000"
 
 
-def epoch_list(text: str) -> str:
-    """Check a comma-separated list of positive epochs (kept as text for the help)."""
-    for item in text.split(","):
-        positive_int(item.strip())
-    return text
+def epoch_list(text: str) -> frozenset[int]:
+    """A comma-separated list of positive epochs (argparse parses the text default too)."""
+    return frozenset(positive_int(item.strip()) for item in text.split(","))
 
 
 def _snapshot_writer(args: argparse.Namespace, grid: Any, cfg: Any, device: Any) -> Any:
@@ -130,7 +128,7 @@ def _snapshot_writer(args: argparse.Namespace, grid: Any, cfg: Any, device: Any)
 
     folder = Path(args.snapshots)
     folder.mkdir(parents=True, exist_ok=True)
-    epochs = {int(e) for e in args.snapshot_epochs.split(",")}
+    epochs = args.snapshot_epochs
 
     def write(epoch: int, steps: int, held_out: float | None, model: Any, norm: Any) -> None:
         if epoch not in epochs:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from irem.evaluation import stats
 from irem.evaluation.metrics import compute_metrics
+from irem.layout import SNAPSHOTS
 from irem.report.figures import pyplot
 from irem.report.tables import Methods, k_label, load_runs, markdown_table, read_json
 from irem.volume import load_volume
@@ -27,9 +28,10 @@ CURVE_COLUMNS = ["method", "subject", "k", "seed", "epoch", "steps", "held_out_l
 
 
 def snapshot_folder(metrics_path: str | Path) -> Path:
-    """``..._T1w_metrics.json`` -> ``..._T1w_snapshots`` (the run's snapshots)."""
+    """``..._T1w_metrics.json`` -> ``..._T1w_snapshots`` (the run's snapshots,
+    :func:`irem.layout.snapshot_path`)."""
     p = Path(metrics_path)
-    return p.with_name(p.name.replace("_metrics.json", "_snapshots"))
+    return p.with_name(p.name.replace("_metrics.json", SNAPSHOTS))
 
 
 def score_snapshots(metrics_path: str | Path) -> pd.DataFrame:

@@ -631,14 +631,15 @@ class Trainer:
         self.model.train(training)
         return total / len(d.held_out)
 
-    def _validate(self, final: bool = False) -> None:
-        """Every ``train.validate_every`` steps (and at the end): record the held-out loss."""
+    def _validate(self, force: bool = False) -> None:
+        """Every ``train.validate_every`` steps (or now, with ``force``: at the end of a run or
+        an epoch): record the held-out loss, once per step."""
         s = self.state
         if self.data.held_out is None:
             return
         if self.held_out.trace and self.held_out.trace[-1][0] == s.steps:
             return
-        if final or s.steps % self.cfg.train.validate_every == 0:
+        if force or s.steps % self.cfg.train.validate_every == 0:
             self.held_out.record(s.steps, self.held_out_loss(), self.model)
 
     def checkpoint_state(self, gen_state: torch.Tensor) -> dict[str, Any]:
@@ -722,7 +723,7 @@ class Trainer:
         if stop is None:
             stop = StopReason.EPOCHS
             self._save(checkpoint, self.gen.get_state())
-        self._validate(final=True)
+        self._validate(force=True)
         self.held_out.restore(self.model)
         self.model.eval()
         return self._result(stop)
@@ -765,7 +766,7 @@ class Trainer:
         if on_epoch is None and not t.plateau_epochs:
             return None
         s.seconds = watch.elapsed()
-        self._validate(final=True)
+        self._validate(force=True)
         if on_epoch is not None:
             trace = self.held_out.trace
             loss = trace[-1][1] if trace and trace[-1][0] == s.steps else None
