@@ -265,7 +265,7 @@ def scan_sim_args(wildcards):
 
 
 # --------------------------------------------------------------------------------------------------
-# Methods: configured ones and the Fig. 3 ablation variants, each a command template
+# Methods: configured ones, tuning and convergence variants, each a command template
 
 
 def _swept(prefix, command, parameters, section, label=None):
@@ -285,17 +285,10 @@ def _swept(prefix, command, parameters, section, label=None):
                 "mem_mb": section["mem_mb"],
                 "inputs": [],
                 "baseline": False,
-                "fig3": False,
                 "hr_scan": False,
             }
             out[name] = (entry, p["key"], v)
     return out
-
-
-ABLATION = _swept("irem", config["ablation"]["command"], config["ablation"]["parameters"],
-                  config["ablation"])
-for _name in set(ABLATION) & set(METHODS):
-    _fail(f"method {_name!r} clashes with an ablation variant's name")
 
 
 def _tuning_variants():
@@ -310,14 +303,13 @@ def _tuning_variants():
             values = row.to_dict()
             name = f"tune{sweep['name']}{i}"
             command = f"{base['command']} {options(sweep['options'], values)}"
-            entry = {**base, "name": name, "label": None, "command": command,
-                     "baseline": False, "fig3": False}
+            entry = {**base, "name": name, "label": None, "command": command, "baseline": False}
             out[name] = (entry, sweep, values)
     return out
 
 
 TUNING = _tuning_variants()
-for _name in set(TUNING) & (set(METHODS) | set(ABLATION)):
+for _name in set(TUNING) & set(METHODS):
     _fail(f"method {_name!r} clashes with a tuning variant's name")
 
 
@@ -329,8 +321,7 @@ def _convergence_variants():
         out[v["name"]] = {
             "name": v["name"], "label": v["label"], "command": f"{c['command']} {v['options']}",
             "threads": c["threads"], "device": c["device"], "runtime": c["runtime"],
-            "mem_mb": c["mem_mb"], "inputs": [], "baseline": False, "fig3": False,
-            "hr_scan": False,
+            "mem_mb": c["mem_mb"], "inputs": [], "baseline": False, "hr_scan": False,
         }
     for line in c["lines"]:
         if line not in METHODS:
@@ -342,13 +333,11 @@ CONVERGENCE = _convergence_variants()
 _c = config["convergence"]
 CONV_SWEEP = _swept("conv", _c["command"] and f"{_c['command']} {_c['sweep']['options']}",
                     _c["sweep"]["parameters"], _c, _c["sweep"]["label"])
-for _name in (set(CONVERGENCE) | set(CONV_SWEEP)) & (set(METHODS) | set(ABLATION) | set(TUNING)):
+for _name in (set(CONVERGENCE) | set(CONV_SWEEP)) & (set(METHODS) | set(TUNING)):
     _fail(f"convergence variant {_name!r} clashes with another method's name")
 for _name in set(CONVERGENCE) & set(CONV_SWEEP):
     _fail(f"convergence variant {_name!r} clashes with a sweep variant's name")
-SWEPT = {**ABLATION, **CONV_SWEEP}  # runs of one parameter's value: meta ablation=<key> value=<v>
-ALL_METHODS = {**METHODS, **{n: e for n, (e, _, _) in ABLATION.items()},
-               **{n: e for n, (e, _, _) in TUNING.items()}, **CONVERGENCE,
+ALL_METHODS = {**METHODS, **{n: e for n, (e, _, _) in TUNING.items()}, **CONVERGENCE,
                **{n: e for n, (e, _, _) in CONV_SWEEP.items()}}
 HR_SCAN = "hrscan"  # the scan-time experiment's noisy HR scan, scored like a method
 
@@ -505,34 +494,6 @@ def scantime_runs():
     return out
 
 
-def ablation_dataset():
-    d = config["ablation"]["dataset"]
-    if ABLATION and d not in DATASETS:
-        _fail(f"ablation.dataset {d!r} is not among the datasets")
-    return d
-
-
-def ablation_split():
-    return "tuning" if is_cohort(ablation_dataset()) else "evaluation"
-
-
-def ablation_runs():
-    """Fig. 3: every variant and the reference-line methods on the same subjects."""
-    if not ABLATION:
-        return []
-    a = config["ablation"]
-    seeds = a["seeds"] if a["seeds"] is not None else SEEDS
-    d = ablation_dataset()
-    lines = [m for m, e in METHODS.items() if e["fig3"]]
-    subs = subjects(d, ablation_split())[: a["subjects"] or None]
-    out = []
-    for s in subs:
-        for m in [*ABLATION, *lines]:
-            for seed in seeds:
-                out.append((L.Run(d, a["k"]), s, m, seed, suffix_of(d, s)))
-    return out
-
-
 def tuning_dataset():
     d = config["tuning"]["dataset"]
     if TUNING and not is_cohort(d):
@@ -633,7 +594,7 @@ def sweep_runs():
 
 
 def every_run():
-    return sim_runs() + scan_runs() + scantime_runs() + ablation_runs()
+    return sim_runs() + scan_runs() + scantime_runs()
 
 
 def scored_runs():
@@ -661,8 +622,8 @@ def metrics_meta(wildcards):
             "method": wildcards.method}
     if run.dataset in DATASETS:
         meta["split"] = split_of(run.dataset, wildcards.subject)
-    if wildcards.method in SWEPT:
-        _, key, value = SWEPT[wildcards.method]
+    if wildcards.method in CONV_SWEEP:  # one parameter's value: meta ablation=<key> value=<v>
+        _, key, value = CONV_SWEEP[wildcards.method]
         meta["ablation"] = key.split(".")[-1]
         meta["value"] = f"{value:g}"
     return shlex.join(arg for k, v in meta.items() for arg in ("--meta", f"{k}={v}"))
@@ -682,7 +643,7 @@ def metrics_mask(wildcards):
 
 def method_args(names=None):
     """`--method NAME=LABEL ...` (the order of tables and figures) and `--baselines ...`."""
-    names = names or [*METHODS, *ABLATION, *([HR_SCAN] if scantime_runs() else [])]
+    names = names or [*METHODS, *([HR_SCAN] if scantime_runs() else [])]
     args = [a for n in names for a in ("--method", f"{n}={label_of(n)}")]
     base = [m for m, e in METHODS.items() if e["baseline"]]
     if base:
@@ -759,8 +720,6 @@ def cohort_figure_inputs(wildcards):
 
 def all_figures():
     out = []
-    if ablation_runs():
-        out += L.figure_paths("fig3_ablation")
     for d in DATASETS:
         out += L.figure_paths(f"fig4_{d}") + L.figure_paths(f"fig5_{d}")
     for d in scans_with_figure():
@@ -772,15 +731,16 @@ def all_figures():
     return out
 
 
-def fig3_caption():
-    """What Fig. 3 compares: every variant with the same optimiser steps (an --epochs budget)."""
-    a = config["ablation"]
-    words = a["command"].split()
-    epochs = words[words.index("--epochs") + 1] if "--epochs" in words else "the config's"
-    n = len(subjects(ablation_dataset(), ablation_split())[: a["subjects"] or None])
-    return (f"Every variant trained for {epochs} epochs of the same LR data (the same number of "
-            f"Adam steps); {ablation_split()} subjects of {ablation_dataset()} (n={n}), seeds "
-            f"{a['seeds'] if a['seeds'] is not None else SEEDS}; dotted: baselines.")
+def sweep_caption():
+    """What Fig. 3 compares: the sweep's runs and subjects, from its config."""
+    c = config["convergence"]
+    if not CONV_SWEEP:
+        return ""
+    d = convergence_dataset()
+    return (f"{c['sweep']['label'] or c['sweep']['options']}: one parameter varied at a time, all "
+            f"else the paper's. Points: mean paired difference to the reference value over the "
+            f"{len(subjects(d, 'tuning'))} tuning subjects of {d}, with 95% t intervals; dotted: "
+            "baselines on the same stacks.")
 
 
 def fig4_metrics(wildcards):

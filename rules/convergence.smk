@@ -28,14 +28,20 @@ rule convergence_report:
 
 
 rule convergence_sweep:
-    """One parameter of the paper's network at a time (config `convergence.sweep`), at its k on the
-    tuning subjects: brain PSNR with CIs, paired with the paper's value, the baselines as lines."""
+    """Fig. 3: one parameter of the paper's network at a time (config `convergence.sweep`), at its k
+    on the tuning subjects, each value paired with the reference's, the baselines as lines."""
     input:
         metrics=metrics_of(sweep_runs()),
     output:
         csv=L.tuning_path("convergence_sweep.csv"),
         md=L.tuning_path("convergence_sweep.md"),
-        png=L.tuning_path("convergence_sweep.png"),
+        png=report(
+            L.figure_paths("fig3_ablation")[0],
+            caption="../report/fig3.rst",
+            category="Figures",
+            labels={"figure": "Fig. 3", "dataset": str(config["convergence"]["dataset"])},
+        ),
+        pdf=L.figure_paths("fig3_ablation")[1],
     params:
         methods=method_args([*CONV_SWEEP, *config["convergence"]["lines"]]),
         lines=shlex.join(["--baselines", *config["convergence"]["lines"]]),
@@ -43,8 +49,10 @@ rule convergence_sweep:
             ["--reference", *(f"{k.split('.')[-1]}={v:g}"
                               for k, v in config["convergence"]["sweep"]["reference"].items())]
         ),
-        title=f"The paper's network, one parameter at a time (k={config['convergence']['sweep']['k']}, "
-        "tuning subjects)",
+        title=f"Fig. 3: the paper's network, one parameter at a time "
+        f"(k={config['convergence']['sweep']['k']}, tuning subjects)",
+        caption=sweep_caption(),
+        dpi=config["figures"]["dpi"],
     log:
         L.job_log("tuning/convergence_sweep"),
     conda:
@@ -52,7 +60,8 @@ rule convergence_sweep:
     shell:
         "irem report fig3 --metrics {input.metrics:q} {params.methods} {params.lines} "
         "{params.reference} --csv {output.csv:q} --md {output.md:q} --title {params.title:q} "
-        "-o {output.png:q} > {log:q} 2>&1"
+        "--caption {params.caption:q} --dpi {params.dpi} -o {output.png:q} {output.pdf:q} "
+        "> {log:q} 2>&1"
 
 
 rule converged:

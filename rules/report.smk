@@ -71,34 +71,6 @@ rule scantime:
         "-o {output.png:q} {output.pdf:q} > {log:q} 2>&1"
 
 
-rule fig3:
-    """Fig. 3: the paper's network against 2L and sigma at an equal number of steps."""
-    input:
-        metrics=metrics_of(ablation_runs()),
-    output:
-        png=report(
-            L.figure_paths("fig3_ablation")[0],
-            caption="../report/fig3.rst",
-            category="Figures",
-            labels={"figure": "Fig. 3", "dataset": str(config["ablation"]["dataset"])},
-        ),
-        pdf=L.figure_paths("fig3_ablation")[1],
-    params:
-        methods=method_args([*ABLATION, *[m for m, e in METHODS.items() if e["fig3"]]]),
-        title=f"Fig. 3: ablation of the paper's network ({config['ablation']['dataset']}, "
-        f"k={config['ablation']['k']})",
-        caption=fig3_caption(),
-        dpi=config["figures"]["dpi"],
-    log:
-        L.job_log("fig3"),
-    conda:
-        CONDA_ENV
-    shell:
-        "irem report fig3 --metrics {input.metrics:q} {params.methods} "
-        "--title {params.title:q} --caption {params.caption:q} --dpi {params.dpi} "
-        "-o {output.png:q} {output.pdf:q} > {log:q} 2>&1"
-
-
 rule fig4:
     """Fig. 4: PSNR/SSIM bars by method and k for one dataset, with per-subject points and CIs."""
     input:

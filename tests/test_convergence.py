@@ -101,3 +101,29 @@ def test_sweep_table_pairs_each_value_with_the_reference(tmp_path: Path) -> None
     assert table.loc[1.0, "mean_psnr_mask"] == pytest.approx(21.0)
     text = md.read_text(encoding="utf-8")
     assert "+1.00" in text and "25.00" in text
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_figure_draws_paired_differences(tmp_path: Path) -> None:
+    from irem.report.convergence import sweep_figure, sweep_table
+    from irem.report.tables import Methods, load_runs
+
+    paths = []
+    for subject, base in (("01", 20.0), ("02", 22.0)):
+        for value, gain in (("0.5", -0.5), ("1", 0.0), ("4", 1.0)):
+            m = meta("8", f"convsigma{value}", subject, "0", ablation="sigma", value=value)
+            paths.append(write_metrics(tmp_path, m, base + gain))
+        paths.append(write_metrics(tmp_path, meta("8", "bspline", subject, "0"), 25.0))
+    methods = Methods(labels={"bspline": "B-spline"}, baselines=("bspline",))
+    runs = load_runs(paths, methods)
+    table = sweep_table(runs, {"sigma": "1"})
+    lines = runs[runs["method"] == "bspline"]
+    fig = sweep_figure(table, lines, methods, {"sigma": "1"})
+    ax = fig.axes[0]
+    xs, ys = next(ln for ln in ax.lines if ln.get_marker() == "o").get_data()
+    assert list(xs) == [0.5, 1, 4] and list(ys) == pytest.approx([-0.5, 0.0, 1.0])
+    assert ax.get_xscale() == "log"
+    dotted = [ln.get_ydata()[0] for ln in ax.lines if ln.get_linestyle() == ":"]
+    assert dotted == pytest.approx([4.0])  # B-spline 25 minus the reference's mean 21
+    with pytest.raises(ValueError, match="reference value"):
+        sweep_figure(table, lines, methods, {"fourier_dim": "256"})

@@ -32,31 +32,6 @@ def _save_both(fig, tmp_path: Path, name: str) -> None:
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_fig3_one_panel_per_ablation_with_default_point(tmp_path: Path) -> None:
-    paths = write_main_runs(tmp_path)
-    for dim, value in (("32", 24.0), ("64", 25.0), ("512", 26.5)):
-        for seed, shift in (("0", 0.0), ("1", 1.0)):
-            m = meta("8", "irem", "01", seed, ablation="fourier_dim", value=dim)
-            paths.append(write_metrics(tmp_path, m, value + shift))
-    paths.append(
-        write_metrics(tmp_path, meta("8", "irem", "01", "0", ablation="sigma", value="2"), 20.0)
-    )
-    runs = tables.load_runs(paths, METHODS)
-    fig = figures.fig3_ablation(runs, METHODS, {"fourier_dim": "256"}, title="t", caption="c")
-    assert len(fig.axes) == 2
-    ax = fig.axes[0]
-    xs, ys = ax.lines[0].get_data()
-    assert list(xs) == [32, 64, 256, 512]
-    assert ys[0] == pytest.approx(24.5)  # mean over seeds
-    assert ys[2] == pytest.approx(26.5)  # the main IREM runs at k=8 (27, 26) joined as 2L=256
-    assert ax.get_xscale() == "log"
-    levels = {ln.get_label(): ln.get_ydata()[0] for ln in ax.lines if ln.get_linestyle() == ":"}
-    assert levels == pytest.approx({"B-spline": 25.5, "SRR": 24.5})
-    _save_both(fig, tmp_path, "f3")
-    with pytest.raises(ValueError, match="no ablation"):
-        figures.fig3_ablation(runs[runs["ablation"] == ""], METHODS)
-
-
 def test_fig4_bars_ci_and_subject_points(tmp_path: Path) -> None:
     runs = tables.load_runs(write_main_runs(tmp_path), METHODS)
     fig = figures.fig4_bars(runs, METHODS, title="t", caption="c")

@@ -46,17 +46,13 @@ def test_metrics_without_meta_exits_2_with_one_line(tmp_path: Path) -> None:
 
 def test_figure_commands(tmp_path: Path, capsys) -> None:
     paths = write_main_runs(tmp_path)
-    m = meta("8", "irem", "01", "0", ablation="fourier_dim", value="64")
-    ablation = [*paths, write_metrics(tmp_path, m, 24.0)]
-    f3 = [tmp_path / "f3.png", tmp_path / "f3.pdf"]
-    args = ["fig3", "--metrics", *map(str, ablation), *METHOD_ARGS, "--default", "fourier_dim=256"]
-    assert report.main([*args, "--caption", "c", "-o", *map(str, f3), "--dpi", "40"]) == 0
     f4 = tmp_path / "f4.png"
     assert report.main(["fig4", "--metrics", *map(str, paths), *METHOD_ARGS, "-o", str(f4)]) == 0
-    assert all(p.stat().st_size > 0 for p in (*f3, f4))
-    # No ablation among the inputs: one error line, no figure.
-    assert report.main(["fig3", "--metrics", str(paths[0]), "-o", str(tmp_path / "x.png")]) == 2
-    assert "error: no ablation run" in capsys.readouterr().err
+    assert f4.stat().st_size > 0
+    # No sweep among the inputs of Fig. 3: one error line, no figure.
+    argv = ["fig3", "--metrics", str(paths[0]), "--reference", "sigma=1", "-o", str(tmp_path / "x.png")]
+    assert report.main(argv) == 2
+    assert "error: no run of a sweep" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
     assert report.main(["fig4", "--metrics", str(tmp_path / "missing.json"), "-o", str(f4)]) == 2
 

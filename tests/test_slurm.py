@@ -152,7 +152,7 @@ def test_slurm_test_config_is_count_bounded() -> None:
     config differs from it only in the `irem` method's device and resources."""
     config = yaml.safe_load((ROOT / "config" / "test.yaml").read_text(encoding="utf-8"))
     out = slurm_test_config(config)
-    commands = [m["command"] for m in out["methods"]] + [out["ablation"]["command"]]
+    commands = [m["command"] for m in out["methods"]]
     assert not any(TIME_BUDGET.search(c) for c in commands), commands
     assert {m["name"] for m in out["methods"] if m.get("device", "cpu") != "cpu"} == {"irem"}
     for entry, before in zip(out["methods"], config["methods"], strict=True):
@@ -363,9 +363,8 @@ def _config(folder: Path) -> dict:
 
 
 def _method_entry(config: dict, method: str) -> dict:
-    """A method's entry (or, for a Fig. 3 ablation variant, the ablation's section)."""
-    entries = {m["name"]: m for m in config["methods"]}
-    return entries.get(method, config["ablation"])
+    """A method's entry."""
+    return next(m for m in config["methods"] if m["name"] == method)
 
 
 def _gpu_methods(config: dict, jobs: list[Job]) -> set[str]:

@@ -167,7 +167,7 @@ def test_external_method_is_drawn_in_fig4(test_run: Path) -> None:
 @pytest.mark.slow
 def test_end_to_end_outputs(test_run: Path) -> None:
     results = test_run / "results"
-    for fig in ("fig3_ablation", "fig4_cohort", "fig5_cohort", "fig6_realscan", "cohort",
+    for fig in ("fig4_cohort", "fig5_cohort", "fig6_realscan", "cohort",
                 "scantime"):
         png, pdf = results / "figures" / f"{fig}.png", results / "figures" / f"{fig}.pdf"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", fig

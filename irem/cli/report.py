@@ -92,20 +92,21 @@ def cmd_tables(args: argparse.Namespace) -> None:
 
 @_input_errors
 def cmd_fig3(args: argparse.Namespace) -> None:
-    """Fig. 3: one panel per ablated parameter."""
+    """Fig. 3: one panel per swept parameter, paired with its reference value."""
+    from irem.report.convergence import sweep_figure, sweep_markdown, sweep_table
+
     methods = methods_of(args)
     runs = tables.load_runs(args.metrics, methods)
-    defaults = tables.parse_pairs(args.default, "PARAM=VALUE")
-    fig = figures.fig3_ablation(runs, methods, defaults, title=args.title, caption=args.caption)
-    if args.csv or args.md:
-        from irem.report.convergence import sweep_markdown, sweep_table
-
-        table = sweep_table(runs, tables.parse_pairs(args.reference, "PARAM=VALUE"))
-        if args.csv:
-            tables.write_text(Path(args.csv), table.to_csv(index=False, float_format="%.4f"))
-        if args.md:
-            lines = runs[runs["method"].isin(methods.baselines) & (runs["ablation"] == "")]
-            tables.write_text(Path(args.md), sweep_markdown(table, lines, methods))
+    reference = tables.parse_pairs(args.reference, "PARAM=VALUE")
+    table = sweep_table(runs, reference)
+    if table.empty:
+        raise ValueError('no run of a sweep (meta "ablation") among the inputs')
+    lines = runs[runs["method"].isin(methods.baselines) & (runs["ablation"] == "")]
+    fig = sweep_figure(table, lines, methods, reference, title=args.title, caption=args.caption)
+    if args.csv:
+        tables.write_text(Path(args.csv), table.to_csv(index=False, float_format="%.4f"))
+    if args.md:
+        tables.write_text(Path(args.md), sweep_markdown(table, lines, methods))
     figures.save_figure(fig, args.out, dpi=args.dpi)
 
 
@@ -260,9 +261,9 @@ EPILOGS = {
     "tables": "example:\n  irem report tables --metrics results/*/k*/*_metrics.json \\\n"
     "    --method bspline=B-spline srr=SRR irem=IREM --baselines bspline srr \\\n"
     "    --benchmark results/runtime/a.tsv=results/a_metrics.json --out-dir results/tables",
-    "fig3": "example:\n  irem report fig3 --metrics results/mni152_t1/k8/*_metrics.json \\\n"
-    "    --method irem=IREM bspline=B-spline srr=SRR --baselines bspline srr \\\n"
-    "    --default fourier_dim=256 sigma=1 --title 'Fig. 3' -o fig3.png fig3.pdf",
+    "fig3": "example:\n  irem report fig3 --metrics results/cohort/k8/*_metrics.json \\\n"
+    "    --method bspline=B-spline srrtv=SRR-TV --baselines bspline srrtv \\\n"
+    "    --reference sigma=1 fourier_dim=256 --title 'Fig. 3' -o fig3.png fig3.pdf",
     "fig4": "example:\n  irem report fig4 --metrics results/mni152_t1/k*/*_metrics.json \\\n"
     "    --method bspline=B-spline srr=SRR irem=IREM --baselines bspline srr -o fig4.png fig4.pdf",
     "fig5": "example:\n  irem report fig5 --gt gt.nii.gz --mask mask.nii.gz --lr sag.nii.gz \\\n"
@@ -298,25 +299,17 @@ def _add_tables(rsub: argparse._SubParsersAction) -> None:
 
 def _add_figures(rsub: argparse._SubParsersAction) -> None:
     p = rsub.add_parser(
-        "fig3", help="brain PSNR against each ablated parameter", epilog=EPILOGS["fig3"],
+        "fig3", help="brain PSNR against each swept parameter, paired with its reference", epilog=EPILOGS["fig3"],
         formatter_class=RAW,
     )  # fmt: skip
     _add_methods(p)
     p.add_argument(
-        "--default",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="PARAM=VALUE",
-        help="value of PARAM in the runs without an ablation (they join that curve)",
-    )
-    p.add_argument(
         "--reference",
         action="extend",
         nargs="+",
-        default=[],
+        required=True,
         metavar="PARAM=VALUE",
-        help="with --csv/--md: the value of PARAM the others are paired with",
+        help="the value of PARAM the others are paired with (e.g. the paper's)",
     )
     p.add_argument("--csv", help="also write each value's mean and paired difference (CSV)")
     p.add_argument("--md", help="the same as Markdown, with the baselines' means")

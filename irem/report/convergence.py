@@ -19,7 +19,7 @@ import pandas as pd
 from irem.evaluation import stats
 from irem.evaluation.metrics import compute_metrics
 from irem.layout import SNAPSHOTS
-from irem.report.figures import pyplot
+from irem.report.figures import add_caption, axis_scale, pyplot
 from irem.report.tables import Methods, k_label, load_runs, markdown_table, read_json
 from irem.volume import load_volume
 
@@ -198,3 +198,47 @@ def sweep_markdown(table: pd.DataFrame, lines: pd.DataFrame, methods: Methods) -
         + "\nBaselines on the same stacks:\n\n"
         + markdown_table(["method", "brain PSNR (dB)", "runs"], base)
     )
+
+
+def sweep_figure(
+    table: pd.DataFrame,
+    lines: pd.DataFrame,
+    methods: Methods,
+    reference: dict[str, str],
+    title: str = "",
+    caption: str = "",
+) -> Any:
+    """Fig. 3: one panel per swept parameter (``table``: :func:`sweep_table`), brain PSNR minus
+    the reference value's on the same stacks (paired mean, 95% CI), the baselines' runs
+    (``lines``) as dotted lines at their mean minus the reference's mean."""
+    params = list(dict.fromkeys(table["parameter"]))
+    missing = [p for p in params if p not in reference]
+    if not params or missing or "minus_reference" not in table:
+        raise ValueError(f"a sweep figure needs a reference value of {missing or 'each parameter'}")
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(params), figsize=(4.8 * len(params), 3.8), squeeze=False)
+    colours = methods.colours(lines["method"].unique())
+    for ax, param in zip(axes[0], params, strict=True):
+        t = table[table["parameter"] == param].sort_values("value")
+        ref = t.loc[t["value"] == float(reference[param]), "mean_psnr_mask"]
+        if ref.empty:
+            raise ValueError(f"{param}: no run at the reference value {reference[param]}")
+        d = t["minus_reference"].to_numpy(dtype=float)
+        err = [d - t["diff_ci_low"].to_numpy(dtype=float), t["diff_ci_high"].to_numpy() - d]
+        ax.axhline(0, color="#999999", lw=0.8,
+                   label=f"{param} = {reference[param]}: {ref.iloc[0]:.2f} dB")  # fmt: skip
+        ax.errorbar(t["value"], d, yerr=err, fmt="o-", capsize=3, color="#333333",
+                    label=f"{param} varied (95% CI)")  # fmt: skip
+        for method, g in lines.groupby("method", sort=False):
+            ax.axhline(g["psnr_mask"].mean() - ref.iloc[0], color=colours[method],
+                       linestyle=":", label=methods.label(method))  # fmt: skip
+        if axis_scale(t["value"]) == "log":
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(t["value"], [f"{x:g}" for x in t["value"]])
+        ax.set(xlabel=param, ylabel=f"brain PSNR minus {param} = {reference[param]} (dB)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(title or "Fig. 3")
+    fig.tight_layout()
+    add_caption(fig, caption)
+    return fig

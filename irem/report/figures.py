@@ -1,5 +1,5 @@
-"""Figures of the benchmark: ablations (Fig. 3), bars by method and k (Fig. 4), slices (Figs. 5/6)
-and quality against HR SNR at equal scan time.
+"""Figures of the benchmark: bars by method and k (Fig. 4), slices (Figs. 5/6) and quality against
+HR SNR at equal scan time (Fig. 3, the sweep of the paper's network: irem.report.convergence).
 
 Each figure is a pure function of a runs table (:func:`irem.report.tables.load_runs`) or of image files,
 returning a matplotlib figure (Agg backend); :func:`save_figure` writes it as PNG and/or PDF.
@@ -62,96 +62,10 @@ def add_caption(fig: Any, caption: str, width: int = 130) -> None:
         fig.text(0.5, 0.0, textwrap.fill(caption, width), ha="center", va="top", fontsize=8)
 
 
-def _ci_halfwidth(values: np.ndarray) -> float:
-    s = stats.summarise(values)
-    return (s.ci_high - s.mean) if math.isfinite(s.ci_high) else 0.0
-
-
 def axis_scale(values: Sequence[float]) -> str:
     """``log`` (base 2) for positive values spanning a factor of 4 or more, else ``linear``."""
     v = np.asarray(values, dtype=float)
     return "log" if v.size and v.min() > 0 and v.max() / v.min() >= 4 else "linear"
-
-
-# --------------------------------------------------------------------------------------------------
-# Fig. 3: ablations
-
-
-def ablation_points(
-    runs: pd.DataFrame, param: str, defaults: dict[str, str] | None = None
-) -> pd.DataFrame:
-    """Runs of the ablation of ``param`` with a numeric ``x``; runs of the same methods at the same
-    dataset and k without an ablation join at ``defaults[param]`` (the main run is the default)."""
-    ablated = runs[runs["ablation"] == param]
-    out = ablated.assign(x=pd.to_numeric(ablated["value"], errors="coerce"))
-    if defaults and param in defaults:
-        same = runs["method"].isin(ablated["method"]) & (runs["ablation"] == "")
-        same &= runs["dataset"].isin(ablated["dataset"]) & runs["k"].isin(ablated["k"])
-        out = pd.concat([out, runs[same].assign(x=float(defaults[param]))], ignore_index=True)
-    if out["x"].isna().any():
-        raise ValueError(f"ablation {param!r}: a value is not a number")
-    return out
-
-
-def _fig3_panel(
-    ax: Any, runs: pd.DataFrame, param: str, methods: Methods, defaults: dict[str, str] | None
-) -> None:
-    points = ablation_points(runs, param, defaults)
-    colours = methods.colours(runs["method"].unique())
-    # One curve per parameter: every variant (one method each, or one method with several values)
-    # is a point of it.
-    g = points.groupby("x")["psnr_mask"]
-    xs = np.array(sorted(g.groups), dtype=float)
-    mean = g.mean().reindex(xs).to_numpy(dtype=float)
-    err = [_ci_halfwidth(g.get_group(x).to_numpy()) for x in xs]
-    ax.errorbar(xs, mean, yerr=err, fmt="o-", capsize=3, color="#333333", label=f"{param} varied")
-    base = runs[runs["method"].isin(methods.baselines) & (runs["ablation"] == "")]
-    base = base[base["dataset"].isin(points["dataset"]) & base["k"].isin(points["k"])]
-    for method in sorted(base["method"].unique(), key=methods.sort_key):
-        level = float(base.loc[base["method"] == method, "psnr_mask"].mean())
-        ax.axhline(level, color=colours[method], linestyle=":", label=methods.label(method))
-    xs = np.array(sorted(points["x"].unique()), dtype=float)
-    if axis_scale(xs) == "log":
-        ax.set_xscale("log", base=2)
-    ax.set_xticks(xs)
-    ax.set_xticklabels([f"{x:g}" for x in xs])
-    ax.set(xlabel=param, ylabel=METRIC_LABELS["psnr_mask"])
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-
-
-def fig3_ablation(
-    runs: pd.DataFrame,
-    methods: Methods,
-    defaults: dict[str, str] | None = None,
-    title: str = "",
-    caption: str = "",
-) -> Any:
-    """Fig. 3: brain PSNR against each ablated parameter (one panel each), mean over seeds and
-    subjects with 95% t intervals over runs, the baselines as dotted horizontal lines.
-
-    Args:
-        runs: the ablation runs (meta ``ablation``/``value``), the main runs of the ablated methods
-            and the baselines' runs (see :func:`ablation_points`).
-        methods: labels, order, colours and baselines.
-        defaults: parameter -> value of the runs without an ablation (e.g. ``fourier_dim: 256``).
-        title: figure title.
-        caption: text under the figure.
-
-    Raises:
-        ValueError: no run carries an ablation.
-    """
-    params = [p for p in dict.fromkeys(runs["ablation"]) if p]
-    if not params:
-        raise ValueError('no ablation run (meta "ablation") to plot')
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(params), figsize=(4.8 * len(params), 3.8), squeeze=False)
-    for ax, param in zip(axes[0], params, strict=True):
-        _fig3_panel(ax, runs, param, methods, defaults)
-    fig.suptitle(title or "Fig. 3: ablations")
-    fig.tight_layout()
-    add_caption(fig, caption)
-    return fig
 
 
 # --------------------------------------------------------------------------------------------------
