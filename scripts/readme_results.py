@@ -2,7 +2,8 @@
 
 The block between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md is generated
 from ``results/tables/metrics.csv``, ``runs.csv``, ``scantime.csv`` (and the convergence study's
-``results/tuning/convergence_runs.csv``): a compact table of brain
+``results/tuning/convergence_runs.csv``, or once it exists the evaluation's
+``results/tables/converged_runs.csv`` with the verdict on the paper's ordering): a compact table of brain
 PSNR/SSIM and edge PSNR per k and method on the evaluation subjects, and one sentence per k that
 claims an ordering only where the paired test supports it (Wilcoxon signed-rank p, adjusted by
 Holm's method over the methods of the table, below 0.05 over n >= 5 subjects).
@@ -141,6 +142,49 @@ def convergence_lines(runs: pd.DataFrame) -> list[str]:
     return out + [""]
 
 
+def converged_lines(runs: pd.DataFrame) -> list[str]:
+    """The paper's network at its plateau on the evaluation subjects
+    (``results/tables/converged_runs.csv``): per variant and k, its brain PSNR and the paired
+    difference to each line, Holm-adjusted over each variant's comparisons; then one sentence on
+    the paper's ordering (its network ahead of every line at every k) for the first variant."""
+    from irem.evaluation.stats import holm, paired
+
+    names = [c.removeprefix("minus_") for c in runs.columns if c.startswith("minus_")]
+    n = runs["subject"].nunique()
+    rows, tests = [], []
+    for (method, k), g in runs.groupby(["method", "k"], sort=False):
+        res = {b: paired(g[f"minus_{b}"], pd.Series(0.0, index=g.index), 0.1) for b in names}
+        tests += [(method, k, b, r) for b, r in res.items()]
+        rows.append((g["label"].iloc[0], k, g, res))
+    adjusted = {}
+    for method in runs["method"].unique():
+        mine = [t for t in tests if t[0] == method]
+        for t, p in zip(mine, holm([t[3].p_wilcoxon for t in mine]), strict=True):
+            adjusted[t[:3]] = p
+    out = [f"**The paper's network until its held-out loss stops improving** (evaluation "
+           f"subjects, n = {n}; `snakemake converged`, "
+           "[`results/tables/converged.md`](results/tables/converged.md); Δ: mean paired "
+           "difference in brain PSNR, Holm-adjusted Wilcoxon p over each run's comparisons, W/T/L)",
+           "", "| run | k | epochs (median) | PSNR brain | "
+           + " | ".join(f"Δ vs {b}" for b in names) + " |", "|---" * (4 + len(names)) + "|"]
+    for label, k, g, res in rows:
+        method = g["method"].iloc[0]
+        cells = " | ".join(f"{r.diff:+.2f} (p {adjusted[(method, k, b)]:.3f}, "
+                           f"{r.wins}/{r.ties}/{r.losses})" for b, r in res.items())
+        out.append(f"| {label} | {k} | {g['epochs_completed'].median():.0f} | "
+                   f"{g['psnr_mask'].mean():.2f} | {cells} |")
+    first = runs["method"].iloc[0]
+    mine = [(k, b, r, adjusted[(first, k, b)]) for m, k, b, r in tests if m == first]
+    ahead = all(r.diff > 0 and p < ALPHA for _, _, r, p in mine) and n >= MIN_N
+    behind = [(k, b, r, p) for k, b, r, p in mine if r.diff < 0 and p < ALPHA and n >= MIN_N]
+    found = "is reproduced" if ahead else "is not reproduced" if behind else "is not settled"
+    why = "; ".join(f"{r.diff:+.2f} dB against {b} at k = {k} (p {p:.3f})" for k, b, r, p in mine)
+    label = runs["label"].iloc[0]
+    out += ["", f"Verdict ({label}): the paper's ordering, its network ahead of every baseline at "
+                f"each k, {found} on this data: {why}.", ""]
+    return out
+
+
 def block(results: Path) -> str:
     metrics = pd.read_csv(results / "tables" / "metrics.csv", dtype={"k": str})
     datasets = [d for d in metrics["dataset"].unique() if d != "realscan"]
@@ -153,8 +197,11 @@ def block(results: Path) -> str:
     scantime = results / "tables" / "scantime.csv"
     if scantime.exists():
         lines += scantime_lines(pd.read_csv(scantime))
+    converged = results / "tables" / "converged_runs.csv"
     convergence = results / "tuning" / "convergence_runs.csv"
-    if convergence.exists():
+    if converged.exists():
+        lines += converged_lines(pd.read_csv(converged, dtype={"k": str, "subject": str}))
+    elif convergence.exists():
         lines += convergence_lines(pd.read_csv(convergence, dtype={"k": str, "subject": str}))
     return "\n".join(lines + [END])
 

@@ -71,3 +71,30 @@ def test_own_stacks_commands_run(tmp_path: Path) -> None:
         assert (tmp_path / out).is_file() and (tmp_path / out).with_suffix("").with_suffix(
             ".json"
         ).is_file(), out
+
+
+def _converged(minus: dict[str, list[float]]) -> "pd.DataFrame":
+    import pandas as pd
+
+    n = len(next(iter(minus.values())))
+    rows = []
+    for k in ("4", "8"):
+        for i in range(n):
+            row = {"method": "convpaper", "label": "IREM", "subject": f"{i:02d}", "k": k,
+                   "epochs_completed": 100, "psnr_mask": 25.0}  # fmt: skip
+            rows.append(row | {f"minus_{b}": d[i] for b, d in minus.items()})
+    return pd.DataFrame(rows)
+
+
+def test_the_verdict_claims_an_ordering_only_where_the_holm_adjusted_test_supports_it() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from readme_results import converged_lines
+
+    below = [-5.0 - 0.1 * i for i in range(10)]
+    text = "\n".join(converged_lines(_converged({"srrtv": below, "bspline": below})))
+    assert "is not reproduced" in text and "-5.45 dB against srrtv at k = 4 (p 0.008)" in text
+    above = [-x for x in below]
+    assert "is reproduced" in "\n".join(converged_lines(_converged({"srrtv": above})))
+    # Six subjects: the exact Wilcoxon p is 0.031 at best, 0.125 after Holm over four comparisons.
+    six = "\n".join(converged_lines(_converged({"srrtv": below[:6], "bspline": below[:6]})))
+    assert "is not settled" in six and "(p 0.125, 0/0/6)" in six
