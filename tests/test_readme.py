@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,9 +74,7 @@ def test_own_stacks_commands_run(tmp_path: Path) -> None:
         ).is_file(), out
 
 
-def _converged(minus: dict[str, list[float]]) -> "pd.DataFrame":
-    import pandas as pd
-
+def _converged(minus: dict[str, list[float]]) -> pd.DataFrame:
     n = len(next(iter(minus.values())))
     rows = []
     for k in ("4", "8"):
