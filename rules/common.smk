@@ -20,10 +20,6 @@ EMBEDDED = ("mni152_t1", "mni152_flair", "phantom")
 CONTRASTS = ("T1w", "T2w", "FLAIR")  # cohort subject i has CONTRASTS[i % 3]
 
 
-class ConfigError(Exception):
-    """A configuration the workflow cannot run (reported in one line before any job)."""
-
-
 def _fail(message):
     sys.stderr.write(f"config error: {message}\n")
     raise SystemExit(1)
@@ -350,10 +346,6 @@ def label_of(method):
     if method == HR_SCAN:
         return "HR scan (direct, same scan time)"
     return method_label(ALL_METHODS[method])
-
-
-def method_entry(wildcards):
-    return ALL_METHODS[wildcards.method]
 
 
 def method_command(wildcards, input, output, threads):
