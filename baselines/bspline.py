@@ -1,4 +1,5 @@
-"""Multi-stack cubic B-spline interpolation: resample every stack onto the grid, average where covered."""
+"""Multi-stack cubic B-spline interpolation: every stack resampled onto the grid, averaged where
+covered."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from baselines.operators import aligned_permutation
+from baselines.operators import aligned_permutation, stack_mask
 from irem.acquisition.grid import Grid, inside
 from irem.errors import InputError
 from irem.volume import Stack, apply_affine
@@ -20,25 +21,12 @@ _CHUNK = 1 << 20  # grid points resampled at a time (bounds the memory of the co
 
 
 def bspline(stacks: Sequence[Stack], grid: Grid, order: int = 3) -> np.ndarray:
-    """Average of the stacks resampled onto ``grid`` with B-splines of degree ``order``.
+    """Average (float32, ``grid.shape``) of the stacks (in normalised space) resampled onto
+    ``grid`` with interpolating B-splines of degree ``order`` (0 to 5).
 
-    Each stack is prefiltered once (``scipy.ndimage.spline_filter``, so the spline interpolates its
-    voxel values) and evaluated at the continuous stack voxel index of every grid point, computed in
-    normalised space through ``stack.to_normalised`` and ``grid.affine``. A grid point is covered by
-    a stack when that index lies inside the stack's field of view, edge to edge
-    (:func:`irem.acquisition.grid.inside`); between the outermost voxel centres and the field-of-view edge the
-    spline is extended with the ``mirror`` boundary condition (symmetric about the edge voxel centre).
-    A stack with a ``mask`` covers only the grid points whose nearest LR voxel is inside the mask
-    (the spline itself still spans masked-out neighbours). Points covered by no stack are 0. The
-    slice thickness plays no part: interpolation has no slice profile.
-
-    Args:
-        stacks: the LR stacks, already placed in normalised space (their ``transform``).
-        grid: the target grid in normalised space.
-        order: spline degree, 0 to 5 (3: cubic).
-
-    Returns:
-        float32 array of shape ``grid.shape``.
+    A stack covers the grid points inside its field of view, edge to edge (the spline extended by
+    ``mirror`` beyond the outer voxel centres) whose nearest LR voxel is inside its ``mask``;
+    points covered by no stack are 0. The slice thickness plays no part.
     """
     if not 0 <= order <= 5:
         raise InputError(f"B-spline order must be 0..5, got {order}")
@@ -58,7 +46,9 @@ def bspline(stacks: Sequence[Stack], grid: Grid, order: int = 3) -> np.ndarray:
         if perm is not None:
             vals, cover = _separable(data, to_stack, perm, shape, order)
             if stack.mask is not None:
-                cover &= _separable(_mask_of(stack), to_stack, perm, shape, 0)[0] > 0.5
+                cover &= (
+                    _separable(stack_mask(stack, np.float64), to_stack, perm, shape, 0)[0] > 0.5
+                )
             total += (vals * cover).reshape(total.shape)
             count += cover.reshape(count.shape)
             continue
@@ -93,7 +83,7 @@ def _accumulate_oblique(
         vox = apply_affine(to_stack, idx)
         cover = inside(stack, vox)
         if stack.mask is not None:
-            cover[cover] = _nearest(_mask_of(stack), vox[cover]) > 0.5
+            cover[cover] = _nearest(stack_mask(stack, np.float64), vox[cover]) > 0.5
         if not cover.any():
             continue
         vals = ndimage.map_coordinates(
@@ -105,21 +95,13 @@ def _accumulate_oblique(
         block_count[cover] += 1
 
 
-def _mask_of(stack: Stack) -> np.ndarray:
-    """The stack's mask as float64 0/1 (checked against the stack's shape)."""
-    mask = np.asarray(stack.mask, dtype=np.float64)
-    if mask.shape != tuple(stack.shape):
-        raise InputError(f"stack {stack.name!r}: mask shape {mask.shape} is not {stack.shape}")
-    return mask
-
-
 def _nearest(image: np.ndarray, vox: np.ndarray) -> np.ndarray:
     """Nearest-neighbour values of ``image`` at continuous voxel indices ``vox`` ``(n, 3)``."""
     return ndimage.map_coordinates(image, vox.T, order=0, mode="nearest", prefilter=False)
 
 
 def _axis_matrix(n: int, q: np.ndarray, order: int) -> np.ndarray:
-    """1-D spline interpolation as a matrix ``(len(q), n)``: row ``i`` evaluates at index ``q[i]``."""
+    """1-D spline interpolation as a matrix ``(len(q), n)``: row ``i`` evaluates at ``q[i]``."""
     eye = np.eye(n)
     coeffs = ndimage.spline_filter1d(eye, order, axis=0, mode=BOUNDARY_MODE) if order > 1 else eye
     cols = [

@@ -1,35 +1,18 @@
-"""Matrix-free slice-acquisition model ``A_k = D_k B_k`` of a stack, in torch, with its exact adjoint.
+"""Matrix-free slice-acquisition model ``A_k = D_k B_k`` of a stack, in torch, with its exact
+adjoint. The HR volume ``x`` on a :class:`~irem.acquisition.grid.Grid` reaches a stack's LR voxels
+in three steps:
 
-For every stack the high-resolution (HR) volume ``x`` on a :class:`~irem.acquisition.grid.Grid` is mapped to the
-stack's low-resolution (LR) voxels in three steps:
+1. source grid: the HR grid seen through an axis permutation when the stack's axes are parallel to
+   its axes (every simulated stack; nothing is interpolated), else an intermediate grid along the
+   stack's axes at about the HR spacing, onto which ``x`` is trilinearly interpolated;
+2. blur and sample: along each stack axis a 1-D PSF matrix (LR voxels x source points), so the 3-D
+   PSF is oriented with the stack: ``"gaussian"`` (NiftyMIC's: FWHM 1.2 x the spacing in-plane,
+   the slice thickness through-plane, cut at 4 sigma) or ``"box"`` (the voxel footprint, the slice
+   thickness through-plane, integrated exactly: the simulator's box profile for simulated stacks);
+3. renormalise: each LR voxel's weights divided by its PSF's mass on the HR grid; LR voxels with
+   less than half of it, or outside the stack's mask, get weight 0.
 
-1. *source grid*: a regular grid aligned with the stack's voxel axes. When the stack's axes are
-   parallel to the HR grid's axes (any flips, permutations, spacings and offsets: every simulated
-   stack) the source grid **is** the HR grid, seen through an axis permutation, and nothing is
-   interpolated. Otherwise (oblique stacks) it is an intermediate grid at about the HR spacing whose
-   points along each stack axis include the LR voxel centres; ``x`` is trilinearly interpolated onto
-   it (``grid_sample``, zero outside the HR grid).
-2. *blur and sample*: along each stack axis a dense 1-D matrix ``W_a`` (LR voxels x source points)
-   holds the point-spread function (PSF) centred on each LR voxel centre. The 3-D PSF is the tensor
-   product of the three, i.e. oriented with the stack.
-3. *renormalise*: each LR voxel's weights are divided by the part of its PSF that falls on the HR
-   grid (a diagonal scaling); LR voxels with less than half of their PSF on the grid are ignored,
-   and so are LR voxels outside the stack's mask (``Stack.mask``), which get weight 0.
-
-PSFs (``psf``):
-
-- ``"gaussian"``: NiftyMIC's slice model, a Gaussian with FWHM 1.2 x the in-plane spacing in-plane and
-  FWHM = slice thickness through-plane, sampled at the source points and cut at 4 sigma;
-- ``"box"``: the voxel footprint, a box as wide as the spacing in-plane and as the slice thickness
-  through-plane, integrated exactly over the source voxels. For simulated stacks this is exactly
-  the mean of ``k`` HR slices through-plane and the identity in-plane: the simulator's ``box``
-  profile.
-
-The slice thickness is the spacing along the thick axis unless ``Stack.thickness`` gives another
-(slices thicker than their spacing overlap; thinner ones leave gaps).
-
-The adjoint is the transpose of every step (the transposed 1-D matrices and ``grid_sample``'s
-backward pass); ``tests/test_srr.py`` checks ``<A x, y> = <x, A^T y>``.
+The adjoint is the transpose of every step; ``tests/test_srr.py`` checks ``<A x, y> = <x, A^T y>``.
 """
 
 from __future__ import annotations
@@ -53,23 +36,13 @@ IN_PLANE_FWHM = 1.2  # NiftyMIC: in-plane FWHM = 1.2 x in-plane spacing
 
 
 def psf_widths(stack: Stack, psf: str) -> np.ndarray:
-    """Per stack axis: the Gaussian sigma (``gaussian``) or the full box width (``box``), in mm.
-
-    Through-plane the width is the slice thickness (:attr:`~irem.volume.Stack.slice_thickness`:
-    the spacing unless ``stack.thickness`` says otherwise): the box's width or the Gaussian's FWHM.
-    """
-    spacing = voxel_sizes(stack.affine)
-    thick = stack.thick_axis
-    if psf == "gaussian":
-        fwhm = IN_PLANE_FWHM * spacing
-        fwhm[thick] = spacing[thick] if stack.thickness is None else stack.slice_thickness
-        return fwhm * FWHM_TO_SIGMA
-    if psf == "box":
-        widths = spacing.copy()
-        if stack.thickness is not None:
-            widths[thick] = stack.slice_thickness
-        return widths
-    raise InputError(f"unknown psf {psf!r}; choose from {', '.join(PSFS)}")
+    """Per stack axis: the Gaussian sigma (``gaussian``) or the full box width (``box``), in mm;
+    through-plane the box's width or the Gaussian's FWHM is the slice thickness."""
+    if psf not in PSFS:
+        raise InputError(f"unknown psf {psf!r}; choose from {', '.join(PSFS)}")
+    widths = voxel_sizes(stack.affine) * (IN_PLANE_FWHM if psf == "gaussian" else 1.0)
+    widths[stack.thick_axis] = stack.slice_thickness
+    return widths * FWHM_TO_SIGMA if psf == "gaussian" else widths
 
 
 def psf_support(width: float, psf: str) -> float:
@@ -78,13 +51,8 @@ def psf_support(width: float, psf: str) -> float:
 
 
 def axis_weights(n_src: int, centres: np.ndarray, width: float, psf: str) -> np.ndarray:
-    """Dense 1-D PSF matrix ``(len(centres), n_src)`` in source-index units.
-
-    ``gaussian``: ``exp(-(t - c)^2 / (2 width^2))`` at the integer source points ``t`` within
-    ``GAUSS_CUTOFF`` sigma, normalised over all such points (also those off the grid, which are then
-    dropped). ``box``: the overlap of ``[c - width/2, c + width/2]`` with ``[t - 1/2, t + 1/2]``
-    divided by ``width``. Rows therefore sum to one where the PSF lies inside ``[0, n_src)``.
-    """
+    """Dense 1-D PSF matrix ``(len(centres), n_src)`` in source-index units (``width``: the
+    Gaussian's sigma or the box's width); rows sum to 1 where the PSF lies inside ``[0, n_src)``."""
     centres = np.asarray(centres, dtype=np.float64)
     support = psf_support(width, psf)
     half = int(math.ceil(support)) + 1
@@ -125,12 +93,8 @@ def aligned_permutation(linear: np.ndarray, tol: float = 1e-6) -> tuple[int, int
 
 
 def _phase(to_hr: np.ndarray, ratio: np.ndarray, pad: np.ndarray) -> np.ndarray:
-    """Sub-voxel shift (0..1 intermediate voxels) of the intermediate grid along each stack axis.
-
-    Chosen so that, along the HR axis nearest each stack axis, the intermediate points fall on whole
-    HR indices: for nearly aligned stacks (small registration rotations) the trilinear interpolation
-    then hardly blurs.
-    """
+    """Sub-voxel shift of the intermediate grid along each stack axis that puts its points on whole
+    indices of the nearest HR axis (so trilinear interpolation hardly blurs near-aligned stacks)."""
     origin = to_hr @ np.append(-pad / ratio, 1.0)  # HR index of intermediate point 0 (no shift)
     phase = np.zeros(3)
     for a in range(3):
@@ -147,13 +111,9 @@ def _apply_axis(u: torch.Tensor, w: torch.Tensor, axis: int) -> torch.Tensor:
 
 
 class AxisMap:
-    """A 1-D PSF matrix ``W`` (m x n) applied along one axis of a 3-D tensor, and its transpose.
-
-    When every row holds the same taps shifted by a whole stride (the regular case: LR centres a
-    whole number of source points apart), it is applied as a sum of strided slices, which touches
-    each tensor element once per tap instead of a dense matrix product; otherwise densely. The
-    banded form is checked to rebuild ``W`` exactly before it is used.
-    """
+    """A 1-D PSF matrix ``W`` (m x n) applied along one axis of a 3-D tensor, and its transpose:
+    as a sum of strided slices when every row holds the same taps shifted by a whole stride
+    (checked to rebuild ``W`` exactly), otherwise densely."""
 
     def __init__(self, w: np.ndarray, device: torch.device, dtype: torch.dtype) -> None:
         self.m, self.n = w.shape
@@ -167,7 +127,7 @@ class AxisMap:
             self.taps = [(self.start + i, float(v)) for i, v in enumerate(weights) if v != 0.0]
 
     def _ranges(self, first: int) -> tuple[int, int, int, int]:
-        """For a tap at source index ``first + stride * j``: the valid rows ``j0:j1`` and sources."""
+        """For a tap at source index ``first + stride * j``: the valid rows ``j0:j1``, sources."""
         s = self.stride
         j0 = max(0, -(first // s)) if first < 0 else 0
         j1 = min(self.m, (self.n - 1 - first) // s + 1) if self.n - 1 >= first else 0
@@ -175,39 +135,30 @@ class AxisMap:
 
     def forward(self, u: torch.Tensor, axis: int) -> torch.Tensor:
         """``W`` along ``axis``: length ``n`` -> ``m``."""
+        return self._apply(u, axis, transpose=False)
+
+    def adjoint(self, y: torch.Tensor, axis: int) -> torch.Tensor:
+        """``W^T`` along ``axis``: length ``m`` -> ``n``."""
+        return self._apply(y, axis, transpose=True)
+
+    def _apply(self, u: torch.Tensor, axis: int, transpose: bool) -> torch.Tensor:
         if self.identity:
             return u
         if self.taps is None:
-            return _apply_axis(u, self.dense, axis)
+            return _apply_axis(u, self.dense.T if transpose else self.dense, axis)
         shape = list(u.shape)
-        shape[axis] = self.m
+        shape[axis] = self.n if transpose else self.m
         out = torch.zeros(shape, dtype=u.dtype, device=u.device)
         for first, weight in self.taps:
             j0, j1, t0, t1 = self._ranges(first)
             if j1 <= j0:
                 continue
-            dst = out.narrow(axis, j0, j1 - j0)
             idx = [slice(None)] * 3
             idx[axis] = slice(t0, t1, self.stride)
-            dst.add_(u[tuple(idx)], alpha=weight)
-        return out
-
-    def adjoint(self, y: torch.Tensor, axis: int) -> torch.Tensor:
-        """``W^T`` along ``axis``: length ``m`` -> ``n``."""
-        if self.identity:
-            return y
-        if self.taps is None:
-            return _apply_axis(y, self.dense.T, axis)
-        shape = list(y.shape)
-        shape[axis] = self.n
-        out = torch.zeros(shape, dtype=y.dtype, device=y.device)
-        for first, weight in self.taps:
-            j0, j1, t0, t1 = self._ranges(first)
-            if j1 <= j0:
-                continue
-            idx = [slice(None)] * 3
-            idx[axis] = slice(t0, t1, self.stride)
-            out[tuple(idx)].add_(y.narrow(axis, j0, j1 - j0), alpha=weight)
+            if transpose:
+                out[tuple(idx)].add_(u.narrow(axis, j0, j1 - j0), alpha=weight)
+            else:
+                out.narrow(axis, j0, j1 - j0).add_(u[tuple(idx)], alpha=weight)
         return out
 
 
@@ -239,15 +190,8 @@ def _as_band(w: np.ndarray) -> tuple[int, int, np.ndarray] | None:
 
 
 class StackOperator:
-    """The linear map ``x`` (HR grid) -> predicted LR stack, and its adjoint.
-
-    Args:
-        stack: the LR stack (its ``to_normalised`` places it in normalised space).
-        grid: the HR grid in normalised space.
-        psf: ``"gaussian"`` or ``"box"``.
-        device: torch device of every tensor.
-        dtype: torch float dtype (float32 for solving, float64 for adjoint tests).
-    """
+    """The linear map ``x`` (HR grid) -> predicted LR stack, and its adjoint (``dtype``: float32
+    for solving, float64 for adjoint tests)."""
 
     def __init__(
         self,
@@ -263,52 +207,58 @@ class StackOperator:
         self.lr_shape = tuple(int(s) for s in stack.shape)
         widths_mm = psf_widths(stack, psf)
         to_hr = np.linalg.inv(np.asarray(grid.affine, dtype=np.float64)) @ stack.to_normalised
-        perm = aligned_permutation(to_hr[:3, :3])
-        self.perm = perm
+        self.perm = aligned_permutation(to_hr[:3, :3])
         self.sample_grid: torch.Tensor | None = None
-        mats = []
-        if perm is not None:
-            # Source grid = HR grid with axes permuted to the stack's axis order.
-            hr_spacing = voxel_sizes(grid.affine)
-            self.src_shape = tuple(self.hr_shape[p] for p in perm)
-            for a in range(3):
-                i = perm[a]
-                scale, offset = to_hr[i, a], to_hr[i, 3]
-                centres = offset + scale * np.arange(self.lr_shape[a])
-                mats.append(
-                    axis_weights(self.hr_shape[i], centres, widths_mm[a] / hr_spacing[i], psf)
-                )
+        if self.perm is not None:
+            mats = self._aligned(self.perm, grid, to_hr, widths_mm, psf)
         else:
-            # Intermediate grid along the stack's axes, about as fine as the HR grid.
-            h = float(voxel_sizes(grid.affine).min())
-            spacing = voxel_sizes(stack.affine)
-            ratio = np.maximum(1, np.round(spacing / h)).astype(np.int64)
-            d = spacing / ratio  # intermediate spacing (mm)
-            pad = np.array(
-                [int(math.ceil(psf_support(widths_mm[a] / d[a], psf))) for a in range(3)]
-            )
-            phase = _phase(to_hr, ratio, pad)
-            src_shape = ratio * (np.asarray(self.lr_shape) - 1) + 2 + 2 * pad
-            self.src_shape = tuple(int(s) for s in src_shape)
-            for a in range(3):
-                centres = pad[a] + phase[a] + ratio[a] * np.arange(self.lr_shape[a])
-                mats.append(axis_weights(self.src_shape[a], centres, widths_mm[a] / d[a], psf))
-            # Intermediate index u -> LR index (u - pad - phase) / ratio -> HR index.
-            src_to_lr = np.diag(np.append(1.0 / ratio, 1.0))
-            src_to_lr[:3, 3] = -(pad + phase) / ratio
-            src_to_hr = to_hr @ src_to_lr
-            self.sample_grid = self._make_sample_grid(src_to_hr)
+            mats = self._oblique(stack, grid, to_hr, widths_mm, psf)
         self.maps = [AxisMap(m, self.device, dtype) for m in mats]
         # Forward: apply the most reducing axis first; adjoint: the reverse.
         self.order = sorted(range(3), key=lambda a: mats[a].shape[0] / mats[a].shape[1])
-        self.inv_perm = None if perm is None else tuple(int(i) for i in np.argsort(perm))
+        self.inv_perm = None if self.perm is None else tuple(int(i) for i in np.argsort(self.perm))
         ones = torch.ones(self.hr_shape, dtype=dtype, device=self.device)
         mass = self._blur(ones)
         keep = mass >= MIN_MASS
         if stack.mask is not None:  # masked-out LR voxels: weight 0 in the data term
-            keep &= _stack_mask(stack, self.device)
+            keep &= torch.as_tensor(stack_mask(stack, bool), device=self.device)
         self.valid = keep
         self.scale = torch.where(keep, 1.0 / torch.where(keep, mass, 1.0), 0.0).to(dtype)
+
+    def _aligned(
+        self, perm: tuple[int, ...], grid: Grid, to_hr: np.ndarray, widths_mm: np.ndarray, psf: str
+    ) -> list[np.ndarray]:
+        """The PSF matrices when the source grid is the HR grid, axes permuted to the stack's."""
+        hr_spacing = voxel_sizes(grid.affine)
+        self.src_shape = tuple(self.hr_shape[p] for p in perm)
+        mats = []
+        for a, i in enumerate(perm):
+            centres = to_hr[i, 3] + to_hr[i, a] * np.arange(self.lr_shape[a])
+            mats.append(axis_weights(self.hr_shape[i], centres, widths_mm[a] / hr_spacing[i], psf))
+        return mats
+
+    def _oblique(
+        self, stack: Stack, grid: Grid, to_hr: np.ndarray, widths_mm: np.ndarray, psf: str
+    ) -> list[np.ndarray]:
+        """The PSF matrices on an intermediate grid along the stack's axes about as fine as the HR
+        grid, and the HR coordinates of its points."""
+        h = float(voxel_sizes(grid.affine).min())
+        spacing = voxel_sizes(stack.affine)
+        ratio = np.maximum(1, np.round(spacing / h)).astype(np.int64)
+        d = spacing / ratio  # intermediate spacing (mm)
+        pad = np.array([int(math.ceil(psf_support(widths_mm[a] / d[a], psf))) for a in range(3)])
+        phase = _phase(to_hr, ratio, pad)
+        src_shape = ratio * (np.asarray(self.lr_shape) - 1) + 2 + 2 * pad
+        self.src_shape = tuple(int(s) for s in src_shape)
+        mats = []
+        for a in range(3):
+            centres = pad[a] + phase[a] + ratio[a] * np.arange(self.lr_shape[a])
+            mats.append(axis_weights(self.src_shape[a], centres, widths_mm[a] / d[a], psf))
+        # Intermediate index u -> LR index (u - pad - phase) / ratio -> HR index.
+        src_to_lr = np.diag(np.append(1.0 / ratio, 1.0))
+        src_to_lr[:3, 3] = -(pad + phase) / ratio
+        self.sample_grid = self._make_sample_grid(to_hr @ src_to_lr)
+        return mats
 
     def _make_sample_grid(self, src_to_hr: np.ndarray) -> torch.Tensor:
         """``grid_sample`` coordinates (1, *src_shape, 3) of the source points in the HR volume."""
@@ -360,16 +310,16 @@ class StackOperator:
         return self._from_source(u)
 
 
-def _stack_mask(stack: Stack, device: torch.device) -> torch.Tensor:
-    """The stack's mask as a boolean tensor (checked against the stack's shape)."""
-    mask = np.asarray(stack.mask, dtype=bool)
+def stack_mask(stack: Stack, dtype: type) -> np.ndarray:
+    """The stack's mask as a ``dtype`` array (checked against the stack's shape)."""
+    mask = np.asarray(stack.mask, dtype=dtype)
     if mask.shape != tuple(stack.shape):
         raise InputError(f"stack {stack.name!r}: mask shape {mask.shape} is not {stack.shape}")
-    return torch.as_tensor(mask, device=device)
+    return mask
 
 
 class MultiStackOperator:
-    """All stacks together: ``A x = (A_1 x, ..., A_K x)`` and the normal operator ``sum A_k^T A_k``."""
+    """All stacks together: ``A x = (A_1 x, ..., A_K x)``, and the norm of ``sum A_k^T A_k``."""
 
     def __init__(
         self,
@@ -426,7 +376,7 @@ class MultiStackOperator:
 
 
 def gradient(x: torch.Tensor) -> torch.Tensor:
-    """Forward differences along the three axes (Neumann: zero at the last index), ``(3, *shape)``."""
+    """Forward differences along the 3 axes (Neumann: zero at the last index), ``(3, *shape)``."""
     g = torch.zeros((3, *x.shape), dtype=x.dtype, device=x.device)
     g[0, :-1] = x[1:] - x[:-1]
     g[1, :, :-1] = x[:, 1:] - x[:, :-1]

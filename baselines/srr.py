@@ -1,19 +1,13 @@
-"""Super-resolution reconstruction (SRR) from several stacks with a slice-acquisition model.
-
-Solves, on the HR grid ``x``,
+"""Super-resolution reconstruction (SRR): on the HR grid,
 
     min_x  1/2 sum_k ||A_k x - y_k||^2 + lambda R(x),   A_k = D_k B_k  (baselines.operators)
 
-with ``R`` either first-order Tikhonov ``tk1`` (``1/2 ||grad x||^2``, NiftyMIC's default), solved by
-conjugate gradients on the normal equations, or isotropic total variation ``tv``
-(``sum |grad x|``), solved by ADMM (as NiftyMIC's TVL2 solver) whose ``x``-steps are a few warm-started
-CG iterations. ``grad`` is the forward difference in voxels with Neumann boundaries.
-
-The weight is relative, so that the same ``alpha`` works for any number of stacks, ``k``, PSF and
-intensity scale: ``lambda = alpha * L`` for ``tk1`` and ``lambda = alpha * L * s`` for ``tv``, where
-``L = ||sum_k A_k^T A_k||_2`` (power iteration; about ``3/k`` for three orthogonal stacks) and ``s`` is
-the largest LR intensity (TV is 1-homogeneous; NiftyMIC likewise rescales ``x`` by its maximum).
-``docs/baselines.md`` explains the defaults.
+with ``R`` first-order Tikhonov ``tk1`` (``1/2 ||grad x||^2``, NiftyMIC's default; conjugate
+gradients on the normal equations) or isotropic total variation ``tv`` (ADMM as NiftyMIC's TVL2,
+its ``x``-steps a few warm-started CG iterations); ``grad``: forward differences, Neumann.
+The weight is relative: ``lambda = alpha * L`` (``tk1``) or ``alpha * L * s`` (``tv``), with
+``L = ||sum_k A_k^T A_k||_2`` (power iteration) and ``s`` the largest LR intensity, so that one
+``alpha`` fits any number of stacks, ``k``, PSF and intensity scale (``docs/baselines.md``).
 """
 
 from __future__ import annotations
@@ -138,17 +132,12 @@ def _cg(
     aty: torch.Tensor | None = None,
     rd: list[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor, int, str]:
-    """Conjugate gradients for ``min 1/2 sum ||A_k x - y_k||^2 + mu/2 ||grad x - c||^2``.
+    """Conjugate gradients for ``min 1/2 sum ||A_k x - y_k||^2 + mu/2 ||grad x - c||^2``; returns
+    ``x``, the residuals ``y_k - A_k x`` and ``c - grad x``, the steps taken and why it stopped.
 
-    Tracks the data residuals ``y - A x`` and ``c - grad x`` by the same updates as ``x`` (exact up to
-    rounding), so the objective is known at every step without extra operator calls. Stops when the
-    normal-equation residual falls below ``tol`` times the right-hand side's norm, or when a step
-    would not decrease the objective (float32 CG driven too far breaks down): that step is rejected.
+    The residuals follow ``x``'s updates, so the objective is known without operator calls; a step
+    that would not decrease it (float32 CG driven too far) is rejected and stops the solver.
     ``aty`` (``sum A_k^T y_k``) and ``rd`` (``y - A x``) may be passed in to save operator calls.
-
-    Returns:
-        ``x``, the data residuals ``y_k - A_k x``, ``c - grad x``, the number of steps taken and why
-        it stopped.
     """
     rd, rg, r, bnorm = _cg_start(op, ys, x, mu, c, aty, rd)
     cg = _CGState(x, rd, rg, r, r.clone(), _sq(r), _objective(rd, rg, mu))
@@ -240,8 +229,7 @@ def _solve_tv(
     z = _shrink(dx, lam / rho) if rho > 0 else dx
     u = torch.zeros_like(dx)
     aty = op.adjoint(ys)
-    rd = None
-    done, cg_total = 0, 0
+    rd, cg_total = None, 0
     for _ in range(iterations):
         c = z.sub_(u)  # z and u are replaced below
         x, rd, rg, n_cg, _ = _cg(op, ys, x, rho, c, TV_INNER, tol, aty=aty, rd=rd)
@@ -254,14 +242,8 @@ def _solve_tv(
         u = v.sub_(z)
         data = sum(_sq(t) for t in rd)
         trace.add(data, 0.5 * data + lam * tv)
-        done += 1
-    return (
-        x,
-        lam,
-        done,
-        "iterations",
-        {"cg_iterations": cg_total, "rho": rho, "intensity_scale": scale},
-    )
+    extra = {"cg_iterations": cg_total, "rho": rho, "intensity_scale": scale}
+    return x, lam, iterations, "iterations", extra
 
 
 def _problem(
@@ -349,29 +331,13 @@ def srr(
     progress: bool = True,
     tol: float = DEFAULT_TOL,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Super-resolution reconstruction of the stacks on ``grid``.
+    """Super-resolution reconstruction of the stacks (in normalised space) on ``grid``: the float32
+    HR volume and a record (options, ``iterations``, relative data residual and objective per
+    iteration, ``lambda``, ``operator_norm``, ``stop_reason``, ``time`` in s).
 
-    Args:
-        stacks: LR stacks placed in normalised space (``Stack.transform``).
-        grid: the HR grid in normalised space.
-        alpha: relative regularisation weight (see the module docstring); ``None``: the default for
-            the regulariser and PSF (``DEFAULT_ALPHA``).
-        regulariser: ``"tk1"`` (first-order Tikhonov, CG) or ``"tv"`` (total variation, ADMM).
-        iterations: maximum CG iterations (``tk1``) or ADMM iterations (``tv``); ``None``: the
-            default (``DEFAULT_ITERATIONS``).
-        psf: slice model, ``"gaussian"`` (NiftyMIC's) or ``"box"`` (mean of the slice's HR voxels),
-            as wide through-plane as each stack's ``slice_thickness``. LR voxels outside a stack's
-            ``mask`` have weight 0 in the data term.
-        device: torch device to compute on.
-        init: initial HR volume; ``None``: the multi-stack B-spline interpolation.
-        progress: show a tqdm progress bar.
-        tol: CG relative tolerance on the normal-equation residual.
-
-    Returns:
-        The float32 HR volume (``grid.shape``) and a dict: ``iterations`` done, ``residual`` (relative
-        data residual ``||A x - y|| / ||y||`` at the start and after each iteration),
-        ``relative_residual`` (the last one), ``objective`` (likewise), ``alpha``, ``lambda``,
-        ``operator_norm`` ``L``, ``stop_reason``, ``time`` (s) and the options used.
+    ``alpha``: relative weight (``None``: :data:`DEFAULT_ALPHA`); ``iterations``: CG (``tk1``) or
+    ADMM (``tv``) iterations at most (``None``: :data:`DEFAULT_ITERATIONS`); ``init``: the start
+    (``None``: the B-spline); ``tol``: CG's relative tolerance on the normal-equation residual.
     """
     alpha, iterations = _check(stacks, grid, alpha, regulariser, iterations, psf, init, tol)
     t0 = time.perf_counter()

@@ -1,9 +1,6 @@
-"""The steps every reconstruction method shares: load stacks (NIfTI files or DICOM series), choose
-the grid, check the memory, pre-process (masks, N4), normalise/register (whole stacks, then their
-packages), run the method, write the result, its sidecar and what pre-processing made. Each method
-(IREM, B-spline, SRR) sees identical inputs through :func:`run`, which is the whole flow of
-``irem reconstruct`` and ``irem baseline``.
-"""
+"""The flow every method (IREM, B-spline, SRR) shares, so that each sees identical inputs: load
+the stacks, choose the grid, check the memory, pre-process (masks, N4), register (stacks, then
+packages), run the method, write the result, its sidecar and what pre-processing made."""
 
 from __future__ import annotations
 
@@ -52,20 +49,19 @@ log = logging.getLogger(__name__)
 
 #: A reconstruction method: (normalised stacks, target grid) -> (HR image, sidecar fields).
 Method = Callable[[list[Stack], Grid], tuple[np.ndarray, dict[str, Any]]]
-#: A method's peak-memory model: (stacks, target grid) -> estimate (see :mod:`irem.training.memory`).
+#: A method's peak-memory model: (stacks, target grid) -> estimate (:mod:`irem.training.memory`).
 MemoryModel = Callable[[list[Stack], Grid], Any]
 
 
 def read_stack(path: str) -> Stack:
     """One stack: a NIfTI file, or a directory holding one DICOM series."""
-    from irem.acquisition.dicom import is_dicom_dir, load_dicom_stack
+    from irem.acquisition.dicom import load_dicom_stack
 
-    return load_dicom_stack(path) if is_dicom_dir(path) else load_stack(path)
+    return load_dicom_stack(path) if Path(path).is_dir() else load_stack(path)
 
 
 def load_stacks(paths: list[str]) -> list[Stack]:
-    """Read and validate the stacks (one is enough: e.g. an isotropic scan denoised by SRR-TV);
-    each a NIfTI file or a DICOM series directory."""
+    """Read and validate the stacks (one is enough), renaming duplicate names."""
     if not paths:
         raise InputError("need at least one stack")
     stacks = [read_stack(p) for p in paths]
@@ -77,10 +73,8 @@ def load_stacks(paths: list[str]) -> list[Stack]:
 
 
 def set_thickness(stacks: list[Stack], thickness: Sequence[float] | None) -> list[Stack]:
-    """Copies of ``stacks`` with their slice thickness (mm): one value for all or one per stack.
-
-    ``None`` leaves every stack as thick as its slice spacing (a DICOM series: its Slice Thickness).
-    """
+    """Copies of ``stacks`` with their slice thickness (mm): one value for all or one per stack
+    (``None``: unchanged)."""
     if thickness is None:
         return stacks
     values = [float(t) for t in thickness]
@@ -122,8 +116,7 @@ def set_stack_masks(stacks: list[Stack], paths: Sequence[str] | None) -> list[St
 
 
 def target_mask(vol: Volume, path: str, grid: Grid) -> np.ndarray:
-    """The mask ``vol`` on the target grid: as is when it has the grid's shape and affine,
-    otherwise resampled to it (nearest neighbour, 0 outside the mask image)."""
+    """The mask ``vol`` on the target grid: as is, or resampled to it (nearest neighbour)."""
     if vol.shape == tuple(grid.shape) and np.allclose(vol.affine, grid.affine, atol=1e-3):
         return _as_mask(vol, path)
     log.info("resampling the mask %s onto the target grid (nearest neighbour)", path)
@@ -141,8 +134,8 @@ def target_mask(vol: Volume, path: str, grid: Grid) -> np.ndarray:
 
 
 def lr_voxels_near(stack: Stack, grid: Grid, mask: np.ndarray) -> np.ndarray:
-    """LR voxels of ``stack`` near the target ``mask``: those containing the centre of a mask voxel
-    of ``grid``, dilated by one LR voxel (3x3x3 in the stack's voxel axes). Boolean, stack shape."""
+    """LR voxels of ``stack`` containing the centre of a voxel of the target ``mask``, dilated by
+    one LR voxel (boolean, the stack's shape)."""
     vox = np.rint(to_stack_voxels(stack, apply_affine(grid.affine, np.argwhere(mask))))
     shape = np.asarray(stack.shape)
     vox = vox[np.all((vox >= 0) & (vox < shape), axis=1)].astype(np.int64)
@@ -152,8 +145,7 @@ def lr_voxels_near(stack: Stack, grid: Grid, mask: np.ndarray) -> np.ndarray:
 
 
 def restrict_to_mask(stacks: list[Stack], grid: Grid, mask: np.ndarray) -> list[Stack]:
-    """Copies of ``stacks`` whose masks keep only LR voxels near the target ``mask`` (and inside
-    their own masks, if any)."""
+    """Copies of ``stacks`` whose masks keep only LR voxels near the target ``mask``."""
     out = []
     for s in stacks:
         near = lr_voxels_near(s, grid, mask)
@@ -180,8 +172,7 @@ def derived_path(out: Path, label: str) -> Path:
 def auto_stack_masks(
     stacks: list[Stack], out: Path, params: AutoMaskParams
 ) -> tuple[list[Stack], list[Derived], dict[str, Any]]:
-    """Copies of ``stacks`` with a mask each found in the stack itself (:func:`auto_mask`), the
-    mask files to write and the sidecar's record."""
+    """Copies of ``stacks`` with masks found in themselves, the mask files and the record."""
     masked, files, record = [], [], []
     for s in stacks:
         mask, threshold = auto_mask(s, params)
@@ -196,8 +187,7 @@ def auto_stack_masks(
 def n4_stacks(
     stacks: list[Stack], out: Path, params: N4Params
 ) -> tuple[list[Stack], list[Derived], dict[str, Any]]:
-    """Copies of ``stacks`` corrected by N4 (each fitted inside its mask, else inside Otsu's
-    foreground), their log fields to write beside ``out`` and the sidecar's record."""
+    """Copies of ``stacks`` corrected by N4 (in their masks), the log-field files and the record."""
     corrected, files, record = [], [], []
     for s in stacks:
         log.info("N4 bias-field correction of %r", s.name)
@@ -212,12 +202,8 @@ def n4_stacks(
 def register_packages(
     stacks: list[Stack], packages: int, grid: Grid, seed: int
 ) -> tuple[list[Stack], list[tuple[int, int | None]], dict[str, Any]]:
-    """Split every registered stack into its ``packages`` interleaved packages and register each
-    package on its own to the B-spline of the stacks on ``grid`` (from its stack's transform).
-
-    Returns:
-        The packages, the (input stack, package) index of each, and the sidecar's record.
-    """
+    """Every registered stack's interleaved packages, each registered to the B-spline of the stacks
+    on ``grid``; also each one's (input stack, package) index and the sidecar's record."""
     from baselines.bspline import bspline
     from irem.acquisition.registration import register_to_reference
 
@@ -236,15 +222,8 @@ def register_packages(
     return moved, sources, record
 
 
-def check_fixed_index(fixed_index: int, n: int) -> None:
-    """Refuse a fixed-stack index outside ``0 .. n - 1``."""
-    if not 0 <= fixed_index < n:
-        raise InputError(f"--fixed-index {fixed_index} is out of range for {n} stacks")
-
-
 def normalise(stacks: list[Stack], fixed_index: int, register: bool, seed: int = 0) -> list[Stack]:
     """Put every stack into the fixed stack's world space (paper section 2.1) and check overlap."""
-    check_fixed_index(fixed_index, len(stacks))
     check_overlap(stacks, fixed_index)
     if register:
         from irem.acquisition.registration import normalise_stacks
@@ -255,28 +234,24 @@ def normalise(stacks: list[Stack], fixed_index: int, register: bool, seed: int =
 
 
 def target_grid(fixed: Stack, reference: str | None, spacing: float | None) -> Grid:
-    """The reference image's grid, an isotropic grid over the fixed stack, or (neither given) an
-    isotropic grid at the fixed stack's finest spacing."""
+    """The reference image's grid, or an isotropic grid over the fixed stack (default spacing: its
+    finest)."""
     if reference is not None:
         return reference_grid(load_volume(reference))
-    if spacing is None:
-        spacing = float(min(fixed.spacing))
-    return isotropic_grid(fixed, spacing)
+    return isotropic_grid(fixed, float(min(fixed.spacing)) if spacing is None else spacing)
 
 
 def save_transforms(out: Path, stacks: list[Stack], fixed_index: int | None) -> list[str]:
-    """Write each moving stack's (or package's) transform as an ITK ``.tfm`` beside the output;
-    ``fixed_index`` None: every one's."""
+    """Write each stack's (or package's) transform but the fixed one's as ITK ``.tfm`` beside
+    ``out``; their paths."""
     from irem.acquisition.registration import save_transform
 
     written = []
-    stem = strip_nifti_suffix(out.name)
     for i, s in enumerate(stacks):
-        if i == fixed_index:
-            continue
-        path = out.with_name(f"{stem}_from-{s.name}.tfm")
-        save_transform(path, s.transform)
-        written.append(str(path))
+        if i != fixed_index:
+            path = out.with_name(f"{strip_nifti_suffix(out.name)}_from-{s.name}.tfm")
+            save_transform(path, s.transform)
+            written.append(str(path))
     return written
 
 
@@ -305,24 +280,15 @@ def describe_inputs(
     paths: list[str],
     stacks: list[Stack],
     fixed_index: int,
-    mask_paths: Sequence[str | None] | None = None,
-    sources: Sequence[tuple[int, int | None]] | None = None,
-    thickness_given: Sequence[bool] | None = None,
+    mask_paths: Sequence[str | None] | None,
+    sources: Sequence[tuple[int, int | None]],
+    thickness_given: Sequence[bool],
 ) -> list[dict[str, Any]]:
-    """Per stack the method saw (a package of an input stack with ``--packages``): its input path,
-    name, package, shape, spacing, slice thickness (and whether it was given), mask file and LR
-    voxels inside the stack's mask (as the method saw it), whether fixed, and its transform to N.
-
-    ``sources`` gives each stack's (input index, package index); default: one stack per input.
-    ``thickness_given`` (per input) defaults to whether the stack has its own ``thickness``.
-    """
-    masks = list(mask_paths) if mask_paths is not None else [None] * len(paths)
-    src = list(sources) if sources is not None else [(i, None) for i in range(len(stacks))]
-    if len(src) != len(stacks):
-        raise ValueError("one source per stack")
+    """The sidecar's record of each stack the method saw (an input stack, or a package: ``sources``
+    gives each one's input and package index)."""
+    masks = [None] * len(paths) if mask_paths is None else list(mask_paths)
     out = []
-    for s, (i, package) in zip(stacks, src, strict=True):
-        given = s.thickness is not None if thickness_given is None else thickness_given[i]
+    for s, (i, package) in zip(stacks, sources, strict=True):
         out.append(
             {
                 "path": str(paths[i]),
@@ -331,7 +297,7 @@ def describe_inputs(
                 "shape": list(s.shape),
                 "spacing_mm": [float(v) for v in s.spacing],
                 "slice_thickness_mm": s.slice_thickness,
-                "thickness_given": given,
+                "thickness_given": thickness_given[i],
                 "mask": None if masks[i] is None else str(masks[i]),
                 "lr_voxels_in_mask": None if s.mask is None else int(np.count_nonzero(s.mask)),
                 "fixed": i == fixed_index and package is None,
@@ -354,10 +320,8 @@ def write_result(
 
 @dataclass(frozen=True)
 class Request:
-    """What the user asked for: input stacks, output file, target grid, normalisation, and the
-    acquisition details: slice thickness (one value or one per stack, mm), per-stack masks and a
-    mask on the target grid (files, or ``"auto"``: found in the stacks), N4 bias-field correction,
-    interleaved packages per stack, and a memory cap (GB)."""
+    """What the user asked for (the options of :func:`irem.cli.common.add_stack_args`; thickness in
+    mm, masks as files or ``"auto"``, the memory cap in GB)."""
 
     stacks: list[str]
     output: str
@@ -381,9 +345,8 @@ class Request:
 
 @dataclass(frozen=True)
 class Prepared:
-    """The inputs of a method: output path, normalised stacks (packages with ``--packages``), target
-    grid and target mask; the whole registered stacks, the (input, package) index of each stack,
-    the images pre-processing made and its record for the sidecar."""
+    """The inputs of a method (stacks or packages, grid, target mask), the whole registered stacks,
+    each stack's (input, package) index, and what pre-processing made and recorded."""
 
     output: Path
     stacks: list[Stack]
@@ -413,10 +376,8 @@ def _check_request(req: Request) -> None:
 
 
 def prepare(req: Request, memory: MemoryModel | None = None) -> Prepared:
-    """Check the request, output path and masks; load the stacks with their thickness; choose the
-    target grid; check the memory (``memory``: the method's model); find or read the stack masks;
-    correct the bias fields; normalise the stacks, then register their packages; and put the
-    target mask on the grid (read, or found in the B-spline of the registered stacks)."""
+    """Check the request; load the stacks; choose the grid; check the memory (``memory``: the
+    method's model); stack masks, N4, registration, packages; and the target mask on the grid."""
     _check_request(req)
     out = check_output_path(req.output)
     mask_vol = None
@@ -424,7 +385,10 @@ def prepare(req: Request, memory: MemoryModel | None = None) -> Prepared:
         mask_vol = load_volume(req.mask, mask=True)
         _as_mask(mask_vol, req.mask)  # refuse an empty mask before any work
     stacks = set_thickness(load_stacks(req.stacks), req.thickness)
-    check_fixed_index(req.fixed_index, len(stacks))
+    if not 0 <= req.fixed_index < len(stacks):
+        raise InputError(
+            f"--fixed-index {req.fixed_index} is out of range for {len(stacks)} stacks"
+        )
     # The fixed stack's transform is the identity before and after registration: grid known now.
     grid = target_grid(stacks[req.fixed_index], req.reference, req.spacing)
     log.info("target grid %s voxels (%.2f M)", "x".join(map(str, grid.shape)), grid.size / 1e6)
@@ -520,23 +484,9 @@ def run(
     mask_lr_voxels: bool = False,
     memory: MemoryModel | None = None,
 ) -> Outcome:
-    """Load -> memory check -> masks, N4 -> normalise/register (packages) -> target grid and mask
-    -> ``method`` -> NIfTI + JSON sidecar (+ masks, log fields and transforms beside it).
-
-    The target mask (``req.mask``) sets the output to 0 outside it, for every method.
-
-    Args:
-        req: the inputs, output, grid, thickness, masks and pre-processing.
-        name: the method's name in the sidecar.
-        method: the reconstruction itself.
-        mask_lr_voxels: also hand the method only the LR voxels near the target mask (stack masks
-            from :func:`restrict_to_mask`): IREM's training points.
-        memory: the method's peak-memory model; the run stops before any work when the estimate
-            exceeds the available memory or ``req.max_memory_gb``.
-
-    Returns:
-        The output path, the normalised (whole) stacks and the grid.
-    """
+    """:func:`prepare`, then ``method`` (named ``name`` in the sidecar; ``mask_lr_voxels``: given
+    only the LR voxels near the target mask), the output 0 outside the target mask, and the NIfTI,
+    its sidecar, masks, log fields and transforms written."""
     t_start = time.perf_counter()
     prep = prepare(req, memory)
     out, stacks, grid = prep.output, prep.stacks, prep.grid
@@ -548,20 +498,16 @@ def run(
     if prep.mask is not None:
         hr = np.where(prep.mask, hr, 0).astype(np.float32)
     fixed = None if req.packages > 1 else req.fixed_index
-    mask_files: list[str | None] | None = None
-    if req.auto_stack_masks:
-        mask_files = describe_masks(req, prep, restricted)["stack_masks"]
-    elif req.stack_masks is not None:
-        mask_files = list(req.stack_masks)
+    masks = describe_masks(req, prep, restricted)
     given = [req.thickness is not None or s.thickness is not None for s in prep.whole]
     sidecar = {
         "method": name,
         "inputs": describe_inputs(
-            req.stacks, seen, req.fixed_index, mask_files, prep.sources, given
+            req.stacks, seen, req.fixed_index, masks["stack_masks"], prep.sources, given
         ),
         "registered": req.register,
         "seed": req.seed,
-        "masks": describe_masks(req, prep, restricted),
+        "masks": masks,
         "preprocessing": prep.steps,
         "memory": prep.memory,
         **extra,

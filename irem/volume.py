@@ -1,16 +1,14 @@
-"""Volumes and stacks: arrays with a voxel-to-world affine, NIfTI input/output and validation.
-
-World coordinates are nibabel's RAS+ millimetres. A :class:`Stack` additionally carries a rigid
-``transform`` (4x4) that maps its world coordinates into the *normalised space* N of the paper
-(section 2.1): the world space of the fixed stack after registration. For simulated, already aligned
-stacks the transform is the identity.
-"""
+"""Volumes and stacks: arrays with a voxel-to-world affine (nibabel's RAS+ mm), NIfTI input/output
+and validation. A :class:`Stack`'s rigid ``transform`` maps its world space into the normalised
+space N of the paper (section 2.1): the fixed stack's world space after registration."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,9 +61,7 @@ class Stack(Volume):
     @property
     def slice_thickness(self) -> float:
         """Slice thickness in mm: ``thickness`` if given, else the spacing along the thick axis."""
-        if self.thickness is not None:
-            return float(self.thickness)
-        return float(self.spacing[self.thick_axis])
+        return float(self.spacing[self.thick_axis] if self.thickness is None else self.thickness)
 
     @property
     def to_normalised(self) -> np.ndarray:
@@ -92,10 +88,8 @@ def voxel_centres(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
 def validate(
     data: np.ndarray, affine: np.ndarray, what: str, mask: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Check that an image is 3-D, finite, not constant and has an invertible affine.
-
-    Returns the data as float32 and the affine as float64. Raises :class:`InputError`.
-    """
+    """Check that an image is 3-D, finite, not constant (unless a ``mask``) and has an invertible
+    affine; the data as float32 and the affine as float64."""
     data = np.asarray(data)
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
@@ -171,18 +165,23 @@ def check_output_path(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_target(path: Path) -> tuple[int, str]:
-    """A temporary file beside ``path`` with the permissions a plain ``open`` would give."""
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[str]:
+    """A temporary name beside ``path`` (with a plain ``open``'s permissions), renamed onto
+    ``path`` when the block ends and removed if it fails: no half-written file under ``path``."""
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix.lower()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.chmod(tmp, 0o666 & ~_umask())
-    return fd, tmp
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def save_volume(
@@ -191,43 +190,26 @@ def save_volume(
     affine: np.ndarray,
     sidecar: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a float32 NIfTI with sform and qform (code 1, scanner) set, atomically.
-
-    The image (and the JSON sidecar, when given) is written to a temporary name in the same folder
-    and renamed into place, so a crash never leaves a half-written file under the final name.
-    """
+    """Write a float32 NIfTI with sform and qform (code 1, scanner) set, and its JSON sidecar,
+    atomically."""
     path = Path(path)
     img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), np.asarray(affine, dtype=np.float64))
     img.set_sform(affine, code=1)
     img.set_qform(affine, code=1)
     img.header.set_xyzt_units("mm", "sec")
-    fd, tmp = _atomic_target(path)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         nib.save(img, tmp)
         if sidecar is not None:
             write_json(sidecar_path(path), sidecar)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write JSON atomically (temporary name, then rename)."""
     path = Path(path)
-    fd, tmp = _atomic_target(path)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, default=_json_default)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=2, default=_json_default)
+        fh.write("\n")
     return path
 
 

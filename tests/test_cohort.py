@@ -90,7 +90,7 @@ def test_same_seed_same_subject_other_seed_or_index_differs(
     assert np.array_equal(again.image.data, subjects[0].image.data)
     assert np.array_equal(again.wm_mask.data, subjects[0].wm_mask.data)
     other_seed = cohort.cohort_subject(0, seed=1, crop=CROP)
-    assert other_seed.contrast == subjects[0].contrast
+    assert other_seed.params.contrast == subjects[0].params.contrast
     assert not np.array_equal(other_seed.image.data, subjects[0].image.data)
     # Same contrast family, different index: the anatomy differs too.
     sub3 = cohort.cohort_subject(3, seed=0, crop=CROP)
@@ -101,8 +101,8 @@ def test_contrast_families_cycle_and_are_ordered(subjects: list[cohort.CohortSub
     assert [cohort.contrast_for(i) for i in range(7)] == [
         "T1w", "T2w", "FLAIR", "T1w", "T2w", "FLAIR", "T1w",
     ]  # fmt: skip
-    assert [s.contrast for s in subjects] == ["T1w", "T2w", "FLAIR"]
-    assert cohort.cohort_subject(1, crop=(8, 8, 8), contrast="FLAIR").contrast == "FLAIR"
+    assert [s.params.contrast for s in subjects] == ["T1w", "T2w", "FLAIR"]
+    assert cohort.cohort_subject(1, crop=(8, 8, 8), contrast="FLAIR").params.contrast == "FLAIR"
     order = {"T1w": ("csf", "gm", "wm"), "T2w": ("wm", "gm", "csf"), "FLAIR": ("csf", "wm", "gm")}
     for index in range(30):
         p = cohort.sample_subject(index, seed=2)

@@ -9,9 +9,26 @@ import numpy as np
 import pytest
 
 from irem.cli import dataset as dataset_cli
+from irem.cli import main
 from irem.data import datasets
 from irem.errors import InputError
 from irem.volume import Volume, apply_affine
+
+
+def dataset_main(argv: list[str]) -> int:
+    """``irem dataset ARGV``: the exit status (argparse's errors included)."""
+    try:
+        return main(["dataset", *argv])
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+
+def flair_lesions(seed: int = 0) -> list[datasets.Lesion]:
+    """The lesions that :func:`datasets.mni152_flair` draws for ``seed`` (world mm)."""
+    t1 = datasets.mni152_t1(crop=False)
+    wm = datasets.mni152_tissue("wm").data / 255.0
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xF1A1]))
+    return datasets.sample_lesions(apply_affine(t1.affine, np.argwhere(wm > 0.95)), rng)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +70,7 @@ def test_flair_contrast_csf_dark_gm_brighter_than_wm(flair: Volume) -> None:
 
 
 def test_flair_has_3_to_6_bright_lesions_in_white_matter(flair: Volume) -> None:
-    lesions = datasets.flair_lesions(seed=0)
+    lesions = flair_lesions(seed=0)
     assert 3 <= len(lesions) <= 6
     inv = np.linalg.inv(flair.affine)
     wm_level = np.percentile(flair.data[flair.data > 0], 50)
@@ -70,7 +87,7 @@ def test_flair_is_deterministic_and_seeded(flair: Volume) -> None:
     assert np.array_equal(again.affine, flair.affine)
     other = datasets.mni152_flair(seed=1)
     assert not np.array_equal(other.data, flair.data)
-    assert datasets.flair_lesions(0) != datasets.flair_lesions(1)
+    assert flair_lesions(0) != flair_lesions(1)
 
 
 def test_sample_lesions_counts_and_spacing() -> None:
@@ -156,7 +173,7 @@ def test_load_dataset_unknown_name() -> None:
 
 def test_cli_writes_volume_mask_and_sidecar(tmp_path) -> None:
     out, mask = tmp_path / "sub-01_PD.nii.gz", tmp_path / "sub-01_mask.nii.gz"
-    rc = dataset_cli.main(
+    rc = dataset_main(
         [
             "phantom",
             "-o",
@@ -188,38 +205,38 @@ def test_cli_copies_a_user_file_with_a_relative_mask(tmp_path) -> None:
     data[4:12, 4:12, 4:12] = 1.0
     nib.save(nib.Nifti1Image(data, np.eye(4)), src)
     out, mask = tmp_path / "gt.nii.gz", tmp_path / "mask.nii.gz"
-    assert dataset_cli.main([str(src), "-o", str(out), "--mask-out", str(mask)]) == 0
+    assert dataset_main([str(src), "-o", str(out), "--mask-out", str(mask)]) == 0
     assert np.asarray(nib.load(mask).dataobj).sum() == 512
     assert np.allclose(np.asarray(nib.load(out).dataobj), data)
 
 
 def test_cli_reports_errors_with_status_2(tmp_path, capsys) -> None:
-    assert dataset_cli.main(["nope", "-o", str(tmp_path / "x.nii.gz")]) == 2
+    assert dataset_main(["nope", "-o", str(tmp_path / "x.nii.gz")]) == 2
     assert "error: unknown dataset" in capsys.readouterr().err
-    assert dataset_cli.main(["phantom", "-o", str(tmp_path / "missing" / "x.nii.gz")]) == 2
-    assert dataset_cli.main(["phantom", "-o", str(tmp_path / "x.txt")]) == 2
+    assert dataset_main(["phantom", "-o", str(tmp_path / "missing" / "x.nii.gz")]) == 2
+    assert dataset_main(["phantom", "-o", str(tmp_path / "x.txt")]) == 2
 
 
 def test_cli_mask_only_from_a_ground_truth(tmp_path) -> None:
     # How the workflow's brain_mask rule calls it: the GT file in, only the mask out.
     gt = tmp_path / "gt.nii.gz"
-    assert dataset_cli.main(["phantom", "-o", str(gt), "--phantom-size", "24"]) == 0
+    assert dataset_main(["phantom", "-o", str(gt), "--phantom-size", "24"]) == 0
     mask = tmp_path / "mask.nii.gz"
-    assert dataset_cli.main([str(gt), "--mask-out", str(mask), "--mask-threshold", "0"]) == 0
+    assert dataset_main([str(gt), "--mask-out", str(mask), "--mask-threshold", "0"]) == 0
     expected = datasets.brain_mask(datasets.phantom(size=24)).data
     assert np.array_equal(np.asarray(nib.load(mask).dataobj), expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gt.json", "gt.nii.gz", "mask.nii.gz"]
 
 
 def test_cli_needs_an_output(capsys) -> None:
-    assert dataset_cli.main(["phantom"]) == 2
+    assert dataset_main(["phantom"]) == 2
     assert "error: give -o" in capsys.readouterr().err
 
 
 def test_cli_writes_a_cohort_subject_with_its_masks(tmp_path) -> None:
     out, mask, wm = (tmp_path / f"sub-01_{n}.nii.gz" for n in ("T2w", "mask", "label-WM_mask"))
     args = ["mni152_cohort", "--index", "1", "--seed", "2", "--crop", "40", "48", "40"]
-    rc = dataset_cli.main([*args, "-o", str(out), "--mask-out", str(mask), "--wm-mask-out", str(wm)])
+    rc = dataset_main([*args, "-o", str(out), "--mask-out", str(mask), "--wm-mask-out", str(wm)])
     assert rc == 0
     img, m, w = (np.asarray(nib.load(p).dataobj) for p in (out, mask, wm))
     assert img.shape == m.shape == w.shape == (40, 48, 40)
@@ -238,10 +255,10 @@ def test_cli_writes_a_cohort_subject_with_its_masks(tmp_path) -> None:
 
 def test_cli_wm_mask_needs_the_cohort(tmp_path, capsys) -> None:
     out = tmp_path / "x.nii.gz"
-    assert dataset_cli.main(["phantom", "-o", str(out), "--wm-mask-out", str(tmp_path / "w.nii")]) == 2
+    assert dataset_main(["phantom", "-o", str(out), "--wm-mask-out", str(tmp_path / "w.nii")]) == 2
     assert "--wm-mask-out needs the mni152_cohort" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
-    assert dataset_cli.main(["mni152_cohort", "--subject", "-2", "-o", str(out)]) == 2
+    assert dataset_main(["mni152_cohort", "--subject", "-2", "-o", str(out)]) == 2
     assert not list(tmp_path.iterdir())
 
 

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import struct
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from scipy import ndimage
 
 from baselines.bspline import bspline
 from baselines.operators import psf_widths
-from irem.acquisition.dicom import load_dicom_stack, read_series, write_series
+from irem.acquisition.dicom import load_dicom_stack, read_series
 from irem.acquisition.grid import reference_grid
 from irem.acquisition.preprocess import (
     AutoMaskParams,
@@ -26,7 +29,7 @@ from irem.acquisition.preprocess import (
     otsu_foreground,
     split_packages,
 )
-from irem.acquisition.registration import rigid_matrix
+from irem.acquisition.registration import to_sitk
 from irem.acquisition.simulate import (
     REORIENT_CODES,
     move,
@@ -43,9 +46,56 @@ from irem.training.train import slice_profile_points
 from irem.volume import Stack, Volume, load_volume, save_volume, voxel_centres
 
 from .test_cli import run
-from .test_registration import blob_phantom
+from .test_registration import blob_phantom, rigid_matrix
 
 BSPLINE = ["-q", "baseline", "bspline"]
+
+
+def write_series(
+    vol: Volume,
+    directory: str | Path,
+    slice_thickness: float | None = None,
+    series_uid: str | None = None,
+) -> list[Path]:
+    """Write ``vol`` as a DICOM series (int16 MR slices along its third voxel axis, which must be
+    right-handed in LPS); ``slice_thickness`` default: the third axis's spacing."""
+    img = sitk.Cast(sitk.Round(to_sitk(vol)), sitk.sitkInt16)
+    direction = np.asarray(img.GetDirection()).reshape(3, 3)
+    if np.linalg.det(direction) < 0:
+        raise InputError(
+            "the volume's voxel axes are left-handed in LPS: flip its third axis first"
+        )
+    out = Path(directory)
+    uid = series_uid or f"1.2.826.0.1.3680043.2.1125.{int(time.time() * 1e6)}.{os.getpid()}"
+    orientation = "\\".join(f"{v:.10g}" for v in (*direction[:, 0], *direction[:, 1]))
+    spacing = img.GetSpacing()
+    thick = float(spacing[2] if slice_thickness is None else slice_thickness)
+    shared = {
+        "0008|0060": "MR",
+        "0008|0008": "DERIVED\\SECONDARY",
+        "0020|000d": uid.rsplit(".", 1)[0] + ".1",
+        "0020|000e": uid,
+        "0020|0037": orientation,
+        "0018|0050": f"{thick:.10g}",
+        "0018|0088": f"{spacing[2]:.10g}",
+        "0008|103e": "irem-bench stack",
+    }
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    files = []
+    for k in range(img.GetSize()[2]):
+        sl = img[:, :, k]
+        for tag, value in shared.items():
+            sl.SetMetaData(tag, value)
+        position = img.TransformIndexToPhysicalPoint((0, 0, k))
+        sl.SetMetaData("0020|0032", "\\".join(f"{v:.10g}" for v in position))
+        sl.SetMetaData("0020|0013", str(k + 1))
+        sl.SetMetaData("0008|0018", f"{uid}.{k + 1}")
+        path = out / f"slice{k + 1:04d}.dcm"
+        writer.SetFileName(str(path))
+        writer.Execute(sl)
+        files.append(path)
+    return files
 
 
 def sidecar(out: Path) -> dict:

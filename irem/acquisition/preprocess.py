@@ -1,9 +1,6 @@
-"""Pre-processing of real scans before a method sees them: a foreground mask found in the images
-themselves, N4 bias-field correction, and the split of a stack into its interleaved packages.
-
-Pure functions on arrays and affines (SimpleITK does the image processing, in the image's own
-voxel spacing); the pipeline writes what they return and records their parameters in the sidecar.
-"""
+"""Pre-processing of real scans: a foreground mask found in the images themselves, N4 bias-field
+correction, and the split of a stack into its interleaved packages (pure functions: the pipeline
+writes what they return and records their parameters)."""
 
 from __future__ import annotations
 
@@ -14,7 +11,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from irem.acquisition.registration import from_sitk, to_sitk
+from irem.acquisition.registration import from_sitk, itk_reason, shrink_factors, to_sitk
 from irem.errors import InputError
 from irem.volume import Stack, Volume
 
@@ -24,15 +21,9 @@ AUTO = "auto"
 
 @dataclass(frozen=True)
 class AutoMaskParams:
-    """How :func:`auto_mask` finds the foreground.
-
-    The first mask is :func:`otsu_foreground`: Otsu's threshold over a histogram of ``bins`` bins,
-    the largest connected component (face connectivity), a morphological closing with a ball of
-    ``closing_mm`` radius (per axis in voxels, rounded: thick-slice axes may get none), then 3-D
-    hole filling. The background level is the median of the voxels farther than
-    ``background_mm`` from it. The threshold at the half-height of the edge is then searched over
-    ``levels`` even steps from the background level up, and refined by ``steps`` bisections.
-    """
+    """How :func:`auto_mask` finds the foreground: Otsu's first mask over ``bins`` bins, closed by
+    a ball of ``closing_mm``; background: the median beyond ``background_mm`` of it; the half-height
+    threshold searched in ``levels`` steps from the background up and ``steps`` bisections."""
 
     bins: int = 128
     closing_mm: float = 3.0
@@ -47,51 +38,42 @@ class AutoMaskParams:
         }
 
 
-def _radius(spacing: np.ndarray, mm: float) -> list[int]:
-    """A radius of ``mm`` in whole voxels per axis (0 where a voxel is wider than 2 ``mm``)."""
-    return [int(r) for r in np.rint(mm / np.asarray(spacing, dtype=np.float64))]
+def _radius(img: sitk.Image, mm: float) -> list[int]:
+    """``mm`` in whole voxels of ``img`` per axis (0 where a voxel is wider than 2 mm)."""
+    return [int(r) for r in np.rint(mm / np.asarray(img.GetSpacing(), dtype=np.float64))]
 
 
-def _largest_filled(fg: sitk.Image) -> sitk.Image:
-    """The largest face-connected component of ``fg`` with its holes filled (UInt8, 0/1)."""
+def _largest_filled(fg: sitk.Image, closing: list[int] | None = None) -> sitk.Image:
+    """The largest face-connected component of ``fg``, closed by a ball of ``closing`` voxels per
+    axis (if any), with its holes filled (UInt8, 0/1)."""
     labels = sitk.RelabelComponent(sitk.ConnectedComponent(fg, False), sortByObjectSize=True)
-    return sitk.BinaryFillhole(sitk.Cast(labels == 1, sitk.sitkUInt8), fullyConnected=False)
+    largest = sitk.Cast(labels == 1, sitk.sitkUInt8)
+    if closing and any(closing):
+        largest = sitk.BinaryMorphologicalClosing(largest, closing, sitk.sitkBall)
+    return sitk.BinaryFillhole(largest, fullyConnected=False)
 
 
 def otsu_foreground(
     vol: Volume, params: AutoMaskParams = AutoMaskParams()
 ) -> tuple[np.ndarray, float]:
-    """Otsu's foreground of ``vol``: threshold, largest component, closing, holes filled.
-
-    Returns:
-        The boolean mask (``vol``'s shape, maybe empty) and Otsu's threshold.
-    """
+    """Otsu's foreground of ``vol`` (largest component, closed, holes filled; maybe empty) and
+    Otsu's threshold."""
     img = to_sitk(Volume(np.asarray(vol.data, dtype=np.float32), vol.affine))
     otsu = sitk.OtsuThresholdImageFilter()
     otsu.SetInsideValue(0)
     otsu.SetOutsideValue(1)
     otsu.SetNumberOfHistogramBins(int(params.bins))
     fg = otsu.Execute(img)
-    labels = sitk.RelabelComponent(sitk.ConnectedComponent(fg, False), sortByObjectSize=True)
-    largest = sitk.Cast(labels == 1, sitk.sitkUInt8)
-    radius = _radius(np.asarray(img.GetSpacing()), params.closing_mm)
-    if any(radius):
-        largest = sitk.BinaryMorphologicalClosing(largest, radius, sitk.sitkBall)
-    filled = sitk.BinaryFillhole(largest, fullyConnected=False)
+    filled = _largest_filled(fg, _radius(img, params.closing_mm))
     return from_sitk(filled).data > 0, float(otsu.GetThreshold())
 
 
 def _edge_balance(img: sitk.Image, values: np.ndarray, t: float, background: float) -> float:
-    """How far ``t`` lies below the half-height of the edge of the mask that ``t`` gives.
+    """How far ``t`` lies below the half-height of the edge of its mask (voxels above ``t``,
+    largest component, filled): positive below it, ``inf`` for a full mask, ``-inf`` for none.
 
-    The mask: voxels above ``t``, largest component, holes filled. Across an edge, a symmetric blur
-    moves as much signal out (into the face-neighbour layer outside the mask) as it takes from the
-    layer inside, so the edge layer's unblurred level above ``background`` is the signal above
-    ``background`` of both layers per inner-layer voxel.
-
-    Returns:
-        ``background`` plus half that level, minus ``t``: positive while ``t`` is below the
-        half-height (``inf`` for a mask that fills the image, ``-inf`` for an empty one).
+    A symmetric blur moves as much signal out of the mask's edge layer as into the layer outside,
+    so the edge's unblurred level above ``background`` is both layers' signal per inner voxel.
     """
     mask = _largest_filled(img > t)
     inner = sitk.And(mask, sitk.Not(sitk.BinaryErode(mask, [1, 1, 1], sitk.sitkCross)))
@@ -106,35 +88,15 @@ def _edge_balance(img: sitk.Image, values: np.ndarray, t: float, background: flo
 
 
 def auto_mask(vol: Volume, params: AutoMaskParams = AutoMaskParams()) -> tuple[np.ndarray, float]:
-    """A foreground (brain) mask of ``vol`` whose edge sits at the half-height of the blurred edge.
+    """A foreground (brain) mask of ``vol`` whose edge sits at the half-height of the blurred edge,
+    and its threshold (intensity units).
 
-    A step edge blurred by a symmetric point-spread function crosses half its height above the
-    background at the true edge, whatever the height: the bright surface CSF of a T2w image and
-    the dark one of a T1w image alike (Otsu's single threshold between background and tissue keeps
-    the blur halo of the first and cuts into the second). The blur lowers the edge layer, so its
-    level is estimated from both sides of the edge (:func:`_edge_balance`).
-
-    Steps: :func:`otsu_foreground` gives a first mask; the background level is the median of the
-    voxels far outside it. For a threshold ``t``, the mask is the voxels above ``t``, largest
-    component, holes filled. The threshold is the lowest ``t`` (above the background level, up to
-    the 90th percentile inside the first mask) at which ``t`` reaches the half-height of its own
-    mask's edge: the outer edge (a higher root would be an edge inside the foreground). Without
-    such a ``t``, Otsu's threshold is used.
-
-    The estimate assumes that the blur spreads an edge over about one voxel on either side (the
-    B-spline of orthogonal stacks on their in-plane grid, or a stack on its own grid) and that
-    the edge layer is about as thick as the blur; a thinner dark layer over brighter tissue is
-    partly left out.
-
-    Args:
-        vol: an image whose foreground is brighter than its background (MR magnitude).
-        params: first-mask, background and search settings (:class:`AutoMaskParams`).
-
-    Returns:
-        The boolean mask (``vol``'s shape) and its threshold (image intensity units).
-
-    Raises:
-        InputError: if the mask comes out empty (a constant image, for instance).
+    A step edge blurred by a symmetric PSF crosses half its height above the background at the true
+    edge, for bright surface CSF (T2w) and dark (T1w) alike, where Otsu's single threshold keeps the
+    blur halo of the first and cuts into the second. The threshold is the lowest ``t`` (above the
+    background, up to the 90th percentile inside Otsu's mask) at which ``t`` reaches the half-height
+    of its own mask's edge (:func:`_edge_balance`); without one, Otsu's threshold. The estimate
+    assumes a blur of about one voxel each side of the edge and an edge layer about as thick.
     """
     data = np.asarray(vol.data, dtype=np.float32)
     first, otsu = otsu_foreground(vol, params)
@@ -143,13 +105,31 @@ def auto_mask(vol: Volume, params: AutoMaskParams = AutoMaskParams()) -> tuple[n
     img = to_sitk(Volume(data, vol.affine))
     values = sitk.GetArrayViewFromImage(img).astype(np.float64)
     first_img = to_sitk(Volume(first.astype(np.uint8), vol.affine))
-    margin = _radius(np.asarray(img.GetSpacing()), params.background_mm)
-    near = sitk.BinaryDilate(first_img, [max(1, r) for r in margin], sitk.sitkBall)
+    background = _background(img, values, first_img, params)
+    threshold = _half_height(img, values, background, float(np.percentile(data[first], 90)), params)
+    threshold = otsu if threshold is None else threshold
+    mask = from_sitk(_largest_filled(img > threshold)).data > 0
+    if not mask.any():
+        raise InputError("the automatic mask is empty (no foreground above the threshold)")
+    return mask, threshold
+
+
+def _background(
+    img: sitk.Image, values: np.ndarray, first: sitk.Image, params: AutoMaskParams
+) -> float:
+    """The median of the voxels farther than ``background_mm`` from the first mask (all outside it
+    if none is that far)."""
+    margin = _radius(img, params.background_mm)
+    near = sitk.BinaryDilate(first, [max(1, r) for r in margin], sitk.sitkBall)
     far = ~sitk.GetArrayViewFromImage(near).astype(bool)
-    outside = far if far.any() else ~sitk.GetArrayViewFromImage(first_img).astype(bool)
-    background = float(np.median(values[outside])) if outside.any() else 0.0
-    top = float(np.percentile(data[first], 90))
-    threshold = otsu
+    outside = far if far.any() else ~sitk.GetArrayViewFromImage(first).astype(bool)
+    return float(np.median(values[outside])) if outside.any() else 0.0
+
+
+def _half_height(
+    img: sitk.Image, values: np.ndarray, background: float, top: float, params: AutoMaskParams
+) -> float | None:
+    """The lowest threshold in ``(background, top]`` at its own edge's half-height, or None."""
     lo = background
     for hi in np.linspace(background, top, int(params.levels) + 1)[1:]:
         if _edge_balance(img, values, float(hi), background) <= 0:
@@ -159,25 +139,16 @@ def auto_mask(vol: Volume, params: AutoMaskParams = AutoMaskParams()) -> tuple[n
                     lo = mid
                 else:
                     hi = mid
-            threshold = 0.5 * (lo + hi)
-            break
+            return 0.5 * (lo + hi)
         lo = float(hi)
-    mask = from_sitk(_largest_filled(img > threshold)).data > 0
-    if not mask.any():
-        raise InputError("the automatic mask is empty (no foreground above the threshold)")
-    return mask, threshold
+    return None
 
 
 @dataclass(frozen=True)
 class N4Params:
-    """N4 bias-field correction (Tustison et al. 2010, SimpleITK's filter).
-
-    The field is fitted on the image shrunk to voxels of about ``shrink_mm`` along every axis
-    (axes already coarser, thick-slice axes, are not shrunk), with ``iterations`` per fitting
-    level (one level per entry; the B-spline mesh doubles at each), ``control_points`` per axis
-    at the coarsest level, and evaluated at full resolution. The log field is shifted to mean zero inside
-    the mask, so that the corrected image keeps the original's mean intensity there.
-    """
+    """N4 bias-field correction (Tustison et al. 2010): fitted on the image shrunk to about
+    ``shrink_mm`` voxels, ``iterations`` per fitting level, ``control_points`` per axis at the
+    coarsest; evaluated at full resolution."""
 
     shrink_mm: float = 3.0
     iterations: tuple[int, ...] = (50, 50, 50, 50)
@@ -190,31 +161,11 @@ class N4Params:
         return {"method": "N4BiasFieldCorrection", **dataclasses.asdict(self)}
 
 
-def _shrink_factors(spacing: np.ndarray, shrink_mm: float, size: np.ndarray) -> list[int]:
-    """Per axis, the whole factor that takes the spacing to about ``shrink_mm``, keeping at least 4
-    voxels."""
-    factors = np.maximum(1, np.round(shrink_mm / spacing)).astype(int)
-    return [int(f) for f in np.minimum(factors, np.maximum(1, size // 4))]
-
-
 def n4_log_field(
     vol: Volume, mask: np.ndarray | None, params: N4Params = N4Params()
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """N4's estimate of the log bias field of ``vol``: ``vol / exp(field)`` is the corrected image.
-
-    Args:
-        vol: the image (positive inside the mask).
-        mask: the voxels the field is fitted to; ``None``: Otsu's foreground
-            (:func:`otsu_foreground`).
-        params: the fitting settings.
-
-    Returns:
-        The log field (float32, ``vol``'s shape) and facts for the sidecar (the mask used, the
-        shrink factors, the iterations done and the field's range in the mask).
-
-    Raises:
-        InputError: if the mask is empty or holds no positive voxel.
-    """
+    """N4's log bias field of ``vol`` (``vol / exp(field)`` is corrected; mean zero in the mask),
+    fitted in ``mask`` (``None``: Otsu's foreground), and facts for the sidecar."""
     data = np.asarray(vol.data, dtype=np.float32)
     source = "given"
     if mask is None:
@@ -227,9 +178,7 @@ def n4_log_field(
         raise InputError("N4: no positive voxel inside the mask")
     img = to_sitk(Volume(data, vol.affine))
     mask_img = to_sitk(Volume(fit.astype(np.uint8), vol.affine))
-    factors = _shrink_factors(
-        np.asarray(img.GetSpacing()), params.shrink_mm, np.asarray(img.GetSize())
-    )
+    factors = shrink_factors(img, params.shrink_mm, 4).tolist()
     n4 = sitk.N4BiasFieldCorrectionImageFilter()
     n4.SetMaximumNumberOfIterations([int(i) for i in params.iterations])
     n4.SetNumberOfControlPoints([int(params.control_points)] * 3)
@@ -239,8 +188,7 @@ def n4_log_field(
     try:
         n4.Execute(sitk.Shrink(img, factors), sitk.Shrink(mask_img, factors))
     except RuntimeError as exc:
-        lines = [ln for ln in str(exc).splitlines() if ln.strip()]
-        raise InputError(f"N4 failed: {lines[-1].strip() if lines else exc}") from None
+        raise InputError(f"N4 failed: {itk_reason(exc)}") from None
     log_field = from_sitk(n4.GetLogBiasFieldAsImage(img)).data.astype(np.float64)
     log_field -= float(log_field[fit].mean())
     info = {
@@ -259,15 +207,8 @@ def correct_bias(stack: Stack, log_field: np.ndarray) -> Stack:
 
 
 def split_packages(stack: Stack, n: int) -> list[Stack]:
-    """The ``n`` interleaved packages of ``stack``: package ``i`` holds slices ``i, i + n, ...``.
-
-    Each package is a :class:`Stack` of its own: the slice spacing is ``n`` times the stack's, the
-    origin moves by ``i`` slices, and the slice thickness stays the stack's (so every method models
-    the gaps between a package's slices). Masks are split likewise; names get ``_pkg-<i>``.
-
-    Raises:
-        InputError: if ``n`` is below 1 or above the number of slices.
-    """
+    """The ``n`` interleaved packages of ``stack`` (package ``i``: slices ``i, i + n, ...``, named
+    ``<name>_pkg-<i>``), each keeping the stack's slice thickness so methods model the gaps."""
     axis = stack.thick_axis
     slices = stack.shape[axis]
     if not 1 <= n <= slices:

@@ -1,16 +1,10 @@
 """Spatial normalisation (paper section 2.1): rigid registration of LR stacks to a fixed stack.
 
-Every stack is registered rigidly to one fixed stack. The result is a 4x4 matrix in RAS world
-millimetres that maps points of the moving stack's world space into the fixed stack's world space,
-which is the normalised space N. It is stored as the stack's ``transform``, so that a voxel index
-reaches N through ``transform @ affine`` (:attr:`irem.volume.Stack.to_normalised`); the LR data are
-never resampled.
-
-Conventions. nibabel is RAS+ with arrays indexed ``(x, y, z)``; SimpleITK is LPS with arrays indexed
-``(z, y, x)``. The two world frames differ by ``F = diag(-1, -1, 1)``, which is its own inverse, so a
-world map ``T`` converts as ``F @ T @ F`` in either direction. An ITK registration (and an ITK
-``.tfm`` file) holds the *fixed -> moving* point map used by resamplers; this module's matrices are
-the inverse, *moving -> fixed*.
+A stack's ``transform`` is a 4x4 RAS mm map from its world space into the fixed stack's (the
+normalised space N): voxels reach N through ``transform @ affine``; the LR data are never resampled.
+nibabel is RAS+ with arrays indexed ``(x, y, z)``, SimpleITK LPS with ``(z, y, x)``; a world map
+``T`` converts as ``F @ T @ F`` (``F = diag(-1, -1, 1)``). ITK registrations and ``.tfm`` files hold
+the *fixed -> moving* point map; this module's matrices are the inverse, *moving -> fixed*.
 """
 
 from __future__ import annotations
@@ -19,7 +13,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from irem.errors import InputError
-from irem.volume import Stack, Volume
+from irem.volume import Stack, Volume, atomic_path
 
 log = logging.getLogger(__name__)
 #: RAS <-> LPS world flip as a 4x4 homogeneous matrix (its own inverse).
@@ -51,17 +44,8 @@ REGISTRATION_THREADS = 1
 
 
 def to_sitk(vol: Volume) -> sitk.Image:
-    """Convert a RAS volume to a SimpleITK image with the same voxels at the same places.
-
-    Args:
-        vol: A volume; its affine may be flipped, permuted or oblique but must not shear.
-
-    Returns:
-        An image whose pixel ``(i, j, k)`` is ``vol.data[i, j, k]``, in LPS physical coordinates.
-
-    Raises:
-        InputError: if the data are not 3-D or the affine shears (ITK directions are orthonormal).
-    """
+    """A SimpleITK image (LPS) with pixel ``(i, j, k)`` = ``vol.data[i, j, k]`` at the same place;
+    the affine may be flipped, permuted or oblique but must not shear."""
     data = np.asarray(vol.data)
     if data.ndim != 3:
         raise InputError(f"expected a 3-D image, got shape {data.shape}")
@@ -74,17 +58,7 @@ def to_sitk(vol: Volume) -> sitk.Image:
 
 
 def from_sitk(img: sitk.Image) -> Volume:
-    """Convert a 3-D scalar SimpleITK image back to a RAS volume (inverse of :func:`to_sitk`).
-
-    Args:
-        img: A 3-D, single-component image.
-
-    Returns:
-        A volume with ``data[i, j, k]`` equal to pixel ``(i, j, k)`` and the matching RAS affine.
-
-    Raises:
-        InputError: if the image is not 3-D or has several components per pixel.
-    """
+    """A 3-D scalar SimpleITK image as a RAS volume (inverse of :func:`to_sitk`)."""
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(
             f"expected a 3-D scalar image, got {img.GetDimension()}-D with "
@@ -109,36 +83,10 @@ def _itk_geometry(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     gram = direction.T @ direction
     if np.max(np.abs(gram - np.eye(3))) > 1e-4:
         raise InputError(
-            "the affine shears (its voxel axes are not perpendicular); SimpleITK cannot represent it"
+            "the affine shears (its voxel axes are not perpendicular); "
+            "SimpleITK cannot represent it"
         )
     return spacing, direction, lps[:3, 3].copy()
-
-
-def rigid_matrix(
-    rotation_deg: tuple[float, float, float],
-    translation_mm: tuple[float, float, float],
-    centre: tuple[float, float, float] = (0.0, 0.0, 0.0),
-) -> np.ndarray:
-    """A 4x4 rigid map in RAS mm: rotate about ``centre``, then translate.
-
-    Args:
-        rotation_deg: Angles about the x, y and z axes, applied in that order (``R = Rz Ry Rx``).
-        translation_mm: Translation applied after the rotation.
-        centre: Centre of rotation (mm).
-
-    Returns:
-        ``M`` with ``M @ [p, 1] = R (p - centre) + centre + translation``.
-    """
-    ax, ay, az = np.deg2rad(np.asarray(rotation_deg, dtype=np.float64))
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    rot = rz @ ry @ rx
-    c = np.asarray(centre, dtype=np.float64)
-    m = np.eye(4)
-    m[:3, :3] = rot
-    m[:3, 3] = c - rot @ c + np.asarray(translation_mm, dtype=np.float64)
-    return m
 
 
 def rotation_angle_deg(matrix: np.ndarray) -> float:
@@ -146,6 +94,11 @@ def rotation_angle_deg(matrix: np.ndarray) -> float:
     rot = np.asarray(matrix, dtype=np.float64)[:3, :3]
     cos = (np.trace(rot) - 1.0) / 2.0
     return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+
+
+def _size(matrix: np.ndarray) -> tuple[float, float]:
+    """Rotation angle (degrees) and translation length (mm) of a rigid 4x4 map."""
+    return rotation_angle_deg(matrix), float(np.linalg.norm(matrix[:3, 3]))
 
 
 def _euler_to_matrix(tx: sitk.Euler3DTransform) -> np.ndarray:
@@ -168,16 +121,19 @@ def _set_euler(tx: sitk.Euler3DTransform, lps: np.ndarray) -> None:
     tx.SetTranslation((offset - centre + rot @ centre).tolist())
 
 
-def _level(img: sitk.Image, target_mm: float) -> sitk.Image:
-    """Smooth and bin-shrink ``img`` towards a physical resolution of ``target_mm`` per axis.
-
-    Axes already coarser than the target (the thick-slice axis) are neither smoothed nor shrunk, so
-    a 6 mm slice axis keeps all its slices while the 1.5 mm in-plane axes are reduced.
-    """
+def shrink_factors(img: sitk.Image, target_mm: float, min_voxels: int) -> np.ndarray:
+    """Per axis, the whole factor that takes ``img``'s spacing to about ``target_mm`` (1 on axes
+    already coarser), keeping at least ``min_voxels`` voxels."""
     spacing = np.asarray(img.GetSpacing(), dtype=np.float64)
-    size = np.asarray(img.GetSize())
     factors = np.maximum(1, np.round(target_mm / spacing)).astype(int)
-    factors = np.minimum(factors, np.maximum(1, size // MIN_LEVEL_VOXELS))
+    return np.minimum(factors, np.maximum(1, np.asarray(img.GetSize()) // min_voxels))
+
+
+def _level(img: sitk.Image, target_mm: float) -> sitk.Image:
+    """Smooth and bin-shrink ``img`` towards ``target_mm`` per axis (thick-slice axes, already
+    coarser, are neither smoothed nor shrunk)."""
+    spacing = np.asarray(img.GetSpacing(), dtype=np.float64)
+    factors = shrink_factors(img, target_mm, MIN_LEVEL_VOXELS)
     if np.all(factors == 1):
         return img
     # Extra blur so that the effective resolution is about the new voxel size (FWHM-like).
@@ -194,30 +150,12 @@ def register_rigid(
     init: str = "geometry",
     initial: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Rigidly register ``moving`` to ``fixed`` (Euler angles, Mattes mutual information).
+    """Rigidly register ``moving`` to ``fixed`` (Euler angles, Mattes MI, a pyramid in mm over
+    :data:`LEVEL_FACTORS`); returns the 4x4 RAS moving -> fixed map. Reproducible: fixed sampling
+    seed and threads.
 
-    The images are registered in their own world coordinates, over a pyramid whose levels are set in
-    millimetres (4x, 2x and 1x the finest in-plane spacing), so that thick slice axes are not
-    shrunk further. The optimiser is regular-step gradient descent with scales from physical shifts.
-    The sampling seed and the thread count are fixed, so the result is reproducible.
-
-    Args:
-        fixed: The stack that defines normalised space.
-        moving: The stack to align to it.
-        seed: Seed of the metric's random sampling.
-        init: ``"geometry"`` (align the field-of-view centres, ITK's centred initialiser) or
-            ``"world"`` (trust the headers: start from the identity, rotating about the fixed
-            stack's centre).
-        initial: a rigid 4x4 RAS moving -> fixed map to start from instead (``init`` is then
-            ignored), e.g. the transform of the whole stack when registering one of its packages.
-
-    Returns:
-        A 4x4 matrix in RAS mm mapping points of the moving stack's world space into the fixed
-        stack's world space (normalised space).
-
-    Raises:
-        InputError: for a bad ``init`` or ``seed``, images SimpleITK cannot represent, or when ITK
-            fails (for instance because the stacks do not overlap).
+    ``init``: ``"geometry"`` (align the field-of-view centres) or ``"world"`` (trust the headers);
+    ``initial``: a rigid RAS moving -> fixed map to start from instead (e.g. a package's stack's).
     """
     if init not in ("geometry", "world"):
         raise InputError(f"init must be 'geometry' or 'world', got {init!r}")
@@ -231,10 +169,9 @@ def register_rigid(
     except RuntimeError as exc:
         raise InputError(
             f"rigid registration of stack {moving.name!r} to {fixed.name!r} failed: "
-            f"{_itk_reason(exc)}"
+            f"{itk_reason(exc)}"
         ) from None
-    fixed_to_moving_lps = _euler_to_matrix(tx)
-    return np.linalg.inv(FLIP @ fixed_to_moving_lps @ FLIP)
+    return np.linalg.inv(FLIP @ _euler_to_matrix(tx) @ FLIP)
 
 
 def _initial_transform(
@@ -258,10 +195,8 @@ def _initial_transform(
 
 @contextlib.contextmanager
 def _global_threads(threads: int) -> Iterator[None]:
-    """SimpleITK's global default thread count set to ``threads`` inside the block, then restored.
-
-    ITK's multi-threaded metric sums in a run-dependent order: results differ in the 8th digit.
-    """
+    """SimpleITK's global thread count set to ``threads`` inside the block (ITK's multi-threaded
+    metric sums in a run-dependent order: results would differ in the 8th digit)."""
     previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     try:
@@ -270,7 +205,7 @@ def _global_threads(threads: int) -> Iterator[None]:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
 
 
-def _itk_reason(exc: RuntimeError) -> str:
+def itk_reason(exc: RuntimeError) -> str:
     """The last non-blank line of an ITK error (its reason), else the exception's type name."""
     lines = [ln for ln in str(exc).splitlines() if ln.strip()]
     return lines[-1].strip() if lines else type(exc).__name__
@@ -323,25 +258,10 @@ def _run_pyramid(
 
 
 def normalise_stacks(
-    stacks: list[Stack],
-    fixed_index: int = 0,
-    register: bool = True,
-    seed: int = 0,
+    stacks: list[Stack], fixed_index: int = 0, register: bool = True, seed: int = 0
 ) -> list[Stack]:
-    """Copies of ``stacks`` whose ``transform`` maps each stack's world space into normalised space.
-
-    Args:
-        stacks: The LR stacks.
-        fixed_index: Index of the stack that defines normalised space (its transform is identity).
-        register: Register the other stacks to the fixed one; if false all transforms are identity.
-        seed: Seed of the registration's metric sampling.
-
-    Returns:
-        New :class:`Stack` objects (data and affine copied) with ``transform`` set.
-
-    Raises:
-        InputError: if there are no stacks or ``fixed_index`` is out of range.
-    """
+    """Copies of ``stacks`` (data and affine copied) whose ``transform`` maps each one into the
+    world space of stack ``fixed_index``: registered to it, or (``register`` false) the identity."""
     if not stacks:
         raise InputError("no stacks to normalise")
     if (
@@ -359,12 +279,7 @@ def normalise_stacks(
         if register and i != fixed_index:
             log.info("registering stack %r to %r", stack.name, fixed.name)
             transform = register_rigid(fixed, stack, seed=seed)
-            log.info(
-                "  %r: rotation %.2f deg, translation %.2f mm",
-                stack.name,
-                rotation_angle_deg(transform),
-                float(np.linalg.norm(transform[:3, 3])),
-            )
+            log.info("  %r: rotation %.2f deg, translation %.2f mm", stack.name, *_size(transform))
         else:
             transform = np.eye(4)
         out.append(
@@ -379,17 +294,9 @@ def normalise_stacks(
 
 
 def register_to_reference(stacks: list[Stack], reference: Volume, seed: int = 0) -> list[Stack]:
-    """Copies of ``stacks`` (packages, typically) each rigidly registered to ``reference``.
-
-    ``reference`` is an image in normalised space (e.g. the B-spline of the already registered
-    stacks). Each stack starts from its own ``transform`` (its whole stack's) and is registered on
-    its own: the stack's voxels are the metric's samples (fixed image) and the dense reference is
-    interpolated (moving image), so the gaps between a package's slices are never interpolated.
-
-    Returns:
-        New :class:`Stack` objects whose ``transform`` maps each one's world space into normalised
-        space.
-    """
+    """Copies of ``stacks`` (packages) each registered to ``reference``, an image in normalised
+    space, from its own ``transform``. The stack is the fixed image (the metric samples its voxels),
+    so the gaps between a package's slices are never interpolated."""
     ref = Stack(data=np.asarray(reference.data, dtype=np.float32), affine=reference.affine)
     ref.name = "reference"
     out = []
@@ -398,12 +305,7 @@ def register_to_reference(stacks: list[Stack], reference: Volume, seed: int = 0)
         to_stack = register_rigid(stack, ref, seed=seed, initial=np.linalg.inv(stack.transform))
         transform = np.linalg.inv(to_stack)
         change = np.linalg.inv(stack.transform) @ transform
-        log.info(
-            "  %r: %.2f deg, %.2f mm from its stack's transform",
-            stack.name,
-            rotation_angle_deg(change),
-            float(np.linalg.norm(change[:3, 3])),
-        )
+        log.info("  %r: %.2f deg, %.2f mm from its stack's transform", stack.name, *_size(change))
         out.append(dataclasses.replace(stack, transform=transform))
     return out
 
@@ -424,22 +326,10 @@ def _is_rotation(rot: np.ndarray, tol: float = 1e-6) -> bool:
 
 
 def save_transform(path: str | os.PathLike[str], matrix: np.ndarray) -> None:
-    """Write a RAS moving -> fixed matrix as an ITK transform file, atomically.
-
-    The file holds ITK's own convention: the LPS *fixed -> moving* point map that ITK resamplers
-    expect, as an ``Euler3DTransform`` when the matrix is rigid, else an ``AffineTransform``. So
-    ``Resample(moving, fixed, ReadTransform(path))`` puts the moving stack onto the fixed grid.
-
-    Args:
-        path: Output file; ``.tfm`` (or ``.txt``, ``.mat``, ``.h5``, ``.hdf5``).
-        matrix: 4x4 RAS map from the moving stack's world space into normalised space.
-
-    Raises:
-        InputError: for a bad suffix, a missing output folder or an invalid matrix.
-    """
+    """Write a RAS moving -> fixed matrix atomically as an ITK transform file: the LPS fixed ->
+    moving map (Euler3DTransform if rigid, else AffineTransform) that ``sitk.Resample`` expects."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in TRANSFORM_SUFFIXES:
+    if path.suffix.lower() not in TRANSFORM_SUFFIXES:
         raise InputError(f"{path}: a transform file must end in {', '.join(TRANSFORM_SUFFIXES)}")
     if not path.parent.exists():
         raise InputError(f"{path.parent}: output directory does not exist")
@@ -453,53 +343,5 @@ def save_transform(path: str | os.PathLike[str], matrix: np.ndarray) -> None:
         tx = sitk.AffineTransform(3)
         tx.SetMatrix(rot.ravel().tolist())
     tx.SetTranslation(trans.tolist())
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give what a plain open() would
-    try:
+    with atomic_path(path) as tmp:
         sitk.WriteTransform(tx, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def load_transform(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an ITK transform file written by :func:`save_transform` (or any 3-D affine ITK file).
-
-    Args:
-        path: An ITK transform file holding an LPS fixed -> moving affine map.
-
-    Returns:
-        The 4x4 RAS moving -> fixed matrix.
-
-    Raises:
-        InputError: if the file is missing, unreadable or does not hold an invertible 3-D affine map.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    try:
-        tx = sitk.ReadTransform(str(path))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
-        raise InputError(f"{path}: not a readable ITK transform file {first}".rstrip()) from None
-    if tx.GetDimension() != 3:
-        raise InputError(f"{path}: expected a 3-D transform, got {tx.GetDimension()}-D")
-    # Sample the map at the origin and the unit vectors: works for any affine ITK transform type.
-    basis = np.vstack([np.zeros(3), np.eye(3)])
-    try:
-        images = np.array([tx.TransformPoint(p.tolist()) for p in basis])
-    except RuntimeError:
-        raise InputError(f"{path}: the transform cannot map points") from None
-    itk = np.eye(4)
-    itk[:3, 3] = images[0]
-    itk[:3, :3] = (images[1:] - images[0]).T
-    probe = np.array([[37.0, -11.0, 53.0], [-80.0, 64.0, -29.0]])
-    mapped = np.array([tx.TransformPoint(p.tolist()) for p in probe])
-    if not np.allclose(mapped, probe @ itk[:3, :3].T + itk[:3, 3], atol=1e-6):
-        raise InputError(f"{path}: the transform is not affine")
-    return np.linalg.inv(FLIP @ _check_matrix(itk) @ FLIP)

@@ -101,15 +101,12 @@ def run(args: argparse.Namespace) -> None:
             return hr, extra
         from baselines.srr import TUNED_ALPHA, srr
 
-        kwargs: dict[str, Any] = {"regulariser": args.regulariser, "psf": args.psf}
-        if args.alpha is not None:
-            kwargs["alpha"] = args.alpha
-        elif args.psf == "box":
-            kwargs["alpha"] = TUNED_ALPHA[args.regulariser]
-        if args.iterations is not None:
-            kwargs["iterations"] = args.iterations
+        alpha = args.alpha
+        if alpha is None and args.psf == "box":
+            alpha = TUNED_ALPHA[args.regulariser]
+        kw = {"regulariser": args.regulariser, "iterations": args.iterations, "psf": args.psf}
         t0 = time.perf_counter()
-        hr, info = srr(stacks, grid, device=device, init=hr, progress=bars(args), **kwargs)
+        hr, info = srr(stacks, grid, alpha=alpha, init=hr, device=device, progress=bars(args), **kw)
         extra.update(srr_seconds=time.perf_counter() - t0, srr=info, device=str(device))
         return hr, extra
 

@@ -81,22 +81,17 @@ def key_value(text: str) -> tuple[str, str]:
 def add_output_options(p: argparse.ArgumentParser, top: bool) -> None:
     """``-v``, ``-q`` and ``--log``: on the main parser, and on every sub-command (where they only
     override what was given before the sub-command)."""
-    hide = {} if top else {"default": argparse.SUPPRESS}
-    p.add_argument(
-        "-v", "--verbose", action="count", help="more messages (debug)", **({"default": 0} | hide)
-    )
+    verbose, quiet, log_file = (0, False, None) if top else [argparse.SUPPRESS] * 3
+    p.add_argument("-v", "--verbose", action="count", default=verbose, help="more messages (debug)")
     p.add_argument(
         "-q",
         "--quiet",
         action="store_true",
+        default=quiet,
         help="no progress output and warnings only",
-        **({"default": False} | hide),
     )
     p.add_argument(
-        "--log",
-        metavar="FILE",
-        help="also write log messages to FILE",
-        **({"default": None} | hide),
+        "--log", metavar="FILE", default=log_file, help="also write log messages to FILE"
     )
 
 
@@ -126,7 +121,8 @@ def add_grid_args(p: argparse.ArgumentParser, what: str) -> None:
         "--spacing",
         type=positive_float,
         metavar="MM",
-        help=f"isotropic grid of this spacing over the fixed stack's field of view (default: {what})",
+        help="isotropic grid of this spacing over the fixed stack's field of view "
+        f"(default: {what})",
     )
 
 
@@ -137,7 +133,8 @@ def add_stack_args(p: argparse.ArgumentParser, method: str) -> None:
         "stacks",
         nargs="+",
         metavar="STACK",
-        help="LR stacks, any orientation: NIfTI files, or directories holding one DICOM series each",
+        help="LR stacks, any orientation: NIfTI files, or directories holding one DICOM series "
+        "each",
     )
     p.add_argument("-o", "--output", required=True, metavar="OUT.nii.gz", help="HR output image")
     add_grid_args(p, "the fixed stack's finest spacing")
@@ -182,6 +179,12 @@ ACQUISITION_USE = {
 }
 
 
+#: How ``auto`` masks are found (help texts).
+AUTO_MASK = (
+    "threshold at the half-height of the edge above the background, largest component, holes filled"
+)
+
+
 def add_acquisition_args(p: argparse.ArgumentParser, method: str) -> None:
     """``--thickness``, ``--stack-masks`` and ``--mask``, with what ``method`` does with them."""
     thick, stack_mask, mask = ACQUISITION_USE[method]
@@ -203,8 +206,7 @@ def add_acquisition_args(p: argparse.ArgumentParser, method: str) -> None:
         metavar="MASK",
         help="one mask per stack, on that stack's grid (same shape and affine), in the order of "
         f"STACK; LR voxels outside it are {stack_mask}; e.g. --stack-masks m1.nii.gz m2.nii.gz "
-        "m3.nii.gz; 'auto': found in each stack (threshold at the half-height of the edge above "
-        "the background, largest component, holes filled; written as "
+        f"m3.nii.gz; 'auto': found in each stack ({AUTO_MASK}; written as "
         "OUT_stack-<name>_desc-auto_mask.nii.gz)",
     )
     g.add_argument(
@@ -212,9 +214,8 @@ def add_acquisition_args(p: argparse.ArgumentParser, method: str) -> None:
         metavar="MASK.nii.gz",
         help="mask on the target grid (a mask on another grid in the fixed stack's world space is "
         f"resampled to it, nearest neighbour): the output is 0 outside it{mask}; e.g. --mask "
-        "brain.nii.gz; 'auto': found in the B-spline of the registered stacks (threshold at the "
-        "half-height of the edge above the background, largest component, holes filled; written "
-        "as OUT_desc-auto_mask.nii.gz)",
+        f"brain.nii.gz; 'auto': found in the B-spline of the registered stacks ({AUTO_MASK}; "
+        "written as OUT_desc-auto_mask.nii.gz)",
     )
     g.add_argument(
         "--n4",

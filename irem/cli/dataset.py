@@ -23,21 +23,10 @@ COHORT = "mni152_cohort"
 
 
 def load_dataset(
-    name: str,
-    seed: int = 0,
-    phantom_size: int = 64,
-    subject: int = 0,
-    contrast: str | None = None,
+    name: str, seed: int = 0, phantom_size: int = 64, subject: int = 0, contrast: str | None = None
 ) -> Volume:
-    """An embedded dataset by name, or a user's HR NIfTI file by path (validated).
-
-    Args:
-        name: a key of :data:`DATASETS` or a ``.nii``/``.nii.gz`` path.
-        seed: seed of the random content (``mni152_flair``: lesions; ``mni152_cohort``: cohort).
-        phantom_size: voxels a side of the phantom.
-        subject: ``mni152_cohort``: the subject index.
-        contrast: ``mni152_cohort``: force a contrast family (default: cycled by subject index).
-    """
+    """An embedded dataset by name (a key of :data:`DATASETS`; ``seed``: FLAIR lesions or cohort),
+    or a user's HR NIfTI file by path (validated)."""
     if name == "mni152_t1":
         return mni152_t1()
     if name == "mni152_flair":
@@ -156,11 +145,7 @@ def _ground_truth(args: argparse.Namespace) -> tuple[Volume, Volume, Volume | No
 
 
 def run_dataset(args: argparse.Namespace) -> None:
-    """Write what ``irem dataset`` asks for.
-
-    Raises:
-        InputError: on bad input (nothing is written then).
-    """
+    """Write what ``irem dataset`` asks for (nothing on bad input)."""
     if not (args.out or args.mask_out or args.wm_mask_out):
         raise InputError("give -o OUT.nii.gz, --mask-out MASK.nii.gz, --wm-mask-out or several")
     outs = [
@@ -183,13 +168,3 @@ def run_dataset(args: argparse.Namespace) -> None:
     for path, image, side in zip(outs, (vol, mask, wm), (sidecar, None, None), strict=True):
         if path is not None and image is not None:
             save_volume(path, image.data, image.affine, sidecar=side)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``irem dataset ARGS``; returns the exit status."""
-    from irem.cli import main as irem_main
-
-    try:
-        return irem_main(["dataset", *(argv or [])])
-    except SystemExit as exc:  # argparse's errors
-        return int(exc.code or 0)

@@ -77,6 +77,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "where the device computes in bf16 natively (AVX512_BF16/AMX CPUs, bf16 GPUs)",
     )
     add_device_args(p)
+    _add_output_args(p)
+    p.set_defaults(func=run)
+
+
+def _add_output_args(p: argparse.ArgumentParser) -> None:
+    """Checkpoint, start image, snapshots and the saved model."""
     p.add_argument(
         "--resume", action="store_true", help="resume from the checkpoint of an interrupted run"
     )
@@ -92,8 +98,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--snapshots",
         metavar="DIR",
-        help="also write the HR image after the epochs of --snapshot-epochs to DIR/epoch-NNNN.nii.gz "
-        "(each with a JSON sidecar: epoch, steps, held-out loss; before any --mask)",
+        help="also write the HR image after the epochs of --snapshot-epochs to "
+        "DIR/epoch-NNNN.nii.gz (each with a JSON sidecar: epoch, steps, held-out loss; before any "
+        "--mask)",
     )
     p.add_argument(
         "--snapshot-epochs",
@@ -107,7 +114,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="MODEL.pt",
         help="save the trained model, normaliser, config, transforms and grid (for irem sample)",
     )
-    p.set_defaults(func=run)
 
 
 #: The epochs of ``--snapshots`` by default: about three per decade.
@@ -128,10 +134,9 @@ def _snapshot_writer(args: argparse.Namespace, grid: Any, cfg: Any, device: Any)
 
     folder = Path(args.snapshots)
     folder.mkdir(parents=True, exist_ok=True)
-    epochs = args.snapshot_epochs
 
     def write(epoch: int, steps: int, held_out: float | None, model: Any, norm: Any) -> None:
-        if epoch not in epochs:
+        if epoch not in args.snapshot_epochs:
             return
         hr = predict(model, norm, grid, chunk=cfg.reconstruct.chunk, device=device, progress=False)
         info = {"epoch": epoch, "steps": steps, "held_out_loss": held_out}
@@ -216,9 +221,7 @@ def run(args: argparse.Namespace) -> None:
     def method(stacks: list[Any], grid: Any) -> tuple[np.ndarray, dict[str, Any]]:
         if args.start_image is not None and cfg.model.kind != "grid":
             raise InputError("--start-image needs a grid INR (--config fast)")
-        start, start_info = make_start(
-            stacks, grid, cfg.train, args.seed, device, args.start_image
-        )
+        start, start_info = make_start(stacks, grid, cfg.train, args.seed, device, args.start_image)
         model, norm, result = train(
             stacks,
             cfg,
@@ -233,8 +236,9 @@ def run(args: argparse.Namespace) -> None:
             on_epoch=_snapshot_writer(args, grid, cfg, device),
         )
         t0 = time.perf_counter()
-        chunk = cfg.reconstruct.chunk
-        hr = predict(model, norm, grid, chunk=chunk, device=device, progress=bars(args))
+        hr = predict(
+            model, norm, grid, chunk=cfg.reconstruct.chunk, device=device, progress=bars(args)
+        )
         trained.update(model=model, norm=norm)
         seconds = time.perf_counter() - t0
         return hr, _irem_sidecar(cfg, device, norm, result, seconds, model_path, start_info)

@@ -46,18 +46,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--profile", choices=("box", "gaussian", "none"), default="box", help="slice profile"
     )
+    _add_noise_and_motion_args(p)
+    p.set_defaults(func=run)
+
+
+def _add_noise_and_motion_args(p: argparse.ArgumentParser) -> None:
     noise = p.add_mutually_exclusive_group()
     noise.add_argument(
         "--snr",
         type=positive_float,
-        default=None,
         help="Rician noise of each stack at this SNR (mean white-matter signal of the noise-free "
         "HR image over the noise sigma of each channel; see --wm-mask)",
     )
     noise.add_argument(
         "--hr-snr",
         type=positive_float,
-        default=None,
         help="scan-time-matched: an HR scan of this SNR (written as hr.nii.gz) and three stacks of "
         "a third of its scan time each, at T / sqrt(3) times its SNR (T: --thickness, default K)",
     )
@@ -69,74 +72,51 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed for noise and motion")
     p.add_argument(
-        "--subject-seed",
-        type=int,
-        default=None,
-        help="a per-subject seed, combined with --seed for the noise",
+        "--subject-seed", type=int, help="a per-subject seed, combined with --seed for the noise"
     )
     p.add_argument(
         "--motion",
         type=nonneg_float,
         nargs=2,
         metavar=("DEG", "MM"),
-        default=None,
         help="move every stack but the sagittal one by a seeded random rigid motion",
     )
     p.add_argument(
         "--reorient", action="store_true", help="store the stacks in different voxel orientations"
     )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:
     """Carry out ``irem simulate``."""
     from irem.acquisition.simulate import (
         REORIENT_CODES,
-        move,
-        random_rigid,
         reorient,
         simulate_scan_time_matched,
         simulate_stacks,
     )
-    from irem.volume import load_volume, voxel_centres
+    from irem.volume import load_volume
 
     if args.thickness is not None and args.profile == "none":
         raise InputError("--thickness needs --profile box or gaussian ('none' takes one HR slice)")
     hr = load_volume(args.hr)
-    if args.k > min(hr.shape):
-        raise InputError(f"--k {args.k} is larger than the smallest image extent {min(hr.shape)}")
-    if args.thickness is not None and args.thickness > min(hr.shape):
-        raise InputError(
-            f"--thickness {args.thickness:g} is larger than the smallest image extent "
-            f"{min(hr.shape)}"
-        )
+    n = min(hr.shape)
+    for option, value in (("--k", args.k), ("--thickness", args.thickness)):
+        if value is not None and value > n:
+            raise InputError(f"{option} {value:g} is larger than the smallest image extent {n}")
     thickness = 1.0 if args.profile == "none" else float(args.thickness or args.k)
     wm = load_volume(args.wm_mask, mask=True).data if args.wm_mask else None
     noise: dict[str, Any] = {"subject_seed": args.subject_seed, "wm_mask": args.wm_mask}
     hr_scan = None
+    kwargs = {"profile": args.profile, "seed": args.seed, "wm_mask": wm,
+              "subject_seed": args.subject_seed, "thickness": args.thickness}  # fmt: skip
     if args.hr_snr is not None:
-        stacks, hr_scan, info = simulate_scan_time_matched(
-            hr, args.k, args.hr_snr, args.profile, args.seed, wm, args.subject_seed,
-            thickness=args.thickness,
-        )  # fmt: skip
+        stacks, hr_scan, info = simulate_scan_time_matched(hr, args.k, args.hr_snr, **kwargs)
         noise.update(info)
     else:
-        stacks = simulate_stacks(
-            hr, args.k, args.profile, args.snr, args.seed, wm, args.subject_seed,
-            thickness=args.thickness,
-        )  # fmt: skip
-    motions: list[list[list[float]] | None] = [None] * 3
-    if args.motion is not None:
-        rng = np.random.default_rng(np.random.SeedSequence([args.seed, 7]))
-        centre = voxel_centres(hr.shape, hr.affine).mean(axis=0)
-        for i in (1, 2):
-            m = random_rigid(args.motion[0], args.motion[1], rng, centre)
-            stacks[i] = move(stacks[i], m)
-            motions[i] = m.tolist()
+        stacks = simulate_stacks(hr, args.k, snr=args.snr, **kwargs)
+    motions = [None] * 3 if args.motion is None else _move(stacks, args.motion, args.seed, hr)
     if args.reorient:
-        stacks = [
-            s if c is None else reorient(s, c) for s, c in zip(stacks, REORIENT_CODES, strict=True)
-        ]
+        stacks = [reorient(s, c) if c else s for s, c in zip(stacks, REORIENT_CODES, strict=True)]
     params = {
         "source": str(args.hr),
         "k": args.k,
@@ -151,6 +131,22 @@ def run(args: argparse.Namespace) -> None:
         "version": __version__,
     }
     _write_simulation(Path(args.out_dir), stacks, params, motions, hr_scan)
+
+
+def _move(stacks: list[Any], motion: list[float], seed: int, hr: Any) -> list[Any]:
+    """Move stacks 1 and 2 by seeded random rigid motions of ``motion`` (degrees, mm) about the
+    centre of ``hr``; the motions as lists (None for the sagittal stack)."""
+    from irem.acquisition.simulate import move, random_rigid
+    from irem.volume import voxel_centres
+
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+    centre = voxel_centres(hr.shape, hr.affine).mean(axis=0)
+    motions: list[Any] = [None]
+    for i in (1, 2):
+        m = random_rigid(motion[0], motion[1], rng, centre)
+        stacks[i] = move(stacks[i], m)
+        motions.append(m.tolist())
+    return motions
 
 
 def _write_simulation(

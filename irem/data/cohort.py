@@ -1,25 +1,14 @@
-"""A synthetic cohort from the embedded MNI152 2009 template: one seeded subject per index.
+"""A synthetic cohort from the embedded MNI152 2009 template: subject ``i`` of cohort ``seed`` is
+drawn from ``np.random.SeedSequence([seed, i, ...])`` only.
 
-Subject ``i`` of cohort ``seed`` is drawn from ``np.random.SeedSequence([seed, i, ...])`` only:
-
-1. **Anatomy.** A smooth random deformation of the template's brain mask and grey/white matter
-   probability maps: a cubic B-spline (SimpleITK ``BSplineTransform``) with control points about
-   :data:`CONTROL_SPACING_MM` apart over the template's brain box (the scale of gyri and
-   ventricles) and coefficients drawn uniformly in ``+-`` :data:`MAX_DISPLACEMENT_MM`. Coefficients
-   below ``spacing / 2.48`` make a uniform cubic B-spline map injective in 3-D (Choi & Lee 2000,
-   *Injectivity conditions of 2D and 3D uniform cubic B-spline functions*, Graphical Models 62:
-   411-427); :func:`sample_subject` enforces that bound and :func:`render_subject` checks that the
-   Jacobian determinant of the displacement is positive at every output voxel.
-2. **Contrast.** A family (T1w-like, T2w-like, FLAIR-like), cycled by index unless given
-   (``index % 3``: 0 T1w, 1 T2w, 2 FLAIR, so any 3 consecutive subjects show all three), then
-   pure-tissue intensities drawn around :data:`TISSUE_INTENSITIES` and mixed by the warped tissue
-   probabilities (SynthSeg-style partial-volume mixture; CSF = brain mask - GM - WM), times a
-   smooth multiplicative bias field (TorchIO's ``BiasField`` polynomial, see :func:`bias_field`).
-   Zero outside the warped brain mask (skull-stripped, like the template).
-3. **Crop.** Optionally a box of the template's brain crop (:func:`irem.data.datasets.crop_box`).
-
-Deformation and bias field live in the coordinates of the uncropped grid, so a cropped subject is
-exactly a window of the uncropped one; only the cropped voxels are computed.
+1. Anatomy: the template's brain mask and GM/WM maps warped by a random cubic B-spline (control
+   points :data:`CONTROL_SPACING_MM` apart, coefficients within +- :data:`MAX_DISPLACEMENT_MM`,
+   below the injectivity bound ``spacing / 2.48`` of Choi & Lee 2000, Graphical Models 62:411;
+   the Jacobian determinant is checked positive at every output voxel).
+2. Contrast: T1w, T2w or FLAIR-like (``index % 3`` unless given): pure-tissue intensities drawn
+   around :data:`TISSUE_INTENSITIES`, mixed by the warped probabilities (CSF = brain - GM - WM),
+   times TorchIO's polynomial bias field; zero outside the warped brain.
+3. Crop: optionally a box of the brain crop, exactly a window of the uncropped subject.
 """
 
 from __future__ import annotations
@@ -81,10 +70,6 @@ class CohortSubject:
     params: SubjectParams
     jacobian_range: tuple[float, float]
     max_displacement_mm: float
-
-    @property
-    def contrast(self) -> str:
-        return self.params.contrast
 
     def sidecar(self) -> dict[str, Any]:
         """The subject's parameters and checks, for a JSON sidecar."""
@@ -149,14 +134,8 @@ def n_bias_coefficients(order: int) -> int:
 def sample_subject(
     index: int, seed: int = 0, contrast: str | None = None, grid: Volume | None = None
 ) -> SubjectParams:
-    """Draw the random parameters of subject ``index`` of cohort ``seed`` (nothing is rendered).
-
-    Args:
-        index: subject index (>= 0).
-        seed: cohort seed.
-        contrast: ``"T1w"``, ``"T2w"`` or ``"FLAIR"``; ``None`` cycles by index.
-        grid: the uncropped grid the deformation spans (default: the template's brain crop).
-    """
+    """Draw the random parameters of subject ``index`` of cohort ``seed`` (nothing is rendered);
+    ``grid``: the uncropped grid the deformation spans (default: the template's brain crop)."""
     if index < 0:
         raise InputError(f"the subject index must be >= 0, got {index}")
     family = contrast_for(index, contrast)
@@ -224,19 +203,8 @@ def displacement_field(tx: sitk.Transform, grid: Volume) -> np.ndarray:
 
 
 def jacobian_determinant(displacement: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Determinant of the Jacobian of ``x -> x + u(x)`` at every voxel (> 0 everywhere: no folding).
-
-    SimpleITK's ``DisplacementFieldJacobianDeterminant`` of the field in voxel-index units (the
-    filter ignores an image's direction; the determinant does not depend on the frame), padded by
-    one linearly extrapolated voxel so that the borders get one-sided differences.
-
-    Args:
-        displacement: ``(X, Y, Z, 3)`` displacement in world millimetres, sampled on a grid.
-        affine: the grid's voxel-to-world affine (any orientation; spacing in mm).
-
-    Returns:
-        ``(X, Y, Z)`` determinants (central differences; one-sided at the borders).
-    """
+    """Determinant of the Jacobian of ``x -> x + u(x)`` at every voxel of a grid (``u``: ``(X, Y,
+    Z, 3)`` in world mm; > 0 everywhere: no folding); central differences, one-sided at borders."""
     to_index = np.linalg.inv(np.asarray(affine, dtype=np.float64)[:3, :3])
     v = np.asarray(displacement, dtype=np.float64) @ to_index.T
     v = np.pad(v, [(1, 1)] * 3 + [(0, 0)], mode="reflect", reflect_type="odd")
@@ -252,13 +220,9 @@ def bias_field(
     coefficients: tuple[float, ...] | np.ndarray,
     order: int = BIAS_ORDER,
 ) -> np.ndarray:
-    """TorchIO's polynomial bias field ``exp(sum c x^i y^j z^k)`` on a window of a larger grid.
-
-    Same monomials, ordering and coordinates (``[-1, 1]`` over ``full_shape``) as
-    ``torchio.BiasField.generate_bias_field``, evaluated only on the ``shape`` voxels starting at
-    voxel ``offset`` of the full grid, so that a crop of the field is the field of the crop (TorchIO
-    evaluates every voxel of the full grid, hence this function instead of the dependency).
-    """
+    """TorchIO's polynomial bias field ``exp(sum c x^i y^j z^k)`` (coordinates in [-1, 1] over
+    ``full_shape``) on the window of ``shape`` voxels at ``offset``: a crop's field is the field's
+    crop."""
     if len(coefficients) != n_bias_coefficients(order):
         raise ValueError(f"order {order} needs {n_bias_coefficients(order)} coefficients")
     axes = []
@@ -292,11 +256,8 @@ def _warp(img: sitk.Image, tx: sitk.Transform, grid: sitk.Image) -> np.ndarray:
 
 
 def render_subject(params: SubjectParams, out: Volume | None = None) -> CohortSubject:
-    """Render a subject on ``out``'s grid (a crop of the template's brain box; default: all of it).
-
-    Raises:
-        RuntimeError: if the deformation folds (a Jacobian determinant <= 0) on the grid.
-    """
+    """Render a subject on ``out``'s grid (a crop of the template's brain box; default: all of it);
+    refuses a deformation that folds."""
     tpl = _template()
     out = tpl.grid if out is None else out
     field_img = _field_image(bspline_transform(tpl.grid, params.mesh, params.coefficients), out)
@@ -331,33 +292,17 @@ def cohort_subject(
     crop: tuple[int, int, int] | list[int] | None = None,
     crop_position: tuple[float, float, float] | list[float] = (0.5, 0.5, 0.5),
 ) -> CohortSubject:
-    """Subject ``index`` of the synthetic MNI152 cohort ``seed`` (a pure function of its arguments).
-
-    Args:
-        index: subject index (>= 0); also picks the contrast family when ``contrast`` is None
-            (``index % 3``: T1w, T2w, FLAIR).
-        seed: cohort seed: the same (index, seed) always gives identical arrays.
-        contrast: force a family (``"T1w"``, ``"T2w"`` or ``"FLAIR"``).
-        crop: keep a box of this many voxels of the 1 mm brain crop (152x184x160).
-        crop_position: where that box lies along each axis (0 to 1; 0.5: centred).
-
-    Returns:
-        The image (zero outside the brain) with its brain and white-matter masks.
-    """
+    """Subject ``index`` of the synthetic MNI152 cohort ``seed`` (a pure function of its arguments)
+    with its brain and WM masks; ``crop``: a box of the 1 mm brain crop (152x184x160) placed at
+    ``crop_position`` (0 to 1 per axis)."""
     params = sample_subject(index, seed, contrast)
     grid = _template().grid
     return render_subject(params, crop_box(grid, crop, crop_position) if crop is not None else grid)
 
 
 def cohort_figure(volumes: dict[str, Volume]) -> Any:
-    """Mid-slices (sagittal, coronal, axial) of every volume: one row per subject.
-
-    Args:
-        volumes: subject label -> volume (RAS affine close to axis-aligned, as the cohort's).
-
-    Returns:
-        A matplotlib ``Figure`` (Agg backend; nothing is shown).
-    """
+    """A matplotlib figure of the mid-slices (sagittal, coronal, axial) of every volume (label ->
+    volume, about axis-aligned): one row per subject."""
     if not volumes:
         raise InputError("cohort_figure needs at least one volume")
     from matplotlib.figure import Figure

@@ -14,11 +14,7 @@ import numpy as np
 
 from irem.data.phantom import shepp_logan
 from irem.errors import InputError
-from irem.volume import (
-    Volume,
-    apply_affine,
-    voxel_centres,
-)
+from irem.volume import Volume, apply_affine, voxel_centres
 
 
 def nilearn_data_dir() -> Path:
@@ -34,11 +30,8 @@ def _load_packaged(name: str) -> Volume:
 
 
 def crop_to_content(vol: Volume, multiple: int = 8, threshold: float = 0.0) -> Volume:
-    """Crop to the bounding box of voxels above ``threshold``, then zero-pad each axis to a multiple.
-
-    The padding is split evenly on both sides; the affine follows the crop so that every kept voxel
-    stays at its world position.
-    """
+    """Crop to the bounding box of voxels above ``threshold``, then zero-pad each axis evenly to a
+    multiple; every kept voxel stays at its world position."""
     nz = np.argwhere(vol.data > threshold)
     lo, hi = nz.min(axis=0), nz.max(axis=0) + 1
     size = hi - lo
@@ -59,11 +52,8 @@ def crop_to_content(vol: Volume, multiple: int = 8, threshold: float = 0.0) -> V
 
 
 def mni152_t1(crop: bool = True) -> Volume:
-    """The 1 mm MNI152 2009 T1 template rescaled to [0, 1]; cropped to the brain by default.
-
-    Uncropped it is 197x233x189; cropped to its non-zero bounding box and padded to multiples of 8 it
-    is 152x184x160.
-    """
+    """The 1 mm MNI152 2009 T1 template rescaled to [0, 1] (197x233x189); by default cropped to
+    the brain and padded to multiples of 8 (152x184x160)."""
     vol = _load_packaged("mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz")
     vol.data /= float(vol.data.max())
     return crop_to_content(vol) if crop else vol
@@ -96,17 +86,8 @@ class Lesion:
 def sample_lesions(
     candidates: np.ndarray, rng: np.random.Generator, n_min: int = 3, n_max: int = 6
 ) -> list[Lesion]:
-    """Draw ``n_min``..``n_max`` lesions centred on world points drawn from ``candidates`` ``(n, 3)``.
-
-    Only parameters are sampled here; :func:`render_lesions` draws them deterministically. Centres
-    are at least 12 mm apart so that lesions stay distinct.
-
-    Args:
-        candidates: world coordinates (mm) of admissible lesion centres, e.g. deep white matter.
-        rng: the random generator (the only source of randomness).
-        n_min: fewest lesions.
-        n_max: most lesions.
-    """
+    """Draw ``n_min``..``n_max`` lesions at least 12 mm apart, centred on world points (mm) drawn
+    from ``candidates`` ``(n, 3)``, with ``rng`` the only source of randomness."""
     if len(candidates) == 0:
         raise ValueError("no candidate positions for lesions")
     n = int(rng.integers(n_min, n_max + 1))
@@ -156,10 +137,8 @@ def render_lesions(
 def flair_contrast(
     gm: np.ndarray, wm: np.ndarray, brain: np.ndarray, lesion: np.ndarray
 ) -> np.ndarray:
-    """FLAIR-like image from tissue probabilities (all in [0, 1]) and a soft lesion map.
-
-    CSF is what the brain mask holds beyond GM and WM; lesions replace tissue where they lie.
-    """
+    """FLAIR-like image from tissue probabilities and a soft lesion map (all in [0, 1]); CSF fills
+    the brain mask beyond GM and WM."""
     c = FLAIR_CONTRAST
     csf = np.clip(1.0 - gm - wm, 0.0, 1.0)
     tissue = c["csf"] * csf + c["gm"] * gm + c["wm"] * wm
@@ -168,10 +147,8 @@ def flair_contrast(
 
 
 def block_mean(vol: Volume, axis: int, factor: int) -> Volume:
-    """Average ``factor`` consecutive voxels along ``axis`` (a thick acquisition), fixing the affine.
-
-    The new voxel centre is the mean of the centres it averages; trailing voxels are dropped.
-    """
+    """Average ``factor`` consecutive voxels along ``axis`` (trailing ones dropped); each new voxel
+    centre is the mean of those it averages."""
     n = vol.shape[axis] // factor
     moved = np.moveaxis(vol.data, axis, 0)[: n * factor]
     data = moved.reshape(n, factor, *moved.shape[1:]).mean(axis=1)
@@ -182,17 +159,9 @@ def block_mean(vol: Volume, axis: int, factor: int) -> Volume:
 
 
 def mni152_flair(seed: int = 0, crop: bool = True) -> Volume:
-    """A FLAIR-like MNI152 brain at 1 x 1 x 2 mm with 3-6 hyperintense white-matter lesions.
-
-    Synthesised from the template's grey/white matter probability maps inside its skull-stripped
-    brain: CSF dark, GM brighter than WM, lesions brightest. The lesions sit in deep white matter
-    (WM probability > 0.95) and are drawn from ``seed`` only, so the volume is reproducible. The 2 mm
-    slices average pairs of 1 mm slices. Cropped like :func:`mni152_t1` (content box, multiples of 8).
-
-    Args:
-        seed: seed of the lesion positions, sizes and number.
-        crop: crop to the brain (padded to multiples of 8).
-    """
+    """A FLAIR-like MNI152 brain at 1 x 1 x 2 mm (pairs of 1 mm slices averaged) from the GM/WM
+    maps, with 3-6 lesions drawn from ``seed`` in deep WM (probability > 0.95); cropped like
+    :func:`mni152_t1`."""
     t1 = mni152_t1(crop=False)
     gm = mni152_tissue("gm").data / 255.0
     wm = mni152_tissue("wm").data / 255.0
@@ -207,40 +176,20 @@ def mni152_flair(seed: int = 0, crop: bool = True) -> Volume:
     return crop_to_content(flair) if crop else flair
 
 
-def flair_lesions(seed: int = 0) -> list[Lesion]:
-    """The lesions that :func:`mni152_flair` draws for ``seed`` (world mm)."""
-    t1 = mni152_t1(crop=False)
-    wm = mni152_tissue("wm").data / 255.0
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xF1A1]))
-    return sample_lesions(apply_affine(t1.affine, np.argwhere(wm > 0.95)), rng)
-
-
 # --------------------------------------------------------------------------------------------------
 # Phantom, masks and crops
 
 
 def phantom(size: int = 64, spacing: float = 1.0) -> Volume:
-    """A cubic 3-D Shepp-Logan phantom of ``size`` voxels of ``spacing`` mm (see :mod:`irem.data.phantom`)."""
+    """A cubic 3-D Shepp-Logan phantom of ``size`` voxels of ``spacing`` mm."""
     if size < 8:
         raise InputError(f"the phantom needs at least 8 voxels a side, got {size}")
     return shepp_logan((size, size, size), spacing=spacing)
 
 
 def brain_mask(vol: Volume, threshold: float = 0.0, relative: bool = False) -> Volume:
-    """Binary head/brain mask: voxels above ``threshold``, largest component, holes filled.
-
-    For the embedded volumes (zero background) the default ``threshold=0`` is exact. For a user's
-    image with a noisy background pass e.g. ``threshold=0.1, relative=True`` (10% of the 99.5th
-    percentile).
-
-    Args:
-        vol: the image.
-        threshold: intensity threshold (absolute, or a fraction when ``relative``).
-        relative: read ``threshold`` as a fraction of the 99.5th intensity percentile.
-
-    Returns:
-        A volume of 0/1 float32 on the same grid.
-    """
+    """Binary (0/1 float32) head/brain mask: voxels above ``threshold`` (``relative``: a fraction of
+    the 99.5th percentile), largest component, holes filled."""
     from scipy import ndimage
 
     t = threshold * float(np.percentile(vol.data, 99.5)) if relative else threshold
@@ -260,11 +209,8 @@ def crop_box(
     shape: tuple[int, int, int] | list[int],
     position: tuple[float, float, float] | list[float] = (0.5, 0.5, 0.5),
 ) -> Volume:
-    """Keep a box of ``shape`` voxels (each axis no larger than the image's).
-
-    ``position`` places it along each voxel axis, from 0 (at the first voxel) to 1 (at the last);
-    0.5 centres it. The affine follows, so that every kept voxel stays at its world position.
-    """
+    """Keep a box of ``shape`` voxels placed along each axis by ``position`` (0: at the first voxel,
+    1: at the last); every kept voxel stays at its world position."""
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or any(s < 1 for s in shape):
         raise InputError(f"crop shape must be three positive integers, got {shape}")

@@ -70,34 +70,32 @@ class MemoryEstimate:
         }
 
 
+def _proc_bytes(path: str, key: str, what: str) -> int:
+    """The ``key`` line (kB) of a /proc file in bytes; refuses a missing file or line."""
+    if Path(path).is_file():
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    raise InputError(f"cannot tell {what} (no psutil, no {path})")
+
+
 def process_rss() -> int:
     """This process's resident set size (bytes): psutil if installed, else /proc/self/status."""
     try:
         import psutil
-
-        return int(psutil.Process().memory_info().rss)
     except ImportError:
-        pass
-    for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise InputError("cannot read this process's memory use (no psutil, no /proc)")
+        return _proc_bytes("/proc/self/status", "VmRSS:", "this process's memory use")
+    return int(psutil.Process().memory_info().rss)
 
 
 def available_memory() -> tuple[int, str]:
     """Memory available to a new allocation (bytes) and where the number came from."""
     try:
         import psutil
-
-        return int(psutil.virtual_memory().available), "psutil"
     except ImportError:
-        pass
-    meminfo = Path("/proc/meminfo")
-    if meminfo.is_file():
-        for line in meminfo.read_text(encoding="utf-8").splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024, "/proc/meminfo"
-    raise InputError("cannot tell the available memory (no psutil, no /proc/meminfo)")
+        path = "/proc/meminfo"
+        return _proc_bytes(path, "MemAvailable:", "the available memory"), path
+    return int(psutil.virtual_memory().available), "psutil"
 
 
 def _lr_voxels(stacks: list[Stack]) -> int:
@@ -160,8 +158,8 @@ def srr_model(regulariser: str) -> Callable[[list[Stack], Grid], MemoryEstimate]
 
 
 def _normaliser(stacks: list[Stack]) -> Any:
-    """The INR's normaliser from the stacks' voxel-centre box (as :func:`irem.training.train.training_data`
-    computes it), from their corners only."""
+    """The INR's normaliser from the stacks' voxel-centre box (as
+    :func:`irem.training.train.training_data` computes it), from their corners only."""
     from irem.training.reconstruct import Normaliser
 
     corners = []
@@ -177,9 +175,8 @@ def _normaliser(stacks: list[Stack]) -> Any:
 
 
 def inr_bytes(cfg: Any, stacks: list[Stack], grid: Grid) -> dict[str, int]:
-    """The INR's training and evaluation arrays: parameters with gradients and Adam's moments,
-    the LR voxels, the activations of one batch, the output; with a grid INR's SRR-TV start image,
-    that too (its memory stays with the process: the allocator keeps what SRR freed)."""
+    """The INR's arrays: parameters with gradients and Adam's moments, the LR voxels, one batch's
+    activations, the output, and a grid INR's SRR-TV start (the allocator keeps what SRR freed)."""
     from irem.training.reconstruct import build_model
 
     model = build_model(cfg, 0, _normaliser(stacks))
@@ -221,16 +218,13 @@ def inr_model(cfg: Any) -> Callable[[list[Stack], Grid], MemoryEstimate]:
 
 
 def check_memory(est: MemoryEstimate, max_memory_gb: float | None = None) -> dict[str, Any]:
-    """Log ``est`` (at debug level) and refuse it when it exceeds the available memory or
-    ``max_memory_gb``; returns the sidecar's record.
-
-    Raises:
-        InputError: when the estimate exceeds either limit.
-    """
+    """Log ``est`` (debug) and refuse it when it exceeds the available memory or
+    ``max_memory_gb``; returns the sidecar's record."""
     available, source = available_memory()
     need = est.total_bytes
     log.debug(
-        "estimated peak memory of %s: %.2f GB (%.2f GB now + %.2f GB: %s); available %.2f GB (%s)%s",
+        "estimated peak memory of %s: %.2f GB (%.2f GB now + %.2f GB: %s); "
+        "available %.2f GB (%s)%s",
         est.method,
         need / GB,
         est.baseline_bytes / GB,
