@@ -264,15 +264,9 @@ def _header(
 
 
 def throughput_table(threads: int, rounds: int = 5) -> tuple[list[str], pd.DataFrame]:
-    """Training and inference rates of the paper's network against the matmul bound.
-
-    This machine's speed drifts by 10-20% over minutes, so the bounds and every variant are
-    measured ``rounds`` times, interleaved: each round measures the bounds, then each variant (best
-    of repeated calls over a few seconds), and a variant's % of the bound and its rate over the
-    fp32 training step's are taken per round. The table gives the median over rounds and the
-    range. bf16 autocast is one of the variants where the CPU has native bf16 (what
-    ``train.precision: auto`` picks), else it is measured once after the rounds.
-    """
+    """Training and inference rates of the paper's network against the matmul bound, measured in
+    ``rounds`` interleaved rounds (the machine's speed drifts by 10-20% over minutes); medians and
+    ranges over rounds. Without native bf16, bf16 autocast is measured once after the rounds."""
     torch.set_num_threads(threads)
     native = detect_precision("auto").used == "bf16"
     fps = flops_per_sample(IREM())
@@ -307,8 +301,7 @@ def quick() -> int:
         256 / _best_seconds(training_block(bf16, True, False, steps=1, batch=256), 0.2, warmup=0)
         for bf16 in (False, True)
     )
-    call = inference_call(True, 1024)
-    inf = 1024 / _best_seconds(call, 0.2, warmup=0)
+    inf = 1024 / _best_seconds(inference_call(True, 1024), 0.2, warmup=0)
     print(
         f"quick: training {rate:.0f} samples/s fp32, {rate16:.0f} bf16 (batch 256), "
         f"inference {inf:.0f} samples/s"

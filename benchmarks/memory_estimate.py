@@ -41,21 +41,16 @@ METHODS: dict[str, tuple[list[str], tuple[int, ...]]] = {
 MB = 2**20
 
 
-def make_inputs(folder: Path, n: int) -> tuple[list[str], str]:
-    """The phantom (HR grid) and its three k = 4 stacks, as NIfTI files in ``folder``."""
+def make_inputs(folder: Path, n: int) -> None:
+    """Write the phantom (``hr.nii.gz``, HR grid) and its three k = 4 stacks into ``folder``."""
     from irem.acquisition.simulate import simulate_stacks
     from irem.data.phantom import shepp_logan
     from irem.volume import save_volume
 
     hr = shepp_logan((n, n, n))
-    gt = folder / "hr.nii.gz"
-    save_volume(gt, hr.data, hr.affine)
-    paths = []
+    save_volume(folder / "hr.nii.gz", hr.data, hr.affine)
     for s in simulate_stacks(hr, 4):
-        p = folder / f"{s.name}.nii.gz"
-        save_volume(p, s.data, s.affine)
-        paths.append(str(p))
-    return paths, str(gt)
+        save_volume(folder / f"{s.name}.nii.gz", s.data, s.affine)
 
 
 def measure(command: list[str], stacks: list[str], gt: str, out: Path) -> dict[str, float]:
@@ -72,7 +67,8 @@ def measure(command: list[str], stacks: list[str], gt: str, out: Path) -> dict[s
     err = proc.stderr.read() if proc.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{' '.join(argv)} failed:\n{err[-2000:]}")
-    mem = json.loads(out.with_name(out.name.replace(".nii.gz", ".json")).read_text(encoding="utf-8"))["memory"]
+    sidecar = out.with_name(out.name.replace(".nii.gz", ".json"))
+    mem = json.loads(sidecar.read_text(encoding="utf-8"))["memory"]
     return {
         "peak_mb": usage.ru_maxrss * 1024 / MB,
         "estimate_mb": mem["estimate_bytes"] / MB,
@@ -82,7 +78,8 @@ def measure(command: list[str], stacks: list[str], gt: str, out: Path) -> dict[s
     }
 
 
-def run(out_dir: Path, only: list[str] | None = None) -> list[dict[str, object]]:
+def run(only: list[str] | None = None) -> list[dict[str, object]]:
+    """Measure every method (or the ``only`` ones) at its grid sizes."""
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for method, (command, sizes) in METHODS.items():
@@ -147,7 +144,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks")
     p.add_argument("--only", nargs="+", choices=list(METHODS), help="these methods only")
     args = p.parse_args()
-    rows = run(args.out, args.only)
+    rows = run(args.only)
     if not args.only:
         write(rows, args.out)
 

@@ -75,10 +75,7 @@ def run_case(k: int, method: str, regulariser: str, psf: str, threads: int) -> d
         "wall_s": wall,
         "peak_rss_mb": peak_rss / 1024.0,
         "base_rss_mb": base_rss / 1024.0,
-        "psnr": met["psnr"],
-        "psnr_mask": met["psnr_mask"],
-        "ssim": met["ssim"],
-        "ssim_mask": met["ssim_mask"],
+        **{m: met[m] for m in ("psnr", "psnr_mask", "ssim", "ssim_mask")},
         "relative_residual": info.get("relative_residual", ""),
         "threads": threads,
     }
@@ -100,17 +97,8 @@ def main() -> None:
     rows = []
     for k in KS:
         for method, reg, psf in METHODS:
-            cmd = [
-                sys.executable,
-                __file__,
-                "--threads",
-                str(args.threads),
-                "--child",
-                str(k),
-                method,
-                reg,
-                psf,
-            ]
+            cmd = [sys.executable, __file__, "--threads", str(args.threads), "--child", str(k)]
+            cmd += [method, reg, psf]
             done = subprocess.run(cmd, check=True, capture_output=True, text=True)
             row = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append(row)

@@ -94,15 +94,10 @@ def parse_run(folder: str) -> Run:
     m = _RUN.match(folder)
     if m is None:
         raise ValueError(f"not a run folder: {folder!r}")
-    snr = m.group("snr")
-    run = Run(
-        dataset=m.group("dataset"),
-        k=int(m.group("k")) if m.group("k") else None,
-        hr_snr=float(snr.replace("p", ".")) if snr else None,
-    )
-    if run.hr_snr is not None and run.k is None:
+    dataset, snr, k = m.group("dataset", "snr", "k")
+    if snr and not k:
         raise ValueError(f"not a run folder: {folder!r} (a scan-time run needs a k)")
-    return run
+    return Run(dataset, int(k) if k else None, float(snr.replace("p", ".")) if snr else None)
 
 
 def run_pattern() -> str:

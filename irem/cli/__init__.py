@@ -14,14 +14,7 @@ from collections.abc import Sequence
 
 from irem import __version__
 from irem.cli import baseline, metrics, reconstruct, sample, simulate
-from irem.cli.common import (
-    EXIT_INPUT,
-    FMT,
-    Parser,
-    add_output_options,
-    log_to_files,
-    setup_logging,
-)
+from irem.cli.common import EXIT_INPUT, FMT, Parser, add_output_options, log_to_files, setup_logging
 from irem.errors import InputError
 
 #: Sub-commands defined here; for these the other modules are not imported (a faster start).

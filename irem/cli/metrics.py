@@ -28,21 +28,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--mask", metavar="MASK.nii.gz", help="brain mask (default: GT above --threshold x max)"
     )
-    p.add_argument(
-        "--threshold",
-        type=nonneg_float,
-        default=0.05,
-        help="relative threshold of the default mask",
-    )
+    p.add_argument("--threshold", type=nonneg_float, default=0.05,
+                   help="relative threshold of the default mask")  # fmt: skip
     p.add_argument("-o", "--output", metavar="OUT.json", help="also write the JSON here")
     p.add_argument(
-        "--meta",
-        type=key_value,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
+        "--meta", type=key_value, action="append", default=[], metavar="KEY=VALUE",
         help='store KEY: VALUE (strings) under "meta" in the JSON; repeatable',
-    )
+    )  # fmt: skip
     p.set_defaults(func=run)
 
 

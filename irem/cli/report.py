@@ -141,18 +141,9 @@ def cmd_fig5(args: argparse.Namespace) -> None:
         obj = tables.read_json(path)
         mets[tables.run_meta(obj, path)["method"]] = obj
     fig = figures.fig5_slices(
-        args.gt,
-        args.mask,
-        args.lr,
-        recs,
-        methods,
-        mets,
-        axis=args.axis,
-        fraction=args.slice,
-        title=args.title,
-        gt_label=args.gt_label,
-        caption=args.caption,
-    )
+        args.gt, args.mask, args.lr, recs, methods, mets, axis=args.axis, fraction=args.slice,
+        title=args.title, gt_label=args.gt_label, caption=args.caption,
+    )  # fmt: skip
     figures.save_figure(fig, args.out, dpi=args.dpi)
 
 
@@ -222,9 +213,7 @@ def cmd_tuning_summary(args: argparse.Namespace) -> None:
     ]  # fmt: skip
     headers = ["sweep", "HR SNR", "chosen options", "mean brain PSNR (dB)", "runs",
                "best challenger - preferred [95% CI]"]  # fmt: skip
-    per_method = chosen.groupby("method", sort=False)["n_runs"].apply(
-        lambda n: sum(int(v) for v in n)
-    )
+    per_method = chosen["n_runs"].astype(int).groupby(chosen["method"], sort=False).sum()
     counts = [[m, str(n)] for m, n in per_method.items()]
     text = tables.markdown_table(headers, rows) + "\nTuning runs per method:\n\n"
     tables.write_text(Path(args.md), text + tables.markdown_table(["method", "runs"], counts))
@@ -236,13 +225,9 @@ def cmd_tuning_summary(args: argparse.Namespace) -> None:
 
 def _add_methods(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--method",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="NAME=LABEL",
+        "--method", action="extend", nargs="+", default=[], metavar="NAME=LABEL",
         help="label of a method; the order given is the order of tables, bars and colours",
-    )
+    )  # fmt: skip
     p.add_argument(
         "--baselines", nargs="*", default=[], metavar="NAME", help="which methods are baselines"
     )
@@ -276,94 +261,18 @@ EPILOGS = {
 }
 
 
-def _add_tables(rsub: argparse._SubParsersAction) -> None:
-    p = rsub.add_parser(
-        "tables",
-        help="metrics.csv/.md, runs.csv, runtime.csv/.md (+ scantime.csv/.md)",
-        epilog=EPILOGS["tables"],
-        formatter_class=RAW,
-    )
-    p.add_argument("--metrics", nargs="*", default=[], help="metrics JSONs (with meta)")
-    _add_methods(p)
-    p.add_argument(
-        "--benchmark",
-        nargs="*",
-        default=[],
-        type=_benchmark_pair,
-        metavar="TSV=METRICS",
-        help="a Snakemake benchmark TSV and the metrics JSON of the same run (its meta)",
-    )
-    p.add_argument("--out-dir", required=True, help="folder of the tables")
-    p.set_defaults(func=cmd_tables)
-
-
-def _add_figures(rsub: argparse._SubParsersAction) -> None:
-    p = rsub.add_parser(
-        "fig3", help="brain PSNR against each swept parameter, paired with its reference", epilog=EPILOGS["fig3"],
-        formatter_class=RAW,
-    )  # fmt: skip
-    _add_methods(p)
-    p.add_argument(
-        "--reference",
-        action="extend",
-        nargs="+",
-        required=True,
-        metavar="PARAM=VALUE",
-        help="the value of PARAM the others are paired with (e.g. the paper's)",
-    )
-    p.add_argument("--csv", help="also write each value's mean and paired difference (CSV)")
-    p.add_argument("--md", help="the same as Markdown, with the baselines' means")
-    _add_figure_out(p)
-    p.set_defaults(func=cmd_fig3)
-
-    p = rsub.add_parser(
-        "fig4", help="bars by method and k for one dataset", epilog=EPILOGS["fig4"],
-        formatter_class=RAW,
-    )  # fmt: skip
-    _add_methods(p)
-    _add_figure_out(p)
-    p.set_defaults(func=cmd_fig4)
-
-    p = rsub.add_parser(
-        "scantime", help="brain PSNR against HR SNR at equal scan time", epilog=EPILOGS["scantime"],
-        formatter_class=RAW,
-    )  # fmt: skip
-    _add_methods(p)
-    _add_figure_out(p)
-    p.add_argument("--csv", help="also write the scan-time table as CSV here")
-    p.add_argument("--md", help="also write the scan-time table as Markdown here")
-    p.set_defaults(func=cmd_scantime)
-
-
-def _add_fig5(rsub: argparse._SubParsersAction) -> None:
-    p = rsub.add_parser(
-        "fig5", help="the same slice through GT, LR and each method (Figs. 5 and 6)",
-        epilog=EPILOGS["fig5"], formatter_class=RAW,
-    )  # fmt: skip
-    p.add_argument("--gt", required=True, help="HR ground truth or reference (NIfTI)")
-    p.add_argument("--mask", required=True, help="its brain mask (NIfTI)")
-    p.add_argument("--lr", required=True, help="the LR stack shown (NIfTI)")
-    p.add_argument("--rec", nargs="+", required=True, metavar="METHOD=PATH")
-    p.add_argument("--metrics", nargs="*", default=[], help="metrics JSONs, for the titles")
-    _add_methods(p)
-    p.add_argument("--axis", type=int, choices=(0, 1, 2), default=2, help="slice normal")
-    p.add_argument(
-        "--slice",
-        type=_slice_arg,
-        default=0.5,
-        help="fraction of the mask's extent along --axis, or 'brightest' (default: 0.5)",
-    )
-    p.add_argument("--gt-label", default="Ground truth", help="title of the first column")
-    _add_figure_out(p, metrics=False)
-    p.set_defaults(func=cmd_fig5)
+def _sub(
+    rsub: argparse._SubParsersAction, name: str, func: Handler, text: str
+) -> argparse.ArgumentParser:
+    """Add the sub-command ``name``, run by ``func``, with its example (:data:`EPILOGS`)."""
+    p = rsub.add_parser(name, help=text, epilog=EPILOGS.get(name), formatter_class=RAW)
+    p.set_defaults(func=func)
+    return p
 
 
 def add_report_parser(sub: argparse._SubParsersAction) -> None:
-    """Add ``report`` with its sub-commands (tables, fig3, fig4, fig5, scantime) to ``sub``.
-
-    Each sub-command sets ``func``: call ``args.func(args)``; it raises :class:`InputError` (a
-    ValueError) on bad input.
-    """
+    """Add ``report`` with its sub-commands to ``sub``; each sets ``func``: ``args.func(args)``
+    raises :class:`InputError` (a ValueError) on bad input."""
     p = sub.add_parser(
         "report",
         help="tables and figures from the workflow's metrics JSONs",
@@ -372,27 +281,62 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
     rsub = p.add_subparsers(dest="report_command", required=True, metavar="SUBCOMMAND")
     _add_tables(rsub)
     _add_figures(rsub)
-    _add_fig5(rsub)
-    _add_cohort(rsub)
-    _add_tuning(rsub)
-    _add_convergence(rsub)
+    _add_others(rsub)
 
 
-def _add_convergence(rsub: argparse._SubParsersAction) -> None:
-    p = rsub.add_parser(
-        "convergence", help="the paper network's convergence study (curves, runs, figure)"
-    )
+def _add_tables(rsub: argparse._SubParsersAction) -> None:
+    p = _sub(rsub, "tables", cmd_tables,
+             "metrics.csv/.md, runs.csv, runtime.csv/.md (+ scantime.csv/.md)")  # fmt: skip
+    p.add_argument("--metrics", nargs="*", default=[], help="metrics JSONs (with meta)")
     _add_methods(p)
-    p.add_argument("--lines", nargs="+", required=True, help="metrics JSONs of the baselines")
-    p.add_argument("--csv", required=True, help="brain PSNR and held-out loss per snapshot (CSV)")
-    p.add_argument("--runs", required=True, help="one row per run (CSV)")
-    p.add_argument("--md", required=True, help="runs and paired differences (Markdown)")
+    p.add_argument(
+        "--benchmark", nargs="*", default=[], type=_benchmark_pair, metavar="TSV=METRICS",
+        help="a Snakemake benchmark TSV and the metrics JSON of the same run (its meta)",
+    )  # fmt: skip
+    p.add_argument("--out-dir", required=True, help="folder of the tables")
+
+
+def _add_figures(rsub: argparse._SubParsersAction) -> None:
+    p = _sub(rsub, "fig3", cmd_fig3,
+             "brain PSNR against each swept parameter, paired with its reference")  # fmt: skip
+    _add_methods(p)
+    p.add_argument(
+        "--reference", action="extend", nargs="+", required=True, metavar="PARAM=VALUE",
+        help="the value of PARAM the others are paired with (e.g. the paper's)",
+    )  # fmt: skip
+    p.add_argument("--csv", help="also write each value's mean and paired difference (CSV)")
+    p.add_argument("--md", help="the same as Markdown, with the baselines' means")
     _add_figure_out(p)
-    p.set_defaults(func=cmd_convergence)
+    p = _sub(rsub, "fig4", cmd_fig4, "bars by method and k for one dataset")
+    _add_methods(p)
+    _add_figure_out(p)
+    p = _sub(rsub, "scantime", cmd_scantime, "brain PSNR against HR SNR at equal scan time")
+    _add_methods(p)
+    _add_figure_out(p)
+    p.add_argument("--csv", help="also write the scan-time table as CSV here")
+    p.add_argument("--md", help="also write the scan-time table as Markdown here")
+    p = _sub(rsub, "fig5", cmd_fig5,
+             "the same slice through GT, LR and each method (Figs. 5 and 6)")  # fmt: skip
+    p.add_argument("--gt", required=True, help="HR ground truth or reference (NIfTI)")
+    p.add_argument("--mask", required=True, help="its brain mask (NIfTI)")
+    p.add_argument("--lr", required=True, help="the LR stack shown (NIfTI)")
+    p.add_argument("--rec", nargs="+", required=True, metavar="METHOD=PATH")
+    p.add_argument("--metrics", nargs="*", default=[], help="metrics JSONs, for the titles")
+    _add_methods(p)
+    p.add_argument("--axis", type=int, choices=(0, 1, 2), default=2, help="slice normal")
+    p.add_argument(
+        "--slice", type=_slice_arg, default=0.5,
+        help="fraction of the mask's extent along --axis, or 'brightest' (default: 0.5)",
+    )  # fmt: skip
+    p.add_argument("--gt-label", default="Ground truth", help="title of the first column")
+    _add_figure_out(p, metrics=False)
+    p = _sub(rsub, "cohort", cmd_cohort, "mid-slices of every subject of a cohort")
+    p.add_argument("images", nargs="+", help="the subjects' ground truths (sub-<id>_*.nii.gz)")
+    _add_figure_out(p, metrics=False)
 
 
-def _add_tuning(rsub: argparse._SubParsersAction) -> None:
-    p = rsub.add_parser("tuning", help="a tuning sweep's runs and its choice")
+def _add_others(rsub: argparse._SubParsersAction) -> None:
+    p = _sub(rsub, "tuning", cmd_tuning, "a tuning sweep's runs and its choice")
     p.add_argument("--sweep", required=True, help="the sweep's name")
     p.add_argument("--method", default="", help="the method it tunes")
     p.add_argument("--options", required=True, help="the sweep's option template")
@@ -401,22 +345,18 @@ def _add_tuning(rsub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", nargs="+", required=True, help="metrics JSONs of its runs")
     p.add_argument("--csv", required=True, help="its runs (CSV)")
     p.add_argument("--chosen", required=True, help="its choice (CSV)")
-    p.set_defaults(func=cmd_tuning)
-    q = rsub.add_parser("tuning-summary", help="every sweep's choice in one table")
-    q.add_argument("--chosen", nargs="+", required=True, help="the sweeps' choice CSVs")
-    q.add_argument("--csv", required=True, help="all choices (CSV)")
-    q.add_argument("--md", required=True, help="all choices (Markdown)")
-    q.set_defaults(func=cmd_tuning_summary)
-
-
-def _add_cohort(rsub: argparse._SubParsersAction) -> None:
-    p = rsub.add_parser(
-        "cohort", help="mid-slices of every subject of a cohort", epilog=EPILOGS["cohort"],
-        formatter_class=RAW,
-    )  # fmt: skip
-    p.add_argument("images", nargs="+", help="the subjects' ground truths (sub-<id>_*.nii.gz)")
-    _add_figure_out(p, metrics=False)
-    p.set_defaults(func=cmd_cohort)
+    p = _sub(rsub, "tuning-summary", cmd_tuning_summary, "every sweep's choice in one table")
+    p.add_argument("--chosen", nargs="+", required=True, help="the sweeps' choice CSVs")
+    p.add_argument("--csv", required=True, help="all choices (CSV)")
+    p.add_argument("--md", required=True, help="all choices (Markdown)")
+    p = _sub(rsub, "convergence", cmd_convergence,
+             "the paper network's convergence study (curves, runs, figure)")  # fmt: skip
+    _add_methods(p)
+    p.add_argument("--lines", nargs="+", required=True, help="metrics JSONs of the baselines")
+    p.add_argument("--csv", required=True, help="brain PSNR and held-out loss per snapshot (CSV)")
+    p.add_argument("--runs", required=True, help="one row per run (CSV)")
+    p.add_argument("--md", required=True, help="runs and paired differences (Markdown)")
+    _add_figure_out(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

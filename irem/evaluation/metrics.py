@@ -23,11 +23,8 @@ from irem.errors import InputError
 SSIM_SIGMA = 1.5
 SSIM_WINDOW = 2 * int(3.5 * SSIM_SIGMA + 0.5) + 1  # scikit-image's window for gaussian_weights
 #: scikit-image's SSIM options (Wang et al.), recorded with the numbers as ``ssim_window``.
-SSIM_OPTIONS: dict[str, Any] = {
-    "gaussian_weights": True,
-    "sigma": SSIM_SIGMA,
-    "use_sample_covariance": False,
-}
+SSIM_OPTIONS: dict[str, Any] = {"gaussian_weights": True, "sigma": SSIM_SIGMA,
+                                "use_sample_covariance": False}  # fmt: skip
 DEFAULT_MASK_THRESHOLD = 0.05
 EDGE_SIGMA = 1.0
 EDGE_DILATION = 2
@@ -68,11 +65,8 @@ def _brain_mask(
     gt: np.ndarray, mask: np.ndarray | None, threshold: float
 ) -> tuple[np.ndarray, str]:
     """The checked boolean mask (``mask`` or :func:`default_mask`) and how it was made."""
-    mask_source = "given"
-    if mask is None:
-        mask = default_mask(gt, threshold)
-        mask_source = f"gt > {threshold} * max(gt)"
-    mask = np.asarray(mask).astype(bool)
+    mask_source = "given" if mask is not None else f"gt > {threshold} * max(gt)"
+    mask = np.asarray(default_mask(gt, threshold) if mask is None else mask).astype(bool)
     if mask.shape != gt.shape:
         raise InputError(f"mask shape {mask.shape} differs from ground truth shape {gt.shape}")
     if not mask.any():
@@ -86,18 +80,8 @@ def compute_metrics(
     mask: np.ndarray | None = None,
     threshold: float = DEFAULT_MASK_THRESHOLD,
 ) -> dict[str, Any]:
-    """PSNR/SSIM of ``pred`` against ``gt`` over the volume and inside ``mask``.
-
-    Args:
-        pred: reconstruction, same shape as ``gt``.
-        gt: ground truth.
-        mask: boolean brain mask; if None, ``gt > threshold * max(gt)``.
-        threshold: relative threshold of the default mask.
-
-    Returns:
-        A JSON-ready dict with psnr, ssim, psnr_mask, ssim_mask, psnr_edge, data_range and how the
-        masks were made.
-    """
+    """PSNR (dB)/SSIM of ``pred`` against ``gt`` over the volume, inside ``mask`` (None: ``gt >
+    threshold * max(gt)``) and on the edges, as a JSON-ready dict with how the masks were made."""
     pred = np.asarray(pred, dtype=np.float64)
     gt = np.asarray(gt, dtype=np.float64)
     data_range = _data_range(pred, gt)

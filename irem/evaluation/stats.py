@@ -84,17 +84,8 @@ def wilcoxon_p(diff: np.ndarray) -> float:
 
 
 def paired(a: pd.Series, b: pd.Series, tolerance: float, confidence: float = 0.95) -> Paired:
-    """Compare ``a`` with ``b`` on the units (index labels) both have, A - B.
-
-    Args:
-        a: scores of method A, indexed by the unit (e.g. subject, or (dataset, k, subject, seed)).
-        b: scores of the baseline B, indexed the same way.
-        tolerance: |A - B| below this is a tie.
-        confidence: level of the paired-t interval of the mean difference.
-
-    Returns:
-        A :class:`Paired`; on no common unit n = 0 and every statistic NaN.
-    """
+    """Compare scores ``a`` with the baseline's ``b`` on the units (index labels, e.g. subjects)
+    both have, A - B (a tie: |A - B| < ``tolerance``); no common unit: n = 0, statistics NaN."""
     both = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner").dropna()
     d = (both["a"] - both["b"]).to_numpy(dtype=np.float64)
     low, high = t_interval(d, confidence)
@@ -124,4 +115,3 @@ def holm(p: np.ndarray | pd.Series | list[float]) -> np.ndarray:
     adjusted = np.maximum.accumulate(p[order] * (m - np.arange(m)))
     out[order] = np.minimum(adjusted, 1.0)
     return out
-

@@ -53,20 +53,11 @@ def choose(
     prefer: Mapping[str, Any] | None = None,
     group: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """The chosen candidate of a sweep's scored runs, per ``group``.
-
-    Args:
-        runs: one row per run: the ``params`` columns, :data:`PAIR_ON`, ``group`` and :data:`SCORE`.
-        params: the swept parameters (a candidate is one combination of their values).
-        prefer: a candidate kept unless another's score minus its own, paired on
-            :data:`PAIR_ON`, has a 95% CI above zero (then the highest such); None: the highest
-            mean score.
-        group: columns chosen apart (e.g. ``hr_snr``).
-
-    Returns:
-        One row per group: the chosen values, ``mean_psnr_mask``, ``n_runs``, and ``ci_low`` /
-        ``ci_high`` of the best challenger's paired difference when ``prefer`` is given.
-    """
+    """The chosen candidate (values of ``params``) of a sweep's scored runs (columns ``params``,
+    :data:`PAIR_ON`, ``group``, :data:`SCORE`), one row per ``group`` with ``mean_psnr_mask``,
+    ``n_runs`` and, with ``prefer``, ``ci_low``/``ci_high`` of the best challenger's difference:
+    ``prefer`` is kept unless another's score minus its own, paired on :data:`PAIR_ON`, has a 95%
+    CI above zero (then the highest such); without it, the highest mean score wins."""
     params, group = list(params), list(group)
     rows = []
     for key, sub in runs.groupby(group, sort=True) if group else [((), runs)]:

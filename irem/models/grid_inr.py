@@ -97,22 +97,11 @@ HASH_PRIMES: tuple[int, int, int] = (1, 2654435761, 805459861)
 def hashed_lookup(
     u: torch.Tensor, shape: tuple[int, int, int], rows: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Table rows and trilinear weights of the 8 nodes around points in a level of ``shape``
-    nodes hashed into ``rows`` rows: node ``(x, y, z)`` is row ``(x * p0 ^ y * p1 ^ z * p2) %
-    rows`` (:data:`HASH_PRIMES`).
-
-    Args:
-        u: ``(n, 3)`` coordinates ``(x, y, z)`` in [-1, 1] over the level (``align_corners=True``:
-            -1 and 1 are the centres of the first and last nodes); outside values are clamped to
-            the border, as ``grid_sample``'s ``padding_mode="border"`` does.
-        shape: nodes ``(D, H, W)`` along z, y, x.
-        rows: rows of the table.
-
-    Returns:
-        ``(8, n)`` int64 rows, ``(8, n)`` weights summing to 1 over the corners (corner order of
-        :func:`_corner_weights`) and the ``(n,)`` cells of the points (the unhashed row
-        ``(z * H + y) * W + x`` of their lowest corner).
-    """
+    """``(8, n)`` int64 table rows and ``(8, n)`` trilinear weights (corner order of
+    :func:`_corner_weights`) of the nodes around points ``u`` ``(n, 3)`` (``(x, y, z)`` read as
+    ``grid_sample`` does) in a level of ``shape`` ``(D, H, W)`` nodes hashed into ``rows`` rows,
+    node ``(x, y, z)`` at row ``(x * p0 ^ y * p1 ^ z * p2) % rows`` (:data:`HASH_PRIMES`), and the
+    points' ``(n,)`` cells (the unhashed row ``(z * H + y) * W + x`` of their lowest corner)."""
     _, h, w = shape
     low, frac = _cells(u, shape)
     step = torch.arange(2, device=u.device)[:, None]
@@ -157,19 +146,10 @@ def cell_prior(
     delta: float,
 ) -> torch.Tensor:
     """A level's prior (:meth:`DenseLevel.prior_grad`'s penalty) restricted to the cells a batch's
-    points fall in, from the values of their corners: the :func:`edge_penalty` of the differences
-    along each cell's 12 edges, each cell counted once (``shares``) and each edge a quarter per
-    cell (an inner edge borders 4 cells), over the level's number of differences along the edge's
-    axis and the features. Where the batch covers every cell around an edge, the edge counts as in
-    the whole level's penalty; edges away from the batch do not count.
-
-    Args:
-        corners: ``(8, n, F)`` corner values in :func:`hashed_lookup`'s order.
-        shape: the level's nodes ``(D, H, W)``.
-        shares: ``(n,)`` :func:`cell_shares` of the points.
-        kind: one of :data:`PRIORS`.
-        delta: where ``huber`` and ``tv`` turn linear.
-    """
+    points fall in, from their ``(8, n, F)`` corner values: the :func:`edge_penalty` of the
+    differences along each cell's 12 edges, each cell counted once (``shares``) and each edge a
+    quarter per cell (an inner edge borders 4 cells), over the level's number of differences along
+    the edge's axis and the features. Edges away from the batch do not count."""
     c = corners.view(2, 2, 2, *corners.shape[1:])  # (z, y, x, n, F)
     total = corners.new_zeros(())
     for a in (0, 1, 2):
@@ -381,21 +361,8 @@ class GridINR(nn.Module):
         dense_max_nodes: int = 2**21,
         hash_rows: int = 2**19,
     ):
-        """Build the levels and the MLP; all parameters are drawn from ``seed``.
-
-        Args:
-            box_mm: side lengths (mm) of the box the grids cover (the LR voxel centres' bounding box).
-            extent: half sides of that box in network input units (the longest is 1).
-            levels: number of resolution levels.
-            features: learnable features per grid node and level.
-            finest_mm: node spacing of the finest level in millimetres.
-            width: neurons of the MLP's hidden layers.
-            hidden_layers: number of hidden layers of the MLP.
-            seed: seed of the initialisation.
-            dense_max_nodes: levels of up to this many nodes are :class:`DenseLevel`, larger ones
-                :class:`HashedLevel`.
-            hash_rows: rows of each hashed level's table.
-        """
+        """Build the levels over a box of sides ``box_mm`` (mm; ``extent``: its half sides in
+        network input units) and the MLP; all parameters are drawn from ``seed``."""
         super().__init__()
         if levels < 1 or features < 1 or finest_mm <= 0 or width < 1 or hidden_layers < 0:
             raise ValueError("levels, features, width >= 1, hidden_layers >= 0, finest_mm > 0")
@@ -428,19 +395,11 @@ class GridINR(nn.Module):
             loss.backward()
 
     def set_base(self, volume: torch.Tensor, to_unit: torch.Tensor, head: str = "zero") -> None:
-        """Represent ``base + network``: the network then fits what a start image leaves over.
-
-        Args:
-            volume: ``(D, H, W)`` start image in normalised intensity, indexed ``[k, j, i]`` by
-                the voxel indices ``(i, j, k)`` of its grid.
-            to_unit: ``(3, 4)`` affine from network inputs to that grid's ``grid_sample``
-                coordinates ``(i, j, k)`` in [-1, 1] (``align_corners=True``).
-            head: how the network starts at zero (one of :data:`HEADS`): ``zero`` zeroes the
-                MLP's output layer (exactly the start image; the grids get no gradient until
-                that layer grows); ``cancel`` sets the output layer's bias to cancel the MLP's
-                output for all-zero grid features (the grids' small start values leave ~1e-4;
-                the grids learn from the first step); ``keep`` changes nothing (a saved model).
-        """
+        """Represent ``base + network``: the network then fits what a start image ``volume``
+        (``(D, H, W)``, normalised intensity, indexed ``[k, j, i]``) leaves over; ``to_unit``:
+        ``(3, 4)`` affine from network inputs to its ``grid_sample`` coordinates. ``head``: ``zero``
+        zeroes the MLP's output layer (the grids get no gradient until it grows), ``cancel`` sets
+        its bias to cancel the output for all-zero features, ``keep`` changes nothing."""
         if head not in (*HEADS, "keep"):
             raise ValueError(f"head must be one of {HEADS} or keep, got {head!r}")
         self.register_buffer("base", volume.detach().float().reshape(1, 1, *volume.shape[-3:]))
@@ -463,10 +422,9 @@ class GridINR(nn.Module):
         if base is None:
             return None
         u = torch.addmm(self.base_map[:, 3], p, self.base_map[:, :3].t())
-        v = F.grid_sample(
+        return F.grid_sample(
             base, u.view(1, 1, 1, -1, 3), mode="bilinear", padding_mode="border", align_corners=True
-        )
-        return v.view(-1)
+        ).view(-1)
 
     def grid_parameters(self) -> list[nn.Parameter]:
         return [level.values for level in self.grids]
@@ -474,26 +432,18 @@ class GridINR(nn.Module):
     def mlp_parameters(self) -> list[nn.Parameter]:
         return list(self.mlp.parameters())
 
-    def encode(self, p: torch.Tensor) -> torch.Tensor:
-        """Concatenated features of all levels at input coordinates ``p`` ``(n, 3)``, channels
-        first: ``(levels * features, n)``."""
-        u = p / self.extent
-        return torch.cat([level.lookup(u) for level in self.grids], dim=0)
-
     def forward(self, p: torch.Tensor) -> torch.Tensor:
         """Intensity at input coordinates ``p`` of shape ``(n, 3)``; returns ``(n,)``.
 
         The MLP runs channels first (``W @ h`` on ``(channels, n)`` activations), the layout the
         grids produce, which a CPU multiplies faster than ``(n, channels)``.
         """
-        h = self.encode(p)
+        u = p / self.extent
+        h = torch.cat([level.lookup(u) for level in self.grids], dim=0)  # (levels * features, n)
         for layer in self.mlp:
             if isinstance(layer, nn.Linear):
                 h = torch.addmm(layer.bias[:, None], layer.weight, h)
             else:
                 h = layer(h)
-        out = h.squeeze(0)
         base = self.base_values(p)
-        if base is not None:
-            out = out + base
-        return out
+        return h.squeeze(0) if base is None else h.squeeze(0) + base

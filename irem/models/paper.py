@@ -19,14 +19,8 @@ class FourierFeatures(nn.Module):
     """Random Gaussian Fourier feature mapping R^3 -> R^{2L} (Tancik et al. 2020)."""
 
     def __init__(self, fourier_dim: int = 256, sigma: float = 1.0, seed: int = 0, in_dim: int = 3):
-        """Draw B in R^{L x in_dim} with entries N(0, sigma^2) from ``seed``.
-
-        Args:
-            fourier_dim: 2L, the number of output features (even).
-            sigma: standard deviation of the entries of B.
-            seed: seed of the generator that draws B.
-            in_dim: dimension of the input coordinates.
-        """
+        """Draw B in R^{L x in_dim} (``fourier_dim`` = 2L output features) with entries
+        N(0, sigma^2) from ``seed``."""
         super().__init__()
         if fourier_dim < 2 or fourier_dim % 2:
             raise ValueError(f"fourier_dim (2L) must be an even number >= 2, got {fourier_dim}")
@@ -59,17 +53,8 @@ class IREM(nn.Module):
         skips: tuple[int, ...] = (6, 12),
         seed: int = 0,
     ):
-        """Build the network; all weights are drawn from ``seed``.
-
-        Args:
-            fourier_dim: 2L, the size of the Fourier encoding.
-            sigma: standard deviation of the Fourier matrix B.
-            width: neurons of the hidden layers.
-            depth: number of fully connected layers (18 in the paper).
-            skips: 0-based indices of the layers whose input gets the encoding concatenated
-                (6 and 12 in the paper, i.e. layers 7 and 13).
-            seed: seed for B and for the layer initialisation.
-        """
+        """Build the network (``skips``: 0-based indices of the layers whose input gets the
+        encoding concatenated); B and all weights are drawn from ``seed``."""
         super().__init__()
         if depth < 2:
             raise ValueError(f"depth must be >= 2, got {depth}")
@@ -94,8 +79,7 @@ class IREM(nn.Module):
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
         """Intensity at normalised coordinates ``p`` of shape ``(n, 3)``; returns ``(n,)``."""
-        enc = self.encoding(p)
-        x = enc
+        x = enc = self.encoding(p)
         last = len(self.linears) - 1
         for i, linear in enumerate(self.linears):
             if i in self.skips:

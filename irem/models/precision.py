@@ -11,6 +11,7 @@ job.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,15 +64,8 @@ def resolve_precision(
 
 @dataclass(frozen=True)
 class Precision:
-    """The precision a run uses and what decided it (for the sidecar).
-
-    Attributes:
-        requested: ``train.precision`` as configured (``auto``, ``fp32`` or ``bf16``).
-        used: ``fp32`` or ``bf16``.
-        device: the device type.
-        native_bf16: whether the device has native bfloat16 arithmetic.
-        cpu_flags: which of :data:`BF16_CPU_FLAGS` the CPU has (empty elsewhere).
-    """
+    """The precision a run uses (``fp32`` or ``bf16``) and what decided it, for the sidecar: the
+    ``train.precision`` requested, the device type, its native bf16 and :data:`BF16_CPU_FLAGS`."""
 
     requested: str
     used: str
@@ -84,13 +78,7 @@ class Precision:
         return self.used == "bf16"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "requested": self.requested,
-            "used": self.used,
-            "device": self.device,
-            "native_bf16": self.native_bf16,
-            "cpu_flags": list(self.cpu_flags),
-        }
+        return {**dataclasses.asdict(self), "cpu_flags": list(self.cpu_flags)}
 
 
 def read_cpu_flags(path: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
@@ -103,16 +91,13 @@ def read_cpu_flags(path: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
 
 def cpu_description(path: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU's model name and which of the SIMD flags that matter for torch it has."""
-    model = "unknown CPU"
     try:
-        for line in path.read_text(encoding="utf-8").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-                break
+        text = path.read_text(encoding="utf-8")
     except OSError:
-        pass
-    flags = read_cpu_flags(path)
+        text = ""
+    fields = (line.partition(":") for line in text.splitlines())
+    model = next((v.strip() for k, _, v in fields if k.strip() == "model name"), "unknown CPU")
+    flags = cpu_flags(text)
     wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
     return f"{model}; flags: {', '.join(wanted) or 'none of avx2/avx512/amx'}"
 

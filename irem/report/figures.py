@@ -9,7 +9,6 @@ Labels, order and colours of the methods come from a :class:`irem.report.tables.
 from __future__ import annotations
 
 import math
-import os
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,14 +19,10 @@ import pandas as pd
 
 from irem.evaluation import stats
 from irem.report.tables import HR_SCAN, METRICS, Methods, evaluation_runs
-from irem.volume import apply_affine, load_volume, voxel_sizes
+from irem.volume import apply_affine, atomic_path, load_volume, voxel_sizes
 
-METRIC_LABELS = {
-    "psnr": "PSNR (dB)",
-    "ssim": "SSIM",
-    "psnr_mask": "PSNR in brain (dB)",
-    "ssim_mask": "SSIM in brain",
-}
+METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "psnr_mask": "PSNR in brain (dB)",
+                 "ssim_mask": "SSIM in brain"}  # fmt: skip
 
 
 def pyplot() -> Any:
@@ -47,13 +42,8 @@ def save_figure(fig: Any, outputs: Sequence[str | Path], dpi: int = 150) -> None
         if fmt not in ("png", "pdf", "svg"):
             raise ValueError(f"{out}: figures are written as .png, .pdf or .svg")
         meta = {"CreationDate": None} if fmt == "pdf" else {}
-        tmp = out.with_name(f".{out.name}.tmp")
-        try:
+        with atomic_path(out) as tmp:
             fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=meta)
-            os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
 
 
 def add_caption(fig: Any, caption: str, width: int = 130) -> None:
@@ -113,11 +103,7 @@ def _fig4_panel(ax: Any, runs: pd.DataFrame, metric: str, methods: Methods) -> N
 
 def fig4_bars(runs: pd.DataFrame, methods: Methods, title: str = "", caption: str = "") -> Any:
     """Fig. 4: PSNR and SSIM (whole volume and in the brain) by k and method for one dataset: bars
-    at the mean over subjects (seeds averaged first), 95% t intervals, one dot per subject.
-
-    Raises:
-        ValueError: no simulated evaluation run, or runs of several datasets.
-    """
+    at the mean over subjects (seeds averaged first), 95% t intervals, one dot per subject."""
     runs = main_runs(runs)
     if runs.empty:
         raise ValueError("no simulated evaluation run to plot")
@@ -142,11 +128,7 @@ def scantime_figure(
     runs: pd.DataFrame, methods: Methods, title: str = "", caption: str = ""
 ) -> Any:
     """Brain PSNR against the HR scan's SNR at equal scan time: one curve per method and one for
-    the HR scan itself (``hrscan``), mean over subjects (seeds averaged first), 95% t band.
-
-    Raises:
-        ValueError: no run with an ``hr_snr``.
-    """
+    the HR scan itself (``hrscan``), mean over subjects (seeds averaged first), 95% t band."""
     runs = evaluation_runs(runs)
     runs = runs[runs["hr_snr"] != ""]
     if runs.empty:
@@ -268,29 +250,17 @@ def slice_panels(
     gt_label: str,
 ) -> tuple[list[tuple[str, np.ndarray]], np.ndarray, np.ndarray, int]:
     """The 2-D panels (GT, LR resampled, each method) of one slice, the mask slice, the GT affine
-    and the slice index.
-
-    Raises:
-        ValueError: a reconstruction is not on the ground truth's grid, or an unreadable image.
-    """
+    and the slice index (ValueError for a reconstruction off the ground truth's grid)."""
     gt = load_volume(gt_path)
     mask = _mask_array(mask_path)
     if fraction == "brightest":
         idx = brightest_slice(gt.data, mask, axis)
     else:
         idx = slice_index(mask, axis, float(fraction))
-    take: list[Any] = [slice(None)] * 3
-    take[axis] = idx
-    sl = tuple(take)
+    sl = tuple(idx if a == axis else slice(None) for a in range(3))
     lr = load_volume(lr_path)
-    lr_name = Path(lr_path).name.split(".")[0]
-    panels = [
-        (gt_label, gt.data[sl]),
-        (
-            f"LR input: {lr_name}",
-            sample_on_slice(lr.data, lr.affine, gt.shape, gt.affine, axis, idx),
-        ),
-    ]
+    lr_slice = sample_on_slice(lr.data, lr.affine, gt.shape, gt.affine, axis, idx)
+    panels = [(gt_label, gt.data[sl]), (f"LR input: {Path(lr_path).name.split('.')[0]}", lr_slice)]
     for method, path in recs.items():
         rec = load_volume(path)
         if rec.shape != gt.shape or not np.allclose(rec.affine, gt.affine, atol=1e-3):
@@ -355,23 +325,11 @@ def fig5_slices(
     gt_label: str = "Ground truth",
     caption: str = "",
 ) -> Any:
-    """Fig. 5/6: one slice through the ground truth, an LR input stack and every reconstruction,
-    with a zoomed window (second row) and the absolute error (third row).
-
-    Args:
-        gt_path: the HR ground truth (or a real scan's HR reference); every reconstruction must be
-            on its grid.
-        mask_path: its brain mask (chooses the slice and the zoom window).
-        lr_path: an LR stack, shown by nearest-neighbour sampling through world coordinates.
-        recs: method -> reconstruction, in display order.
-        methods: labels of the methods.
-        metrics: method -> metrics JSON content, for the titles (brain PSNR / SSIM).
-        axis: voxel axis normal to the slice.
-        fraction: slice position within the mask's extent along ``axis``, or ``"brightest"``.
-        title: figure title.
-        gt_label: title of the ground-truth column.
-        caption: text under the figure.
-    """
+    """Fig. 5/6: one slice (normal to voxel ``axis``, at ``fraction`` of the mask's extent or
+    ``"brightest"``) through the ground truth, an LR stack (nearest neighbour in world space) and
+    every reconstruction (``recs``: method -> image on the ground truth's grid, in display order),
+    with a zoomed window (second row) and the absolute error (third row); ``metrics`` (method ->
+    metrics JSON) gives the titles' brain PSNR / SSIM."""
     panels, mask2, gt_aff, idx = slice_panels(
         gt_path, mask_path, lr_path, recs, axis, fraction, gt_label
     )

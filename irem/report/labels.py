@@ -16,28 +16,18 @@ from irem.training.config import flatten, load_config, parse_set
 
 #: Dummy values of the command placeholders, enough to parse a command.
 PLACEHOLDERS = {
-    "stacks": "sag.nii.gz cor.nii.gz ax.nii.gz",
-    "hr": "hr.nii.gz",
-    "output": "out.nii.gz",
-    "reference": "ref.nii.gz",
-    "geometry": "",
-    "threads": "1",
-    "device": "cpu",
-    "seed": "0",
-    "checkpoint": "ckpt.pt",
-    "snapshots": "snapshots",
-}
+    "stacks": "sag.nii.gz cor.nii.gz ax.nii.gz", "hr": "hr.nii.gz", "output": "out.nii.gz",
+    "reference": "ref.nii.gz", "geometry": "", "threads": "1", "device": "cpu", "seed": "0",
+    "checkpoint": "ckpt.pt", "snapshots": "snapshots",
+}  # fmt: skip
 
 #: Short names of IREM config keys in labels.
-_SHORT = {
-    "model.fourier_dim": "2L",
-    "model.sigma": "sigma",
-    "train.lr": "lr",
-    "train.batch_size": "batch",
-    "model.width": "width",
-    "model.depth": "depth",
-    "model.skips": "skips",
-}
+_SHORT = {"model.fourier_dim": "2L", "model.sigma": "sigma", "train.lr": "lr",
+          "train.batch_size": "batch", "model.width": "width", "model.depth": "depth",
+          "model.skips": "skips"}  # fmt: skip
+#: Budget options of ``irem reconstruct`` as a label shows them (``{w}``: " CPU" on a CPU).
+_BUDGETS = {"time_budget": "{:g} s{w} budget", "time_per_mvoxel": "{:g} s{w} per M voxels",
+            "steps": "{} steps", "steps_per_mvoxel": "{:g} steps per M voxels"}  # fmt: skip
 
 
 def fill(command: str, **values: Any) -> str:
@@ -64,18 +54,8 @@ def _parse_irem(command: str, device: str) -> Any | None:
 
 def _budget(args: Any, device: str, paper_epochs: int) -> list[str]:
     where = " CPU" if device == "cpu" else ""
-    out = []
-    if getattr(args, "time_budget", None) is not None:
-        out.append(f"{args.time_budget:g} s{where} budget")
-    per_mvoxel = getattr(args, "time_per_mvoxel", None)
-    if per_mvoxel is not None:
-        out.append(f"{per_mvoxel:g} s{where} per M voxels")
-    steps = getattr(args, "steps", None)
-    if steps is not None:
-        out.append(f"{steps} steps")
-    per_mvoxel_steps = getattr(args, "steps_per_mvoxel", None)
-    if per_mvoxel_steps is not None:
-        out.append(f"{per_mvoxel_steps:g} steps per M voxels")
+    values = {key: getattr(args, key, None) for key in _BUDGETS}
+    out = [_BUDGETS[k].format(v, w=where) for k, v in values.items() if v is not None]
     epochs = getattr(args, "epochs", None)
     if epochs is not None and epochs != paper_epochs:
         out.append(f"{epochs} epochs")

@@ -36,29 +36,11 @@ PAIRED_METRICS = ("psnr_mask", "ssim_mask")
 CONDITION = ["dataset", "k", "hr_snr"]
 VARIANT = ["method", "ablation", "value"]
 GROUP = CONDITION + VARIANT
-SIDECAR_FIELDS = (
-    "training_seconds",
-    "evaluation_seconds",
-    "total_seconds",
-    "final_loss",
-    "epochs_completed",
-    "stopped_by",
-    "device",
-    "steps",
-)
+SIDECAR_FIELDS = ("training_seconds", "evaluation_seconds", "total_seconds", "final_loss",
+                  "epochs_completed", "stopped_by", "device", "steps")  # fmt: skip
 #: Colours given to the methods in the order of ``--method`` (then to any other method met).
-PALETTE = (
-    "#8c8c8c",
-    "#4c72b0",
-    "#dd8452",
-    "#55a868",
-    "#c44e52",
-    "#8172b3",
-    "#937860",
-    "#da8bc3",
-    "#ccb974",
-    "#64b5cd",
-)
+PALETTE = ("#8c8c8c", "#4c72b0", "#dd8452", "#55a868", "#c44e52",
+           "#8172b3", "#937860", "#da8bc3", "#ccb974", "#64b5cd")  # fmt: skip
 HR_SCAN = "hrscan"
 DEFAULT_LABELS = {HR_SCAN: "HR scan (direct)"}
 
@@ -69,12 +51,8 @@ DEFAULT_LABELS = {HR_SCAN: "HR scan (direct)"}
 
 @dataclass(frozen=True)
 class Methods:
-    """Display order, labels and colours of the methods, and which of them are baselines.
-
-    Args:
-        labels: method name -> label, in display order (``--method NAME=LABEL``).
-        baselines: names of the baseline methods (``--baselines``).
-    """
+    """Labels of the methods in display order (``--method NAME=LABEL``), their colours, and
+    which of them are baselines (``--baselines``)."""
 
     labels: dict[str, str] = field(default_factory=dict)
     baselines: tuple[str, ...] = ()
@@ -95,11 +73,7 @@ class Methods:
 
 
 def parse_pairs(items: Sequence[str], what: str = "NAME=VALUE") -> dict[str, str]:
-    """``["a=b", ...]`` -> ``{"a": "b"}`` in order.
-
-    Raises:
-        ValueError: an item without ``=`` or with an empty name.
-    """
+    """``["a=b", ...]`` -> ``{"a": "b"}`` in order (ValueError without ``=`` or a name)."""
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -126,11 +100,7 @@ def read_json(path: str | Path) -> dict[str, Any]:
 
 
 def run_meta(obj: dict[str, Any], path: str | Path) -> dict[str, str]:
-    """The run's identity from a metrics JSON's ``meta`` (optional keys default to ``""``).
-
-    Raises:
-        ValueError: no ``meta`` dict, or a required key missing.
-    """
+    """The run's identity from a metrics JSON's ``meta`` (optional keys default to ``""``)."""
     meta = obj.get("meta")
     if not isinstance(meta, dict):
         raise ValueError(f'{path}: no "meta" dict (write it with `irem metrics --meta KEY=VALUE`)')
@@ -164,18 +134,8 @@ def load_run(path: str | Path) -> dict[str, Any]:
 
 def load_runs(paths: Sequence[str | Path], methods: Methods | None = None) -> pd.DataFrame:
     """One row per metrics JSON, sorted by :func:`sort_runs`; scores as floats, meta as strings."""
-    columns = [
-        *META_REQUIRED,
-        *META_OPTIONAL,
-        *SCORES,
-        "data_range",
-        "mask_voxels",
-        "fourier_dim",
-        *SIDECAR_FIELDS,
-        "escape_step",
-        "start_seconds",
-        "metrics_file",
-    ]
+    columns = [*META_REQUIRED, *META_OPTIONAL, *SCORES, "data_range", "mask_voxels", "fourier_dim",
+               *SIDECAR_FIELDS, "escape_step", "start_seconds", "metrics_file"]  # fmt: skip
     df = pd.DataFrame([load_run(p) for p in paths], columns=columns)
     for col in SCORES:
         df[col] = pd.to_numeric(df[col], errors="coerce")
@@ -218,8 +178,7 @@ def _summary_row(scores: pd.DataFrame) -> dict[str, Any]:
     row: dict[str, Any] = {"n": len(scores)}
     for m in SCORES:
         s = stats.summarise(scores[m])
-        row |= {f"{m}_mean": s.mean, f"{m}_std": s.std, f"{m}_ci_low": s.ci_low}
-        row[f"{m}_ci_high"] = s.ci_high
+        row |= {f"{m}_{a}": getattr(s, a) for a in ("mean", "std", "ci_low", "ci_high")}
     return row
 
 
@@ -286,20 +245,20 @@ def fmt(value: float, digits: int) -> str:
 
 
 def fmt_summary(row: Any, metric: str, digits: int) -> str:
-    """``mean ± std [low, high]`` (std and interval only where defined)."""
-    mean, std = getattr(row, f"{metric}_mean"), getattr(row, f"{metric}_std")
+    """``mean ± std [low, high]`` (std and interval only where the row has them and defined)."""
+    mean, std, low, high = (
+        getattr(row, f"{metric}_{c}", math.nan) for c in ("mean", "std", "ci_low", "ci_high")
+    )
     text = fmt(mean, digits)
     if math.isfinite(std):
         text += f" ± {fmt(std, digits)}"
-    low, high = getattr(row, f"{metric}_ci_low"), getattr(row, f"{metric}_ci_high")
     if math.isfinite(low):
         text += f" [{fmt(low, digits)}, {fmt(high, digits)}]"
     return text
 
 
 def fmt_paired(row: Any, metric: str, digits: int) -> list[str]:
-    """Cells ``diff [low, high]``, ``p``, Holm's ``p``, ``W/T/L`` of a paired comparison (empty
-    if none)."""
+    """Cells ``diff [low, high]``, ``p``, Holm's ``p``, ``W/T/L`` of a comparison (or empty)."""
     diff = getattr(row, f"{metric}_diff")
     if not math.isfinite(diff):
         return ["", "", "", ""]
@@ -353,13 +312,12 @@ def quality_markdown(table: pd.DataFrame) -> str:
     headers = ["dataset", "k", "method", "n", "PSNR", "SSIM", "PSNR brain", "SSIM brain"]
     headers += ["PSNR edges", "vs", "Δ PSNR brain", "p", "p Holm", "W/T/L", "Δ SSIM brain", "p"]
     headers += ["p Holm", "W/T/L"]
-    rows = []
-    for r in table.itertuples(index=False):
-        cells = [r.dataset, k_label(r.k), variant_label(r), str(int(r.n))]
-        cells += [fmt_summary(r, m, 4 if m.startswith("ssim") else 2) for m in SCORES]
-        cells.append(r.baseline)
-        cells += fmt_paired(r, "psnr_mask", 2) + fmt_paired(r, "ssim_mask", 4)
-        rows.append(cells)
+    rows = [
+        [r.dataset, k_label(r.k), variant_label(r), str(int(r.n))]
+        + [fmt_summary(r, m, 4 if m.startswith("ssim") else 2) for m in SCORES]
+        + [r.baseline, *fmt_paired(r, "psnr_mask", 2), *fmt_paired(r, "ssim_mask", 4)]
+        for r in table.itertuples(index=False)
+    ]
     tol = stats.TIE_TOLERANCE
     note = QUALITY_NOTE.format(tp=tol["psnr_mask"], ts=tol["ssim_mask"])
     return "# Reconstruction quality\n\n" + note + "\n\n" + markdown_table(headers, rows)
@@ -385,7 +343,7 @@ def scantime_table(runs: pd.DataFrame, methods: Methods) -> pd.DataFrame:
         row |= {"label": methods.label(row["method"]), "n": len(scores)}
         for m in PAIRED_METRICS:
             s = stats.summarise(scores[m])
-            row |= {f"{m}_mean": s.mean, f"{m}_ci_low": s.ci_low, f"{m}_ci_high": s.ci_high}
+            row |= {f"{m}_{a}": getattr(s, a) for a in ("mean", "ci_low", "ci_high")}
         rows.append(row)
     out = pd.DataFrame(rows).assign(ablation="", value="")
     return sort_runs(out, methods).drop(columns=["ablation", "value"])
@@ -397,13 +355,7 @@ def scantime_markdown(table: pd.DataFrame) -> str:
     rows = []
     for r in table.itertuples(index=False):
         cells = [r.dataset, k_label(r.k), r.hr_snr, r.label, str(int(r.n))]
-        for m, digits in (("psnr_mask", 2), ("ssim_mask", 4)):
-            text = fmt(getattr(r, f"{m}_mean"), digits)
-            low, high = getattr(r, f"{m}_ci_low"), getattr(r, f"{m}_ci_high")
-            if math.isfinite(low):
-                text += f" [{fmt(low, digits)}, {fmt(high, digits)}]"
-            cells.append(text)
-        rows.append(cells)
+        rows.append(cells + [fmt_summary(r, "psnr_mask", 2), fmt_summary(r, "ssim_mask", 4)])
     note = (
         "Brain PSNR (dB) and SSIM at equal scan time: the LR stacks and an HR scan of the same "
         "duration with the given SNR ('HR scan (direct)': the noisy HR scan scored against the "
@@ -417,16 +369,11 @@ def scantime_markdown(table: pd.DataFrame) -> str:
 
 
 def load_benchmarks(pairs: Sequence[tuple[str | Path, str | Path]]) -> pd.DataFrame:
-    """Snakemake ``benchmark:`` TSVs (one row per repeat), each with the meta of its run.
-
-    Args:
-        pairs: (benchmark TSV, metrics JSON of the same run) pairs; the JSON gives the meta.
-    """
+    """Snakemake ``benchmark:`` TSVs (one row per repeat), each with the meta of its run, from
+    (benchmark TSV, metrics JSON of the same run) pairs."""
     frames = []
     for tsv, metrics in pairs:
-        bench = pd.read_csv(tsv, sep="\t")
-        meta = run_meta(read_json(metrics), metrics)
-        frames.append(bench.assign(**meta))
+        frames.append(pd.read_csv(tsv, sep="\t").assign(**run_meta(read_json(metrics), metrics)))
     if not frames:
         return pd.DataFrame(columns=[*META_REQUIRED, *META_OPTIONAL, "s", "max_rss"])
     return pd.concat(frames, ignore_index=True)
@@ -455,8 +402,9 @@ def runtime_table(bench: pd.DataFrame, runs: pd.DataFrame, methods: Methods) -> 
             "max_rss_mb": g["max_rss"].max(),
         }
     )
-    train = pd.to_numeric(evaluation_runs(runs)["training_seconds"], errors="coerce")
-    t = train.groupby([evaluation_runs(runs)[c] for c in GROUP], sort=False).mean()
+    runs = evaluation_runs(runs)
+    train = pd.to_numeric(runs["training_seconds"], errors="coerce")
+    t = train.groupby([runs[c] for c in GROUP], sort=False).mean()
     out["training_s_mean"] = t.reindex(out.index) if not t.empty else np.nan
     out = out.reset_index()
     out.insert(len(GROUP), "label", out["method"].map(methods.label))
@@ -467,15 +415,11 @@ def runtime_markdown(table: pd.DataFrame) -> str:
     """``runtime.md``: the run-time table with its caption."""
     headers = ["dataset", "k", "method", "n", "wall time (s)", "CPU time (s)", "peak RSS (MB)"]
     headers.append("IREM training (s)")
-    rows = []
-    for r in table.itertuples(index=False):
-        wall = fmt(r.wall_s_mean, 1)
-        if math.isfinite(r.wall_s_std):
-            wall += f" ± {fmt(r.wall_s_std, 1)}"
-        rows.append(
-            [r.dataset, k_label(r.k), variant_label(r), str(int(r.n)), wall]
-            + [fmt(r.cpu_s_mean, 1), fmt(r.max_rss_mb, 0), fmt(r.training_s_mean, 1)]
-        )
+    rows = [
+        [r.dataset, k_label(r.k), variant_label(r), str(int(r.n)), fmt_summary(r, "wall_s", 1)]
+        + [fmt(r.cpu_s_mean, 1), fmt(r.max_rss_mb, 0), fmt(r.training_s_mean, 1)]
+        for r in table.itertuples(index=False)
+    ]
     note = (
         "Per reconstruction job, from Snakemake's `benchmark:` files (mean ± std over runs); "
         "IREM's training time from its sidecar. Measured on the machine that ran the workflow, "
@@ -514,7 +458,6 @@ def write_tables(
     scan = scantime_table(runs, methods)
     if not scan.empty:
         texts |= {"scantime.csv": scan.to_csv(index=False), "scantime.md": scantime_markdown(scan)}
-    files = {name: out / name for name in texts}
     for name, text in texts.items():
-        write_text(files[name], text)
-    return files
+        write_text(out / name, text)
+    return {name: out / name for name in texts}

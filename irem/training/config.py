@@ -133,21 +133,15 @@ def _coerce(section: str, key: str, value: Any, current: Any) -> Any:
             if isinstance(value, str):
                 value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
             return tuple(type(current[0])(v) if current else int(v) for v in value)
-        if key in _OPTIONAL_INTS:
-            if value in (None, "null", "none", "None"):
-                return None
+        optional_float = current is None or key in _OPTIONAL_FLOATS
+        if (optional_float or key in _OPTIONAL_INTS) and value in (None, "null", "none", "None"):
+            return None
+        if key in _OPTIONAL_INTS or (isinstance(current, int) and not optional_float):
             f = float(value)
             if f != int(f):
                 raise ValueError
             return int(f)
-        if current is None or key in _OPTIONAL_FLOATS:
-            return None if value in (None, "null", "none", "None") else float(value)
-        if isinstance(current, int):
-            f = float(value)
-            if f != int(f):
-                raise ValueError
-            return int(f)
-        if isinstance(current, float):
+        if optional_float or isinstance(current, float):
             return float(value)
     except (TypeError, ValueError):
         raise InputError(
@@ -173,6 +167,7 @@ def _one_of(*options: str) -> tuple[_Test, str]:
 
 #: The config's rules in the order they are reported: ``section.key``, a test of its value and
 #: what the value must be. ``None`` passes for the optional keys.
+# fmt: off
 _RULES: tuple[tuple[str, _Test, str], ...] = (
     ("model.fourier_dim", lambda v, _: v >= 2 and v % 2 == 0, "(2L) must be even and >= 2"),
     ("model.sigma", *_POSITIVE),
@@ -187,11 +182,8 @@ _RULES: tuple[tuple[str, _Test, str], ...] = (
     ("train.lr_schedule", *_one_of("step", "budget")),
     ("train.lr_final", lambda v, _: 0 < v <= 1, "must be in (0, 1]"),
     ("train.lr_warmup_steps", *_at_least(0)),
-    (
-        "train.betas",
-        lambda v, _: len(v) == 2 and all(0 <= b < 1 for b in v),
-        "must be two numbers in [0, 1)",
-    ),
+    ("train.betas", lambda v, _: len(v) == 2 and all(0 <= b < 1 for b in v),
+     "must be two numbers in [0, 1)"),
     ("train.eps", *_POSITIVE),
     ("train.time_budget", *_POSITIVE),
     ("train.time_per_mvoxel", *_POSITIVE),
@@ -202,31 +194,22 @@ _RULES: tuple[tuple[str, _Test, str], ...] = (
     ("model.kind", *_one_of("irem", "grid")),
     ("model.dense_max_nodes", *_at_least(0)),
     ("model.hash_rows", *_at_least(1)),
-    (
-        "model.levels",
-        lambda v, c: v >= 1 and c.model.features >= 1,
-        "and model.features must be >= 1",
-    ),
+    ("model.levels", lambda v, c: v >= 1 and c.model.features >= 1,
+     "and model.features must be >= 1"),
     ("model.finest_mm", *_POSITIVE),
     ("model.hidden_layers", *_at_least(0)),
     ("train.lr_grid", *_POSITIVE),
     ("train.grid_smoothness", *_at_least(0)),
     ("train.grid_smoothness_large", *_at_least(0)),
-    (
-        "train.grid_smoothness",
-        lambda v, c: v == 0 or c.model.kind == "grid",
-        "needs model.kind: grid",
-    ),
+    ("train.grid_smoothness", lambda v, c: v == 0 or c.model.kind == "grid",
+     "needs model.kind: grid"),
     ("train.grid_prior", *_one_of("tk1", "huber", "tv")),
     ("train.grid_prior_delta", *_POSITIVE),
     ("train.profile_points", *_at_least(1)),
     ("train.profile_spacing_mm", *_at_least(0)),
-    (
-        "train.profile_points",
-        lambda v, c: v == 1 or c.train.profile_spacing_mm == 0,
-        "is unused when train.profile_spacing_mm > 0 sets the points; "
-        "set train.profile_spacing_mm: 0 for a fixed number",
-    ),
+    ("train.profile_points", lambda v, c: v == 1 or c.train.profile_spacing_mm == 0,
+     "is unused when train.profile_spacing_mm > 0 sets the points; "
+     "set train.profile_spacing_mm: 0 for a fixed number"),
     ("train.precision", *_one_of(*PRECISIONS)),
     ("train.base", *_one_of("none", "srr_tv")),
     ("train.holdout", lambda v, _: 0 <= v < 1, "must be in [0, 1)"),
@@ -236,26 +219,21 @@ _RULES: tuple[tuple[str, _Test, str], ...] = (
     ("train.plateau_min_drop", lambda v, _: 0 <= v < 1, "must be in [0, 1)"),
     ("train.plateau_epochs", lambda v, c: v == 0 or c.train.holdout > 0, "needs train.holdout > 0"),
     ("train.base", lambda v, c: v == "none" or c.model.kind == "grid", "needs model.kind: grid"),
-    (
-        "train.base_alphas",
-        lambda v, _: len(v) >= 1 and all(a >= 0 for a in v),
-        "must be one or more weights >= 0",
-    ),
+    ("train.base_alphas", lambda v, _: len(v) >= 1 and all(a >= 0 for a in v),
+     "must be one or more weights >= 0"),
     ("train.base_iterations", *_at_least(1)),
     ("train.base_head", *_one_of("zero", "cancel")),
 )
+# fmt: on
 
 
 def _check(cfg: IremConfig) -> None:
-    """Raise an :class:`InputError` for the first rule ``cfg`` breaks (every rule is tested)."""
-    broken = []
+    """Raise an :class:`InputError` for the first rule ``cfg`` breaks."""
     for key, test, text in _RULES:
         section, _, name = key.partition(".")
         value = getattr(getattr(cfg, section), name)
         if not ((value is None and name in _OPTIONAL_FLOATS + _OPTIONAL_INTS) or test(value, cfg)):
-            broken.append(f"config: {key} {text}")
-    if broken:
-        raise InputError(broken[0])
+            raise InputError(f"config: {key} {text}")
 
 
 def apply_overrides(cfg: IremConfig, overrides: dict[str, Any]) -> IremConfig:
@@ -299,12 +277,12 @@ def packaged_configs() -> list[str]:
 def resolve_config_path(path: str | Path) -> Path:
     """A config file path, or the name of a packaged configuration."""
     p = Path(path)
-    if not p.exists() and str(path) in packaged_configs():
+    if p.exists():
+        return p
+    if str(path) in packaged_configs():
         return PACKAGED / f"{path}.yaml"
-    if not p.exists():
-        names = ", ".join(packaged_configs())
-        raise InputError(f"{p}: no such config file (packaged configs: {names})")
-    return p
+    names = ", ".join(packaged_configs())
+    raise InputError(f"{p}: no such config file (packaged configs: {names})")
 
 
 def load_config(

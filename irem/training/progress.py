@@ -43,18 +43,9 @@ def plain_line(
 
 
 class Progress:
-    """A progress display for a training run bounded by seconds or by steps.
-
-    Args:
-        total_steps: steps of the full epoch budget.
-        budget: time budget in seconds, or None for an epoch budget.
-        start_steps: steps already done (a resumed run).
-        start_seconds: training seconds already spent (a resumed run).
-        enabled: False shows nothing.
-        stream: where to write (default ``sys.stderr``).
-        interval: seconds of training between plain lines (non-terminal streams).
-        desc: label of the bar and lines.
-    """
+    """A progress display for a run bounded by ``budget`` seconds (None: by ``total_steps`` of the
+    epoch budget), resumed after ``start_steps`` and ``start_seconds``: nothing unless ``enabled``,
+    plain lines every ``interval`` training seconds when ``stream`` (stderr) is no terminal."""
 
     def __init__(
         self,
@@ -70,7 +61,6 @@ class Progress:
     ):
         self.total_steps, self.budget, self.desc = total_steps, budget, desc
         self.stream = stream if stream is not None else sys.stderr
-        self.enabled = enabled
         self.plain = enabled and not _is_tty(self.stream)
         self.interval = interval
         self._next_line = start_seconds + interval
@@ -81,42 +71,25 @@ class Progress:
             self.bar = self._make_bar(start_steps, start_seconds)
 
     def _make_bar(self, start_steps: int, start_seconds: float) -> tqdm:
+        common = {"dynamic_ncols": True, "desc": self.desc, "file": self.stream}
         if self.budget is None:
-            return tqdm(
-                total=self.total_steps,
-                initial=start_steps,
-                unit="step",
-                dynamic_ncols=True,
-                desc=self.desc,
-                file=self.stream,
-            )
-        return tqdm(
-            total=self.budget,
-            initial=start_seconds,
-            unit="s",
-            dynamic_ncols=True,
-            desc=self.desc,
-            file=self.stream,
-            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]",
-        )
+            return tqdm(total=self.total_steps, initial=start_steps, unit="step", **common)
+        fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]"
+        return tqdm(total=self.budget, initial=start_seconds, unit="s", bar_format=fmt, **common)
 
     def update(self, steps: int, seconds: float, loss: float) -> None:
         """Record the state after a step: total steps, training seconds, (smoothed) loss."""
         self._state = (steps, seconds, loss)
         if self.bar is not None:
-            self._update_bar(steps, seconds, loss)
+            position = steps if self.budget is None else min(seconds, self.budget)
+            self.bar.update(position - self.bar.n)
+            if steps % POSTFIX_EVERY == 0:
+                post = {"loss": f"{loss:.3g}"}
+                post.update({"steps": str(steps)} if self.budget is not None else {})
+                self.bar.set_postfix(post, refresh=False)
         elif self.plain and seconds >= self._next_line:
             self._write_line()
             self._next_line = seconds + self.interval
-
-    def _update_bar(self, steps: int, seconds: float, loss: float) -> None:
-        assert self.bar is not None
-        position = steps if self.budget is None else min(seconds, self.budget)
-        self.bar.update(position - self.bar.n)
-        if steps % POSTFIX_EVERY == 0:
-            post = {"loss": f"{loss:.3g}"}
-            post.update({"steps": str(steps)} if self.budget is not None else {})
-            self.bar.set_postfix(post, refresh=False)
 
     def _write_line(self) -> None:
         steps, seconds, loss = self._state

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from irem.errors import InputError
 from irem.models.grid_inr import GridINR
 from irem.models.paper import IREM, for_inference
 from irem.training.config import IremConfig, config_from_dict
-from irem.volume import Stack, apply_affine
+from irem.volume import Stack, apply_affine, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -93,17 +92,9 @@ def build_model(cfg: IremConfig, seed: int, norm: Normaliser) -> torch.nn.Module
     m = cfg.model
     if m.kind == "grid":
         return GridINR(
-            norm.box_mm,
-            norm.extent,
-            m.levels,
-            m.features,
-            m.finest_mm,
-            m.width,
-            m.hidden_layers,
-            seed,
-            dense_max_nodes=m.dense_max_nodes,
-            hash_rows=m.hash_rows,
-        )
+            norm.box_mm, norm.extent, m.levels, m.features, m.finest_mm, m.width, m.hidden_layers,
+            seed, dense_max_nodes=m.dense_max_nodes, hash_rows=m.hash_rows,
+        )  # fmt: skip
     return IREM(m.fourier_dim, m.sigma, m.width, m.depth, tuple(m.skips), seed=seed)
 
 
@@ -177,15 +168,8 @@ def save_model(
         },
         "transforms": {s.name: s.transform.tolist() for s in stacks},
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _read_model_file(path: Path) -> dict[str, Any]:

@@ -43,10 +43,7 @@ def with_masks(stacks: Sequence[Stack], masks: Sequence[np.ndarray]) -> list[Sta
 
 
 def held_out_error(
-    image: np.ndarray,
-    stacks: Sequence[Stack],
-    held: Sequence[np.ndarray],
-    op: Any,
+    image: np.ndarray, stacks: Sequence[Stack], held: Sequence[np.ndarray], op: Any
 ) -> float:
     """Mean squared error of ``image``'s predicted LR voxels at the ``held`` voxels of each stack,
     over the voxels the model covers; ``op`` is the stacks' forward model
@@ -62,25 +59,16 @@ def held_out_error(
 
 
 def srr_tv_start(
-    stacks: Sequence[Stack],
-    grid: Grid,
-    t: TrainConfig,
-    seed: int,
-    device: torch.device,
+    stacks: Sequence[Stack], grid: Grid, t: TrainConfig, seed: int, device: torch.device
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """SRR-TV (box PSF, ``t.base_iterations`` ADMM iterations) of the LR voxels a run with
     ``seed`` fits, at the weight of ``t.base_alphas`` that predicts its held-out voxels best
-    (without held-out voxels, ``train.holdout: 0``: the first weight).
-
-    Returns:
-        The image on ``grid`` and what made it (weights tried with their held-out errors, the
-        weight kept, seconds), for the sidecar.
-    """
+    (without held-out voxels, ``train.holdout: 0``: the first weight): the image on ``grid`` and,
+    for the sidecar, what made it (the weights tried with their held-out errors, the one kept)."""
     from baselines.bspline import bspline
     from baselines.operators import MultiStackOperator
     from baselines.srr import srr
 
-    t0 = time.perf_counter()
     masks = fitted_masks(list(stacks), t, seed)
     fitted = list(stacks) if masks is None else with_masks(stacks, masks)
     init = bspline(fitted, grid)
@@ -91,17 +79,8 @@ def srr_tv_start(
     tried: list[dict[str, float]] = []
     best: tuple[float, np.ndarray, dict[str, Any]] | None = None
     for alpha in t.base_alphas if masks is not None else t.base_alphas[:1]:
-        image, info = srr(
-            fitted,
-            grid,
-            alpha=alpha,
-            regulariser="tv",
-            iterations=t.base_iterations,
-            psf="box",
-            device=device,
-            init=init,
-            progress=False,
-        )
+        image, info = srr(fitted, grid, alpha=alpha, regulariser="tv", iterations=t.base_iterations,
+                          psf="box", device=device, init=init, progress=False)  # fmt: skip
         error = held_out_error(image, stacks, held, op) if choose else float("nan")
         tried.append({"alpha": float(alpha), "held_out_mse": error})
         if best is None or error < best[0]:
@@ -115,7 +94,6 @@ def srr_tv_start(
         "iterations": info["iterations"],
         "relative_residual": info["relative_residual"],
         "held_out_excluded": masks is not None,
-        "seconds": time.perf_counter() - t0,
     }
 
 
