@@ -199,22 +199,23 @@ def stacks_input(wildcards):
     return stacks_of(L.parse_run(wildcards.run), wildcards.subject, wildcards.seed)
 
 
-def simulate_input(wildcards):
+def _truth_inputs(d, s):
     """Ground truth (and white-matter mask, the SNR's reference region, of a cohort subject)."""
-    d, s = wildcards.dataset, wildcards.subject
     out = {"gt": gt_of(d, s)}
     if is_cohort(d):
         out["wm"] = L.wm_mask_path(d, s, suffix_of(d, s))
     return out
 
 
-def _noise_args(wildcards, snr_option, snr):
-    args = ["--profile", config["simulation"]["profile"]]
-    if snr is not None:
-        args += [snr_option, str(snr)]
-        if is_cohort(wildcards.dataset):
-            args += ["--wm-mask", L.wm_mask_path(wildcards.dataset, wildcards.subject, suffix_of(wildcards.dataset, wildcards.subject))]
-    return args
+def _snr_args(d, s, snr_option, snr):
+    if snr is None:
+        return []
+    wm = ["--wm-mask", L.wm_mask_path(d, s, suffix_of(d, s))] if is_cohort(d) else []
+    return [snr_option, str(snr), *wm]
+
+
+def simulate_input(wildcards):
+    return _truth_inputs(wildcards.dataset, wildcards.subject)
 
 
 def subject_seed(dataset, subject):
@@ -222,16 +223,20 @@ def subject_seed(dataset, subject):
     return zlib.crc32(f"{dataset}/{subject}".encode())
 
 
+def _noise_args(wildcards, snr_option, snr):
+    d, s = wildcards.dataset, wildcards.subject
+    args = ["--profile", config["simulation"]["profile"], *_snr_args(d, s, snr_option, snr)]
+    return shlex.join(args + ["--subject-seed", str(subject_seed(d, s))])
+
+
 def simulate_args(wildcards):
-    args = _noise_args(wildcards, "--snr", config["simulation"]["snr"])
-    return shlex.join(args + ["--subject-seed", str(subject_seed(wildcards.dataset, wildcards.subject))])
+    return _noise_args(wildcards, "--snr", config["simulation"]["snr"])
 
 
 def scantime_args(wildcards):
     """The scan-time experiment: LR SNR from the HR SNR by the scan-time rule, plus the HR scan."""
     snr = L.parse_run(f"{wildcards.dataset}/snr{wildcards.snr}/k{wildcards.k}").hr_snr
-    args = _noise_args(wildcards, "--hr-snr", snr)
-    return shlex.join(args + ["--subject-seed", str(subject_seed(wildcards.dataset, wildcards.subject))])
+    return _noise_args(wildcards, "--hr-snr", snr)
 
 
 def scan_sim(wildcards):
@@ -240,21 +245,15 @@ def scan_sim(wildcards):
 
 def scan_sim_input(wildcards):
     sim = scan_sim(wildcards)
-    out = {"gt": gt_of(sim["dataset"], sim["subject"])}
-    if is_cohort(sim["dataset"]):
-        out["wm"] = L.wm_mask_path(sim["dataset"], sim["subject"], suffix_of(sim["dataset"], sim["subject"]))
-    return out
+    return _truth_inputs(sim["dataset"], sim["subject"])
 
 
 def scan_sim_args(wildcards):
     sim = scan_sim(wildcards)
     args = ["--k", str(sim["k"]), "--seed", str(sim["seed"]), "--profile",
             config["simulation"]["profile"],
-            "--motion", str(sim["rotation_deg"]), str(sim["translation_mm"])]
-    if config["simulation"]["snr"] is not None:
-        args += ["--snr", str(config["simulation"]["snr"])]
-        if is_cohort(sim["dataset"]):
-            args += ["--wm-mask", L.wm_mask_path(sim["dataset"], sim["subject"], suffix_of(sim["dataset"], sim["subject"]))]
+            "--motion", str(sim["rotation_deg"]), str(sim["translation_mm"]),
+            *_snr_args(sim["dataset"], sim["subject"], "--snr", config["simulation"]["snr"])]
     if sim["reorient"]:
         args.append("--reorient")
     return shlex.join(args)
