@@ -1,12 +1,9 @@
 """Keep the README's results section equal to the committed tables of the default run.
 
 The block between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md is generated
-from ``results/tables/metrics.csv``, ``runs.csv``, ``scantime.csv`` (and the convergence study's
-``results/tuning/convergence_runs.csv``, or once it exists the evaluation's
-``results/tables/converged_runs.csv`` with the verdict on the paper's ordering): a compact table of brain
-PSNR/SSIM and edge PSNR per k and method on the evaluation subjects, and one sentence per k that
-claims an ordering only where the paired test supports it (Wilcoxon signed-rank p, adjusted by
-Holm's method over the methods of the table, below 0.05 over n >= 5 subjects).
+from ``results/tables/`` (and ``results/tuning/convergence_runs.csv``): per k, brain PSNR/SSIM and
+edge PSNR per method, and a sentence that claims an ordering only where the paired test supports
+it (Holm-adjusted Wilcoxon p below 0.05 over n >= 5 subjects).
 
     python scripts/readme_results.py            # rewrite the block
     python scripts/readme_results.py --check    # exit 1 if the README differs (tests run this)
@@ -36,11 +33,10 @@ def _ci(row: pd.Series, col: str, digits: int) -> str:
 def _diff(row: pd.Series) -> str:
     if pd.isna(row["psnr_mask_diff"]):
         return "best baseline"
-    p, holm = row["psnr_mask_p"], row["psnr_mask_p_holm"]
-    p_text = "n/a" if pd.isna(p) else f"{p:.3f}"
-    holm_text = "n/a" if pd.isna(holm) else f"{holm:.3f}"
-    wtl = f"{int(row['psnr_mask_wins'])}/{int(row['psnr_mask_ties'])}/{int(row['psnr_mask_losses'])}"
-    return f"{row['psnr_mask_diff']:+.2f} (p {p_text}, Holm {holm_text}, {wtl})"
+    p, holm = ("n/a" if pd.isna(row[c]) else f"{row[c]:.3f}"
+               for c in ("psnr_mask_p", "psnr_mask_p_holm"))
+    wtl = "/".join(str(int(row[f"psnr_mask_{w}"])) for w in ("wins", "ties", "losses"))
+    return f"{row['psnr_mask_diff']:+.2f} (p {p}, Holm {holm}, {wtl})"
 
 
 def verdict(row: pd.Series, baseline_label: str) -> str | None:
@@ -101,13 +97,12 @@ def contrast_lines(runs: pd.DataFrame, method: str, baseline: str) -> list[str]:
              for c in sorted(diff.index.get_level_values(0).unique())]
     own = runs[runs["method"] == method]
     flat = int(own["escape_step"].isna().sum())
-    lines = [f"By contrast ({method} - {baseline}, brain PSNR in dB, "
+    return [f"By contrast ({method} - {baseline}, brain PSNR in dB, "
              + " / ".join(f"k = {k}" for k in ks) + "): " + ", ".join(cells) + ". "
              f"Escape step of the grid INR (the first at which its held-out loss is 1% below its "
              f"start image's): median {own['escape_step'].median():.0f} of "
              f"{own['steps'].median():.0f} steps; runs that never left the start: {flat} of "
              f"{len(own)}.", ""]
-    return lines
 
 
 def scantime_lines(scantime: pd.DataFrame) -> list[str]:
@@ -155,7 +150,7 @@ def converged_lines(runs: pd.DataFrame) -> list[str]:
     for (method, k), g in runs.groupby(["method", "k"], sort=False):
         res = {b: paired(g[f"minus_{b}"], pd.Series(0.0, index=g.index), 0.1) for b in names}
         tests += [(method, k, b, r) for b, r in res.items()]
-        rows.append((g["label"].iloc[0], k, g, res))
+        rows.append((method, k, g, res))
     adjusted = {}
     for method in runs["method"].unique():
         mine = [t for t in tests if t[0] == method]
@@ -167,11 +162,10 @@ def converged_lines(runs: pd.DataFrame) -> list[str]:
            "difference in brain PSNR, Holm-adjusted Wilcoxon p over each run's comparisons, W/T/L)",
            "", "| run | k | epochs (median) | PSNR brain | "
            + " | ".join(f"Δ vs {b}" for b in names) + " |", "|---" * (4 + len(names)) + "|"]
-    for label, k, g, res in rows:
-        method = g["method"].iloc[0]
+    for method, k, g, res in rows:
         cells = " | ".join(f"{r.diff:+.2f} (p {adjusted[(method, k, b)]:.3f}, "
                            f"{r.wins}/{r.ties}/{r.losses})" for b, r in res.items())
-        out.append(f"| {label} | {k} | {g['epochs_completed'].median():.0f} | "
+        out.append(f"| {g['label'].iloc[0]} | {k} | {g['epochs_completed'].median():.0f} | "
                    f"{g['psnr_mask'].mean():.2f} | {cells} |")
     first = runs["method"].iloc[0]
     mine = [(k, b, r, adjusted[(first, k, b)]) for m, k, b, r in tests if m == first]
@@ -179,9 +173,8 @@ def converged_lines(runs: pd.DataFrame) -> list[str]:
     behind = [(k, b, r, p) for k, b, r, p in mine if r.diff < 0 and p < ALPHA and n >= MIN_N]
     found = "is reproduced" if ahead else "is not reproduced" if behind else "is not settled"
     why = "; ".join(f"{r.diff:+.2f} dB against {b} at k = {k} (p {p:.3f})" for k, b, r, p in mine)
-    label = runs["label"].iloc[0]
-    out += ["", f"Verdict ({label}): the paper's ordering, its network ahead of every baseline at "
-                f"each k, {found} on this data: {why}.", ""]
+    out += ["", f"Verdict ({runs['label'].iloc[0]}): the paper's ordering, its network ahead of "
+                f"every baseline at each k, {found} on this data: {why}.", ""]
     return out
 
 

@@ -33,7 +33,6 @@ def shepp_logan(shape: tuple[int, int, int] = (48, 48, 48), spacing: float = 1.0
         inside = (xr / a) ** 2 + (yr / b) ** 2 + ((z - z0) / c) ** 2 <= 1.0
         img[inside] += value
     img = np.clip(img, 0.0, None)
-    img /= img.max()
     affine = np.diag([spacing, spacing, spacing, 1.0])
     affine[:3, 3] = -spacing * (np.asarray(shape) - 1) / 2.0
-    return Volume(data=img.astype(np.float32), affine=affine)
+    return Volume(data=(img / img.max()).astype(np.float32), affine=affine)

@@ -1,10 +1,8 @@
 """The convergence study of the paper's network: brain PSNR and held-out LR loss against epochs.
 
-Each run of the study (``irem reconstruct --snapshots``) leaves its HR image after chosen epochs in
-a folder beside the reconstruction (:func:`snapshot_folder`); its sidecar holds the held-out loss
-trace and why the run stopped (``plateau``: the held-out loss stopped improving, the criterion of
-``train.plateau_epochs``). These functions score the snapshots against the ground truth of the
-run's metrics JSON, summarise each run and draw the curves with the baselines as lines.
+Each run (``irem reconstruct --snapshots``) leaves its HR image after chosen epochs beside the
+reconstruction (:func:`snapshot_folder`); these functions score the snapshots against the run's
+ground truth, summarise each run (why it stopped) and draw the curves with the baselines as lines.
 """
 
 from __future__ import annotations
@@ -23,9 +21,6 @@ from irem.report.figures import add_caption, axis_scale, pyplot
 from irem.report.tables import Methods, k_label, load_runs, markdown_table, read_json
 from irem.volume import load_volume
 
-CURVE_COLUMNS = ["method", "subject", "k", "seed", "epoch", "steps", "held_out_loss",
-                 "psnr_mask", "ssim_mask"]  # fmt: skip
-
 
 def snapshot_folder(metrics_path: str | Path) -> Path:
     """``..._T1w_metrics.json`` -> ``..._T1w_snapshots`` (the run's snapshots,
@@ -40,20 +35,17 @@ def score_snapshots(metrics_path: str | Path) -> pd.DataFrame:
     met = read_json(metrics_path)
     gt = load_volume(met["gt"]).data
     mask = load_volume(met["mask_file"], mask=True).data > 0.5 if met.get("mask_file") else None
+    run = {key: str(met["meta"].get(key, "")) for key in ("method", "subject", "k", "seed")}
     rows = []
     for image in sorted(snapshot_folder(metrics_path).glob("epoch-*.nii.gz")):
         info = read_json(image.with_name(image.name.replace(".nii.gz", ".json")))
         scores = compute_metrics(load_volume(image).data, gt, mask=mask)
-        rows.append({**{k: info[k] for k in ("epoch", "steps")},
-                     "held_out_loss": info.get("held_out_loss"),
-                     "psnr_mask": scores["psnr_mask"], "ssim_mask": scores["ssim_mask"]})  # fmt: skip
+        rows.append({**run, "epoch": info["epoch"], "steps": info["steps"],
+                     "held_out_loss": info.get("held_out_loss"), "psnr_mask": scores["psnr_mask"],
+                     "ssim_mask": scores["ssim_mask"]})  # fmt: skip
     if not rows:
         raise ValueError(f"{snapshot_folder(metrics_path)}: no snapshots")
-    meta = met["meta"]
-    out = pd.DataFrame(rows)
-    for key in ("method", "subject", "k", "seed"):
-        out.insert(0, key, str(meta.get(key, "")))
-    return out[CURVE_COLUMNS]
+    return pd.DataFrame(rows)
 
 
 def run_summary(runs: pd.DataFrame, lines: pd.DataFrame) -> pd.DataFrame:

@@ -1,17 +1,9 @@
 """Training IREM on the LR stacks (paper sections 2.2 and 3.2).
 
-Coordinates. Every LR voxel centre is carried into normalised space N (millimetres, through the
-stack's affine and registration transform). The axis-aligned bounding box in N of all stacks' voxel
-centres is mapped to the network's input by one isotropic scale: ``(p - centre) / half_extent``,
-with ``half_extent`` the largest half side of the box, so the longest side of the box spans [-1, 1]
-and a unit of input is the same number of millimetres along every axis.
-
-Intensities. All stacks are divided by the largest LR intensity for training; outputs are
-multiplied back.
-
-One epoch is one pass over all LR voxels of all stacks in a seeded random order. A run ends when
-its epochs are done, its time budget is spent, or a step callback asks it to; the reason is a
-:class:`StopReason` value. Evaluation on a grid lives in :mod:`irem.training.reconstruct`.
+Network inputs are normalised-space millimetres ``(p - centre) / half_extent`` over the bounding
+box of all LR voxel centres (its longest side spans [-1, 1]); intensities are divided by the
+largest LR intensity. One epoch is one pass over the LR voxels in a seeded random order; a run
+ends for a :class:`StopReason`. Evaluation on a grid lives in :mod:`irem.training.reconstruct`.
 """
 
 from __future__ import annotations
@@ -35,15 +27,14 @@ from irem.models.grid_inr import GridINR, GridPrior
 from irem.models.precision import detect_precision
 from irem.training.config import IremConfig, TrainConfig
 from irem.training.progress import Progress
-
-# Re-exported so that callers written before irem.training.reconstruct existed keep working.
 from irem.training.reconstruct import Normaliser, build_model
-from irem.training.reconstruct import predict as predict
-from irem.training.reconstruct import resolve_device as resolve_device
+from irem.training.reconstruct import predict as predict  # re-exported for older callers
 from irem.volume import Stack
 
 log = logging.getLogger(__name__)
 
+#: Called after each step with (steps done, training seconds, model, normaliser); its time is not
+#: training time, and returning True stops the run.
 OnStep = Callable[[int, float, torch.nn.Module, Normaliser], bool | None]
 #: Called after each epoch with (epochs done, steps done, held-out loss or None, model in eval
 #: mode, normaliser); its time is not training time.
@@ -62,13 +53,8 @@ class StopReason(StrEnum):
 
 @dataclass(frozen=True)
 class Budget:
-    """The budget of a run and the rule it came from.
-
-    ``rule`` is ``epochs`` (the epochs bound the run), ``steps`` (``steps`` optimiser steps, or
-    ``steps_per_mvoxel`` x target voxels / 1e6), ``fixed`` (``seconds`` given) or ``per_mvoxel``
-    (``seconds_per_mvoxel`` x target voxels / 1e6, capped by ``cap_seconds``). Step budgets give
-    the same result on any machine; time budgets are a convenience for users' own runs.
-    """
+    """The budget of a run (``seconds``, optimiser ``steps``) and its ``rule``: ``epochs``,
+    ``steps``, ``fixed`` (seconds given) or ``per_mvoxel`` (seconds per million target voxels)."""
 
     rule: str
     seconds: float | None
@@ -89,37 +75,25 @@ def resolve_budget(
     steps: int | None = None,
     steps_per_mvoxel: float | None = None,
 ) -> Budget:
-    """Apply the budget rules: optimiser steps (fixed or per million target voxels) and seconds
-    (fixed or per million target voxels, capped); the run stops at whichever ends first.
-
-    Args:
-        time_budget: seconds (``train.time_budget``); the cap when ``time_per_mvoxel`` is set.
-        time_per_mvoxel: seconds per million voxels of the target grid (``train.time_per_mvoxel``).
-        target_voxels: voxels of the output grid; needed with the per-voxel rules.
-        steps: optimiser steps (``train.steps``); the cap when ``steps_per_mvoxel`` is set.
-        steps_per_mvoxel: optimiser steps per million target voxels (``train.steps_per_mvoxel``).
-
-    Returns:
-        The resolved budget (``seconds`` None: no time budget; ``steps`` None: the epochs').
-    """
+    """The run's budget from the ``train`` keys of the same names: seconds and optimiser steps,
+    each fixed or per million ``target_voxels`` (capped by the fixed value); None: unbounded."""
     per_voxel = time_per_mvoxel is not None or steps_per_mvoxel is not None
     if per_voxel and (target_voxels is None or target_voxels < 1):
         raise InputError("a per-million-voxel budget needs the number of target grid voxels")
-    n_steps = steps
     if steps_per_mvoxel is not None:
         scaled = max(1, math.ceil(steps_per_mvoxel * target_voxels / 1e6))  # type: ignore[operator]
-        n_steps = scaled if steps is None else min(scaled, steps)
+        steps = scaled if steps is None else min(scaled, steps)
     if time_per_mvoxel is None:
-        rule = "fixed" if time_budget is not None else "steps" if n_steps is not None else "epochs"
+        rule = "fixed" if time_budget is not None else "steps" if steps is not None else "epochs"
         return Budget(
-            rule, time_budget, target_voxels=target_voxels, steps=n_steps,
+            rule, time_budget, target_voxels=target_voxels, steps=steps,
             steps_per_mvoxel=steps_per_mvoxel,
         )  # fmt: skip
     scaled_s = time_per_mvoxel * target_voxels / 1e6  # type: ignore[operator]
     seconds = scaled_s if time_budget is None else min(scaled_s, time_budget)
     voxels = int(target_voxels)  # type: ignore[arg-type]
     return Budget(
-        "per_mvoxel", seconds, time_per_mvoxel, time_budget, voxels, n_steps, steps_per_mvoxel
+        "per_mvoxel", seconds, time_per_mvoxel, time_budget, voxels, steps, steps_per_mvoxel
     )
 
 
@@ -133,11 +107,11 @@ class TrainResult:
     training_seconds: float
     stopped_by: str
     resumed: bool
-    loss_history: list[float] = field(default_factory=list)
-    budget: Budget = field(default_factory=lambda: Budget("epochs", None))
-    profile_points: int = 1
-    held_out: dict[str, Any] = field(default_factory=dict)
-    precision: dict[str, Any] = field(default_factory=dict)  # irem.models.precision.Precision.to_dict
+    loss_history: list[float]
+    budget: Budget
+    profile_points: int
+    held_out: dict[str, Any]
+    precision: dict[str, Any]  # irem.models.precision.Precision.to_dict
 
 
 def training_data(stacks: list[Stack]) -> tuple[np.ndarray, np.ndarray, Normaliser]:
@@ -225,17 +199,14 @@ def split_held_out(
     return np.sort(perm[held:]), np.sort(perm[:held])
 
 
-#: Offset of the held-out split's seed from the run's seed (the weights take the seed itself).
-HELD_OUT_SEED = 2
-
-
 def held_out_split(
     stacks: list[Stack], t: TrainConfig, seed: int
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The run's split of the LR voxels used for training (see :func:`training_data`) into fitted
     and held-out indices (``train.holdout``), drawn from the run's ``seed``; None without."""
     n = sum(int(_used(s).sum()) for s in stacks)
-    return split_held_out(n, t.holdout, seed + HELD_OUT_SEED, t.holdout_max_voxels)
+    # seed + 2: the weights take the seed itself, the sample order seed + 1
+    return split_held_out(n, t.holdout, seed + 2, t.holdout_max_voxels)
 
 
 def fitted_masks(stacks: list[Stack], t: TrainConfig, seed: int) -> list[np.ndarray] | None:
@@ -246,15 +217,10 @@ def fitted_masks(stacks: list[Stack], t: TrainConfig, seed: int) -> list[np.ndar
     if split is None:
         return None
     used = [_used(s) for s in stacks]
-    fit = np.zeros(sum(int(u.sum()) for u in used), dtype=bool)
-    fit[split[0]] = True
-    masks, start = [], 0
-    for s, u in zip(stacks, used, strict=True):
-        m = np.zeros(u.size, dtype=bool)
-        m[u] = fit[start : start + int(u.sum())]
-        start += int(u.sum())
-        masks.append(m.reshape(s.shape))
-    return masks
+    fit = np.zeros(sum(u.size for u in used), dtype=bool)
+    fit[np.flatnonzero(np.concatenate(used))[split[0]]] = True
+    parts = np.split(fit, np.cumsum([u.size for u in used])[:-1])
+    return [m.reshape(s.shape) for s, m in zip(stacks, parts, strict=True)]
 
 
 def prepare_data(
@@ -281,8 +247,8 @@ def prepare_data(
 
 
 def build_optimizer(model: torch.nn.Module, cfg: IremConfig) -> torch.optim.Optimizer:
-    """The one place the optimiser is built: Adam; the feature grids of ``kind: grid`` get their own
-    learning rate."""
+    """The one place the optimiser is built: Adam; the feature grids of ``kind: grid`` get their
+    own learning rate."""
     t = cfg.train
     groups = [{"params": list(model.parameters()), "lr": t.lr}]
     if isinstance(model, GridINR):
@@ -295,14 +261,10 @@ def build_optimizer(model: torch.nn.Module, cfg: IremConfig) -> torch.optim.Opti
 
 
 class LearningRate:
-    """The scheduler: owns the learning rate of every parameter group of an optimiser.
-
-    ``lr_schedule: step`` (the paper): the start rates times ``lr_decay ** (epoch // lr_step_epochs)``.
-    ``budget``: the start rates times ``lr_final ** done``, with ``done`` the fraction of the run
-    behind (steps of the epoch budget, or seconds of the time budget, whichever is further).
-    Both are ramped up linearly over the first ``lr_warmup_steps`` steps (0: none).
-    The rate depends only on (steps, seconds, epoch), so a resumed run needs no scheduler state.
-    """
+    """The scheduler of an optimiser's rates: the start rates times ``lr_decay ** (epoch //
+    lr_step_epochs)`` (``lr_schedule: step``, the paper) or ``lr_final ** done`` (``budget``:
+    ``done`` the fraction of the steps or seconds behind, whichever is further), ramped up over
+    ``lr_warmup_steps``; a function of (steps, seconds, epoch), so resumes need no state."""
 
     def __init__(
         self,
@@ -342,7 +304,7 @@ def slice_profile_points(t: TrainConfig, thickness: list[float]) -> int:
 
 
 def profile_offsets(n: int, points: int, gen: torch.Generator) -> torch.Tensor:
-    """Positions across a slice in [-0.5, 0.5], one per stratum of ``points``, jittered: ``(n, points)``."""
+    """``(n, points)`` positions across a slice in [-0.5, 0.5], one per stratum, jittered."""
     base = (torch.arange(points, dtype=torch.float32) + 0.5) / points - 0.5
     jitter = (torch.rand(n, points, generator=gen) - 0.5) / points
     return base + jitter
@@ -376,35 +338,13 @@ def inputs_to_unit(grid: Grid, norm: Normaliser) -> np.ndarray:
     return unit
 
 
-def _fingerprint(
-    cfg: IremConfig, n: int, seed: int, thickness: list[float] | None = None
-) -> dict[str, Any]:
+def _fingerprint(cfg: IremConfig, n: int, seed: int, thickness: list[float]) -> dict[str, Any]:
     """What a checkpoint must match to be resumed: config, data size, seed, slice thicknesses."""
     d = cfg.to_dict()
     for key in ("time_budget", "time_per_mvoxel", "checkpoint_every"):
         d["train"].pop(key, None)
     d.pop("reconstruct", None)
-    return {"config": d, "samples": n, "seed": seed, "thickness": thickness or []}
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write a training checkpoint atomically (temporary name, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(
-    path: Path, fingerprint: dict[str, Any], device: torch.device
-) -> dict[str, Any]:
-    """Read a checkpoint and check that it belongs to this run (config, data and seed)."""
-    try:
-        state = torch.load(path, map_location=device, weights_only=False)
-    except Exception as exc:  # torch raises many types for garbage
-        raise InputError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
-        raise InputError(f"{path}: checkpoint belongs to another run (config, data or seed differ)")
-    return state
+    return {"config": d, "samples": n, "seed": seed, "thickness": thickness}
 
 
 @dataclass
@@ -478,22 +418,16 @@ class HeldOut:
         if self.best_state is not None:
             model.load_state_dict(self.best_state, strict=False)
 
-    def escape_step(self, drop: float = ESCAPE_DROP) -> int | None:
-        """The first recorded step whose loss is ``drop`` (a fraction) below the first record's:
-        when the run left its start; None if it never did (a flat run)."""
-        if not self.trace:
-            return None
-        first = self.trace[0][1]
-        return next((s for s, v in self.trace if v <= (1 - drop) * first), None)
-
     def summary(self, voxels: int) -> dict[str, Any]:
-        """The sidecar's account: voxels held out, best step and loss, escape step, the trace."""
+        """The sidecar's account: voxels held out, best step and loss, the escape step (the first
+        recorded :data:`ESCAPE_DROP` below the first record; None: a flat run), the trace."""
+        first = self.trace[0][1] if self.trace else None
         return {
             "voxels": voxels,
             "best_step": self.best_step,
             "best_loss": self.best_loss,
-            "start_loss": self.trace[0][1] if self.trace else None,
-            "escape_step": self.escape_step(),
+            "start_loss": first,
+            "escape_step": next((s for s, v in self.trace if v <= (1 - ESCAPE_DROP) * first), None),
             "escape_drop": ESCAPE_DROP,
             "trace": [[s, v] for s, v in self.trace],
         }
@@ -521,15 +455,9 @@ class Stopwatch:
 class Trainer:
     """Fits a representation to the LR voxels of stacks already in normalised space.
 
-    Args:
-        stacks: LR stacks with their transforms into normalised space.
-        cfg: model and training hyperparameters.
-        seed: seeds the weights, the sample order and the slice-profile jitter.
-        device: torch device (CPU by default).
-        target_voxels: voxels of the output grid, for ``train.time_per_mvoxel``.
-        clock: wall clock (injectable for tests).
-        grid: the target grid; needed by ``train.base`` (the start image lives on it). Its size
-            is the default of ``target_voxels``.
+    ``seed`` seeds the weights, the sample order and the slice-profile jitter; ``target_voxels``
+    (default: ``grid``'s size) scales the per-voxel budgets; ``start`` is a start image on the
+    target ``grid`` (``train.base``); ``clock`` is the wall clock (injectable for tests).
     """
 
     def __init__(
@@ -597,11 +525,7 @@ class Trainer:
         return self.data.norm
 
     def step(self, idx: torch.Tensor) -> float:
-        """One optimisation step on the LR voxels ``idx``: forward, loss, backward, prior, update.
-
-        Returns:
-            The data term (mean squared error) of the batch.
-        """
+        """One optimisation step on the LR voxels ``idx``; returns the batch's data term (MSE)."""
         jitter_seed = self.seed * 1_000_003 + self.state.steps
         bf16 = self.precision.bf16
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -634,18 +558,20 @@ class Trainer:
     def _validate(self, force: bool = False) -> None:
         """Every ``train.validate_every`` steps (or now, with ``force``: at the end of a run or
         an epoch): record the held-out loss, once per step."""
-        s = self.state
-        if self.data.held_out is None:
-            return
-        if self.held_out.trace and self.held_out.trace[-1][0] == s.steps:
+        s, trace = self.state, self.held_out.trace
+        if self.data.held_out is None or (trace and trace[-1][0] == s.steps):
             return
         if force or s.steps % self.cfg.train.validate_every == 0:
             self.held_out.record(s.steps, self.held_out_loss(), self.model)
 
-    def checkpoint_state(self, gen_state: torch.Tensor) -> dict[str, Any]:
-        """Everything a resumed run needs; ``gen_state`` re-draws the current epoch's order."""
+    def _save(self, checkpoint: Path | None, gen_state: torch.Tensor) -> None:
+        """Write everything a resumed run needs to ``checkpoint`` (if any) atomically, through a
+        temporary name; ``gen_state`` re-draws the current epoch's order."""
+        if checkpoint is None:
+            return
         s = self.state
-        return {
+        tmp = checkpoint.with_name(f".{checkpoint.name}.tmp")
+        state = {
             "fingerprint": self.fingerprint,
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
@@ -658,10 +584,19 @@ class Trainer:
             "running": s.running,
             "held_out": dict(vars(self.held_out)),  # shallow: torch.save writes the tensors
         }
+        torch.save(state, tmp)
+        os.replace(tmp, checkpoint)
 
     def resume(self, path: Path) -> None:
         """Continue from the checkpoint at ``path`` (refused if it belongs to another run)."""
-        state = load_checkpoint(path, self.fingerprint, self.device)
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as exc:  # torch raises many types for garbage
+            raise InputError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+        if not isinstance(state, dict) or state.get("fingerprint") != self.fingerprint:
+            raise InputError(
+                f"{path}: checkpoint belongs to another run (config, data or seed differ)"
+            )
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.gen.set_state(state["generator"])
@@ -673,9 +608,8 @@ class Trainer:
             running=state.get("running", 0.0),
             history=list(state["history"]),
         )
-        held = state.get("held_out")
-        if held is not None:
-            self.held_out = HeldOut(**held)
+        if state.get("held_out") is not None:
+            self.held_out = HeldOut(**state["held_out"])
         self._last_checkpoint = self.state.seconds
         self.resumed = True
 
@@ -689,19 +623,9 @@ class Trainer:
         on_epoch: OnEpoch | None = None,
     ) -> TrainResult:
         """Train until the epochs are done, the budget is spent, the held-out loss has reached a
-        plateau (``train.plateau_epochs``) or ``on_step`` returns True.
-
-        Args:
-            checkpoint: file for periodic checkpoints and the final state.
-            progress: show progress (a bar on a terminal, plain lines otherwise).
-            progress_stream: where progress goes (default: stderr).
-            on_step: called after every step with (steps, training seconds, model, normaliser);
-                its time is not training time, and returning True stops training.
-            on_epoch: called after every epoch (see :data:`OnEpoch`).
-
-        Returns:
-            What the run did; the model is left in eval mode.
-        """
+        plateau (``train.plateau_epochs``) or ``on_step`` (see :data:`OnStep`) returns True, with
+        periodic and final checkpoints to ``checkpoint`` and progress on ``progress_stream``
+        (default: stderr); the model is left in eval mode."""
         s = self.state
         bar = Progress(
             self.total_steps,
@@ -747,9 +671,7 @@ class Trainer:
                 self.gen.set_state(epoch_gen)
                 self._save(checkpoint, epoch_gen)
                 return stop
-            if checkpoint is not None and s.seconds - self._last_checkpoint >= (
-                self.cfg.train.checkpoint_every
-            ):
+            if s.seconds - self._last_checkpoint >= self.cfg.train.checkpoint_every:
                 self._save(checkpoint, epoch_gen)
                 self._last_checkpoint = s.seconds
         s.history.append(s.running)
@@ -762,22 +684,17 @@ class Trainer:
     ) -> StopReason | None:
         """After an epoch: with a callback or a plateau test, the held-out loss is recorded; the
         callback runs (untimed, model in eval mode), then the plateau test."""
-        s, t = self.state, self.cfg.train
+        s, t, d, trace = self.state, self.cfg.train, self.data, self.held_out.trace
         if on_epoch is None and not t.plateau_epochs:
             return None
         s.seconds = watch.elapsed()
-        self._validate(force=True)
+        self._validate(force=True)  # with a held-out set, the trace now ends at this step
         if on_epoch is not None:
-            trace = self.held_out.trace
-            loss = trace[-1][1] if trace and trace[-1][0] == s.steps else None
             self.model.eval()
-            on_epoch(s.epoch, s.steps, loss, self.model, self.norm)
+            on_epoch(s.epoch, s.steps, trace[-1][1] if trace else None, self.model, self.norm)
             self.model.train()
         watch.exclude_since_last_read()
-        epoch_steps = self.data.steps_per_epoch
-        if t.plateau_epochs and plateaued(
-            self.held_out.trace, epoch_steps, s.epoch, t.plateau_epochs, t.plateau_min_drop
-        ):
+        if plateaued(trace, d.steps_per_epoch, s.epoch, t.plateau_epochs, t.plateau_min_drop):
             self._save(checkpoint, self.gen.get_state())
             return StopReason.PLATEAU
         return None
@@ -797,10 +714,6 @@ class Trainer:
         if self.budget.steps is not None and s.steps >= self.budget.steps:
             return StopReason.STEPS
         return None
-
-    def _save(self, checkpoint: Path | None, gen_state: torch.Tensor) -> None:
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, self.checkpoint_state(gen_state))
 
     def _result(self, stop: StopReason) -> TrainResult:
         s = self.state
@@ -847,24 +760,8 @@ def train(
     grid: Grid | None = None,
     start: np.ndarray | None = None,
 ) -> tuple[torch.nn.Module, Normaliser, TrainResult]:
-    """Fit IREM to the LR voxels of ``stacks`` (already in normalised space).
-
-    Args:
-        stacks: LR stacks with their transforms into normalised space.
-        cfg: model and training hyperparameters.
-        seed: seeds B, the weights and the sample order.
-        device: torch device (CPU by default).
-        checkpoint: file for periodic checkpoints; needed for ``resume``.
-        resume: continue from ``checkpoint`` if it exists and matches the run.
-        progress: show progress with the loss.
-        clock: wall clock (injectable for tests).
-        on_step: see :meth:`Trainer.fit`.
-        on_epoch: see :meth:`Trainer.fit`.
-        target_voxels: voxels of the output grid, for ``train.time_per_mvoxel``.
-        progress_stream: where progress goes (default: stderr).
-        grid: the target grid (needed by ``start``).
-        start: a start image on ``grid`` (``model.kind: grid``): the model is then the start image
-            plus the network (see :mod:`irem.training.start`).
+    """Fit IREM to the LR voxels of ``stacks`` (already in normalised space) with a
+    :class:`Trainer`; with ``resume``, continue from ``checkpoint`` if it exists.
 
     Returns:
         The trained model (in eval mode), the coordinate/intensity normaliser and a summary.
