@@ -79,14 +79,20 @@ def test_report_refuses_a_run_without_snapshots(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "c.csv").exists()
 
 
-def test_sweep_table_pairs_each_value_with_the_reference(tmp_path: Path) -> None:
-    # sigma 1 is the reference; sigma 4 is 1 dB higher on both subjects, sigma 0.5 0.05 dB lower
+def _sweep_runs(tmp_path: Path, low: float) -> list[Path]:
+    """sigma 0.5, 1 and 4 on two subjects (20 and 22 dB at sigma 1; 4 is 1 dB higher, 0.5 ``low``
+    dB), and B-spline at 25 dB on both."""
     paths = []
     for subject, base in (("01", 20.0), ("02", 22.0)):
-        for value, gain in (("0.5", -0.05), ("1", 0.0), ("4", 1.0)):
+        for value, gain in (("0.5", low), ("1", 0.0), ("4", 1.0)):
             m = meta("8", f"convsigma{value}", subject, "0", ablation="sigma", value=value)
             paths.append(write_metrics(tmp_path, m, base + gain))
         paths.append(write_metrics(tmp_path, meta("8", "bspline", subject, "0"), 25.0))
+    return paths
+
+
+def test_sweep_table_pairs_each_value_with_the_reference(tmp_path: Path) -> None:
+    paths = _sweep_runs(tmp_path, -0.05)
     csv, md, png = tmp_path / "s.csv", tmp_path / "s.md", tmp_path / "s.png"
     argv = ["report", "fig3", "--metrics", *map(str, paths), "--baselines", "bspline",
             "--reference", "sigma=1", "--csv", str(csv), "--md", str(md), "-o", str(png)]  # fmt: skip
@@ -108,12 +114,7 @@ def test_sweep_figure_draws_paired_differences(tmp_path: Path) -> None:
     from irem.report.convergence import sweep_figure, sweep_table
     from irem.report.tables import Methods, load_runs
 
-    paths = []
-    for subject, base in (("01", 20.0), ("02", 22.0)):
-        for value, gain in (("0.5", -0.5), ("1", 0.0), ("4", 1.0)):
-            m = meta("8", f"convsigma{value}", subject, "0", ablation="sigma", value=value)
-            paths.append(write_metrics(tmp_path, m, base + gain))
-        paths.append(write_metrics(tmp_path, meta("8", "bspline", subject, "0"), 25.0))
+    paths = _sweep_runs(tmp_path, -0.5)
     methods = Methods(labels={"bspline": "B-spline"}, baselines=("bspline",))
     runs = load_runs(paths, methods)
     table = sweep_table(runs, {"sigma": "1"})
