@@ -29,7 +29,7 @@ def _save_both(fig, tmp_path: Path, name: str) -> None:
     out = [tmp_path / f"{name}.png", tmp_path / f"{name}.pdf"]
     figures.save_figure(fig, out, dpi=40)
     assert _is_png(out[0]) and _is_pdf(out[1])
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave nothing behind
 
 
 def test_fig4_bars_ci_and_subject_points(tmp_path: Path) -> None:

@@ -205,7 +205,7 @@ def sweep_figure(
     (``lines``) as dotted lines at their mean minus the reference's mean."""
     params = list(dict.fromkeys(table["parameter"]))
     missing = [p for p in params if p not in reference]
-    if not params or missing or "minus_reference" not in table:
+    if not params or missing:
         raise ValueError(f"a sweep figure needs a reference value of {missing or 'each parameter'}")
     plt = pyplot()
     fig, axes = plt.subplots(1, len(params), figsize=(4.8 * len(params), 3.8), squeeze=False)

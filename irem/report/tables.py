@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from irem.evaluation import stats
+from irem.volume import atomic_path
 
 META_REQUIRED = ("dataset", "k", "subject", "seed", "method")
 META_OPTIONAL = ("split", "hr_snr", "ablation", "value")
@@ -434,9 +435,8 @@ def runtime_markdown(table: pd.DataFrame) -> str:
 
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file renamed into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
 
 
 def write_tables(

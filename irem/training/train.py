@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -29,7 +28,7 @@ from irem.training.config import IremConfig, TrainConfig
 from irem.training.progress import Progress
 from irem.training.reconstruct import Normaliser, build_model
 from irem.training.reconstruct import predict as predict  # re-exported for older callers
-from irem.volume import Stack
+from irem.volume import Stack, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -570,7 +569,6 @@ class Trainer:
         if checkpoint is None:
             return
         s = self.state
-        tmp = checkpoint.with_name(f".{checkpoint.name}.tmp")
         state = {
             "fingerprint": self.fingerprint,
             "model": self.model.state_dict(),
@@ -584,8 +582,8 @@ class Trainer:
             "running": s.running,
             "held_out": dict(vars(self.held_out)),  # shallow: torch.save writes the tensors
         }
-        torch.save(state, tmp)
-        os.replace(tmp, checkpoint)
+        with atomic_path(checkpoint) as tmp:
+            torch.save(state, tmp)
 
     def resume(self, path: Path) -> None:
         """Continue from the checkpoint at ``path`` (refused if it belongs to another run)."""
