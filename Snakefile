@@ -5,8 +5,7 @@
 #   snakemake --cores all --resources gpu=1 --configfile config/paper.yaml   # on a GPU
 #   snakemake --profile profiles/slurm --configfile config/paper.yaml        # on a Slurm cluster
 #
-# Every experiment and every method is a config entry (schemas/config.schema.yaml,
-# docs/methods.md); paths come from irem/layout.py.
+# Experiments and methods are config entries (schemas/config.schema.yaml, docs/methods.md).
 
 import shlex
 
@@ -24,8 +23,7 @@ validate(config, schema="schemas/config.schema.yaml", set_default=True)
 report: "report/workflow.rst"
 
 
-# Rules call the `irem` command with this source tree first on the path, so they run from a
-# checkout in any environment with the dependencies (environment.yml), installed or not.
+# Rules call `irem` with this source tree first on the path: a checkout runs installed or not.
 # (Snakemake formats the prefix like a shell command: literal braces are doubled.)
 shell.prefix(
     "set -euo pipefail; "
@@ -45,7 +43,7 @@ wildcard_constraints:
     seed=r"[0-9]+",
     k=r"[0-9]+",
     snr=r"[0-9]+(p[0-9]+)?",
-    method=name_pattern([*method_names(), HR_SCAN]),
+    method=name_pattern([*ALL_METHODS, HR_SCAN]),
     orient=r"sagittal|coronal|axial",
 
 

@@ -21,13 +21,9 @@ _CHUNK = 1 << 20  # grid points resampled at a time (bounds the memory of the co
 
 
 def bspline(stacks: Sequence[Stack], grid: Grid, order: int = 3) -> np.ndarray:
-    """Average (float32, ``grid.shape``) of the stacks (in normalised space) resampled onto
-    ``grid`` with interpolating B-splines of degree ``order`` (0 to 5).
-
-    A stack covers the grid points inside its field of view, edge to edge (the spline extended by
-    ``mirror`` beyond the outer voxel centres) whose nearest LR voxel is inside its ``mask``;
-    points covered by no stack are 0. The slice thickness plays no part.
-    """
+    """Average (float32) of the stacks resampled onto ``grid`` with B-splines of degree ``order``,
+    each over the points in its field of view (edge to edge) whose nearest LR voxel is in its
+    mask; points covered by no stack are 0. The slice thickness plays no part."""
     if not 0 <= order <= 5:
         raise InputError(f"B-spline order must be 0..5, got {order}")
     if len(stacks) == 0:
@@ -58,17 +54,10 @@ def bspline(stacks: Sequence[Stack], grid: Grid, order: int = 3) -> np.ndarray:
 
 
 def _accumulate_oblique(
-    stack: Stack,
-    data: np.ndarray,
-    to_stack: np.ndarray,
-    order: int,
-    plane: np.ndarray,
-    rows: int,
-    total: np.ndarray,
-    count: np.ndarray,
-) -> None:
-    """Add one oblique stack's spline values (and coverage counts) to ``total`` and ``count``,
-    a few grid rows at a time."""
+    stack: Stack, data: np.ndarray, to_stack: np.ndarray, order: int, plane: np.ndarray, rows: int,
+    total: np.ndarray, count: np.ndarray,
+) -> None:  # fmt: skip
+    """Add one oblique stack's spline values and coverage to ``total`` and ``count``, by rows."""
     shape0 = total.shape[0]
     coeffs = ndimage.spline_filter(data, order=order, mode=BOUNDARY_MODE) if order > 1 else data
     for start in range(0, shape0, rows):
@@ -114,18 +103,11 @@ def _axis_matrix(n: int, q: np.ndarray, order: int) -> np.ndarray:
 
 
 def _separable(
-    data: np.ndarray,
-    to_stack: np.ndarray,
-    perm: tuple[int, int, int],
-    shape: tuple[int, ...],
+    data: np.ndarray, to_stack: np.ndarray, perm: tuple[int, int, int], shape: tuple[int, ...],
     order: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Resampling when the stack's axes are parallel to the grid's: a tensor product of 1-D splines.
-
-    ``perm[i]`` is the stack axis along grid axis ``i``. The tensor-product spline (separable
-    prefilter, separable basis, per-axis boundary extension) makes this equal to the 3-D
-    ``map_coordinates`` path up to rounding; it is only much faster.
-    """
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Resampling when the stack's axes are parallel to the grid's (``perm[i]``: the stack axis
+    along grid axis ``i``): a tensor product of 1-D splines, the 3-D path up to rounding."""
     out = np.transpose(data, perm)
     cover = np.ones(shape, dtype=bool)
     for i in range(3):

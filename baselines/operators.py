@@ -1,18 +1,8 @@
 """Matrix-free slice-acquisition model ``A_k = D_k B_k`` of a stack, in torch, with its exact
-adjoint. The HR volume ``x`` on a :class:`~irem.acquisition.grid.Grid` reaches a stack's LR voxels
-in three steps:
-
-1. source grid: the HR grid seen through an axis permutation when the stack's axes are parallel to
-   its axes (every simulated stack; nothing is interpolated), else an intermediate grid along the
-   stack's axes at about the HR spacing, onto which ``x`` is trilinearly interpolated;
-2. blur and sample: along each stack axis a 1-D PSF matrix (LR voxels x source points), so the 3-D
-   PSF is oriented with the stack: ``"gaussian"`` (NiftyMIC's: FWHM 1.2 x the spacing in-plane,
-   the slice thickness through-plane, cut at 4 sigma) or ``"box"`` (the voxel footprint, the slice
-   thickness through-plane, integrated exactly: the simulator's box profile for simulated stacks);
-3. renormalise: each LR voxel's weights divided by its PSF's mass on the HR grid; LR voxels with
-   less than half of it, or outside the stack's mask, get weight 0.
-
-The adjoint is the transpose of every step; ``tests/test_srr.py`` checks ``<A x, y> = <x, A^T y>``.
+adjoint: the HR grid (axes permuted when parallel to the stack's, else trilinearly interpolated onto
+an intermediate grid along the stack's axes), a 1-D PSF matrix along each stack axis (``gaussian``:
+NiftyMIC's; ``box``: the voxel footprint, integrated exactly) and each LR voxel's weights divided by
+its PSF's mass on the HR grid (weight 0 below :data:`MIN_MASS` or outside the stack's mask).
 """
 
 from __future__ import annotations
@@ -36,8 +26,7 @@ IN_PLANE_FWHM = 1.2  # NiftyMIC: in-plane FWHM = 1.2 x in-plane spacing
 
 
 def psf_widths(stack: Stack, psf: str) -> np.ndarray:
-    """Per stack axis: the Gaussian sigma (``gaussian``) or the full box width (``box``), in mm;
-    through-plane the box's width or the Gaussian's FWHM is the slice thickness."""
+    """Per stack axis, in mm: the Gaussian sigma or the box width (through-plane: the thickness)."""
     if psf not in PSFS:
         raise InputError(f"unknown psf {psf!r}; choose from {', '.join(PSFS)}")
     widths = voxel_sizes(stack.affine) * (IN_PLANE_FWHM if psf == "gaussian" else 1.0)
@@ -51,8 +40,7 @@ def psf_support(width: float, psf: str) -> float:
 
 
 def axis_weights(n_src: int, centres: np.ndarray, width: float, psf: str) -> np.ndarray:
-    """Dense 1-D PSF matrix ``(len(centres), n_src)`` in source-index units (``width``: the
-    Gaussian's sigma or the box's width); rows sum to 1 where the PSF lies inside ``[0, n_src)``."""
+    """Dense 1-D PSF matrix ``(len(centres), n_src)``, in source-index units; rows sum to 1."""
     centres = np.asarray(centres, dtype=np.float64)
     support = psf_support(width, psf)
     half = int(math.ceil(support)) + 1
@@ -78,8 +66,7 @@ def axis_weights(n_src: int, centres: np.ndarray, width: float, psf: str) -> np.
 
 
 def aligned_permutation(linear: np.ndarray, tol: float = 1e-6) -> tuple[int, int, int] | None:
-    """If ``linear`` (3x3, stack voxel -> HR voxel) is a scaled signed permutation, the HR axis of
-    each stack axis; otherwise ``None``."""
+    """The HR axis of each stack axis if ``linear`` is a scaled signed permutation, else None."""
     perm = []
     for a in range(3):
         col = np.abs(linear[:, a])
@@ -93,8 +80,7 @@ def aligned_permutation(linear: np.ndarray, tol: float = 1e-6) -> tuple[int, int
 
 
 def _phase(to_hr: np.ndarray, ratio: np.ndarray, pad: np.ndarray) -> np.ndarray:
-    """Sub-voxel shift of the intermediate grid along each stack axis that puts its points on whole
-    indices of the nearest HR axis (so trilinear interpolation hardly blurs near-aligned stacks)."""
+    """Sub-voxel shift of the intermediate grid that puts its points on whole HR indices."""
     origin = to_hr @ np.append(-pad / ratio, 1.0)  # HR index of intermediate point 0 (no shift)
     phase = np.zeros(3)
     for a in range(3):
@@ -105,15 +91,9 @@ def _phase(to_hr: np.ndarray, ratio: np.ndarray, pad: np.ndarray) -> np.ndarray:
     return phase
 
 
-def _apply_axis(u: torch.Tensor, w: torch.Tensor, axis: int) -> torch.Tensor:
-    """Multiply ``u`` along ``axis`` by the matrix ``w`` (m x n): ``n`` -> ``m`` entries."""
-    return torch.movedim(torch.tensordot(w, u, dims=([1], [axis])), 0, axis).contiguous()
-
-
 class AxisMap:
-    """A 1-D PSF matrix ``W`` (m x n) applied along one axis of a 3-D tensor, and its transpose:
-    as a sum of strided slices when every row holds the same taps shifted by a whole stride
-    (checked to rebuild ``W`` exactly), otherwise densely."""
+    """A 1-D PSF matrix ``W`` (m x n) and its transpose along one axis of a 3-D tensor: as strided
+    slices when every row holds the same taps shifted by a whole stride, else densely."""
 
     def __init__(self, w: np.ndarray, device: torch.device, dtype: torch.dtype) -> None:
         self.m, self.n = w.shape
@@ -133,19 +113,13 @@ class AxisMap:
         j1 = min(self.m, (self.n - 1 - first) // s + 1) if self.n - 1 >= first else 0
         return j0, j1, first + s * j0, first + s * (j1 - 1) + 1
 
-    def forward(self, u: torch.Tensor, axis: int) -> torch.Tensor:
-        """``W`` along ``axis``: length ``n`` -> ``m``."""
-        return self._apply(u, axis, transpose=False)
-
-    def adjoint(self, y: torch.Tensor, axis: int) -> torch.Tensor:
-        """``W^T`` along ``axis``: length ``m`` -> ``n``."""
-        return self._apply(y, axis, transpose=True)
-
-    def _apply(self, u: torch.Tensor, axis: int, transpose: bool) -> torch.Tensor:
+    def apply(self, u: torch.Tensor, axis: int, transpose: bool = False) -> torch.Tensor:
+        """``W`` (``W^T`` with ``transpose``) along ``axis``."""
         if self.identity:
             return u
         if self.taps is None:
-            return _apply_axis(u, self.dense.T if transpose else self.dense, axis)
+            w = self.dense.T if transpose else self.dense
+            return torch.movedim(torch.tensordot(w, u, dims=([1], [axis])), 0, axis).contiguous()
         shape = list(u.shape)
         shape[axis] = self.n if transpose else self.m
         out = torch.zeros(shape, dtype=u.dtype, device=u.device)
@@ -163,8 +137,8 @@ class AxisMap:
 
 
 def _as_band(w: np.ndarray) -> tuple[int, int, np.ndarray] | None:
-    """``(start, stride, taps)`` with ``W[j, start + stride*j + i] = taps[i]`` (cut at the edges of
-    ``[0, n)``), if that rebuilds ``W`` exactly; otherwise ``None``."""
+    """``(start, stride, taps)`` with ``W[j, start + stride*j + i] = taps[i]`` if that rebuilds
+    ``W`` exactly (cut at the edges), else ``None``."""
     m, n = w.shape
     if m < 2:
         return None
@@ -190,17 +164,12 @@ def _as_band(w: np.ndarray) -> tuple[int, int, np.ndarray] | None:
 
 
 class StackOperator:
-    """The linear map ``x`` (HR grid) -> predicted LR stack, and its adjoint (``dtype``: float32
-    for solving, float64 for adjoint tests)."""
+    """The linear map ``x`` (HR grid) -> predicted LR stack, and its adjoint."""
 
     def __init__(
-        self,
-        stack: Stack,
-        grid: Grid,
-        psf: str = "gaussian",
-        device: str | torch.device = "cpu",
+        self, stack: Stack, grid: Grid, psf: str = "gaussian", device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
-    ) -> None:
+    ) -> None:  # fmt: skip
         self.device = torch.device(device)
         self.dtype = dtype
         self.hr_shape = tuple(int(s) for s in grid.shape)
@@ -240,8 +209,7 @@ class StackOperator:
     def _oblique(
         self, stack: Stack, grid: Grid, to_hr: np.ndarray, widths_mm: np.ndarray, psf: str
     ) -> list[np.ndarray]:
-        """The PSF matrices on an intermediate grid along the stack's axes about as fine as the HR
-        grid, and the HR coordinates of its points."""
+        """The PSF matrices on an intermediate grid along the stack's axes, about the HR spacing."""
         h = float(voxel_sizes(grid.affine).min())
         spacing = voxel_sizes(stack.affine)
         ratio = np.maximum(1, np.round(spacing / h)).astype(np.int64)
@@ -275,13 +243,8 @@ class StackOperator:
     def _to_source(self, x: torch.Tensor) -> torch.Tensor:
         if self.sample_grid is None:
             return x.permute(*self.perm)  # type: ignore[misc]
-        return F.grid_sample(
-            x[None, None],
-            self.sample_grid,
-            mode="bilinear",
-            padding_mode="zeros",
-            align_corners=True,
-        )[0, 0]
+        grid = self.sample_grid
+        return F.grid_sample(x[None, None], grid, padding_mode="zeros", align_corners=True)[0, 0]
 
     def _from_source(self, u: torch.Tensor) -> torch.Tensor:
         if self.sample_grid is None:
@@ -295,7 +258,7 @@ class StackOperator:
     def _blur(self, x: torch.Tensor) -> torch.Tensor:
         u = self._to_source(x)
         for a in self.order:
-            u = self.maps[a].forward(u, a)
+            u = self.maps[a].apply(u, a)
         return u.contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -306,7 +269,7 @@ class StackOperator:
         """``A^T y`` on the HR grid."""
         u = y * self.scale
         for a in reversed(self.order):
-            u = self.maps[a].adjoint(u, a)
+            u = self.maps[a].apply(u, a, transpose=True)
         return self._from_source(u)
 
 
@@ -322,15 +285,9 @@ class MultiStackOperator:
     """All stacks together: ``A x = (A_1 x, ..., A_K x)``, and the norm of ``sum A_k^T A_k``."""
 
     def __init__(
-        self,
-        stacks: Sequence[Stack],
-        grid: Grid,
-        psf: str = "gaussian",
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
-        if psf not in PSFS:
-            raise InputError(f"unknown psf {psf!r}; choose from {', '.join(PSFS)}")
+        self, stacks: Sequence[Stack], grid: Grid, psf: str = "gaussian",
+        device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+    ) -> None:  # fmt: skip
         if len(stacks) == 0:
             raise InputError("no stacks given")
         self.ops = [StackOperator(s, grid, psf, device, dtype) for s in stacks]
@@ -351,11 +308,8 @@ class MultiStackOperator:
 
     def data(self, stacks: Sequence[Stack]) -> list[torch.Tensor]:
         """The stacks' data as tensors, zeroed at the LR voxels the model ignores."""
-        return [
-            torch.as_tensor(np.ascontiguousarray(s.data), device=self.device).to(self.dtype)
-            * op.valid
-            for op, s in zip(self.ops, stacks, strict=True)
-        ]
+        return [torch.as_tensor(np.ascontiguousarray(s.data), device=self.device).to(self.dtype)
+                * op.valid for op, s in zip(self.ops, stacks, strict=True)]  # fmt: skip
 
     def norm(self, iterations: int = 20, rtol: float = 1e-3) -> float:
         """Largest eigenvalue of ``sum_k A_k^T A_k`` by power iteration from a constant volume."""

@@ -31,11 +31,8 @@ from irem.volume import Stack
 REGULARISERS: tuple[str, ...] = ("tk1", "tv")
 # Relative weights chosen on a phantom sweep (results/tuning/round2/srr_alpha_sweep.md), per PSF.
 DEFAULT_ALPHA: dict[tuple[str, str], float] = {
-    ("tk1", "gaussian"): 3e-2,
-    ("tk1", "box"): 3e-3,
-    ("tv", "gaussian"): 1e-2,
-    ("tv", "box"): 3e-3,
-}
+    ("tk1", "gaussian"): 3e-2, ("tk1", "box"): 3e-3, ("tv", "gaussian"): 1e-2, ("tv", "box"): 3e-3
+}  # fmt: skip
 #: Relative weights for noisy scans, per regulariser: chosen with the box PSF on the noisy cohort's
 #: tuning split (SNR 40; results/tuning/README.md); ``irem baseline srr``'s defaults with that PSF.
 TUNED_ALPHA: dict[str, float] = {"tk1": 0.1, "tv": 0.01}
@@ -52,14 +49,9 @@ def _sq(t: torch.Tensor) -> float:
 
 
 def _cg_start(
-    op: MultiStackOperator,
-    ys: Sequence[torch.Tensor],
-    x: torch.Tensor,
-    mu: float,
-    c: torch.Tensor | None,
-    aty: torch.Tensor | None,
-    rd: list[torch.Tensor] | None,
-) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, float]:
+    op: MultiStackOperator, ys: Sequence[torch.Tensor], x: torch.Tensor, mu: float,
+    c: torch.Tensor | None, aty: torch.Tensor | None, rd: list[torch.Tensor] | None,
+) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, float]:  # fmt: skip
     """CG's starting residuals: data ``y - A x``, prior ``c - grad x``, normal equations, and the
     norm of the right-hand side."""
     if rd is None:
@@ -121,24 +113,15 @@ class _CGState:
 
 
 def _cg(
-    op: MultiStackOperator,
-    ys: Sequence[torch.Tensor],
-    x: torch.Tensor,
-    mu: float,
-    c: torch.Tensor | None,
-    iterations: int,
-    tol: float,
+    op: MultiStackOperator, ys: Sequence[torch.Tensor], x: torch.Tensor, mu: float,
+    c: torch.Tensor | None, iterations: int, tol: float,
     callback: Callable[[list[torch.Tensor], float], None] | None = None,
-    aty: torch.Tensor | None = None,
-    rd: list[torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor, int, str]:
-    """Conjugate gradients for ``min 1/2 sum ||A_k x - y_k||^2 + mu/2 ||grad x - c||^2``; returns
-    ``x``, the residuals ``y_k - A_k x`` and ``c - grad x``, the steps taken and why it stopped.
-
-    The residuals follow ``x``'s updates, so the objective is known without operator calls; a step
-    that would not decrease it (float32 CG driven too far) is rejected and stops the solver.
-    ``aty`` (``sum A_k^T y_k``) and ``rd`` (``y - A x``) may be passed in to save operator calls.
-    """
+    aty: torch.Tensor | None = None, rd: list[torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor, int, str]:  # fmt: skip
+    """Conjugate gradients for ``min 1/2 sum ||A_k x - y_k||^2 + mu/2 ||grad x - c||^2``: ``x``,
+    the residuals ``y_k - A_k x`` and ``c - grad x``, the steps taken and why it stopped (a step
+    that would not decrease the objective, tracked through the residuals, stops it); ``aty`` and
+    ``rd`` save operator calls."""
     rd, rg, r, bnorm = _cg_start(op, ys, x, mu, c, aty, rd)
     cg = _CGState(x, rd, rg, r, r.clone(), _sq(r), _objective(rd, rg, mu))
     done, reason = 0, "iterations"
@@ -187,15 +170,9 @@ class _Trace:
 
 
 def _solve_tk1(
-    op: MultiStackOperator,
-    ys: Sequence[torch.Tensor],
-    x: torch.Tensor,
-    alpha: float,
-    norm: float,
-    iterations: int,
-    tol: float,
-    trace: _Trace,
-) -> tuple[torch.Tensor, float, int, str, dict[str, Any]]:
+    op: MultiStackOperator, ys: Sequence[torch.Tensor], x: torch.Tensor, alpha: float, norm: float,
+    iterations: int, tol: float, trace: _Trace,
+) -> tuple[torch.Tensor, float, int, str, dict[str, Any]]:  # fmt: skip
     """First-order Tikhonov: CG on the normal equations, ``lambda = alpha * L``."""
     lam = alpha * norm
     trace.objective.append(
@@ -210,15 +187,9 @@ def _solve_tk1(
 
 
 def _solve_tv(
-    op: MultiStackOperator,
-    ys: Sequence[torch.Tensor],
-    x: torch.Tensor,
-    alpha: float,
-    norm: float,
-    iterations: int,
-    tol: float,
-    trace: _Trace,
-) -> tuple[torch.Tensor, float, int, str, dict[str, Any]]:
+    op: MultiStackOperator, ys: Sequence[torch.Tensor], x: torch.Tensor, alpha: float, norm: float,
+    iterations: int, tol: float, trace: _Trace,
+) -> tuple[torch.Tensor, float, int, str, dict[str, Any]]:  # fmt: skip
     """Total variation by ADMM (split ``z = grad x``), ``lambda = alpha * L * s``."""
     scale = max(float(y.abs().max()) for y in ys) or 1.0
     lam = alpha * norm * scale
@@ -258,16 +229,9 @@ def _problem(
 
 
 def _solve(
-    op: MultiStackOperator,
-    ys: Sequence[torch.Tensor],
-    x: torch.Tensor,
-    regulariser: str,
-    alpha: float,
-    norm: float,
-    iterations: int,
-    tol: float,
-    progress: bool,
-) -> tuple[torch.Tensor, dict[str, Any]]:
+    op: MultiStackOperator, ys: Sequence[torch.Tensor], x: torch.Tensor, regulariser: str,
+    alpha: float, norm: float, iterations: int, tol: float, progress: bool,
+) -> tuple[torch.Tensor, dict[str, Any]]:  # fmt: skip
     """Run the regulariser's solver from ``x`` with a progress bar: the result and its record."""
     ynorm = math.sqrt(sum(_sq(y) for y in ys)) or 1.0
     residual = math.sqrt(sum(_sq(y - a) for y, a in zip(ys, op.forward(x), strict=True))) / ynorm
@@ -276,27 +240,16 @@ def _solve(
     solve = _solve_tk1 if regulariser == "tk1" else _solve_tv
     x, lam, done, reason, extra = solve(op, ys, x, alpha, norm, iterations, tol, trace)
     bar.close()
-    return x, {
-        **extra,
-        "lambda": lam,
-        "iterations": done,
-        "stop_reason": reason,
-        "residual": trace.residual,
-        "relative_residual": trace.residual[-1],
-        "objective": trace.objective,
-    }
+    return x, {**extra, "lambda": lam, "iterations": done, "stop_reason": reason,
+               "residual": trace.residual, "relative_residual": trace.residual[-1],
+               "objective": trace.objective}  # fmt: skip
 
 
 def _check(
-    stacks: Sequence[Stack],
-    grid: Grid,
-    alpha: float | None,
-    regulariser: str,
-    iterations: int | None,
-    psf: str,
-    init: np.ndarray | None,
-    tol: float,
-) -> tuple[float, int]:
+    stacks: Sequence[Stack], grid: Grid, alpha: float | None, regulariser: str,
+    iterations: int | None, psf: str, init: np.ndarray | None, tol: float,
+) -> tuple[float, int]:  # fmt: skip
+    """The checked options: alpha and iterations with their defaults filled in."""
     if regulariser not in REGULARISERS:
         raise InputError(
             f"unknown regulariser {regulariser!r}; choose from {', '.join(REGULARISERS)}"
@@ -319,43 +272,23 @@ def _check(
 
 
 def srr(
-    stacks: Sequence[Stack],
-    grid: Grid,
-    *,
-    alpha: float | None = None,
-    regulariser: str = "tk1",
-    iterations: int | None = None,
-    psf: str = "gaussian",
-    device: str | torch.device = "cpu",
-    init: np.ndarray | None = None,
-    progress: bool = True,
-    tol: float = DEFAULT_TOL,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Super-resolution reconstruction of the stacks (in normalised space) on ``grid``: the float32
-    HR volume and a record (options, ``iterations``, relative data residual and objective per
-    iteration, ``lambda``, ``operator_norm``, ``stop_reason``, ``time`` in s).
-
-    ``alpha``: relative weight (``None``: :data:`DEFAULT_ALPHA`); ``iterations``: CG (``tk1``) or
-    ADMM (``tv``) iterations at most (``None``: :data:`DEFAULT_ITERATIONS`); ``init``: the start
-    (``None``: the B-spline); ``tol``: CG's relative tolerance on the normal-equation residual.
-    """
+    stacks: Sequence[Stack], grid: Grid, *, alpha: float | None = None, regulariser: str = "tk1",
+    iterations: int | None = None, psf: str = "gaussian", device: str | torch.device = "cpu",
+    init: np.ndarray | None = None, progress: bool = True, tol: float = DEFAULT_TOL,
+) -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
+    """SRR of the stacks on ``grid``: the float32 HR volume and a record of the solve (``None``
+    options: :data:`DEFAULT_ALPHA`, :data:`DEFAULT_ITERATIONS`, the B-spline as ``init``)."""
     alpha, iterations = _check(stacks, grid, alpha, regulariser, iterations, psf, init, tol)
     t0 = time.perf_counter()
     device = torch.device(device)
     op, ys, x = _problem(stacks, grid, psf, device, init)
     norm = op.norm()
     info: dict[str, Any] = {
-        "method": "srr",
-        "regulariser": regulariser,
-        "psf": psf,
-        "alpha": alpha,
-        "operator_norm": norm,
-        "max_iterations": iterations,
-        "tol": tol,
-        "device": str(device),
+        "method": "srr", "regulariser": regulariser, "psf": psf, "alpha": alpha,
+        "operator_norm": norm, "max_iterations": iterations, "tol": tol, "device": str(device),
         "slice_thickness_mm": [s.slice_thickness for s in stacks],
         "lr_voxels_used": [int(o.valid.sum()) for o in op.ops],
-    }
+    }  # fmt: skip
     x, result = _solve(op, ys, x, regulariser, alpha, norm, iterations, tol, progress)
     out = x.detach().cpu().numpy().astype(np.float32)
     info.update(result, time=time.perf_counter() - t0)

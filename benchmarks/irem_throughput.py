@@ -59,16 +59,13 @@ def matmul_gflops(seconds: float = 2.0, dtype: torch.dtype = torch.float32) -> f
 def gemm_seconds(
     model: torch.nn.Module, batch: int, seconds: float = 0.3, dtype: torch.dtype = torch.float32
 ) -> float:
-    """Time of one training step's matrix products alone, each timed in isolation (best of repeats):
-    per Linear, the forward product, the weight gradient and (but for the first layer, whose input
-    needs no gradient) the input gradient."""
+    """Time of one training step's matrix products, each timed alone: per Linear, the forward, the
+    weight gradient and (but for the first layer) the input gradient."""
     total = 0.0
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     for i, lin in enumerate(linears):
         n_in, n_out = lin.in_features, lin.out_features
-        shapes = [(batch, n_in, n_out), (n_out, batch, n_in)] + (
-            [(batch, n_out, n_in)] if i else []
-        )
+        shapes = [(batch, n_in, n_out), (n_out, batch, n_in), (batch, n_out, n_in)][: 3 if i else 2]
         for m, k, n in shapes:
             a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
             c = torch.empty(m, n, dtype=dtype)
@@ -78,10 +75,8 @@ def gemm_seconds(
 
 def flops_per_sample(model: torch.nn.Module) -> float:
     """Forward and backward FLOPs of the Linear layers per sample (6 x multiply-adds)."""
-    macs = sum(
-        m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)
-    )
-    return 6.0 * macs
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return 6.0 * sum(m.in_features * m.out_features for m in linears)
 
 
 TRAINING_VARIANTS = {
@@ -90,7 +85,7 @@ TRAINING_VARIANTS = {
     "fp32, fused Adam": (False, True, False),
     "fp32, fused Adam, torch.compile": (False, True, True),
 }
-FP32 = "training: fp32, fused Adam"  # irem.training.train's step at train.precision fp32: the reference
+FP32 = "training: fp32, fused Adam"  # irem.training.train's fp32 step: the reference
 BF16 = "bf16 autocast, fused Adam"  # irem.training.train's step at train.precision bf16
 INFERENCE_VARIANTS = [(False, 8192), (True, 65_536), (True, 8192)]
 
@@ -98,9 +93,8 @@ INFERENCE_VARIANTS = [(False, 8192), (True, 65_536), (True, 8192)]
 def training_block(
     bf16: bool, fused: bool, compiled: bool, steps: int = 3, batch: int = 2500
 ) -> Callable[[], None]:
-    """``steps`` training steps of the paper's network as one call, warmed up (and compiled);
-    random coordinates: the cost does not depend on the data. The step is irem.training.train's: forward
-    (under bf16 autocast with ``bf16``), float32 loss, backward, Adam."""
+    """``steps`` of irem.training.train's training step of the paper's network (on random
+    coordinates) as one call, warmed up (and compiled)."""
     model = IREM()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused)
     x, y = torch.rand(batch, 3) * 2 - 1, torch.rand(batch)
@@ -139,7 +133,7 @@ def inference_call(folded: bool, chunk: int) -> Callable[[], object]:
 
 
 def predict_rate(size: int = 96) -> float:
-    """End-to-end dense-grid evaluation samples/s of :func:`irem.training.train.predict` (paper network)."""
+    """Dense-grid evaluation samples/s of :func:`irem.training.train.predict` (paper network)."""
     from irem.training.train import Normaliser
 
     grid = Grid(shape=(size,) * 3, affine=np.eye(4))
@@ -167,9 +161,8 @@ def _calls(native: bool) -> list[_Call]:
             print(f"{name}: failed ({type(exc).__name__}: {exc})".splitlines()[0], flush=True)
     for folded, chunk in INFERENCE_VARIANTS:
         what = "BatchNorm folded" if folded else "eval mode"
-        calls.append(
-            (f"inference: {what}, chunks of {chunk}", inference_call(folded, chunk), chunk, 2.0)
-        )
+        name = f"inference: {what}, chunks of {chunk}"
+        calls.append((name, inference_call(folded, chunk), chunk, 2.0))
     return calls
 
 
@@ -184,9 +177,8 @@ def _rounds(
         bound16 = matmul_gflops(1.0, torch.bfloat16) * 1e9 / fps if native else np.nan
         for run, fn, samples, seconds in calls:
             rate = samples / _best_seconds(fn, seconds, warmup=0)  # warmed up when built
-            raw.append(
-                {"round": r, "run": run, "samples/s": rate, "bound": bound, "bound16": bound16}
-            )
+            raw.append({"round": r, "run": run, "samples/s": rate, "bound": bound,
+                        "bound16": bound16})  # fmt: skip
         print(f"round {r + 1}/{rounds}: fp32 bound {bound:.0f} samples/s", flush=True)
     df = pd.DataFrame(raw)
     inference = df["run"].str.startswith("inference")
@@ -232,13 +224,9 @@ def _once(
 
 
 def _header(
-    threads: int,
-    rounds: int,
-    df: pd.DataFrame,
-    fps: float,
-    own: dict[torch.dtype, float],
+    threads: int, rounds: int, df: pd.DataFrame, fps: float, own: dict[torch.dtype, float],
     bf16_ratio: float | None,
-) -> list[str]:
+) -> list[str]:  # fmt: skip
     """The paragraph above a thread count's table: the bounds and the bf16 / fp32 ratio."""
     gf = df["bound"] * fps / 1e9
     text = (
@@ -264,9 +252,8 @@ def _header(
 
 
 def throughput_table(threads: int, rounds: int = 5) -> tuple[list[str], pd.DataFrame]:
-    """Training and inference rates of the paper's network against the matmul bound, measured in
-    ``rounds`` interleaved rounds (the machine's speed drifts by 10-20% over minutes); medians and
-    ranges over rounds. Without native bf16, bf16 autocast is measured once after the rounds."""
+    """Training and inference rates of the paper's network against the matmul bound over
+    ``rounds`` interleaved rounds (the machine's speed drifts); without native bf16, bf16 once."""
     torch.set_num_threads(threads)
     native = detect_precision("auto").used == "bf16"
     fps = flops_per_sample(IREM())
@@ -278,7 +265,7 @@ def throughput_table(threads: int, rounds: int = 5) -> tuple[list[str], pd.DataF
     df = _rounds(_calls(native), rounds, fps, native, own)
     rows = _summary(df, threads)
     fp32 = df[df["run"] == FP32]["samples/s"].median()
-    if not native:  # emulated bf16 is ~20x slower: one step, once
+    if not native:  # emulated bf16 is much slower: one step, once
         bound = matmul_gflops(1.0) * 1e9 / fps
         rate = 2500 / _best_seconds(training_block(True, True, False, steps=1), 1.0)
         run = f"training: {BF16} (no native bf16: once)"
@@ -302,10 +289,8 @@ def quick() -> int:
         for bf16 in (False, True)
     )
     inf = 1024 / _best_seconds(inference_call(True, 1024), 0.2, warmup=0)
-    print(
-        f"quick: training {rate:.0f} samples/s fp32, {rate16:.0f} bf16 (batch 256), "
-        f"inference {inf:.0f} samples/s"
-    )
+    print(f"quick: training {rate:.0f} samples/s fp32, {rate16:.0f} bf16 (batch 256), "
+          f"inference {inf:.0f} samples/s")  # fmt: skip
     return 0
 
 

@@ -1,15 +1,8 @@
 """Peak memory of every method against the estimate the command checks before it starts.
 
-For three volume sizes per method, a Shepp-Logan phantom of n^3 1 mm voxels gives three
-box-profile stacks at k = 4 (``irem.acquisition.simulate``); ``irem baseline bspline``, ``irem baseline srr``
-(tk1 and tv, box PSF), ``irem reconstruct --config fast`` (the grid INR, SRR-TV start image) and
-``irem reconstruct`` (the paper's network) run on them in a fresh process each, on the HR grid,
-one thread, without registration, with a short training (``--steps``). The measured peak is the
-process's ``ru_maxrss`` (``os.wait4``); the estimate is the sidecar's ``memory`` record: resident memory at the check
-(interpreter, libraries, stacks) plus the method's modelled arrays (``irem/training/memory.py``).
-
-Usage: ``python benchmarks/memory_estimate.py [--out results/benchmarks]`` (writes
-``memory_estimate.csv`` and ``.md``; about four minutes on one core).
+Each method runs in a fresh process on three k = 4 stacks of an n^3 phantom (HR grid, one thread,
+no registration, short training); peak: its ``ru_maxrss``; estimate: its sidecar's ``memory``.
+Usage: ``python benchmarks/memory_estimate.py [--out results/benchmarks]`` (about four minutes).
 """
 
 from __future__ import annotations
@@ -28,13 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = ["reconstruct", "--config", "fast", "--steps", "20"]
 PAPER = ["reconstruct", "--steps", "5"]
 #: method label -> (command after ``irem``, grid sizes n of the n^3 phantom)
+SRR = ["baseline", "srr", "--psf", "box", "--regulariser"]
 METHODS: dict[str, tuple[list[str], tuple[int, ...]]] = {
     "bspline": (["baseline", "bspline"], (64, 112, 160)),
-    "srr-tk1": (["baseline", "srr", "--psf", "box", "--regulariser", "tk1"], (64, 112, 160)),
-    "srr-tv": (
-        ["baseline", "srr", "--psf", "box", "--regulariser", "tv", "--iterations", "5"],
-        (64, 112, 160),
-    ),
+    "srr-tk1": ([*SRR, "tk1"], (64, 112, 160)),
+    "srr-tv": ([*SRR, "tv", "--iterations", "5"], (64, 112, 160)),
     "irem-grid": (FAST, (64, 96, 128)),
     "irem-paper": (PAPER, (32, 48, 64)),
 }
@@ -69,13 +60,9 @@ def measure(command: list[str], stacks: list[str], gt: str, out: Path) -> dict[s
         raise RuntimeError(f"{' '.join(argv)} failed:\n{err[-2000:]}")
     sidecar = out.with_name(out.name.replace(".nii.gz", ".json"))
     mem = json.loads(sidecar.read_text(encoding="utf-8"))["memory"]
-    return {
-        "peak_mb": usage.ru_maxrss * 1024 / MB,
-        "estimate_mb": mem["estimate_bytes"] / MB,
-        "baseline_mb": mem["baseline_bytes"] / MB,
-        "working_estimate_mb": mem["working_bytes"] / MB,
-        "seconds": seconds,
-    }
+    return {"peak_mb": usage.ru_maxrss * 1024 / MB, "estimate_mb": mem["estimate_bytes"] / MB,
+            "baseline_mb": mem["baseline_bytes"] / MB,
+            "working_estimate_mb": mem["working_bytes"] / MB, "seconds": seconds}  # fmt: skip
 
 
 def run(only: list[str] | None = None) -> list[dict[str, object]]:
@@ -94,16 +81,13 @@ def run(only: list[str] | None = None) -> list[dict[str, object]]:
                 r = measure(command, stacks, str(folder / "hr.nii.gz"), folder / "out.nii.gz")
                 working = r["peak_mb"] - r["baseline_mb"]
                 row = {
-                    "method": method,
-                    "grid": f"{n}^3",
-                    "grid_voxels": n**3,
+                    "method": method, "grid": f"{n}^3", "grid_voxels": n**3,
                     **{k: round(v, 1) for k, v in r.items()},
                     "measured_working_mb": round(working, 1),
                     "estimate_over_peak": round(r["estimate_mb"] / r["peak_mb"], 3),
                     "working_estimate_over_measured": round(
-                        r["working_estimate_mb"] / max(working, 1e-9), 3
-                    ),
-                }
+                        r["working_estimate_mb"] / max(working, 1e-9), 3),
+                }  # fmt: skip
                 print(row, flush=True)
                 rows.append(row)
     return rows

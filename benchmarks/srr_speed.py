@@ -1,17 +1,8 @@
 """Speed, memory and quality of the baselines on the MNI152 template at k = 4 and 8.
 
-Box-profile stacks from ``irem.acquisition.simulate.simulate_stacks`` (noise-free, no registration), target grid
-= the HR grid (``irem.acquisition.grid.reference_grid``). Methods: multi-stack cubic B-spline, and SRR with
-first-order Tikhonov (tk1) and total variation (tv), each with the Gaussian (NiftyMIC) and the box
-(exact) slice model, at their default alphas. Every case runs in a fresh subprocess so that its peak
-memory (``ru_maxrss``) is its own. SRR's time includes its B-spline initialisation.
-
-Metrics: ``irem.evaluation.metrics.compute_metrics`` (what ``irem metrics`` writes for the workflow): PSNR and
-SSIM over the whole volume and inside the brain mask (``irem.data.datasets.brain_mask``, threshold 0, as
-``irem dataset --mask-out`` makes it).
-
-Usage: ``python benchmarks/srr_speed.py [--threads 2] [--out results/benchmarks]`` (writes
-``srr_speed.md``/``.csv``; with another thread count ``srr_speed_threads<N>.md``/``.csv``).
+Noise-free box-profile stacks, the HR grid, default alphas; each case in a fresh subprocess (its
+own peak memory); scored as ``irem metrics`` scores the workflow's runs.
+Usage: ``python benchmarks/srr_speed.py [--threads 2] [--out results/benchmarks]``.
 """
 
 from __future__ import annotations
@@ -126,7 +117,7 @@ def report(
     load_before: tuple[float, float, float],
     load_after: tuple[float, float, float],
 ) -> str:
-    """The markdown table of ``rows``."""
+    """The Markdown table of ``rows``."""
     lines = [
         "# Baselines on the MNI152 template (152x184x160, 1 mm), box-profile stacks, no noise",
         "",

@@ -36,8 +36,7 @@ _RUN = re.compile(
 
 @dataclass(frozen=True)
 class Run:
-    """A set of reconstructions sharing inputs: dataset (or scan), k and the HR SNR of the
-    scan-time-matched experiment (``None`` outside it)."""
+    """A set of reconstructions sharing inputs: dataset (or scan), k and scan-time HR SNR."""
 
     dataset: str
     k: int | None = None
@@ -69,8 +68,7 @@ def run_folder(run: Run | str) -> str:
 
 
 def log_path(path: str, root: str = RESULTS) -> str:
-    """The log of the job that writes ``path`` (a file or folder below ``root``): the same name
-    below ``<root>/logs``, its extension(s) replaced by ``.log``."""
+    """The log of the job writing ``path``: the same name below ``<root>/logs``, ending ``.log``."""
     rel = path.removeprefix(f"{root}/")
     for ext in (".nii.gz", ".json", ".csv", ".tsv"):
         rel = rel.removesuffix(ext)
@@ -169,8 +167,7 @@ def run_file(
     run: Run | str, subject: str, method: str, seed: int | str, suffix: str, ext: str,
     root: str = RESULTS,
 ) -> str:
-    """A file of one reconstruction in its run folder: ``ext`` is ``.nii.gz`` (the image),
-    ``.json`` (its sidecar) or ``_metrics.json`` (its scores)."""
+    """A file of one reconstruction: ``ext`` ``.nii.gz``, ``.json`` (sidecar), ``_metrics.json``."""
     return f"{root}/{run_folder(run)}/{_stem(subject, method, seed, suffix)}{ext}"
 
 

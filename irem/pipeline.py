@@ -77,9 +77,7 @@ def set_thickness(stacks: list[Stack], thickness: Sequence[float] | None) -> lis
     (``None``: unchanged)."""
     if thickness is None:
         return stacks
-    values = [float(t) for t in thickness]
-    if len(values) == 1:
-        values *= len(stacks)
+    values = [float(t) for t in thickness] * (len(stacks) if len(thickness) == 1 else 1)
     if len(values) != len(stacks):
         raise InputError(
             f"--thickness: give one value or one per stack ({len(stacks)}), got {len(thickness)}"
@@ -103,9 +101,8 @@ def set_stack_masks(stacks: list[Stack], paths: Sequence[str] | None) -> list[St
     if paths is None:
         return stacks
     if len(paths) != len(stacks):
-        raise InputError(
-            f"--stack-masks: give one mask per stack ({len(stacks)}), got {len(paths)}"
-        )
+        n = len(stacks)
+        raise InputError(f"--stack-masks: give one mask per stack ({n}), got {len(paths)}")
     out = []
     for s, p in zip(stacks, paths, strict=True):
         vol = load_volume(p, mask=True)
@@ -121,15 +118,8 @@ def target_mask(vol: Volume, path: str, grid: Grid) -> np.ndarray:
         return _as_mask(vol, path)
     log.info("resampling the mask %s onto the target grid (nearest neighbour)", path)
     m = np.linalg.inv(vol.affine) @ grid.affine
-    data = ndimage.affine_transform(
-        vol.data,
-        m[:3, :3],
-        m[:3, 3],
-        output_shape=tuple(grid.shape),
-        order=0,
-        mode="grid-constant",
-        cval=0.0,
-    )
+    data = ndimage.affine_transform(vol.data, m[:3, :3], m[:3, 3], output_shape=tuple(grid.shape),
+                                    order=0, mode="grid-constant", cval=0.0)  # fmt: skip
     return _as_mask(Volume(data, grid.affine), f"{path} on the target grid")
 
 
@@ -213,12 +203,9 @@ def register_packages(
     reference = Volume(bspline(stacks, grid), grid.affine)
     moved = register_to_reference([p for _, _, p in split], reference, seed=seed)
     sources: list[tuple[int, int | None]] = [(i, j) for i, j, _ in split]
-    record = {
-        "step": "packages",
-        "packages": packages,
-        "reference": "B-spline of the registered stacks on the target grid",
-        "slice_thickness_mm": [p.slice_thickness for p in moved],
-    }
+    record = {"step": "packages", "packages": packages,
+              "reference": "B-spline of the registered stacks on the target grid",
+              "slice_thickness_mm": [p.slice_thickness for p in moved]}  # fmt: skip
     return moved, sources, record
 
 
@@ -263,17 +250,10 @@ def provenance() -> dict[str, Any]:
     import skimage
     import torch
 
-    return {
-        "irem_bench": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "torch": torch.__version__,
-        "nibabel": nibabel.__version__,
-        "SimpleITK": SimpleITK.Version_VersionString(),
-        "scikit_image": skimage.__version__,
-        "platform": platform.platform(),
-    }
+    return {"irem_bench": __version__, "python": platform.python_version(),
+            "numpy": np.__version__, "scipy": scipy.__version__, "torch": torch.__version__,
+            "nibabel": nibabel.__version__, "SimpleITK": SimpleITK.Version_VersionString(),
+            "scikit_image": skimage.__version__, "platform": platform.platform()}  # fmt: skip
 
 
 def describe_inputs(
@@ -287,24 +267,15 @@ def describe_inputs(
     """The sidecar's record of each stack the method saw (an input stack, or a package: ``sources``
     gives each one's input and package index)."""
     masks = [None] * len(paths) if mask_paths is None else list(mask_paths)
-    out = []
-    for s, (i, package) in zip(stacks, sources, strict=True):
-        out.append(
-            {
-                "path": str(paths[i]),
-                "name": s.name,
-                "package": package,
-                "shape": list(s.shape),
-                "spacing_mm": [float(v) for v in s.spacing],
-                "slice_thickness_mm": s.slice_thickness,
-                "thickness_given": thickness_given[i],
-                "mask": None if masks[i] is None else str(masks[i]),
-                "lr_voxels_in_mask": None if s.mask is None else int(np.count_nonzero(s.mask)),
-                "fixed": i == fixed_index and package is None,
-                "transform_to_normalised": s.transform.tolist(),
-            }
-        )
-    return out
+    return [
+        {"path": str(paths[i]), "name": s.name, "package": package, "shape": list(s.shape),
+         "spacing_mm": [float(v) for v in s.spacing], "slice_thickness_mm": s.slice_thickness,
+         "thickness_given": thickness_given[i], "mask": None if masks[i] is None else str(masks[i]),
+         "lr_voxels_in_mask": None if s.mask is None else int(np.count_nonzero(s.mask)),
+         "fixed": i == fixed_index and package is None,
+         "transform_to_normalised": s.transform.tolist()}
+        for s, (i, package) in zip(stacks, sources, strict=True)
+    ]  # fmt: skip
 
 
 def write_result(
@@ -368,17 +339,13 @@ class Outcome:
     grid: Grid
 
 
-def _check_request(req: Request) -> None:
+def prepare(req: Request, memory: MemoryModel | None = None) -> Prepared:
+    """Check the request; load the stacks; choose the grid; check the memory (``memory``: the
+    method's model); stack masks, N4, registration, packages; and the target mask on the grid."""
     if req.packages < 1:
         raise InputError(f"--packages must be >= 1, got {req.packages}")
     if req.packages > 1 and not req.register:
         raise InputError("--packages registers each package: it cannot go with --no-register")
-
-
-def prepare(req: Request, memory: MemoryModel | None = None) -> Prepared:
-    """Check the request; load the stacks; choose the grid; check the memory (``memory``: the
-    method's model); stack masks, N4, registration, packages; and the target mask on the grid."""
-    _check_request(req)
     out = check_output_path(req.output)
     mask_vol = None
     if req.mask is not None and req.mask != AUTO:
@@ -386,17 +353,14 @@ def prepare(req: Request, memory: MemoryModel | None = None) -> Prepared:
         _as_mask(mask_vol, req.mask)  # refuse an empty mask before any work
     stacks = set_thickness(load_stacks(req.stacks), req.thickness)
     if not 0 <= req.fixed_index < len(stacks):
-        raise InputError(
-            f"--fixed-index {req.fixed_index} is out of range for {len(stacks)} stacks"
-        )
+        n = len(stacks)
+        raise InputError(f"--fixed-index {req.fixed_index} is out of range for {n} stacks")
     # The fixed stack's transform is the identity before and after registration: grid known now.
     grid = target_grid(stacks[req.fixed_index], req.reference, req.spacing)
     log.info("target grid %s voxels (%.2f M)", "x".join(map(str, grid.shape)), grid.size / 1e6)
-    budget = None
-    if memory is not None:
-        from irem.training.memory import check_memory
+    from irem.training.memory import check_memory
 
-        budget = check_memory(memory(stacks, grid), req.max_memory_gb)
+    budget = None if memory is None else check_memory(memory(stacks, grid), req.max_memory_gb)
     steps: list[dict[str, Any]] = []
     derived: list[Derived] = []
     if req.auto_stack_masks:
@@ -437,30 +401,19 @@ def describe_masks(req: Request, prep: Prepared, restricted: bool) -> dict[str, 
     if req.mask == AUTO:
         target = files.get(derived_path(prep.output, "desc-auto_mask").name)
     if req.auto_stack_masks:
-        stack_masks = [
-            files[derived_path(prep.output, f"stack-{s.name}_desc-auto_mask").name]
-            for s in prep.whole
-        ]
-    return {
-        "target": target,
-        "target_auto": req.mask == AUTO,
-        "target_voxels": None if prep.mask is None else int(np.count_nonzero(prep.mask)),
-        "output_zero_outside_target": prep.mask is not None,
-        "lr_voxels_restricted_to_target": restricted,
-        "stack_masks": stack_masks,
-        "stack_masks_auto": req.auto_stack_masks,
-    }
+        paths = [derived_path(prep.output, f"stack-{s.name}_desc-auto_mask") for s in prep.whole]
+        stack_masks = [files[p.name] for p in paths]
+    return {"target": target, "target_auto": req.mask == AUTO,
+            "target_voxels": None if prep.mask is None else int(np.count_nonzero(prep.mask)),
+            "output_zero_outside_target": prep.mask is not None,
+            "lr_voxels_restricted_to_target": restricted, "stack_masks": stack_masks,
+            "stack_masks_auto": req.auto_stack_masks}  # fmt: skip
 
 
 def write_outputs(
-    out: Path,
-    hr: np.ndarray,
-    grid: Grid,
-    sidecar: dict[str, Any],
-    t_start: float,
-    derived: list[Derived],
-    transforms: Callable[[], list[str]],
-) -> None:
+    out: Path, hr: np.ndarray, grid: Grid, sidecar: dict[str, Any], t_start: float,
+    derived: list[Derived], transforms: Callable[[], list[str]],
+) -> None:  # fmt: skip
     """Write the derived images, the transforms (``transforms`` writes them and returns their
     paths, recorded in the sidecar) and last the result; on failure remove what was written."""
     written: list[Path] = []
@@ -478,40 +431,28 @@ def write_outputs(
 
 
 def run(
-    req: Request,
-    name: str,
-    method: Method,
-    mask_lr_voxels: bool = False,
+    req: Request, name: str, method: Method, mask_lr_voxels: bool = False,
     memory: MemoryModel | None = None,
-) -> Outcome:
+) -> Outcome:  # fmt: skip
     """:func:`prepare`, then ``method`` (named ``name`` in the sidecar; ``mask_lr_voxels``: given
     only the LR voxels near the target mask), the output 0 outside the target mask, and the NIfTI,
     its sidecar, masks, log fields and transforms written."""
     t_start = time.perf_counter()
     prep = prepare(req, memory)
     out, stacks, grid = prep.output, prep.stacks, prep.grid
-    seen = stacks
-    if mask_lr_voxels and prep.mask is not None:
-        seen = restrict_to_mask(stacks, grid, prep.mask)
-    restricted = seen is not stacks
+    restricted = mask_lr_voxels and prep.mask is not None
+    seen = restrict_to_mask(stacks, grid, prep.mask) if restricted else stacks  # type: ignore
     hr, extra = method(seen, grid)
     if prep.mask is not None:
         hr = np.where(prep.mask, hr, 0).astype(np.float32)
     fixed = None if req.packages > 1 else req.fixed_index
     masks = describe_masks(req, prep, restricted)
     given = [req.thickness is not None or s.thickness is not None for s in prep.whole]
-    sidecar = {
-        "method": name,
-        "inputs": describe_inputs(
-            req.stacks, seen, req.fixed_index, masks["stack_masks"], prep.sources, given
-        ),
-        "registered": req.register,
-        "seed": req.seed,
-        "masks": masks,
-        "preprocessing": prep.steps,
-        "memory": prep.memory,
-        **extra,
-    }
+    stack_masks = masks["stack_masks"]
+    inputs = describe_inputs(req.stacks, seen, req.fixed_index, stack_masks, prep.sources, given)
+    sidecar = {"method": name, "inputs": inputs, "registered": req.register, "seed": req.seed,
+               "masks": masks, "preprocessing": prep.steps, "memory": prep.memory,
+               **extra}  # fmt: skip
 
     def transforms() -> list[str]:
         return save_transforms(out, stacks, fixed) if req.register else []

@@ -41,12 +41,9 @@ class Volume:
 
 @dataclass
 class Stack(Volume):
-    """A low-resolution stack: a volume, a name and its rigid map into normalised space.
-
-    ``thickness`` is the slice thickness in mm when it differs from the slice spacing (the spacing
-    along :attr:`thick_axis`); ``None``: as thick as the spacing. ``mask`` (boolean, the stack's
-    shape) marks the LR voxels the methods may use; ``None``: all of them.
-    """
+    """A low-resolution stack: a volume, a name, its rigid map into normalised space, its slice
+    ``thickness`` in mm (None: the spacing along :attr:`thick_axis`) and a boolean ``mask`` of the
+    LR voxels the methods may use (None: all)."""
 
     name: str = "stack"
     transform: np.ndarray = field(default_factory=lambda: np.eye(4))
@@ -167,8 +164,8 @@ def check_output_path(path: str | os.PathLike[str]) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[str]:
-    """A temporary name beside ``path`` (with a plain ``open``'s permissions), renamed onto
-    ``path`` when the block ends and removed if it fails: no half-written file under ``path``."""
+    """A temporary name beside ``path`` (a plain ``open``'s permissions), renamed onto ``path``
+    when the block ends and removed if it fails."""
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix.lower()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
@@ -190,8 +187,7 @@ def save_volume(
     affine: np.ndarray,
     sidecar: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a float32 NIfTI with sform and qform (code 1, scanner) set, and its JSON sidecar,
-    atomically."""
+    """Write a float32 NIfTI with sform and qform (code 1) set, and its JSON sidecar, atomically."""
     path = Path(path)
     img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), np.asarray(affine, dtype=np.float64))
     img.set_sform(affine, code=1)

@@ -1,8 +1,9 @@
-# Helpers shared by all rules: the experiments of the config as lists of runs. Every path comes
-# from irem/layout.py (the layout is documented there); method commands and labels from the
-# config's `methods` entries (irem/report/labels.py); nothing here names a method.
+# Helpers shared by the rules: the config's experiments as lists of runs. Paths come from
+# irem/layout.py, commands and labels from the config's `methods`: nothing here names a method.
 
+import json
 import os
+import re
 import shlex
 import sys
 import zlib
@@ -13,11 +14,11 @@ from irem import layout as L  # noqa: E402
 from irem.report.labels import fill, method_label  # noqa: E402
 from irem.evaluation.tuning import candidates, options  # noqa: E402
 
-ORIENTATIONS = L.ORIENTATIONS
 # The jobs' conda environment (--use-conda), relative to the workflow (rules/ would be the default).
 CONDA_ENV = os.path.join(workflow.basedir, config["conda_env"])
 EMBEDDED = ("mni152_t1", "mni152_flair", "phantom")
 CONTRASTS = ("T1w", "T2w", "FLAIR")  # cohort subject i has CONTRASTS[i % 3]
+HR_SCAN = "hrscan"  # the scan-time experiment's noisy HR scan, scored like a method
 
 
 def _fail(message):
@@ -41,6 +42,7 @@ METHODS = _by_name(config["methods"], "method")
 LR_METHODS = [m for m, e in METHODS.items() if not e["hr_scan"]]
 KS = [int(k) for k in config["ks"]]
 SEEDS = [int(s) for s in config["seeds"]]
+SWEEPS = {s["name"]: s for s in config["tuning"]["sweeps"]}
 
 for _name in set(DATASETS) & set(SCANS):
     _fail(f"{_name!r} is used both as a dataset and as a real scan")
@@ -54,8 +56,7 @@ for _name, _entry in DATASETS.items():
               f"of {_c['subjects']}")
 
 
-# --------------------------------------------------------------------------------------------------
-# Subjects
+# --- Subjects, ground truths and masks
 
 
 def cohort_subjects(dataset):
@@ -72,16 +73,15 @@ def is_cohort(dataset):
     return dataset in DATASETS and bool(DATASETS[dataset].get("cohort"))
 
 
+COHORTS = [d for d in DATASETS if is_cohort(d)]
+
+
 def subjects(dataset, split="evaluation"):
     """Subject labels of a dataset or real scan; `split` selects a cohort's tuning/evaluation split."""
     if is_cohort(dataset):
         return [s for s, (_, _, sp) in cohort_subjects(dataset).items() if split in (None, sp)]
     entry = DATASETS.get(dataset) or SCANS[dataset]
     return list(entry["subjects"]) if split in (None, "evaluation") else []
-
-
-def split_of(dataset, subject):
-    return cohort_subjects(dataset)[subject][2] if is_cohort(dataset) else "evaluation"
 
 
 def suffix_of(dataset, subject):
@@ -113,10 +113,6 @@ for _scan, _entry in SCANS.items():
             _fail(f"real scan {_scan}/{_s}: no subject {_sim['subject']!r} in dataset {_sim['dataset']!r}")
 
 
-# --------------------------------------------------------------------------------------------------
-# Ground truths and masks
-
-
 def gt_source(wildcards):
     """What `irem dataset` reads for a ground truth: an embedded name or a file."""
     d, s = wildcards.dataset, wildcards.subject
@@ -133,8 +129,7 @@ def gt_source(wildcards):
 
 def gt_input(wildcards):
     """The ground truth's source as a file input (nothing for an embedded dataset)."""
-    src = gt_source(wildcards)
-    return [] if src in EMBEDDED else [src]
+    return [src for src in [gt_source(wildcards)] if src not in EMBEDDED]
 
 
 def _crop_args(entry):
@@ -144,11 +139,10 @@ def _crop_args(entry):
 
 
 def gt_args(wildcards):
-    """Options of `irem dataset` for a ground truth."""
-    d = wildcards.dataset
-    if d not in DATASETS:
-        return ""  # a real scan's reference: copied and checked as it is
-    entry = DATASETS[d]
+    """Options of `irem dataset` for a ground truth (none for a real scan's reference: a copy)."""
+    entry = DATASETS.get(wildcards.dataset)
+    if entry is None:
+        return ""
     args = ["--seed", str(entry["seed"]), "--phantom-size", str(entry["phantom_size"])]
     return shlex.join(args + _crop_args(entry))
 
@@ -161,7 +155,8 @@ def cohort_args(wildcards):
     return shlex.join(args + _crop_args(entry))
 
 
-def _mask_threshold(dataset, subject):
+def mask_threshold(dataset, subject):
+    """Brain-mask threshold: exact (> 0) for the zero-background embedded volumes."""
     if dataset in DATASETS:
         thr = DATASETS[dataset]["mask_threshold"]
         if thr is None:
@@ -170,21 +165,11 @@ def _mask_threshold(dataset, subject):
         return thr
     entry = SCANS[dataset]["subjects"][subject]
     if "simulate" in entry:  # the reference is a copy of a dataset's ground truth
-        return _mask_threshold(entry["simulate"]["dataset"], entry["simulate"]["subject"])
+        return mask_threshold(entry["simulate"]["dataset"], entry["simulate"]["subject"])
     return SCANS[dataset]["mask_threshold"]
 
 
-def mask_threshold(wildcards):
-    """Brain-mask threshold: exact (> 0) for the zero-background embedded volumes."""
-    return _mask_threshold(wildcards.dataset, wildcards.subject)
-
-
-def mask_input(wildcards):
-    return gt_of(wildcards.dataset, wildcards.subject)
-
-
-# --------------------------------------------------------------------------------------------------
-# LR stacks
+# --- LR stacks
 
 
 def stacks_of(run, subject, seed):
@@ -195,16 +180,10 @@ def stacks_of(run, subject, seed):
     return L.stack_paths(run, subject, seed)
 
 
-def stacks_input(wildcards):
-    return stacks_of(L.parse_run(wildcards.run), wildcards.subject, wildcards.seed)
-
-
-def _truth_inputs(d, s):
+def truth_inputs(d, s):
     """Ground truth (and white-matter mask, the SNR's reference region, of a cohort subject)."""
-    out = {"gt": gt_of(d, s)}
-    if is_cohort(d):
-        out["wm"] = L.wm_mask_path(d, s, suffix_of(d, s))
-    return out
+    wm = {"wm": L.wm_mask_path(d, s, suffix_of(d, s))} if is_cohort(d) else {}
+    return {"gt": gt_of(d, s), **wm}
 
 
 def _snr_args(d, s, snr_option, snr):
@@ -214,38 +193,15 @@ def _snr_args(d, s, snr_option, snr):
     return [snr_option, str(snr), *wm]
 
 
-def simulate_input(wildcards):
-    return _truth_inputs(wildcards.dataset, wildcards.subject)
-
-
-def subject_seed(dataset, subject):
-    """A stable per-subject seed of the noise (combined with the run's seed)."""
-    return zlib.crc32(f"{dataset}/{subject}".encode())
-
-
-def _noise_args(wildcards, snr_option, snr):
+def noise_args(wildcards, snr_option, snr):
+    """Noise options of `irem simulate`, with a stable per-subject seed (combined with the run's)."""
     d, s = wildcards.dataset, wildcards.subject
     args = ["--profile", config["simulation"]["profile"], *_snr_args(d, s, snr_option, snr)]
-    return shlex.join(args + ["--subject-seed", str(subject_seed(d, s))])
-
-
-def simulate_args(wildcards):
-    return _noise_args(wildcards, "--snr", config["simulation"]["snr"])
-
-
-def scantime_args(wildcards):
-    """The scan-time experiment: LR SNR from the HR SNR by the scan-time rule, plus the HR scan."""
-    snr = L.parse_run(f"{wildcards.dataset}/snr{wildcards.snr}/k{wildcards.k}").hr_snr
-    return _noise_args(wildcards, "--hr-snr", snr)
+    return shlex.join(args + ["--subject-seed", str(zlib.crc32(f"{d}/{s}".encode()))])
 
 
 def scan_sim(wildcards):
     return SCANS[wildcards.dataset]["subjects"][wildcards.subject]["simulate"]
-
-
-def scan_sim_input(wildcards):
-    sim = scan_sim(wildcards)
-    return _truth_inputs(sim["dataset"], sim["subject"])
 
 
 def scan_sim_args(wildcards):
@@ -254,36 +210,17 @@ def scan_sim_args(wildcards):
             config["simulation"]["profile"],
             "--motion", str(sim["rotation_deg"]), str(sim["translation_mm"]),
             *_snr_args(sim["dataset"], sim["subject"], "--snr", config["simulation"]["snr"])]
-    if sim["reorient"]:
-        args.append("--reorient")
-    return shlex.join(args)
+    return shlex.join(args + (["--reorient"] if sim["reorient"] else []))
 
 
-# --------------------------------------------------------------------------------------------------
-# Methods: configured ones, tuning and convergence variants, each a command template
+# --- Methods: configured ones, tuning and convergence variants, each a command template
 
 
-def _swept(prefix, command, parameters, section, label=None):
-    """{name: (entry, parameter key, value)}: ``command`` with one value of one parameter each
-    (named ``<prefix><tag><value>``); threads, device, runtime and memory from ``section``."""
-    out = {}
-    for p in parameters if command else []:
-        for v in p["values"]:
-            name = f"{prefix}{p['tag']}{L.snr_tag(v)}"
-            entry = {
-                "name": name,
-                "label": None if label is None else f"{label}, {p['tag']} {v:g}",
-                "command": f"{command} --set {p['key']}={v:g}",
-                "threads": section["threads"],
-                "device": section["device"],
-                "runtime": section["runtime"],
-                "mem_mb": section["mem_mb"],
-                "inputs": [],
-                "baseline": False,
-                "hr_scan": False,
-            }
-            out[name] = (entry, p["key"], v)
-    return out
+def _variant(name, label, command, section):
+    """A method entry for ``command``; threads, device, runtime and memory from ``section``."""
+    return {"name": name, "label": label, "command": command,
+            **{k: section[k] for k in ("threads", "device", "runtime", "mem_mb")},
+            "inputs": [], "baseline": False, "hr_scan": False}  # fmt: skip
 
 
 def _tuning_variants():
@@ -303,118 +240,85 @@ def _tuning_variants():
     return out
 
 
-TUNING = _tuning_variants()
-for _name in set(TUNING) & set(METHODS):
-    _fail(f"method {_name!r} clashes with a tuning variant's name")
-
-
 def _convergence_variants():
     """{name: entry} of the convergence study's runs: its command with each variant's options."""
     c = config["convergence"]
-    out = {}
-    for v in c["variants"] if c["command"] else []:
-        out[v["name"]] = {
-            "name": v["name"], "label": v["label"], "command": f"{c['command']} {v['options']}",
-            "threads": c["threads"], "device": c["device"], "runtime": c["runtime"],
-            "mem_mb": c["mem_mb"], "inputs": [], "baseline": False, "hr_scan": False,
-        }
     for line in c["lines"]:
         if line not in METHODS:
             _fail(f"convergence.lines: unknown method {line!r}")
+    return {v["name"]: _variant(v["name"], v["label"], f"{c['command']} {v['options']}", c)
+            for v in (c["variants"] if c["command"] else [])}  # fmt: skip
+
+
+def _convergence_sweep():
+    """{name: (entry, parameter key, value)} of Fig. 3: the study's command with one value of one
+    parameter each, named ``conv<tag><value>``."""
+    c = config["convergence"]
+    sw = c["sweep"]
+    out = {}
+    for p in sw["parameters"] if c["command"] else []:
+        for v in p["values"]:
+            name = f"conv{p['tag']}{L.snr_tag(v)}"
+            label = None if sw["label"] is None else f"{sw['label']}, {p['tag']} {v:g}"
+            command = f"{c['command']} {sw['options']} --set {p['key']}={v:g}"
+            out[name] = (_variant(name, label, command, c), p["key"], v)
     return out
 
 
+TUNING = _tuning_variants()
+for _name in set(TUNING) & set(METHODS):
+    _fail(f"method {_name!r} clashes with a tuning variant's name")
 CONVERGENCE = _convergence_variants()
-_c = config["convergence"]
-CONV_SWEEP = _swept("conv", _c["command"] and f"{_c['command']} {_c['sweep']['options']}",
-                    _c["sweep"]["parameters"], _c, _c["sweep"]["label"])
+CONV_SWEEP = _convergence_sweep()
 for _name in (set(CONVERGENCE) | set(CONV_SWEEP)) & (set(METHODS) | set(TUNING)):
     _fail(f"convergence variant {_name!r} clashes with another method's name")
 for _name in set(CONVERGENCE) & set(CONV_SWEEP):
     _fail(f"convergence variant {_name!r} clashes with a sweep variant's name")
 ALL_METHODS = {**METHODS, **{n: e for n, (e, _, _) in TUNING.items()}, **CONVERGENCE,
                **{n: e for n, (e, _, _) in CONV_SWEEP.items()}}
-HR_SCAN = "hrscan"  # the scan-time experiment's noisy HR scan, scored like a method
-
-
-def method_names():
-    return list(ALL_METHODS)
 
 
 def label_of(method):
-    if method == HR_SCAN:
-        return "HR scan (direct, same scan time)"
-    return method_label(ALL_METHODS[method])
+    return "HR scan (direct, same scan time)" if method == HR_SCAN else method_label(ALL_METHODS[method])
 
 
 def method_command(wildcards, input, output, threads):
     """The method's command with its placeholders filled in for one run."""
-    entry = ALL_METHODS[wildcards.method]
-    run = L.parse_run(wildcards.run)
-    reference = ""
-    if has_reference(run.dataset, wildcards.subject):
-        reference = gt_of(run.dataset, wildcards.subject)
+    w, entry = wildcards, ALL_METHODS[wildcards.method]
+    run = L.parse_run(w.run)
+    job = (run, w.subject, w.method, w.seed, w.suffix)
+    reference = hr = ""
+    if has_reference(run.dataset, w.subject):
+        reference = gt_of(run.dataset, w.subject)
     elif "{reference}" in entry["command"]:
-        raise ValueError(f"method {wildcards.method} needs {{reference}}, but {run.folder}/"
-                         f"{wildcards.subject} has no reference image")
-    hr = ""
+        raise ValueError(f"method {w.method} needs {{reference}}, but {run.folder}/{w.subject} "
+                         "has no reference image")
     if run.hr_snr is not None:
-        hr = L.hr_scan_path(run, wildcards.subject, wildcards.seed)
+        hr = L.hr_scan_path(run, w.subject, w.seed)
     elif entry["hr_scan"]:
-        raise ValueError(f"method {wildcards.method} takes the scan-time experiment's HR scan")
-    values = {
-        "stacks": shlex.join(input.stacks),
-        "hr": shlex.quote(hr),
-        "output": shlex.quote(output.image),
-        "reference": shlex.quote(reference),
-        "geometry": geometry_args(run, wildcards.subject),
-        "threads": threads,
-        "device": entry["device"],
-        "seed": wildcards.seed,
-        "checkpoint": shlex.quote(
-            L.checkpoint_path(run, wildcards.subject, wildcards.method, wildcards.seed,
-                              wildcards.suffix)
-        ),
-        "snapshots": shlex.quote(
-            L.snapshot_path(run, wildcards.subject, wildcards.method, wildcards.seed,
-                            wildcards.suffix)
-        ),
-    }
-    return fill(entry["command"] + scantime_options(wildcards.method, run), **values)
+        raise ValueError(f"method {w.method} takes the scan-time experiment's HR scan")
+    return fill(
+        entry["command"] + scantime_options(w.method, run), stacks=shlex.join(input.stacks),
+        hr=shlex.quote(hr), output=shlex.quote(output.image), reference=shlex.quote(reference),
+        geometry=geometry_args(run, w.subject), threads=threads, device=entry["device"],
+        seed=w.seed, checkpoint=shlex.quote(L.checkpoint_path(*job)),
+        snapshots=shlex.quote(L.snapshot_path(*job)),
+    )
 
 
 def scantime_options(method, run):
     """Options appended to a method's command in the scan-time experiment at its HR SNR."""
-    per_snr = config["scan_time"]["options"].get(method, {})
-    if run.hr_snr is None:
-        return ""
-    opts = [o for snr, o in per_snr.items() if float(snr) == run.hr_snr]
+    opts = [o for snr, o in config["scan_time"]["options"].get(method, {}).items()
+            if run.hr_snr is not None and float(snr) == run.hr_snr]  # fmt: skip
     return f" {opts[0]}" if opts else ""
 
 
 def method_inputs(wildcards):
-    extra = list(ALL_METHODS[wildcards.method]["inputs"])
-    run = L.parse_run(wildcards.run)
-    if ALL_METHODS[wildcards.method]["hr_scan"] and run.hr_snr is not None:
-        extra.append(L.hr_scan_path(run, wildcards.subject, wildcards.seed))
-    return extra
-
-
-def method_threads(wildcards):
-    return ALL_METHODS[wildcards.method]["threads"]
-
-
-def method_gpu(wildcards):
-    """One `gpu` resource token for jobs that may run on a GPU (`--resources gpu=1` serialises)."""
-    return 0 if ALL_METHODS[wildcards.method]["device"] == "cpu" else 1
-
-
-def method_runtime(wildcards):
-    return ALL_METHODS[wildcards.method]["runtime"]
-
-
-def method_mem(wildcards):
-    return ALL_METHODS[wildcards.method]["mem_mb"]
+    """A method's own inputs (and the scan-time HR scan, for a method that takes it)."""
+    entry, run = ALL_METHODS[wildcards.method], L.parse_run(wildcards.run)
+    if entry["hr_scan"] and run.hr_snr is not None:
+        return [*entry["inputs"], L.hr_scan_path(run, wildcards.subject, wildcards.seed)]
+    return list(entry["inputs"])
 
 
 def reference_input(wildcards):
@@ -436,34 +340,18 @@ def geometry_args(run, subject):
     return shlex.join(args)
 
 
-# --------------------------------------------------------------------------------------------------
-# Runs: (Run, subject, method, seed, suffix)
+# --- Runs: (Run, subject, method, seed, suffix)
 
 
-def sim_runs(datasets=None, ks=None, methods=None, split="evaluation"):
-    out = []
-    for d in datasets or DATASETS:
-        for k in ks or KS:
-            for s in subjects(d, split):
-                for m in methods or LR_METHODS:
-                    for seed in SEEDS:
-                        out.append((L.Run(d, k), s, m, seed, suffix_of(d, s)))
-    return out
+def sim_runs(datasets=None):
+    return [(L.Run(d, k), s, m, seed, suffix_of(d, s))
+            for d in datasets or DATASETS for k in KS for s in subjects(d)
+            for m in LR_METHODS for seed in SEEDS]  # fmt: skip
 
 
 def scan_runs():
-    out = []
-    for scan in SCANS:
-        for s in subjects(scan):
-            for m in LR_METHODS:
-                for seed in SEEDS:
-                    out.append((L.Run(scan), s, m, seed, suffix_of(scan, s)))
-    return out
-
-
-def scantime_subjects():
-    st = config["scan_time"]
-    return subjects(st["dataset"])[: st["subjects"]] if st["dataset"] else []
+    return [(L.Run(scan), s, m, seed, suffix_of(scan, s))
+            for scan in SCANS for s in subjects(scan) for m in LR_METHODS for seed in SEEDS]
 
 
 def scantime_runs():
@@ -475,70 +363,23 @@ def scantime_runs():
     for m in st["methods"]:
         if m not in METHODS:
             _fail(f"scan_time.methods: unknown method {m!r}")
-    out = []
-    for snr in st["hr_snr"]:
-        run = L.Run(st["dataset"], st["k"], float(snr))
-        for s in scantime_subjects():
-            for m in [*st["methods"], HR_SCAN]:
-                for seed in SEEDS:
-                    out.append((run, s, m, seed, suffix_of(st["dataset"], s)))
-    return out
-
-
-def tuning_dataset():
-    d = config["tuning"]["dataset"]
-    if TUNING and not is_cohort(d):
-        _fail(f"tuning.dataset {d!r} is not a cohort dataset (it needs a tuning split)")
-    return d
-
-
-def sweeps():
-    return {s["name"]: s for s in config["tuning"]["sweeps"]}
+    d = st["dataset"]
+    return [(L.Run(d, st["k"], float(snr)), s, m, seed, suffix_of(d, s))
+            for snr in st["hr_snr"] for s in subjects(d)[: st["subjects"]]
+            for m in [*st["methods"], HR_SCAN] for seed in SEEDS]  # fmt: skip
 
 
 def tuning_runs(sweep):
     """Every run of a sweep: each candidate on every tuning subject, k, seed (and HR SNR)."""
-    sw = sweeps()[sweep]
-    d = tuning_dataset()
-    seeds = sw["seeds"] if sw["seeds"] is not None else SEEDS
-    snrs = sw["snr"] or [None]
+    sw, d = SWEEPS[sweep], config["tuning"]["dataset"]
+    if TUNING and not is_cohort(d):
+        _fail(f"tuning.dataset {d!r} is not a cohort dataset (it needs a tuning split)")
     ks = [config["scan_time"]["k"]] if sw["snr"] else (sw["ks"] or KS)
-    out = []
-    for name, (_, s, _) in TUNING.items():
-        if s["name"] != sweep:
-            continue
-        for subject in subjects(d, "tuning"):
-            for k in ks:
-                for snr in snrs:
-                    run = L.Run(d, k, None if snr is None else float(snr))
-                    for seed in seeds:
-                        out.append((run, subject, name, seed, suffix_of(d, subject)))
-    return out
-
-
-def tuning_cases(wildcards):
-    """JSON: each variant of the sweep -> its candidate values."""
-    import json
-
-    return json.dumps({n: v for n, (_, s, v) in TUNING.items() if s["name"] == wildcards.sweep})
-
-
-def tuning_method(wildcards):
-    return sweeps()[wildcards.sweep]["method"]
-
-
-def tuning_options(wildcards):
-    return sweeps()[wildcards.sweep]["options"]
-
-
-def tuning_prefer(wildcards):
-    import json
-
-    return json.dumps(sweeps()[wildcards.sweep]["prefer"])  # "null": no preferred candidate
-
-
-def tuning_metrics(wildcards):
-    return metrics_of(tuning_runs(wildcards.sweep))
+    return [(L.Run(d, k, None if snr is None else float(snr)), subject, name, seed,
+             suffix_of(d, subject))
+            for name, (_, s, _) in TUNING.items() if s["name"] == sweep
+            for subject in subjects(d, "tuning") for k in ks for snr in sw["snr"] or [None]
+            for seed in (sw["seeds"] if sw["seeds"] is not None else SEEDS)]  # fmt: skip
 
 
 def convergence_dataset():
@@ -579,9 +420,7 @@ def sweep_runs():
     if not CONV_SWEEP:
         return []
     ks = [config["convergence"]["sweep"]["k"]]
-    return convergence_runs(list(CONV_SWEEP), ks) + convergence_runs(
-        config["convergence"]["lines"], ks
-    )
+    return convergence_runs(list(CONV_SWEEP), ks) + convergence_runs(config["convergence"]["lines"], ks)
 
 
 def every_run():
@@ -608,11 +447,10 @@ def benchmark_pairs():
 
 def metrics_meta(wildcards):
     """`--meta` options of `irem metrics`: the run's identity, as data for the report."""
-    run = L.parse_run(wildcards.run)
-    meta = {**run.meta(), "subject": wildcards.subject, "seed": wildcards.seed,
-            "method": wildcards.method}
+    run, s = L.parse_run(wildcards.run), wildcards.subject
+    meta = {**run.meta(), "subject": s, "seed": wildcards.seed, "method": wildcards.method}
     if run.dataset in DATASETS:
-        meta["split"] = split_of(run.dataset, wildcards.subject)
+        meta["split"] = cohort_subjects(run.dataset)[s][2] if is_cohort(run.dataset) else "evaluation"
     if wildcards.method in CONV_SWEEP:  # one parameter's value: meta ablation=<key> value=<v>
         _, key, value = CONV_SWEEP[wildcards.method]
         meta["ablation"] = key.split(".")[-1]
@@ -620,16 +458,7 @@ def metrics_meta(wildcards):
     return shlex.join(arg for k, v in meta.items() for arg in ("--meta", f"{k}={v}"))
 
 
-def metrics_gt(wildcards):
-    return gt_of(L.parse_run(wildcards.run).dataset, wildcards.subject)
-
-
-def metrics_mask(wildcards):
-    return L.mask_path(L.parse_run(wildcards.run).dataset, wildcards.subject)
-
-
-# --------------------------------------------------------------------------------------------------
-# Tables and figures
+# --- Tables and figures
 
 
 def method_args(names=None):
@@ -637,31 +466,32 @@ def method_args(names=None):
     names = names or [*METHODS, *([HR_SCAN] if scantime_runs() else [])]
     args = [a for n in names for a in ("--method", f"{n}={label_of(n)}")]
     base = [m for m, e in METHODS.items() if e["baseline"]]
-    if base:
-        args += ["--baselines", *base]
-    return shlex.join(args)
+    return shlex.join(args + (["--baselines", *base] if base else []))
+
+
+def table_report(name, label, caption=None):
+    """A table of the workflow, flagged for `snakemake --report`."""
+    return report(L.table_path(name), caption=caption, category="Tables", labels={"table": label})
+
+
+def figure_report(name, figure, dataset, caption=None):
+    """A figure's PNG, flagged for `snakemake --report` (``caption``: a file of report/)."""
+    return report(L.figure_paths(name)[0], caption=caption and f"../report/{caption}.rst",
+                  category="Figures", labels={"figure": figure, "dataset": dataset})  # fmt: skip
 
 
 TABLES = [L.table_path(n) for n in ("metrics.csv", "metrics.md", "runs.csv", "runtime.csv",
                                      "runtime.md")]
 SCANTIME_TABLES = [L.table_path(n) for n in ("scantime.csv", "scantime.md")]
-
-
-def fig_k():
-    k = config["figures"]["k"]
-    return k if k in KS else KS[0]
-
-
-def first_subject(dataset):
-    return subjects(dataset)[0]
+FIG_K = config["figures"]["k"] if config["figures"]["k"] in KS else KS[0]  # Fig. 5's k
 
 
 def fig5_inputs(wildcards):
     """GT, mask, the LR stack shown and each method's reconstruction for the Fig. 5/6 panel."""
     d = wildcards.dataset
-    s, seed = first_subject(d), SEEDS[0]
-    run = L.Run(d, fig_k()) if d in DATASETS else L.Run(d)
-    lr = stacks_of(run, s, seed)[ORIENTATIONS.index(config["figures"]["lr_stack"])]
+    s, seed = subjects(d)[0], SEEDS[0]
+    run = L.Run(d, FIG_K) if d in DATASETS else L.Run(d)
+    lr = stacks_of(run, s, seed)[L.ORIENTATIONS.index(config["figures"]["lr_stack"])]
     suffix = suffix_of(d, s)
     recs = [L.rec_path(run, s, m, seed, suffix) for m in LR_METHODS]
     mets = [L.metrics_path(run, s, m, seed, suffix) for m in LR_METHODS]
@@ -670,8 +500,7 @@ def fig5_inputs(wildcards):
 
 def fig5_rec_args(wildcards):
     """`METHOD=PATH` pairs for `irem report fig5 --rec`."""
-    ins = fig5_inputs(wildcards)
-    return shlex.join(f"{m}={p}" for m, p in zip(LR_METHODS, ins["recs"]))
+    return shlex.join(f"{m}={p}" for m, p in zip(LR_METHODS, fig5_inputs(wildcards)["recs"]))
 
 
 def fig5_slice(wildcards):
@@ -682,31 +511,20 @@ def fig5_slice(wildcards):
 
 def fig5_title(wildcards):
     d = wildcards.dataset
-    s = first_subject(d)
+    s = subjects(d)[0]
     if d in DATASETS:
-        return f"{d}, k={fig_k()}, sub-{s} ({suffix_of(d, s)}), seed {SEEDS[0]}"
+        return f"{d}, k={FIG_K}, sub-{s} ({suffix_of(d, s)}), seed {SEEDS[0]}"
     return f"{d} (real-scan protocol), sub-{s}, seed {SEEDS[0]}"
 
 
 def scans_with_figure():
     """Real scans whose first subject has a reference: their panel plays the paper's Fig. 6."""
-    return [d for d in SCANS if has_reference(d, first_subject(d))]
+    return [d for d in SCANS if has_reference(d, subjects(d)[0])]
 
 
 def name_pattern(names):
     """A wildcard regex matching exactly these names (and nothing when there are none)."""
-    import re
-
     return "|".join(re.escape(n) for n in names) if names else "(?!)"
-
-
-def cohort_datasets():
-    return [d for d in DATASETS if is_cohort(d)]
-
-
-def cohort_figure_inputs(wildcards):
-    d = wildcards.dataset
-    return [gt_of(d, s) for s in subjects(d, None)]
 
 
 def all_figures():
@@ -715,11 +533,9 @@ def all_figures():
         out += L.figure_paths(f"fig4_{d}") + L.figure_paths(f"fig5_{d}")
     for d in scans_with_figure():
         out += L.figure_paths(f"fig6_{d}")
-    for d in cohort_datasets():
+    for d in COHORTS:
         out += L.figure_paths(d)  # mid-slices of every subject
-    if scantime_runs():
-        out += L.figure_paths("scantime")
-    return out
+    return out + (L.figure_paths("scantime") if scantime_runs() else [])
 
 
 def sweep_caption():
@@ -732,7 +548,3 @@ def sweep_caption():
             f"else the paper's. Points: mean paired difference to the reference value over the "
             f"{len(subjects(d, 'tuning'))} tuning subjects of {d}, with 95% t intervals; dotted: "
             "baselines on the same stacks.")
-
-
-def fig4_metrics(wildcards):
-    return metrics_of(sim_runs(datasets=[wildcards.dataset]))

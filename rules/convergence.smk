@@ -16,6 +16,7 @@ rule convergence_report:
         png=L.tuning_path("convergence.png"),
     params:
         methods=method_args([*CONVERGENCE, *config["convergence"]["lines"]]),
+        title="The paper network until its held-out LR loss stops improving",
     log:
         L.job_log("tuning/convergence"),
     conda:
@@ -23,8 +24,7 @@ rule convergence_report:
     shell:
         "irem report convergence --metrics {input.metrics:q} --lines {input.lines:q} "
         "{params.methods} --csv {output.csv:q} --runs {output.runs:q} --md {output.md:q} "
-        "--title 'The paper network until its held-out LR loss stops improving' "
-        "-o {output.png:q} > {log:q} 2>&1"
+        "--title {params.title:q} -o {output.png:q} > {log:q} 2>&1"
 
 
 rule convergence_sweep:
@@ -35,12 +35,7 @@ rule convergence_sweep:
     output:
         csv=L.tuning_path("convergence_sweep.csv"),
         md=L.tuning_path("convergence_sweep.md"),
-        png=report(
-            L.figure_paths("fig3_ablation")[0],
-            caption="../report/fig3.rst",
-            category="Figures",
-            labels={"figure": "Fig. 3", "dataset": str(config["convergence"]["dataset"])},
-        ),
+        png=figure_report("fig3_ablation", "Fig. 3", str(config["convergence"]["dataset"]), "fig3"),
         pdf=L.figure_paths("fig3_ablation")[1],
     params:
         methods=method_args([*CONV_SWEEP, *config["convergence"]["lines"]]),
@@ -64,7 +59,7 @@ rule convergence_sweep:
         "> {log:q} 2>&1"
 
 
-rule converged:
+use rule convergence_report as converged with:
     """The study's variants scored on evaluation subjects against its lines (config
     `convergence.evaluation`): results/tables/converged*.{csv,md}, results/figures/converged.png."""
     input:
@@ -76,16 +71,9 @@ rule converged:
         md=L.table_path("converged.md"),
         png=L.figure_paths("converged")[0],
     params:
-        methods=method_args([*CONVERGENCE, *config["convergence"]["lines"]]),
+        title="The paper network until its held-out LR loss stops improving: evaluation subjects",
     log:
         L.job_log("converged"),
-    conda:
-        CONDA_ENV
-    shell:
-        "irem report convergence --metrics {input.metrics:q} --lines {input.lines:q} "
-        "{params.methods} --csv {output.csv:q} --runs {output.runs:q} --md {output.md:q} "
-        "--title 'The paper network until its held-out LR loss stops improving: evaluation "
-        "subjects' -o {output.png:q} > {log:q} 2>&1"
 
 
 rule convergence:

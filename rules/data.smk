@@ -28,7 +28,7 @@ rule cohort_subject:
         sidecar=L.sidecar_path(L.gt_path("{dataset}", "{subject}", "{suffix}")),
         wm=L.wm_mask_path("{dataset}", "{subject}", "{suffix}"),
     wildcard_constraints:
-        dataset=name_pattern(cohort_datasets()),
+        dataset=name_pattern(COHORTS),
     params:
         args=cohort_args,
     log:
@@ -43,11 +43,11 @@ rule cohort_subject:
 rule brain_mask:
     """Brain mask of a ground truth: metrics are reported in it as well as over the volume."""
     input:
-        mask_input,
+        lambda w: gt_of(w.dataset, w.subject),
     output:
         L.mask_path("{dataset}", "{subject}"),
     params:
-        threshold=mask_threshold,
+        threshold=lambda w: mask_threshold(w.dataset, w.subject),
     log:
         L.log_path(L.mask_path("{dataset}", "{subject}")),
     conda:
@@ -60,13 +60,13 @@ rule brain_mask:
 rule simulate:
     """Three orthogonal thick-slice LR stacks (box profile, Rician noise) for one k and seed."""
     input:
-        unpack(simulate_input),
+        unpack(lambda w: truth_inputs(w.dataset, w.subject)),
     output:
         stacks=L.stack_paths("{dataset}/k{k}", "{subject}", "{seed}"),
         summary=L.simulation_path(L.stack_folder("{dataset}/k{k}", "{subject}", "{seed}")),
     params:
         outdir=subpath(output.summary, parent=True),
-        args=simulate_args,
+        args=lambda w: noise_args(w, "--snr", config["simulation"]["snr"]),
     log:
         L.log_path(L.stack_folder("{dataset}/k{k}", "{subject}", "{seed}")),
     conda:
@@ -76,24 +76,18 @@ rule simulate:
         "--out-dir {params.outdir:q} > {log:q} 2>&1"
 
 
-rule simulate_scantime:
+use rule simulate as simulate_scantime with:
     """The scan-time-matched experiment: LR stacks of T/3 each and one noisy HR scan of time T."""
-    input:
-        unpack(simulate_input),
     output:
         stacks=L.stack_paths("{dataset}/snr{snr}/k{k}", "{subject}", "{seed}"),
         hr=L.hr_scan_path("{dataset}/snr{snr}/k{k}", "{subject}", "{seed}"),
         summary=L.simulation_path(L.stack_folder("{dataset}/snr{snr}/k{k}", "{subject}", "{seed}")),
     params:
-        outdir=subpath(output.summary, parent=True),
-        args=scantime_args,
+        args=lambda w: noise_args(
+            w, "--hr-snr", L.parse_run(f"{w.dataset}/snr{w.snr}/k{w.k}").hr_snr
+        ),
     log:
         L.log_path(L.stack_folder("{dataset}/snr{snr}/k{k}", "{subject}", "{seed}")),
-    conda:
-        CONDA_ENV
-    shell:
-        "irem simulate {input.gt:q} --k {wildcards.k} --seed {wildcards.seed} {params.args} "
-        "--out-dir {params.outdir:q} > {log:q} 2>&1"
 
 
 rule hr_scan:
@@ -113,7 +107,7 @@ rule hr_scan:
 rule simulate_scan:
     """The real-scan demo: stacks with a known random rigid motion, stored in other orientations."""
     input:
-        unpack(scan_sim_input),
+        unpack(lambda w: truth_inputs(scan_sim(w)["dataset"], scan_sim(w)["subject"])),
     output:
         stacks=L.scan_stack_paths("{dataset}", "{subject}"),
         summary=L.simulation_path(L.scan_stack_folder("{dataset}", "{subject}")),

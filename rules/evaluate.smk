@@ -6,8 +6,8 @@ rule metrics:
     identity (dataset, k, subject, seed, method, split) as data for the report."""
     input:
         image=L.rec_path("{run}", "{subject}", "{method}", "{seed}", "{suffix}"),
-        gt=metrics_gt,
-        mask=metrics_mask,
+        gt=lambda w: gt_of(L.parse_run(w.run).dataset, w.subject),
+        mask=lambda w: L.mask_path(L.parse_run(w.run).dataset, w.subject),
     output:
         L.metrics_path("{run}", "{subject}", "{method}", "{seed}", "{suffix}"),
     params:

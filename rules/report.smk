@@ -9,24 +9,11 @@ rule tables:
         metrics=metrics_of(scored_runs()),
         benchmarks=[b for b, _ in benchmark_pairs()],
     output:
-        metrics_csv=report(
-            L.table_path("metrics.csv"), category="Tables", labels={"table": "quality (CSV)"}
-        ),
-        metrics_md=report(
-            L.table_path("metrics.md"),
-            caption="../report/tables.rst",
-            category="Tables",
-            labels={"table": "quality"},
-        ),
-        runs=report(
-            L.table_path("runs.csv"), category="Tables", labels={"table": "every run (CSV)"}
-        ),
-        runtime_csv=report(
-            L.table_path("runtime.csv"), category="Tables", labels={"table": "run time (CSV)"}
-        ),
-        runtime_md=report(
-            L.table_path("runtime.md"), category="Tables", labels={"table": "run time"}
-        ),
+        metrics_csv=table_report("metrics.csv", "quality (CSV)"),
+        metrics_md=table_report("metrics.md", "quality", caption="../report/tables.rst"),
+        runs=table_report("runs.csv", "every run (CSV)"),
+        runtime_csv=table_report("runtime.csv", "run time (CSV)"),
+        runtime_md=table_report("runtime.md", "run time"),
     params:
         outdir=subpath(output.metrics_csv, parent=True),
         methods=method_args(),
@@ -46,15 +33,8 @@ rule scantime:
         metrics=metrics_of(scantime_runs()),
     output:
         csv=L.table_path("scantime.csv"),
-        md=report(
-            L.table_path("scantime.md"), category="Tables", labels={"table": "scan time"}
-        ),
-        png=report(
-            L.figure_paths("scantime")[0],
-            caption="../report/scantime.rst",
-            category="Figures",
-            labels={"figure": "scan time", "dataset": str(config["scan_time"]["dataset"])},
-        ),
+        md=table_report("scantime.md", "scan time"),
+        png=figure_report("scantime", "scan time", str(config["scan_time"]["dataset"]), "scantime"),
         pdf=L.figure_paths("scantime")[1],
     params:
         methods=method_args([*config["scan_time"]["methods"], HR_SCAN]),
@@ -74,14 +54,9 @@ rule scantime:
 rule fig4:
     """Fig. 4: PSNR/SSIM bars by method and k for one dataset, with per-subject points and CIs."""
     input:
-        metrics=fig4_metrics,
+        metrics=lambda w: metrics_of(sim_runs([w.dataset])),
     output:
-        png=report(
-            L.figure_paths("fig4_{dataset}")[0],
-            caption="../report/fig4.rst",
-            category="Figures",
-            labels={"figure": "Fig. 4", "dataset": "{dataset}"},
-        ),
+        png=figure_report("fig4_{dataset}", "Fig. 4", "{dataset}", "fig4"),
         pdf=L.figure_paths("fig4_{dataset}")[1],
     params:
         methods=method_args(LR_METHODS),
@@ -99,16 +74,12 @@ rule fig4:
 rule cohort_figure:
     """The mid-slices of every subject of a cohort, so a reader sees the variety."""
     input:
-        cohort_figure_inputs,
+        lambda w: [gt_of(w.dataset, s) for s in subjects(w.dataset, None)],
     output:
-        png=report(
-            L.figure_paths("{dataset}")[0],
-            category="Figures",
-            labels={"figure": "cohort", "dataset": "{dataset}"},
-        ),
+        png=figure_report("{dataset}", "cohort", "{dataset}"),
         pdf=L.figure_paths("{dataset}")[1],
     wildcard_constraints:
-        dataset=name_pattern(cohort_datasets()),
+        dataset=name_pattern(COHORTS),
     params:
         dpi=config["figures"]["dpi"],
     log:
@@ -126,12 +97,7 @@ rule fig5:
     input:
         unpack(fig5_inputs),
     output:
-        png=report(
-            L.figure_paths("fig5_{dataset}")[0],
-            caption="../report/fig5.rst",
-            category="Figures",
-            labels={"figure": "Fig. 5", "dataset": "{dataset}"},
-        ),
+        png=figure_report("fig5_{dataset}", "Fig. 5", "{dataset}", "fig5"),
         pdf=L.figure_paths("fig5_{dataset}")[1],
     wildcard_constraints:
         dataset=name_pattern(DATASETS),
@@ -141,6 +107,7 @@ rule fig5:
         title=fig5_title,
         axis=config["figures"]["axis"],
         fraction=fig5_slice,
+        gt_label="",  # Fig. 6: its ground truth is a real scan's HR reference
         dpi=config["figures"]["dpi"],
     log:
         L.job_log("fig5_{dataset}"),
@@ -149,37 +116,18 @@ rule fig5:
     shell:
         "irem report fig5 --gt {input.gt:q} --mask {input.mask:q} --lr {input.lr:q} "
         "--rec {params.recs} --metrics {input.metrics:q} {params.methods} --axis {params.axis} "
-        "--slice {params.fraction} --title {params.title:q} --dpi {params.dpi} "
+        "--slice {params.fraction}{params.gt_label} --title {params.title:q} --dpi {params.dpi} "
         "-o {output.png:q} {output.pdf:q} > {log:q} 2>&1"
 
 
-rule fig6:
+use rule fig5 as fig6 with:
     """Fig. 6: the real-scan protocol, against the HR reference after registration."""
-    input:
-        unpack(fig5_inputs),
     output:
-        png=report(
-            L.figure_paths("fig6_{dataset}")[0],
-            caption="../report/fig6.rst",
-            category="Figures",
-            labels={"figure": "Fig. 6", "dataset": "{dataset}"},
-        ),
+        png=figure_report("fig6_{dataset}", "Fig. 6", "{dataset}", "fig6"),
         pdf=L.figure_paths("fig6_{dataset}")[1],
     wildcard_constraints:
         dataset=name_pattern(scans_with_figure()),
     params:
-        recs=fig5_rec_args,
-        methods=method_args(LR_METHODS),
-        title=fig5_title,
-        axis=config["figures"]["axis"],
-        fraction=fig5_slice,
-        dpi=config["figures"]["dpi"],
+        gt_label=" --gt-label 'HR reference'",
     log:
         L.job_log("fig6_{dataset}"),
-    conda:
-        CONDA_ENV
-    shell:
-        "irem report fig5 --gt {input.gt:q} --mask {input.mask:q} --lr {input.lr:q} "
-        "--rec {params.recs} --metrics {input.metrics:q} {params.methods} --axis {params.axis} "
-        "--slice {params.fraction} --gt-label 'HR reference' --title {params.title:q} "
-        "--dpi {params.dpi} -o {output.png:q} {output.pdf:q} > {log:q} 2>&1"

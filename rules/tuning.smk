@@ -1,23 +1,24 @@
-# Tuning sweeps (`snakemake tune`): each candidate of a sweep is a variant of its method (the
-# method's command with the candidate's options appended), run and scored like any method on the
-# tuning subjects only; irem/evaluation/tuning.py chooses. Not part of `all`: the configs carry the chosen
-# options, and tests/test_tuning.py checks that they match results/tuning/chosen.csv.
+# Tuning sweeps (`snakemake tune`): each candidate is a variant of its sweep's method, run and
+# scored on the tuning subjects only; irem/evaluation/tuning.py chooses. Not part of `all`: the
+# configs carry the chosen options (tests/test_tuning.py checks them against results/tuning/).
 
 
 rule tuning_sweep:
     """One sweep's runs (results/tuning/<sweep>.csv) and its choice per group."""
     input:
-        metrics=tuning_metrics,
+        metrics=lambda w: metrics_of(tuning_runs(w.sweep)),
     output:
         runs=L.tuning_path("{sweep}.csv"),
         chosen=L.tuning_path("{sweep}_chosen.csv"),
     wildcard_constraints:
-        sweep=name_pattern(list(sweeps())),
+        sweep=name_pattern(SWEEPS),
     params:
-        options=tuning_options,
-        method=tuning_method,
-        cases=tuning_cases,
-        prefer=tuning_prefer,
+        options=lambda w: SWEEPS[w.sweep]["options"],
+        method=lambda w: SWEEPS[w.sweep]["method"],
+        cases=lambda w: json.dumps(
+            {n: v for n, (_, s, v) in TUNING.items() if s["name"] == w.sweep}
+        ),
+        prefer=lambda w: json.dumps(SWEEPS[w.sweep]["prefer"]),  # "null": no preferred one
     log:
         L.job_log("tuning/{sweep}"),
     conda:
@@ -32,7 +33,7 @@ rule tuning_sweep:
 rule tuning_summary:
     """Every sweep's choice: results/tuning/chosen.csv and chosen.md."""
     input:
-        [L.tuning_path(f"{s}_chosen.csv") for s in sweeps()],
+        [L.tuning_path(f"{s}_chosen.csv") for s in SWEEPS],
     output:
         csv=L.tuning_path("chosen.csv"),
         md=L.tuning_path("chosen.md"),

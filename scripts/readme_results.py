@@ -138,10 +138,8 @@ def convergence_lines(runs: pd.DataFrame) -> list[str]:
 
 
 def converged_lines(runs: pd.DataFrame) -> list[str]:
-    """The paper's network at its plateau on the evaluation subjects
-    (``results/tables/converged_runs.csv``): per variant and k, its brain PSNR and the paired
-    difference to each line, Holm-adjusted over each variant's comparisons; then one sentence on
-    the paper's ordering (its network ahead of every line at every k) for the first variant."""
+    """``converged_runs.csv``: per variant and k, brain PSNR and the paired difference to each line
+    (Holm over each variant's comparisons), then a verdict on the paper's ordering (first variant)."""
     from irem.evaluation.stats import holm, paired
 
     names = [c.removeprefix("minus_") for c in runs.columns if c.startswith("minus_")]
@@ -215,13 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     readme = Path(args.readme).read_text(encoding="utf-8")
     updated = replace_block(readme, block(Path(args.results)))
-    if args.check:
-        if updated != readme:
-            print("README.md results differ from results/tables/: run "
-                  "python scripts/readme_results.py", file=sys.stderr)
-            return 1
-        return 0
-    Path(args.readme).write_text(updated, encoding="utf-8")
+    if args.check and updated != readme:
+        print("README.md results differ from results/tables/: run "
+              "python scripts/readme_results.py", file=sys.stderr)
+        return 1
+    if not args.check:
+        Path(args.readme).write_text(updated, encoding="utf-8")
     return 0
 
 

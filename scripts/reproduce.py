@@ -1,11 +1,9 @@
 #!/usr/bin/env python
 """Rerun the workflow in a fresh directory and compare its tables with committed ones.
 
-Copies the files git tracks (no results: every output is made anew) into a new folder, runs
-``snakemake --cores N`` there with the given config, and compares the new
-``results/tables/metrics.md`` (and ``scantime.md``) with the reference ones, digit for digit as
-printed. Budgets in the benchmark are counts (steps, epochs, iterations), so the same config and
-seed give the same tables on a loaded machine as on an idle one.
+Copies the files git tracks (not results/) into a new folder, runs ``snakemake --cores N`` there
+and compares the new ``results/tables/metrics.md`` (and ``scantime.md``) with the reference ones,
+digit for digit. Budgets are counts (steps, epochs), so a loaded machine gives the same tables.
 
     python scripts/reproduce.py                                  # default config vs results/tables
     python scripts/reproduce.py --configfile config/test.yaml --against OTHER/results/tables
@@ -28,22 +26,15 @@ ROOT = Path(__file__).resolve().parents[1]
 TABLES = ("metrics.md", "scantime.md")
 
 
-def tracked_files(root: Path) -> list[str]:
-    """The files git tracks under ``root`` (outputs under results/ left out)."""
+def fresh_copy(root: Path, dest: Path) -> Path:
+    """A copy of the files git tracks in ``root`` (as a fresh clone has them, results/ left out)."""
     out = subprocess.run(
         ["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True, text=True
     ).stdout
-    return [f for f in out.split("\0") if f and not f.startswith("results/")]
-
-
-def fresh_copy(root: Path, dest: Path) -> Path:
-    """A copy of the checkout's tracked files (as a fresh clone has them) in ``dest``."""
-    for name in tracked_files(root):
-        src = root / name
-        if src.is_file():
-            target = dest / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, target)
+    for name in out.split("\0"):
+        if name and not name.startswith("results/") and (root / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / name, dest / name)
     return dest
 
 

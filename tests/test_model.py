@@ -45,11 +45,6 @@ def test_output_shape_and_seeded_weights() -> None:
     torch.testing.assert_close(m1(p), m2(p), rtol=0, atol=0)
 
 
-def test_bad_fourier_dim() -> None:
-    with pytest.raises(ValueError):
-        FourierFeatures(7)
-
-
 def test_folded_batchnorm_is_the_same_function() -> None:
     m = IREM(fourier_dim=32, width=32, depth=8, skips=(3, 6), seed=2)
     opt = torch.optim.Adam(m.parameters(), lr=1e-2)

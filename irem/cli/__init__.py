@@ -1,10 +1,5 @@
-"""The ``irem`` command: simulate LR stacks, reconstruct HR with IREM or a baseline, sample a saved
-model, score a reconstruction, write datasets and report.
-
-Input errors end with one line ``error: ...`` on stderr and exit status 2; no output file is left
-behind (every file is written under a temporary name and renamed into place). Log messages go to
-stderr (``-q``: warnings only, ``-v``: debug) and, with ``--log FILE``, to that file as well.
-"""
+"""The ``irem`` command. Input errors end with one line ``error: ...`` on stderr and exit status 2,
+leaving no output file; log messages go to stderr and, with ``--log FILE``, to that file."""
 
 from __future__ import annotations
 
@@ -32,17 +27,8 @@ def _first_command(argv: Sequence[str]) -> str | None:
     return None
 
 
-def _add_external(sub: argparse._SubParsersAction) -> None:
-    """``dataset`` and ``report``, whose modules import more (pandas, matplotlib, the cohort)."""
-    from irem.cli.dataset import add_dataset_parser
-    from irem.cli.report import add_report_parser
-
-    add_dataset_parser(sub)
-    add_report_parser(sub)
-
-
 def build_parser(external: bool = True) -> argparse.ArgumentParser:
-    """The argument parser of the ``irem`` command (``external``: with ``dataset`` and ``report``)."""
+    """The ``irem`` command's parser (``external``: with ``dataset`` and ``report``)."""
     parser = Parser(
         prog="irem",
         description="Multi-stack MRI super-resolution with implicit neural representations (IREM, "
@@ -57,8 +43,12 @@ def build_parser(external: bool = True) -> argparse.ArgumentParser:
     baseline.add_parser(sub)
     sample.add_parser(sub)
     metrics.add_parser(sub)
-    if external:
-        _add_external(sub)
+    if external:  # their modules import more (pandas, matplotlib, the cohort)
+        from irem.cli.dataset import add_dataset_parser
+        from irem.cli.report import add_report_parser
+
+        add_dataset_parser(sub)
+        add_report_parser(sub)
     return parser
 
 

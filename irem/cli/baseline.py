@@ -20,64 +20,45 @@ from irem.cli.common import (
     set_threads,
 )
 
+#: The baselines: name, help, description and example of their sub-commands (srr last).
+METHODS = (
+    ("bspline", "multi-stack cubic B-spline interpolation",
+     "Resample every registered stack onto the target grid with cubic B-splines and average "
+     "where the stacks cover a voxel.",
+     "irem baseline bspline lr/acq-*.nii.gz -o bspline.nii.gz --reference hr.nii.gz"),
+    ("srr", "super-resolution reconstruction with a slice-acquisition model",
+     "Solve min_x sum_k ||D_k B_k x - y_k||^2 + alpha R(x) with an oriented Gaussian or box "
+     "PSF B_k (NiftyMIC's model), initialised from the B-spline result.",
+     "irem baseline srr lr/acq-*.nii.gz -o srr.nii.gz --psf box --regulariser tv"),
+)  # fmt: skip
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``irem baseline`` to the ``irem`` parser."""
     p = sub.add_parser(
-        "baseline",
-        help="reconstruct HR with a baseline (bspline, srr)",
+        "baseline", help="reconstruct HR with a baseline (bspline, srr)",
         description="Reconstruct HR with a baseline on the same inputs and grid as IREM.",
         epilog="example:\n  irem baseline srr lr/acq-*.nii.gz -o srr.nii.gz --psf box",
         formatter_class=FMT,
-    )
+    )  # fmt: skip
     bsub = p.add_subparsers(dest="method", required=True, metavar="METHOD")
-    b = add_subcommand(
-        bsub,
-        "bspline",
-        "multi-stack cubic B-spline interpolation",
-        "Resample every registered stack onto the target grid with cubic B-splines and average "
-        "where the stacks cover a voxel.",
-        "irem baseline bspline lr/acq-*.nii.gz -o bspline.nii.gz --reference hr.nii.gz",
-    )
-    add_stack_args(b, "bspline")
-    b.set_defaults(func=run)
-    b = add_subcommand(
-        bsub,
-        "srr",
-        "super-resolution reconstruction with a slice-acquisition model",
-        "Solve min_x sum_k ||D_k B_k x - y_k||^2 + alpha R(x) with an oriented Gaussian or box "
-        "PSF B_k (NiftyMIC's model), initialised from the B-spline result.",
-        "irem baseline srr lr/acq-*.nii.gz -o srr.nii.gz --psf box --regulariser tv",
-    )
-    add_stack_args(b, "srr")
+    for name, text, description, example in METHODS:
+        b = add_subcommand(bsub, name, text, description, example)
+        add_stack_args(b, name)
+        b.set_defaults(func=run)
     b.add_argument(
-        "--alpha",
-        type=nonneg_float,
-        default=None,
+        "--alpha", type=nonneg_float, default=None,
         help="relative regularisation weight (default, box PSF: 0.1 for tk1, 0.01 for tv, chosen "
         "on the noisy cohort's tuning split: results/tuning/README.md; Gaussian PSF: 0.03 and "
         "0.01, docs/baselines.md)",
-    )
-    b.add_argument(
-        "--regulariser",
-        choices=("tk1", "tv"),
-        default="tk1",
-        help="first-order Tikhonov or total variation",
-    )
-    b.add_argument(
-        "--iterations",
-        type=positive_int,
-        default=None,
-        help="maximum iterations (default: the method's)",
-    )
-    b.add_argument(
-        "--psf",
-        choices=("gaussian", "box"),
-        default="gaussian",
-        help="slice profile of the forward model",
-    )
+    )  # fmt: skip
+    b.add_argument("--regulariser", choices=("tk1", "tv"), default="tk1",
+                   help="first-order Tikhonov or total variation")  # fmt: skip
+    b.add_argument("--iterations", type=positive_int, default=None,
+                   help="maximum iterations (default: the method's)")  # fmt: skip
+    b.add_argument("--psf", choices=("gaussian", "box"), default="gaussian",
+                   help="slice profile of the forward model")  # fmt: skip
     add_device_args(b)
-    b.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 import textwrap
@@ -63,12 +64,8 @@ def finite_float(text: str, allow_zero: bool) -> float:
     return v
 
 
-def positive_float(text: str) -> float:
-    return finite_float(text, allow_zero=False)
-
-
-def nonneg_float(text: str) -> float:
-    return finite_float(text, allow_zero=True)
+positive_float = functools.partial(finite_float, allow_zero=False)
+nonneg_float = functools.partial(finite_float, allow_zero=True)
 
 
 def key_value(text: str) -> tuple[str, str]:
@@ -79,17 +76,11 @@ def key_value(text: str) -> tuple[str, str]:
 
 
 def add_output_options(p: argparse.ArgumentParser, top: bool) -> None:
-    """``-v``, ``-q`` and ``--log``: on the main parser, and on every sub-command (where they only
-    override what was given before the sub-command)."""
+    """``-v``, ``-q`` and ``--log`` (on a sub-command: overriding what came before it)."""
     verbose, quiet, log_file = (0, False, None) if top else [argparse.SUPPRESS] * 3
     p.add_argument("-v", "--verbose", action="count", default=verbose, help="more messages (debug)")
-    p.add_argument(
-        "-q",
-        "--quiet",
-        action="store_true",
-        default=quiet,
-        help="no progress output and warnings only",
-    )
+    p.add_argument("-q", "--quiet", action="store_true", default=quiet,
+                   help="no progress output and warnings only")  # fmt: skip
     p.add_argument(
         "--log", metavar="FILE", default=log_file, help="also write log messages to FILE"
     )
@@ -99,61 +90,40 @@ def add_subcommand(
     sub: argparse._SubParsersAction, name: str, help: str, description: str, example: str
 ) -> argparse.ArgumentParser:
     """A sub-command parser with its description and a usage example in the epilog."""
-    p = sub.add_parser(
-        name,
-        help=help,
-        description=description,
-        epilog="example:\n" + textwrap.indent(example.strip(), "  "),
-        formatter_class=FMT,
-    )
+    epilog = "example:\n" + textwrap.indent(example.strip(), "  ")
+    p = sub.add_parser(name, help=help, description=description, epilog=epilog, formatter_class=FMT)
     add_output_options(p, top=False)
     return p
 
 
 def add_grid_args(p: argparse.ArgumentParser, what: str) -> None:
     grid = p.add_mutually_exclusive_group()
-    grid.add_argument(
-        "--reference",
-        metavar="REF.nii.gz",
-        help="exactly this image's grid (shape and affine); how the benchmark scores",
-    )
-    grid.add_argument(
-        "--spacing",
-        type=positive_float,
-        metavar="MM",
-        help="isotropic grid of this spacing over the fixed stack's field of view "
-        f"(default: {what})",
-    )
+    grid.add_argument("--reference", metavar="REF.nii.gz",
+                      help="exactly this image's grid (shape and affine); how the benchmark "
+                      "scores")  # fmt: skip
+    grid.add_argument("--spacing", type=positive_float, metavar="MM",
+                      help=f"isotropic grid of this spacing over the fixed stack's field of view "
+                      f"(default: {what})")  # fmt: skip
 
 
 def add_stack_args(p: argparse.ArgumentParser, method: str) -> None:
-    """Inputs, output, grid, registration and acquisition options of ``method`` (irem, srr or
-    bspline)."""
-    p.add_argument(
-        "stacks",
-        nargs="+",
-        metavar="STACK",
-        help="LR stacks, any orientation: NIfTI files, or directories holding one DICOM series "
-        "each",
-    )
+    """Inputs, output, grid, registration and acquisition options of ``method``."""
+    p.add_argument("stacks", nargs="+", metavar="STACK",
+                   help="LR stacks, any orientation: NIfTI files, or directories holding one DICOM "
+                   "series each")  # fmt: skip
     p.add_argument("-o", "--output", required=True, metavar="OUT.nii.gz", help="HR output image")
     add_grid_args(p, "the fixed stack's finest spacing")
-    p.add_argument(
-        "--no-register",
-        action="store_true",
-        help="skip rigid registration (aligned, simulated stacks)",
-    )
+    p.add_argument("--no-register", action="store_true",
+                   help="skip rigid registration (aligned, simulated stacks)")  # fmt: skip
     p.add_argument(
         "--fixed-index", type=int, default=0, metavar="I", help="index of the fixed stack"
     )
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument(
-        "--max-memory",
-        type=positive_float,
-        metavar="GB",
+        "--max-memory", type=positive_float, metavar="GB",
         help="stop before any work when the estimated peak memory exceeds GB (it always stops when "
         "the estimate exceeds the available memory; -v prints the estimate)",
-    )
+    )  # fmt: skip
     add_acquisition_args(p, method)
 
 
@@ -190,49 +160,39 @@ def add_acquisition_args(p: argparse.ArgumentParser, method: str) -> None:
     thick, stack_mask, mask = ACQUISITION_USE[method]
     g = p.add_argument_group("acquisition (real scans)")
     g.add_argument(
-        "--thickness",
-        type=positive_float,
-        nargs="+",
-        metavar="MM",
+        "--thickness", type=positive_float, nargs="+", metavar="MM",
         help="slice thickness when it differs from the slice spacing (overlapping slices, or "
         "gaps): one value for all stacks or one per stack, in the order of STACK; "
         f"{thick}; e.g. --thickness 2 for 2 mm slices every 1.5 mm "
         "(default: each stack's spacing along its thick axis, or a DICOM series' Slice "
         "Thickness)",
-    )
+    )  # fmt: skip
     g.add_argument(
-        "--stack-masks",
-        nargs="+",
-        metavar="MASK",
+        "--stack-masks", nargs="+", metavar="MASK",
         help="one mask per stack, on that stack's grid (same shape and affine), in the order of "
         f"STACK; LR voxels outside it are {stack_mask}; e.g. --stack-masks m1.nii.gz m2.nii.gz "
         f"m3.nii.gz; 'auto': found in each stack ({AUTO_MASK}; written as "
         "OUT_stack-<name>_desc-auto_mask.nii.gz)",
-    )
+    )  # fmt: skip
     g.add_argument(
-        "--mask",
-        metavar="MASK.nii.gz",
+        "--mask", metavar="MASK.nii.gz",
         help="mask on the target grid (a mask on another grid in the fixed stack's world space is "
         f"resampled to it, nearest neighbour): the output is 0 outside it{mask}; e.g. --mask "
         f"brain.nii.gz; 'auto': found in the B-spline of the registered stacks ({AUTO_MASK}; "
         "written as OUT_desc-auto_mask.nii.gz)",
-    )
+    )  # fmt: skip
     g.add_argument(
-        "--n4",
-        action="store_true",
+        "--n4", action="store_true",
         help="N4 bias-field correction of each stack before registration (inside its stack mask, "
         "else inside Otsu's foreground); log fields written as OUT_stack-<name>_desc-n4_logfield"
         ".nii.gz",
-    )
+    )  # fmt: skip
     g.add_argument(
-        "--packages",
-        type=positive_int,
-        default=1,
-        metavar="N",
+        "--packages", type=positive_int, default=1, metavar="N",
         help="each stack was acquired as N interleaved packages (slices i, i+N, ...): after the "
         "stacks, register each package on its own (to their B-spline) and reconstruct from the "
         "packages",
-    )
+    )  # fmt: skip
 
 
 def add_device_args(p: argparse.ArgumentParser) -> None:
@@ -283,8 +243,7 @@ class _StderrFormatter(logging.Formatter):
 
 
 def setup_logging(verbose: int = 0, quiet: bool = False, log_file: str | None = None) -> None:
-    """Send the ``irem`` loggers' messages to stderr (and to ``log_file``), replacing the handlers
-    of an earlier call."""
+    """Send the ``irem`` loggers' messages to stderr and ``log_file``, replacing earlier ones."""
     root = logging.getLogger("irem")
     for h in [h for h in root.handlers if getattr(h, "_irem_cli", False)]:
         root.removeHandler(h)

@@ -63,57 +63,35 @@ def _add_dataset_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--seed", type=int, default=0, help="seed (mni152_flair: lesions; mni152_cohort: cohort)"
     )
+    p.add_argument("--subject", "--index", dest="subject", type=int, default=0, help="mni152_cohort"
+                   ": subject index (>= 0; --index is the same option)")  # fmt: skip
+    p.add_argument("--contrast", choices=("T1w", "T2w", "FLAIR"), default=None, help="mni152_cohort"
+                   ": contrast family (default: cycled by subject index)")  # fmt: skip
+    p.add_argument("--crop", type=int, nargs=3, metavar=("NX", "NY", "NZ"), help="keep a box of "
+                   "this many voxels (after the brain crop), placed by "
+                   "--crop-position")  # fmt: skip
     p.add_argument(
-        "--subject",
-        "--index",
-        dest="subject",
-        type=int,
-        default=0,
-        help="mni152_cohort: subject index (>= 0; --index is the same option)",
-    )
-    p.add_argument(
-        "--contrast",
-        choices=("T1w", "T2w", "FLAIR"),
-        default=None,
-        help="mni152_cohort: contrast family (default: cycled by subject index)",
-    )
-    p.add_argument(
-        "--crop",
-        type=int,
-        nargs=3,
-        metavar=("NX", "NY", "NZ"),
-        help="keep a box of this many voxels (after the brain crop), placed by --crop-position",
-    )
-    p.add_argument(
-        "--crop-position",
-        type=float,
-        nargs=3,
-        metavar=("PX", "PY", "PZ"),
-        default=(0.5, 0.5, 0.5),
+        "--crop-position", type=float, nargs=3, metavar=("PX", "PY", "PZ"), default=(0.5, 0.5, 0.5),
         help="where the --crop box lies along each voxel axis: 0 at the first voxel, 1 at the "
         "last, 0.5 centred (RAS: 1 1 1 is the right anterior superior corner)",
-    )
+    )  # fmt: skip
     p.add_argument("--phantom-size", type=int, default=64, help="phantom: voxels a side (64)")
     p.add_argument(
-        "--mask-threshold",
-        type=float,
-        default=None,
+        "--mask-threshold", type=float, default=None,
         help="mask threshold as a fraction of the 99.5th percentile "
         "(default: 0.1 for user files, exactly > 0 for the embedded volumes)",
-    )
+    )  # fmt: skip
 
 
 def add_dataset_parser(sub: argparse._SubParsersAction) -> None:
     """Add the ``dataset`` subcommand (ground truths, masks, cohort subjects) to ``irem``."""
     p = sub.add_parser(
-        "dataset",
-        help="write an embedded ground truth, a cohort subject or a brain mask",
+        "dataset", help="write an embedded ground truth, a cohort subject or a brain mask",
         description="Write an embedded ground-truth volume, a synthetic cohort subject (or a "
         "checked copy of a user's HR NIfTI file) and optionally its brain / white-matter masks. "
         "Nothing is downloaded.",
-        epilog=DATASET_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+        epilog=DATASET_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     _add_dataset_arguments(p)
     p.set_defaults(func=run_dataset)
 
@@ -121,13 +99,8 @@ def add_dataset_parser(sub: argparse._SubParsersAction) -> None:
 def _ground_truth(args: argparse.Namespace) -> tuple[Volume, Volume, Volume | None, dict]:
     """The (cropped) volume, its brain mask, the cohort's WM mask and extra sidecar fields."""
     if args.name == COHORT:
-        subj = cohort_subject(
-            args.subject,
-            seed=args.seed,
-            contrast=args.contrast,
-            crop=args.crop,
-            crop_position=args.crop_position,
-        )
+        subj = cohort_subject(args.subject, seed=args.seed, contrast=args.contrast, crop=args.crop,
+                              crop_position=args.crop_position)  # fmt: skip
         thr = 0.0 if args.mask_threshold is None else args.mask_threshold
         mask = brain_mask(subj.image, threshold=thr, relative=thr > 0)
         return subj.image, mask, subj.wm_mask, {"mask_threshold": thr, **subj.sidecar()}
@@ -148,21 +121,15 @@ def run_dataset(args: argparse.Namespace) -> None:
     """Write what ``irem dataset`` asks for (nothing on bad input)."""
     if not (args.out or args.mask_out or args.wm_mask_out):
         raise InputError("give -o OUT.nii.gz, --mask-out MASK.nii.gz, --wm-mask-out or several")
-    outs = [
-        check_output_path(p) if p else None for p in (args.out, args.mask_out, args.wm_mask_out)
-    ]
+    paths = (args.out, args.mask_out, args.wm_mask_out)
+    outs = [check_output_path(p) if p else None for p in paths]
     vol, mask, wm, extra = _ground_truth(args)
-    sidecar = {
-        "dataset": args.name,
-        "seed": args.seed,
-        "shape": list(vol.shape),
-        "spacing_mm": [float(s) for s in vol.spacing],
-        "crop": list(args.crop) if args.crop else None,
-        "crop_position": list(args.crop_position) if args.crop else None,
-        **extra,
-        "mask_voxels": int(mask.data.sum()),
-        "software": {"irem-bench": __version__},
-    }
+    sidecar = {"dataset": args.name, "seed": args.seed, "shape": list(vol.shape),
+               "spacing_mm": [float(s) for s in vol.spacing],
+               "crop": list(args.crop) if args.crop else None,
+               "crop_position": list(args.crop_position) if args.crop else None, **extra,
+               "mask_voxels": int(mask.data.sum()),
+               "software": {"irem-bench": __version__}}  # fmt: skip
     if wm is not None:
         sidecar["wm_mask_voxels"] = int(wm.data.sum())
     for path, image, side in zip(outs, (vol, mask, wm), (sidecar, None, None), strict=True):

@@ -37,45 +37,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--config", metavar="YAML", help="IREM configuration (model/train/reconstruct sections)"
     )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. model.fourier_dim=64",
-    )
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. model.fourier_dim=64")  # fmt: skip
     p.add_argument("--epochs", type=positive_int, help="training epochs (overrides the config)")
     p.add_argument(
-        "--steps",
-        type=positive_int,
-        metavar="N",
+        "--steps", type=positive_int, metavar="N",
         help="stop after N optimiser steps (the cap with --steps-per-mvoxel); a step budget gives "
         "the same result on any machine",
-    )
+    )  # fmt: skip
+    p.add_argument("--steps-per-mvoxel", type=positive_float, metavar="N", help="step budget of N "
+                   "optimiser steps per million target grid voxels")  # fmt: skip
     p.add_argument(
-        "--steps-per-mvoxel",
-        type=positive_float,
-        metavar="N",
-        help="step budget of N optimiser steps per million target grid voxels",
-    )
-    p.add_argument(
-        "--time-budget",
-        type=positive_float,
-        metavar="SECONDS",
+        "--time-budget", type=positive_float, metavar="SECONDS",
         help="stop training cleanly after this wall time (the cap with --time-per-mvoxel)",
-    )
+    )  # fmt: skip
+    p.add_argument("--time-per-mvoxel", type=positive_float, metavar="S",
+                   help="time budget of S seconds per million target grid voxels")  # fmt: skip
     p.add_argument(
-        "--time-per-mvoxel",
-        type=positive_float,
-        metavar="S",
-        help="time budget of S seconds per million target grid voxels",
-    )
-    p.add_argument(
-        "--precision",
-        choices=["auto", "fp32", "bf16"],
+        "--precision", choices=["auto", "fp32", "bf16"],
         help="training precision (overrides train.precision): bf16 autocast, fp32, or auto: bf16 "
         "where the device computes in bf16 natively (AVX512_BF16/AMX CPUs, bf16 GPUs)",
-    )
+    )  # fmt: skip
     add_device_args(p)
     _add_output_args(p)
     p.set_defaults(func=run)
@@ -90,30 +72,21 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
         "--checkpoint", metavar="PATH", help="checkpoint file (default: hidden file beside OUT)"
     )
     p.add_argument(
-        "--start-image",
-        metavar="IMG.nii.gz",
+        "--start-image", metavar="IMG.nii.gz",
         help="start image of a grid INR (any grid in the fixed stack's world space, resampled "
         "trilinearly; default: train.base, SRR-TV of the fitted LR voxels)",
-    )
+    )  # fmt: skip
     p.add_argument(
-        "--snapshots",
-        metavar="DIR",
+        "--snapshots", metavar="DIR",
         help="also write the HR image after the epochs of --snapshot-epochs to "
         "DIR/epoch-NNNN.nii.gz (each with a JSON sidecar: epoch, steps, held-out loss; before any "
         "--mask)",
-    )
-    p.add_argument(
-        "--snapshot-epochs",
-        type=epoch_list,
-        default=SNAPSHOT_EPOCHS,
-        metavar="E1,E2,...",
-        help="epochs after which --snapshots writes (default: %(default)s)",
-    )
-    p.add_argument(
-        "--save-model",
-        metavar="MODEL.pt",
-        help="save the trained model, normaliser, config, transforms and grid (for irem sample)",
-    )
+    )  # fmt: skip
+    p.add_argument("--snapshot-epochs", type=epoch_list, default=SNAPSHOT_EPOCHS,
+                   metavar="E1,E2,...", help="epochs after which --snapshots writes (default: "
+                   "%(default)s)")  # fmt: skip
+    p.add_argument("--save-model", metavar="MODEL.pt", help="save the trained model, normaliser, "
+                   "config, transforms and grid (for irem sample)")  # fmt: skip
 
 
 #: The epochs of ``--snapshots`` by default: about three per decade.
@@ -168,14 +141,9 @@ def _check_model_path(path: str | None) -> Path | None:
 
 
 def _irem_sidecar(
-    cfg: Any,
-    device: Any,
-    norm: Any,
-    result: Any,
-    eval_seconds: float,
-    model_path: Path | None,
+    cfg: Any, device: Any, norm: Any, result: Any, eval_seconds: float, model_path: Path | None,
     start: dict[str, Any],
-) -> dict[str, Any]:
+) -> dict[str, Any]:  # fmt: skip
     """The IREM-specific fields of the sidecar: config, device, training summary and budget."""
     import torch
 
@@ -223,18 +191,10 @@ def run(args: argparse.Namespace) -> None:
             raise InputError("--start-image needs a grid INR (--config fast)")
         start, start_info = make_start(stacks, grid, cfg.train, args.seed, device, args.start_image)
         model, norm, result = train(
-            stacks,
-            cfg,
-            seed=args.seed,
-            device=device,
-            checkpoint=ckpt,
-            resume=args.resume,
-            progress=not args.quiet,
-            target_voxels=grid.size,
-            grid=grid,
-            start=start,
+            stacks, cfg, seed=args.seed, device=device, checkpoint=ckpt, resume=args.resume,
+            progress=not args.quiet, target_voxels=grid.size, grid=grid, start=start,
             on_epoch=_snapshot_writer(args, grid, cfg, device),
-        )
+        )  # fmt: skip
         t0 = time.perf_counter()
         hr = predict(
             model, norm, grid, chunk=cfg.reconstruct.chunk, device=device, progress=bars(args)
@@ -245,16 +205,8 @@ def run(args: argparse.Namespace) -> None:
 
     done = run(req, "irem", method, mask_lr_voxels=True, memory=inr_model(cfg))
     if model_path is not None:
-        save_model(
-            model_path,
-            trained["model"],
-            trained["norm"],
-            cfg,
-            seed=args.seed,
-            grid=done.grid,
-            stacks=done.stacks,
-            fixed_index=args.fixed_index,
-        )
+        save_model(model_path, trained["model"], trained["norm"], cfg, seed=args.seed,
+                   grid=done.grid, stacks=done.stacks, fixed_index=args.fixed_index)  # fmt: skip
     if ckpt.exists() and not args.checkpoint:
         ckpt.unlink()
     print(done.output)

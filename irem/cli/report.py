@@ -1,14 +1,10 @@
 """``irem report``: the tables and figures of the benchmark, from the files the workflow writes.
 
-A thin command line over :mod:`irem.report.tables`, :mod:`irem.report.figures` and :mod:`irem.evaluation.stats`. Every run
-is identified by the ``"meta"`` dict of its metrics JSON (never by its file name); method labels,
-order and roles come from ``--method NAME=LABEL`` (order given = order drawn) and
-``--baselines NAME ...``. Sub-commands: ``tables``, ``fig3``, ``fig4``, ``fig5``, ``scantime``,
-``cohort``, ``tuning``, ``tuning-summary``.
-
-:func:`add_report_parser` adds the ``report`` sub-command to the ``irem`` command; ``python -m
-irem.cli.report SUBCOMMAND ...`` runs the same parser. Bad input ends with one ``error:`` line and
-exit status 2.
+A thin command line over :mod:`irem.report.tables`, :mod:`irem.report.figures` and
+:mod:`irem.evaluation.stats`. Every run is identified by the ``"meta"`` dict of its metrics JSON
+(never by its file name); method labels, order and roles come from ``--method NAME=LABEL`` (order
+given = order drawn) and ``--baselines NAME ...``. Sub-commands: ``tables``, ``fig3``, ``fig4``,
+``fig5``, ``scantime``, ``cohort``, ``tuning``, ``tuning-summary``.
 """
 
 from __future__ import annotations
@@ -74,10 +70,6 @@ def _benchmark_pair(text: str) -> tuple[str, str]:
     if not sep or not tsv or not metrics:
         raise argparse.ArgumentTypeError(f"expected BENCHMARK.tsv=METRICS.json, got {text!r}")
     return tsv, metrics
-
-
-# --------------------------------------------------------------------------------------------------
-# Handlers
 
 
 @_input_errors
@@ -163,7 +155,7 @@ def cmd_scantime(args: argparse.Namespace) -> None:
 
 @_input_errors
 def cmd_tuning(args: argparse.Namespace) -> None:
-    """A tuning sweep's runs (one CSV row each) and its choice per group (irem/evaluation/tuning.py)."""
+    """A tuning sweep's runs (one CSV row each) and its choice per group."""
     from irem.evaluation.tuning import choose
 
     cases = json.loads(args.cases)
@@ -219,10 +211,6 @@ def cmd_tuning_summary(args: argparse.Namespace) -> None:
     tables.write_text(Path(args.md), text + tables.markdown_table(["method", "runs"], counts))
 
 
-# --------------------------------------------------------------------------------------------------
-# Parser
-
-
 def _add_methods(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--method", action="extend", nargs="+", default=[], metavar="NAME=LABEL",
@@ -254,7 +242,8 @@ EPILOGS = {
     "fig5": "example:\n  irem report fig5 --gt gt.nii.gz --mask mask.nii.gz --lr sag.nii.gz \\\n"
     "    --rec bspline=b.nii.gz irem=i.nii.gz --metrics b_metrics.json i_metrics.json \\\n"
     "    --method bspline=B-spline irem=IREM --slice brightest -o fig5.png fig5.pdf",
-    "cohort": "example:\n  irem report cohort results/cohort/sub-*_T1w.nii.gz -o cohort.png cohort.pdf",
+    "cohort": "example:\n  irem report cohort results/cohort/sub-*_T1w.nii.gz -o cohort.png "
+    "cohort.pdf",
     "scantime": "example:\n  irem report scantime --metrics results/scantime/*_metrics.json \\\n"
     "    --method srr=SRR irem=IREM hrscan='HR scan' -o scantime.png scantime.pdf \\\n"
     "    --csv scantime.csv --md scantime.md",
@@ -264,15 +253,14 @@ EPILOGS = {
 def _sub(
     rsub: argparse._SubParsersAction, name: str, func: Handler, text: str
 ) -> argparse.ArgumentParser:
-    """Add the sub-command ``name``, run by ``func``, with its example (:data:`EPILOGS`)."""
+    """Add the sub-command ``name``, run by ``func``, with its example."""
     p = rsub.add_parser(name, help=text, epilog=EPILOGS.get(name), formatter_class=RAW)
     p.set_defaults(func=func)
     return p
 
 
 def add_report_parser(sub: argparse._SubParsersAction) -> None:
-    """Add ``report`` with its sub-commands to ``sub``; each sets ``func``: ``args.func(args)``
-    raises :class:`InputError` (a ValueError) on bad input."""
+    """Add ``report`` and its sub-commands (each sets ``func``) to ``sub``."""
     p = sub.add_parser(
         "report",
         help="tables and figures from the workflow's metrics JSONs",

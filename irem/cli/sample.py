@@ -52,15 +52,10 @@ def run(args: argparse.Namespace) -> None:
     grid = _sample_grid(args, saved)
     chunk = saved.cfg.reconstruct.chunk
     hr = predict(saved.model, saved.norm, grid, chunk=chunk, device=device, progress=bars(args))
-    sidecar = {
-        "method": "irem",
-        "model_file": str(args.model),
-        "seed": saved.seed,
-        "config": saved.cfg.to_dict(),
-        "normaliser": saved.norm.to_dict(),
-        "transforms": saved.transforms,
-        "training_grid": {"shape": list(saved.grid.shape), "affine": saved.grid.affine.tolist()},
-        "device": str(device),
-    }
+    sidecar = {"method": "irem", "model_file": str(args.model), "seed": saved.seed,
+               "config": saved.cfg.to_dict(), "normaliser": saved.norm.to_dict(),
+               "transforms": saved.transforms, "device": str(device),
+               "training_grid": {"shape": list(saved.grid.shape),
+                                 "affine": saved.grid.affine.tolist()}}  # fmt: skip
     write_result(out, hr, grid, sidecar, t_start)
     print(out)

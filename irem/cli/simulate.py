@@ -26,22 +26,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("hr", metavar="HR.nii.gz", help="high-resolution ground truth")
     p.add_argument(
-        "--k",
-        type=positive_int,
-        required=True,
+        "--k", type=positive_int, required=True,
         help="down-sampling factor: slice spacing (and, without --thickness, slice thickness) in "
         "HR voxels",
-    )
+    )  # fmt: skip
     p.add_argument(
-        "--thickness",
-        type=positive_float,
-        metavar="T",
+        "--thickness", type=positive_float, metavar="T",
         help="slice thickness in HR voxels (box width or Gaussian FWHM; may be fractional): below "
         "K leaves a gap between slices, above K makes them overlap; the NIfTI files keep only the "
         "spacing, so reconstruct with the methods' --thickness in mm (simulation.json and the "
         "sidecars give it as slice_thickness_mm, one per stack in the order of simulation.json's "
         "stacks); e.g. --k 4 --thickness 2 (default: K)",
-    )
+    )  # fmt: skip
     p.add_argument("--out-dir", required=True, help="output folder (created if missing)")
     p.add_argument(
         "--profile", choices=("box", "gaussian", "none"), default="box", help="slice profile"
@@ -53,34 +49,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _add_noise_and_motion_args(p: argparse.ArgumentParser) -> None:
     noise = p.add_mutually_exclusive_group()
     noise.add_argument(
-        "--snr",
-        type=positive_float,
+        "--snr", type=positive_float,
         help="Rician noise of each stack at this SNR (mean white-matter signal of the noise-free "
         "HR image over the noise sigma of each channel; see --wm-mask)",
-    )
+    )  # fmt: skip
     noise.add_argument(
-        "--hr-snr",
-        type=positive_float,
+        "--hr-snr", type=positive_float,
         help="scan-time-matched: an HR scan of this SNR (written as hr.nii.gz) and three stacks of "
         "a third of its scan time each, at T / sqrt(3) times its SNR (T: --thickness, default K)",
-    )
+    )  # fmt: skip
     p.add_argument(
-        "--wm-mask",
-        metavar="MASK.nii.gz",
+        "--wm-mask", metavar="MASK.nii.gz",
         help="white-matter mask of HR, the SNR's reference region (default: the upper half of the "
         "foreground's intensities)",
-    )
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed for noise and motion")
     p.add_argument(
         "--subject-seed", type=int, help="a per-subject seed, combined with --seed for the noise"
     )
-    p.add_argument(
-        "--motion",
-        type=nonneg_float,
-        nargs=2,
-        metavar=("DEG", "MM"),
-        help="move every stack but the sagittal one by a seeded random rigid motion",
-    )
+    p.add_argument("--motion", type=nonneg_float, nargs=2, metavar=("DEG", "MM"), help="move every "
+                   "stack but the sagittal one by a seeded random rigid motion")  # fmt: skip
     p.add_argument(
         "--reorient", action="store_true", help="store the stacks in different voxel orientations"
     )
@@ -88,12 +76,7 @@ def _add_noise_and_motion_args(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Carry out ``irem simulate``."""
-    from irem.acquisition.simulate import (
-        REORIENT_CODES,
-        reorient,
-        simulate_scan_time_matched,
-        simulate_stacks,
-    )
+    from irem.acquisition import simulate as sim
     from irem.volume import load_volume
 
     if args.thickness is not None and args.profile == "none":
@@ -110,26 +93,18 @@ def run(args: argparse.Namespace) -> None:
     kwargs = {"profile": args.profile, "seed": args.seed, "wm_mask": wm,
               "subject_seed": args.subject_seed, "thickness": args.thickness}  # fmt: skip
     if args.hr_snr is not None:
-        stacks, hr_scan, info = simulate_scan_time_matched(hr, args.k, args.hr_snr, **kwargs)
+        stacks, hr_scan, info = sim.simulate_scan_time_matched(hr, args.k, args.hr_snr, **kwargs)
         noise.update(info)
     else:
-        stacks = simulate_stacks(hr, args.k, snr=args.snr, **kwargs)
+        stacks = sim.simulate_stacks(hr, args.k, snr=args.snr, **kwargs)
     motions = [None] * 3 if args.motion is None else _move(stacks, args.motion, args.seed, hr)
     if args.reorient:
-        stacks = [reorient(s, c) if c else s for s, c in zip(stacks, REORIENT_CODES, strict=True)]
-    params = {
-        "source": str(args.hr),
-        "k": args.k,
-        "thickness": thickness,
-        "slice_thickness_mm": [thickness * float(v) for v in hr.spacing],
-        "profile": args.profile,
-        "snr": args.snr,
-        "noise": noise,
-        "seed": args.seed,
-        "motion": args.motion,
-        "reorient": args.reorient,
-        "version": __version__,
-    }
+        codes = sim.REORIENT_CODES
+        stacks = [sim.reorient(s, c) if c else s for s, c in zip(stacks, codes, strict=True)]
+    params = {"source": str(args.hr), "k": args.k, "thickness": thickness,
+              "slice_thickness_mm": [thickness * float(v) for v in hr.spacing],
+              "profile": args.profile, "snr": args.snr, "noise": noise, "seed": args.seed,
+              "motion": args.motion, "reorient": args.reorient, "version": __version__}  # fmt: skip
     _write_simulation(Path(args.out_dir), stacks, params, motions, hr_scan)
 
 
@@ -159,13 +134,9 @@ def _write_simulation(
     files = []
     for i, s in enumerate(stacks):
         path = out / f"acq-{s.name}.nii.gz"
-        sidecar = {
-            **params,
-            "orientation": s.name,
-            "thick_axis": s.thick_axis,
-            "spacing_mm": [float(v) for v in s.spacing],
-            "motion_applied": motions[i],
-        }
+        sidecar = {**params, "orientation": s.name, "thick_axis": s.thick_axis,
+                   "spacing_mm": [float(v) for v in s.spacing],
+                   "motion_applied": motions[i]}  # fmt: skip
         save_volume(path, s.data, s.affine, sidecar=sidecar)
         files.append(path.name)
     if hr_scan is not None:

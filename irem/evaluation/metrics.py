@@ -1,15 +1,5 @@
-"""PSNR and SSIM against a ground truth, over the whole volume and inside a brain mask.
-
-Both come from scikit-image with ``data_range`` taken from the ground truth (max - min) and
-recorded next to the numbers. SSIM follows Wang et al. (2004): Gaussian window with sigma 1.5, no
-sample-covariance correction. The masked SSIM is the mean of the SSIM map inside the mask; the
-masked PSNR uses the mean squared error inside the mask with the same ``data_range``.
-
-The edge PSNR scores where super-resolution matters most, the tissue boundaries: the voxels of the
-brain mask dilated by :data:`EDGE_DILATION` voxels (so the brain's outer boundary counts) whose
-ground-truth gradient magnitude (Gaussian derivative, sigma :data:`EDGE_SIGMA` voxels) is in the top
-:data:`EDGE_FRACTION` of that region: cortex, grey/white and CSF boundaries.
-"""
+"""PSNR and SSIM (scikit-image, Wang et al. 2004, ``data_range`` of the ground truth) over the whole
+volume, inside a brain mask (masked SSIM: the mean of the SSIM map there) and on the edges."""
 
 from __future__ import annotations
 
@@ -32,8 +22,8 @@ EDGE_FRACTION = 0.25
 
 
 def edge_band(gt: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The edge region of the module docstring: the strongest ground-truth edges in and around
-    ``mask``."""
+    """The strongest ground-truth edges (top :data:`EDGE_FRACTION` of the gradient magnitude) in
+    the mask dilated by :data:`EDGE_DILATION` voxels: cortex, grey/white and CSF boundaries."""
     from scipy import ndimage
 
     around = ndimage.binary_dilation(mask, iterations=EDGE_DILATION)
@@ -75,11 +65,9 @@ def _brain_mask(
 
 
 def compute_metrics(
-    pred: np.ndarray,
-    gt: np.ndarray,
-    mask: np.ndarray | None = None,
+    pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None,
     threshold: float = DEFAULT_MASK_THRESHOLD,
-) -> dict[str, Any]:
+) -> dict[str, Any]:  # fmt: skip
     """PSNR (dB)/SSIM of ``pred`` against ``gt`` over the volume, inside ``mask`` (None: ``gt >
     threshold * max(gt)``) and on the edges, as a JSON-ready dict with how the masks were made."""
     pred = np.asarray(pred, dtype=np.float64)

@@ -1,11 +1,5 @@
-"""Summary statistics and paired comparisons of per-subject scores (pure functions on arrays).
-
-Confidence intervals are Student-t intervals of a mean (``scipy.stats.t``); a paired comparison of a
-method A with a baseline B on the same subjects gives the mean difference A - B, its paired-t 95%
-interval, the Wilcoxon signed-rank p-value (``scipy.stats.wilcoxon``, two-sided) and win/tie/loss
-counts; :func:`holm` adjusts a table's p-values for multiple comparisons. Where a statistic is
-undefined (too few values, all differences zero) it is NaN.
-"""
+"""Summary statistics (Student-t intervals) and paired comparisons (paired-t interval, two-sided
+Wilcoxon p, wins/ties/losses, Holm's adjustment) of per-subject scores; undefined ones are NaN."""
 
 from __future__ import annotations
 
@@ -73,8 +67,7 @@ def summarise(values: np.ndarray | pd.Series | list[float], confidence: float = 
 
 
 def wilcoxon_p(diff: np.ndarray) -> float:
-    """Two-sided Wilcoxon signed-rank p-value of paired differences; NaN if undefined
-    (fewer than two differences, or all of them zero)."""
+    """Two-sided Wilcoxon signed-rank p of paired differences (NaN: fewer than two, or all 0)."""
     d = _finite(diff)
     if d.size < 2 or not np.any(d != 0.0):
         return math.nan
@@ -84,8 +77,7 @@ def wilcoxon_p(diff: np.ndarray) -> float:
 
 
 def paired(a: pd.Series, b: pd.Series, tolerance: float, confidence: float = 0.95) -> Paired:
-    """Compare scores ``a`` with the baseline's ``b`` on the units (index labels, e.g. subjects)
-    both have, A - B (a tie: |A - B| < ``tolerance``); no common unit: n = 0, statistics NaN."""
+    """``a`` - the baseline's ``b`` on the units (index labels) both have (tie: < ``tolerance``)."""
     both = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner").dropna()
     d = (both["a"] - both["b"]).to_numpy(dtype=np.float64)
     low, high = t_interval(d, confidence)
@@ -102,9 +94,7 @@ def paired(a: pd.Series, b: pd.Series, tolerance: float, confidence: float = 0.9
 
 
 def holm(p: np.ndarray | pd.Series | list[float]) -> np.ndarray:
-    """Holm's step-down adjustment of a family of p-values (NaN entries are left out of the family
-    and stay NaN): the i-th smallest of m is multiplied by m - i (i from 0), made non-decreasing,
-    capped at 1."""
+    """Holm's step-down adjustment of a family of p-values (NaN entries left out and kept NaN)."""
     p = np.asarray(p, dtype=np.float64)
     out = np.full(p.shape, math.nan)
     ok = np.flatnonzero(np.isfinite(p))

@@ -1,12 +1,5 @@
-"""Tuning sweeps of the workflow: candidate settings as a table, and the rule that chooses one.
-
-A sweep (config ``tuning.sweeps``) runs a method of the config with options appended to its
-command, one candidate per row of the product of its ``values`` (``snakemake.utils.Paramspace``
-names them), on the tuning subjects only. Its runs are scored like any run; :func:`choose` picks a
-candidate per group (e.g. per HR SNR) by the declared rule: the highest mean brain PSNR, or, with
-``prefer``, the preferred candidate unless another scores higher with the 95% CI of the paired
-difference above zero.
-"""
+"""Tuning sweeps of the workflow (config ``tuning.sweeps``): the candidate settings as a table, and
+the rule that chooses one per group from the scored runs on the tuning subjects."""
 
 from __future__ import annotations
 
@@ -25,8 +18,7 @@ PAIR_ON = ("subject", "k", "seed")
 
 
 def candidates(values: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """The candidates of a sweep, one row each: every combination of a mapping's values (columns
-    in its order), or a list of candidates given one by one (each with the same parameters)."""
+    """A sweep's candidates, one row each: the product of a mapping's values, or each listed."""
     if not isinstance(values, Mapping):
         rows = [dict(v) for v in values]
         if not rows or any(set(r) != set(rows[0]) for r in rows):
@@ -53,11 +45,9 @@ def choose(
     prefer: Mapping[str, Any] | None = None,
     group: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """The chosen candidate (values of ``params``) of a sweep's scored runs (columns ``params``,
-    :data:`PAIR_ON`, ``group``, :data:`SCORE`), one row per ``group`` with ``mean_psnr_mask``,
-    ``n_runs`` and, with ``prefer``, ``ci_low``/``ci_high`` of the best challenger's difference:
-    ``prefer`` is kept unless another's score minus its own, paired on :data:`PAIR_ON`, has a 95%
-    CI above zero (then the highest such); without it, the highest mean score wins."""
+    """The chosen candidate per ``group``, with ``mean_psnr_mask`` and ``n_runs``: the highest mean
+    score, or with ``prefer`` that one unless another's paired difference to it (on
+    :data:`PAIR_ON`) has its 95% CI above zero (``ci_low``/``ci_high``: the best challenger's)."""
     params, group = list(params), list(group)
     rows = []
     for key, sub in runs.groupby(group, sort=True) if group else [((), runs)]:

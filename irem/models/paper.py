@@ -1,10 +1,6 @@
-"""The IREM network (paper section 2.2): Gaussian Fourier features and an 18-layer MLP.
-
-gamma(P) = [cos(2 pi B P), sin(2 pi B P)] with B in R^{L x 3}, entries N(0, sigma^2), so the encoding
-has 2L features. The MLP has ``depth`` fully connected layers, each but the last followed by
-BatchNorm and ReLU, ``width`` neurons wide; the encoding is concatenated to the activations that
-enter layers 7 and 13 (1-based), whose in-features are therefore 2L + width.
-"""
+"""The IREM network (paper section 2.2): Gaussian Fourier features gamma(P) = [cos(2 pi B P),
+sin(2 pi B P)] (B in R^{L x 3}, entries N(0, sigma^2)) and an MLP of ``depth`` layers of ``width``,
+each but the last followed by BatchNorm and ReLU, the encoding also entering layers 7 and 13."""
 
 from __future__ import annotations
 
@@ -19,19 +15,16 @@ class FourierFeatures(nn.Module):
     """Random Gaussian Fourier feature mapping R^3 -> R^{2L} (Tancik et al. 2020)."""
 
     def __init__(self, fourier_dim: int = 256, sigma: float = 1.0, seed: int = 0, in_dim: int = 3):
-        """Draw B in R^{L x in_dim} (``fourier_dim`` = 2L output features) with entries
-        N(0, sigma^2) from ``seed``."""
+        """Draw B (``fourier_dim`` = 2L output features) from ``seed``."""
         super().__init__()
-        if fourier_dim < 2 or fourier_dim % 2:
-            raise ValueError(f"fourier_dim (2L) must be an even number >= 2, got {fourier_dim}")
         gen = torch.Generator().manual_seed(int(seed))
         b = torch.randn(fourier_dim // 2, in_dim, generator=gen, dtype=torch.float32) * sigma
         self.register_buffer("B", b)
         self.out_dim = fourier_dim
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
-        # Phases in float32 even under autocast (bf16 would round them by up to 1/8 rad), the
-        # features then cast once to the autocast type, so that the skips concatenate one type.
+        # Phases in float32 even under autocast (bf16 would round them), then one cast to the
+        # autocast type, so that the skips concatenate one type.
         device = p.device.type
         with torch.autocast(device, enabled=False):
             proj = (2.0 * math.pi) * (p.float() @ self.B.T)
@@ -42,7 +35,7 @@ class FourierFeatures(nn.Module):
 
 
 class IREM(nn.Module):
-    """Fourier features followed by the paper's MLP with BatchNorm, ReLU and two skip concatenations."""
+    """Fourier features followed by the paper's MLP with BatchNorm, ReLU and skip concatenations."""
 
     def __init__(
         self,
@@ -56,10 +49,6 @@ class IREM(nn.Module):
         """Build the network (``skips``: 0-based indices of the layers whose input gets the
         encoding concatenated); B and all weights are drawn from ``seed``."""
         super().__init__()
-        if depth < 2:
-            raise ValueError(f"depth must be >= 2, got {depth}")
-        if any(not 0 < s < depth for s in skips):
-            raise ValueError(f"skip layers must lie in 1..{depth - 1}, got {skips}")
         self.encoding = FourierFeatures(fourier_dim, sigma, seed)
         self.skips = tuple(skips)
         gen_state = torch.random.get_rng_state()
@@ -91,12 +80,8 @@ class IREM(nn.Module):
 
 
 class FoldedIREM(nn.Module):
-    """An eval-mode IREM for inference: each BatchNorm folded into the Linear before it.
-
-    In eval mode BatchNorm is the affine map ``x -> (x - mean) * g / sqrt(var + eps) + beta`` with
-    the running statistics, so ``BN(W x + b) = (s W) x + s (b - mean) + beta`` with
-    ``s = g / sqrt(var + eps)``: the same function with 17 fewer passes over the activations.
-    """
+    """An eval-mode IREM for inference, each BatchNorm folded into the Linear before it:
+    ``BN(W x + b) = (s W) x + s (b - mean) + beta`` with ``s = g / sqrt(var + eps)``."""
 
     def __init__(self, model: IREM):
         super().__init__()
@@ -123,5 +108,5 @@ class FoldedIREM(nn.Module):
 
 
 def for_inference(model: nn.Module) -> nn.Module:
-    """The fastest equivalent module for evaluation: IREM with folded BatchNorm, others unchanged."""
+    """The fastest equivalent module for evaluation: IREM with folded BatchNorm, others as is."""
     return FoldedIREM(model) if isinstance(model, IREM) else model.eval()

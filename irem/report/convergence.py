@@ -1,9 +1,5 @@
-"""The convergence study of the paper's network: brain PSNR and held-out LR loss against epochs.
-
-Each run (``irem reconstruct --snapshots``) leaves its HR image after chosen epochs beside the
-reconstruction (:func:`snapshot_folder`); these functions score the snapshots against the run's
-ground truth, summarise each run (why it stopped) and draw the curves with the baselines as lines.
-"""
+"""The convergence study of the paper's network (brain PSNR and held-out LR loss against epochs,
+from the snapshots of ``irem reconstruct --snapshots``) and Fig. 3, its one-parameter sweep."""
 
 from __future__ import annotations
 
@@ -23,15 +19,13 @@ from irem.volume import load_volume
 
 
 def snapshot_folder(metrics_path: str | Path) -> Path:
-    """``..._T1w_metrics.json`` -> ``..._T1w_snapshots`` (the run's snapshots,
-    :func:`irem.layout.snapshot_path`)."""
+    """``..._T1w_metrics.json`` -> ``..._T1w_snapshots`` (:func:`irem.layout.snapshot_path`)."""
     p = Path(metrics_path)
     return p.with_name(p.name.replace("_metrics.json", SNAPSHOTS))
 
 
 def score_snapshots(metrics_path: str | Path) -> pd.DataFrame:
-    """One row per snapshot of a run: epoch, steps, held-out loss and brain PSNR/SSIM against the
-    ground truth and mask its metrics JSON names."""
+    """One row per snapshot of a run: epoch, steps, held-out loss, brain PSNR/SSIM against its GT."""
     met = read_json(metrics_path)
     gt = load_volume(met["gt"]).data
     mask = load_volume(met["mask_file"], mask=True).data > 0.5 if met.get("mask_file") else None
@@ -49,22 +43,19 @@ def score_snapshots(metrics_path: str | Path) -> pd.DataFrame:
 
 
 def run_summary(runs: pd.DataFrame, lines: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: how long it trained, why it stopped, its held-out-best image's brain PSNR
-    and that PSNR minus each baseline's on the same subject, k and seed."""
+    """One row per run: training, why it stopped, brain PSNR and that minus each baseline's."""
     out = runs[["method", "label", "subject", "k", "seed", "epochs_completed", "steps",
                 "stopped_by", "training_seconds", "psnr_mask"]].copy()  # fmt: skip
     key = ["subject", "k", "seed"]
+    units = pd.MultiIndex.from_frame(out[key])
     for name, base in lines.groupby("method", sort=False):
-        ref = base.set_index(key)["psnr_mask"]
-        out[f"minus_{name}"] = out["psnr_mask"].to_numpy() - ref.reindex(
-            pd.MultiIndex.from_frame(out[key])
-        ).to_numpy()
+        ref = base.set_index(key)["psnr_mask"].reindex(units).to_numpy()
+        out[f"minus_{name}"] = out["psnr_mask"].to_numpy() - ref
     return out.reset_index(drop=True)
 
 
 def paired_rows(summary: pd.DataFrame, lines: Sequence[str]) -> list[list[str]]:
-    """Per method and k, the paired difference to each baseline over subjects (mean, 95% CI,
-    Wilcoxon p, wins/ties/losses at 0.1 dB)."""
+    """Per method and k, the paired difference to each baseline over subjects (at 0.1 dB)."""
     rows = []
     for (_, k), g in summary.groupby(["method", "k"], sort=False):
         for name in lines:
@@ -85,7 +76,7 @@ def convergence_markdown(summary: pd.DataFrame, lines: Sequence[str]) -> str:
     head = ["run", "k", "subject", "epochs", "steps", "stopped by", "training min",
             "brain PSNR (dB)", *(f"- {n}" for n in lines)]  # fmt: skip
     paired = ["run", "k", "baseline", "mean difference (dB)", "95% CI", "Wilcoxon p",
-              "W/T/L (0.1 dB)"]
+              "W/T/L (0.1 dB)"]  # fmt: skip
     return (
         markdown_table(head, runs)
         + "\nPaired over subjects (the held-out-best image of each run):\n\n"
@@ -96,8 +87,7 @@ def convergence_markdown(summary: pd.DataFrame, lines: Sequence[str]) -> str:
 def convergence_figure(
     curves: pd.DataFrame, lines: pd.DataFrame, methods: Methods, title: str = ""
 ) -> Any:
-    """Brain PSNR (top row of each k) and held-out LR loss against epochs, one column per
-    subject; the baselines are horizontal lines."""
+    """Brain PSNR and held-out LR loss against epochs, a column per subject, baselines as lines."""
     plt = pyplot()
     ks = sorted(curves["k"].unique(), key=int)
     subjects = sorted(curves["subject"].unique())
@@ -111,7 +101,7 @@ def convergence_figure(
             for n, (method, g) in enumerate(here.groupby("method", sort=False)):
                 g = g.sort_values("epoch")
                 c = colours[n % len(colours)]
-                top.plot(g["epoch"], g["psnr_mask"], "o-", ms=3, color=c, label=methods.label(method))
+                top.plot(g["epoch"], g["psnr_mask"], "o-", ms=3, c=c, label=methods.label(method))
                 bottom.plot(g["epoch"], g["held_out_loss"], "o-", ms=3, color=c)
             base = lines[(lines["k"] == k) & (lines["subject"] == subject)]
             for n, (_, r) in enumerate(base.iterrows()):
@@ -136,8 +126,7 @@ def convergence_figure(
 def convergence_report(
     metrics: Sequence[str], lines: Sequence[str], methods: Methods
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The curves of the study's runs (``metrics``: their metrics JSONs), each run's summary, and
-    the baselines' runs (``lines``: theirs)."""
+    """The curves of the study's runs, each run's summary and the baselines' runs."""
     runs = load_runs(metrics, methods)
     runs["label"] = [methods.label(m) for m in runs["method"]]
     base = load_runs(lines, methods)
@@ -146,9 +135,8 @@ def convergence_report(
 
 
 def sweep_table(runs: pd.DataFrame, reference: dict[str, str]) -> pd.DataFrame:
-    """Per swept parameter and value (runs with meta ``ablation``): runs, mean brain PSNR with
-    its 95% CI, and the paired difference to the runs at ``reference[parameter]`` (same subject,
-    k and seed): mean, CI, Wilcoxon p, wins/ties/losses at 0.1 dB."""
+    """Per swept parameter (meta ``ablation``) and value: mean brain PSNR, 95% CI and the paired
+    difference to the runs at ``reference[parameter]`` (same subject, k and seed; 0.1 dB ties)."""
     unit = ["subject", "k", "seed"]
     rows = []
     for param, g in runs[runs["ablation"] != ""].groupby("ablation", sort=False):
@@ -193,16 +181,11 @@ def sweep_markdown(table: pd.DataFrame, lines: pd.DataFrame, methods: Methods) -
 
 
 def sweep_figure(
-    table: pd.DataFrame,
-    lines: pd.DataFrame,
-    methods: Methods,
-    reference: dict[str, str],
-    title: str = "",
-    caption: str = "",
-) -> Any:
-    """Fig. 3: one panel per swept parameter (``table``: :func:`sweep_table`), brain PSNR minus
-    the reference value's on the same stacks (paired mean, 95% CI), the baselines' runs
-    (``lines``) as dotted lines at their mean minus the reference's mean."""
+    table: pd.DataFrame, lines: pd.DataFrame, methods: Methods, reference: dict[str, str],
+    title: str = "", caption: str = "",
+) -> Any:  # fmt: skip
+    """Fig. 3: a panel per swept parameter, brain PSNR minus the reference value's (paired mean,
+    95% CI), the baselines as dotted lines at their mean minus the reference's mean."""
     params = list(dict.fromkeys(table["parameter"]))
     missing = [p for p in params if p not in reference]
     if not params or missing:

@@ -1,10 +1,5 @@
-"""Figures of the benchmark: bars by method and k (Fig. 4), slices (Figs. 5/6) and quality against
-HR SNR at equal scan time (Fig. 3, the sweep of the paper's network: irem.report.convergence).
-
-Each figure is a pure function of a runs table (:func:`irem.report.tables.load_runs`) or of image files,
-returning a matplotlib figure (Agg backend); :func:`save_figure` writes it as PNG and/or PDF.
-Labels, order and colours of the methods come from a :class:`irem.report.tables.Methods`.
-"""
+"""Figures of the benchmark (Fig. 4 bars, Figs. 5/6 slices, quality at equal scan time): pure
+functions of a runs table or of image files, returning a matplotlib figure (Agg backend)."""
 
 from __future__ import annotations
 
@@ -58,17 +53,6 @@ def axis_scale(values: Sequence[float]) -> str:
     return "log" if v.size and v.min() > 0 and v.max() / v.min() >= 4 else "linear"
 
 
-# --------------------------------------------------------------------------------------------------
-# Fig. 4: bars by method and k
-
-
-def main_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Evaluation runs of simulated data outside the ablations and the scan-time experiment."""
-    runs = evaluation_runs(runs)
-    keep = (runs["k"] != "") & (runs["ablation"] == "") & (runs["hr_snr"] == "")
-    return runs[keep]
-
-
 def _fig4_panel(ax: Any, runs: pd.DataFrame, metric: str, methods: Methods) -> None:
     ks = sorted(runs["k"].unique(), key=float)
     names = sorted(runs["method"].unique(), key=methods.sort_key)
@@ -104,7 +88,8 @@ def _fig4_panel(ax: Any, runs: pd.DataFrame, metric: str, methods: Methods) -> N
 def fig4_bars(runs: pd.DataFrame, methods: Methods, title: str = "", caption: str = "") -> Any:
     """Fig. 4: PSNR and SSIM (whole volume and in the brain) by k and method for one dataset: bars
     at the mean over subjects (seeds averaged first), 95% t intervals, one dot per subject."""
-    runs = main_runs(runs)
+    runs = evaluation_runs(runs)  # simulated data outside the ablations and the scan-time runs
+    runs = runs[(runs["k"] != "") & (runs["ablation"] == "") & (runs["hr_snr"] == "")]
     if runs.empty:
         raise ValueError("no simulated evaluation run to plot")
     if runs["dataset"].nunique() > 1:
@@ -120,15 +105,11 @@ def fig4_bars(runs: pd.DataFrame, methods: Methods, title: str = "", caption: st
     return fig
 
 
-# --------------------------------------------------------------------------------------------------
-# Equal scan time
-
-
 def scantime_figure(
     runs: pd.DataFrame, methods: Methods, title: str = "", caption: str = ""
 ) -> Any:
-    """Brain PSNR against the HR scan's SNR at equal scan time: one curve per method and one for
-    the HR scan itself (``hrscan``), mean over subjects (seeds averaged first), 95% t band."""
+    """Brain PSNR against the HR scan's SNR at equal scan time: a curve per method (``hrscan``: the
+    HR scan itself), mean over subjects (seeds averaged first), 95% t band."""
     runs = evaluation_runs(runs)
     runs = runs[runs["hr_snr"] != ""]
     if runs.empty:
@@ -168,13 +149,8 @@ def scantime_figure(
     return fig
 
 
-# --------------------------------------------------------------------------------------------------
-# Figs. 5 and 6: slices
-
-
 def brightest_slice(img: np.ndarray, mask: np.ndarray, axis: int, top: float = 0.001) -> int:
-    """The slice holding the most of the brightest ``top`` fraction of voxels inside the mask
-    (for a FLAIR: the slice through the lesions)."""
+    """The slice holding most of the brightest ``top`` of the mask's voxels (a FLAIR's lesions)."""
     other = tuple(a for a in range(3) if a != axis)
     inside = img[mask]
     if inside.size == 0:
@@ -193,15 +169,10 @@ def slice_index(mask: np.ndarray, axis: int, fraction: float) -> int:
 
 
 def sample_on_slice(
-    data: np.ndarray,
-    affine: np.ndarray,
-    ref_shape: tuple[int, ...],
-    ref_affine: np.ndarray,
-    axis: int,
-    index: int,
-) -> np.ndarray:
-    """Nearest-neighbour values of an image (any grid and orientation) on one slice of a reference
-    grid, through world coordinates; zero outside the image."""
+    data: np.ndarray, affine: np.ndarray, ref_shape: tuple[int, ...], ref_affine: np.ndarray,
+    axis: int, index: int,
+) -> np.ndarray:  # fmt: skip
+    """Nearest-neighbour values of an image on one slice of a reference grid (0 outside it)."""
     grids = [np.arange(n) for n in ref_shape]
     grids[axis] = np.array([index])
     ijk = np.stack(np.meshgrid(*grids, indexing="ij"), axis=-1).reshape(-1, 3)
@@ -213,8 +184,7 @@ def sample_on_slice(
 
 
 def zoom_window(img: np.ndarray, mask: np.ndarray, size: int) -> tuple[int, int]:
-    """Top-left corner of the ``size`` x ``size`` window with the most image detail (gradient
-    energy) inside the mask: where super-resolution differences show."""
+    """Top-left corner of the ``size`` x ``size`` window with the most gradient energy in the mask."""
     from scipy import ndimage
 
     gx, gy = np.gradient(img.astype(np.float64))
@@ -230,29 +200,19 @@ def zoom_window(img: np.ndarray, mask: np.ndarray, size: int) -> tuple[int, int]
     return int(cx - half), int(cy - half)
 
 
-def _mask_array(path: str | Path) -> np.ndarray:
-    """A binary mask file as a boolean array (a constant mask is allowed, unlike an image)."""
-    import nibabel as nib
-
-    try:
-        return np.asarray(nib.load(str(path)).dataobj) > 0.5
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
-
-
 def slice_panels(
-    gt_path: str | Path,
-    mask_path: str | Path,
-    lr_path: str | Path,
-    recs: dict[str, str | Path],
-    axis: int,
-    fraction: float | str,
-    gt_label: str,
-) -> tuple[list[tuple[str, np.ndarray]], np.ndarray, np.ndarray, int]:
+    gt_path: str | Path, mask_path: str | Path, lr_path: str | Path, recs: dict[str, str | Path],
+    axis: int, fraction: float | str, gt_label: str,
+) -> tuple[list[tuple[str, np.ndarray]], np.ndarray, np.ndarray, int]:  # fmt: skip
     """The 2-D panels (GT, LR resampled, each method) of one slice, the mask slice, the GT affine
     and the slice index (ValueError for a reconstruction off the ground truth's grid)."""
+    import nibabel as nib
+
     gt = load_volume(gt_path)
-    mask = _mask_array(mask_path)
+    try:  # a constant mask is allowed, unlike an image
+        mask = np.asarray(nib.load(str(mask_path)).dataobj) > 0.5
+    except FileNotFoundError:
+        raise ValueError(f"{mask_path}: no such file") from None
     if fraction == "brightest":
         idx = brightest_slice(gt.data, mask, axis)
     else:
@@ -279,12 +239,10 @@ def _slice_title(name: str, j: int, methods: Methods, metrics: dict[str, dict[st
 
 
 def _draw_slices(
-    axes: Any,
-    panels: list[tuple[str, np.ndarray]],
-    mask2: np.ndarray,
-    aspect: float,
+    axes: Any, panels: list[tuple[str, np.ndarray]], mask2: np.ndarray, aspect: float,
     titles: list[str],
-) -> Any:
+) -> Any:  # fmt: skip
+    """Each panel, its zoomed window and its error (the mask under the GT); the error image."""
     from matplotlib.patches import Rectangle
 
     gt2 = panels[0][1]
@@ -313,23 +271,13 @@ def _draw_slices(
 
 
 def fig5_slices(
-    gt_path: str | Path,
-    mask_path: str | Path,
-    lr_path: str | Path,
-    recs: dict[str, str | Path],
-    methods: Methods,
-    metrics: dict[str, dict[str, Any]] | None = None,
-    axis: int = 2,
-    fraction: float | str = 0.5,
-    title: str = "",
-    gt_label: str = "Ground truth",
-    caption: str = "",
-) -> Any:
-    """Fig. 5/6: one slice (normal to voxel ``axis``, at ``fraction`` of the mask's extent or
-    ``"brightest"``) through the ground truth, an LR stack (nearest neighbour in world space) and
-    every reconstruction (``recs``: method -> image on the ground truth's grid, in display order),
-    with a zoomed window (second row) and the absolute error (third row); ``metrics`` (method ->
-    metrics JSON) gives the titles' brain PSNR / SSIM."""
+    gt_path: str | Path, mask_path: str | Path, lr_path: str | Path, recs: dict[str, str | Path],
+    methods: Methods, metrics: dict[str, dict[str, Any]] | None = None, axis: int = 2,
+    fraction: float | str = 0.5, title: str = "", gt_label: str = "Ground truth", caption: str = "",
+) -> Any:  # fmt: skip
+    """Figs. 5/6: one slice (normal to ``axis``, at ``fraction`` of the mask's extent or
+    ``"brightest"``) through the GT, an LR stack and every reconstruction (``recs``, in display
+    order), zoomed (second row), with the absolute error (third row); ``metrics``: the titles'."""
     panels, mask2, gt_aff, idx = slice_panels(
         gt_path, mask_path, lr_path, recs, axis, fraction, gt_label
     )

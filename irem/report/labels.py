@@ -1,11 +1,6 @@
-"""Names that say what ran: a method's label derived from its command, never from a fixed list.
-
-A method of the workflow is a shell command template (``config/*.yaml``, ``methods``). When the
-command is an ``irem`` command, its options are parsed with the ``irem`` parser itself and the label
-lists what differs from the paper (Wu et al. 2021): only a run with the paper's network, optimiser
-and epoch budget is labelled plain "IREM". Any other program needs a ``label`` in its entry (else
-its name is used).
-"""
+"""A method's label derived from its command template (``config/*.yaml``, ``methods``): an ``irem``
+command is parsed with the ``irem`` parser and labelled by what differs from the paper (Wu et al.
+2021); any other program needs a ``label`` in its entry (else its name is used)."""
 
 from __future__ import annotations
 

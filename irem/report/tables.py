@@ -1,16 +1,9 @@
 """Tables of the benchmark from the run files: every run, quality per method, run time, scan time.
 
-A run is identified by the ``"meta"`` dict of strings its metrics JSON carries (written by
-``irem metrics --meta KEY=VALUE``): always ``dataset``, ``k`` (empty for a real scan), ``subject``,
-``seed`` and ``method``; optionally ``split`` (``evaluation``/``tuning``), ``hr_snr`` (scan-time
-experiment), ``ablation`` (the varied parameter) and ``value``. File names are never parsed. The
-reconstruction's JSON sidecar (the metrics path with ``_metrics.json`` replaced by ``.json``) adds
-timings when it exists.
-
-Quality is summarised per *condition* (dataset, k, HR SNR) and *variant* (method, ablation, value):
-several seeds of one subject are averaged first, then n, mean, std and the 95% t interval are taken
-over subjects, and every variant is compared, subject by subject, with the condition's best baseline
-(highest mean brain PSNR) by :func:`irem.evaluation.stats.paired`. Runs of the tuning split are left out.
+A run is identified by the ``"meta"`` dict of its metrics JSON (``irem metrics --meta KEY=VALUE``),
+never by its file name; the reconstruction's JSON sidecar beside it adds timings. Quality is
+summarised per condition (dataset, k, HR SNR) and variant (method, ablation, value) over subjects
+(seeds averaged first), each variant paired with the condition's best baseline; tuning runs left out.
 """
 
 from __future__ import annotations
@@ -35,10 +28,11 @@ METRICS = ("psnr", "ssim", "psnr_mask", "ssim_mask")
 SCORES = (*METRICS, "psnr_edge")
 PAIRED_METRICS = ("psnr_mask", "ssim_mask")
 CONDITION = ["dataset", "k", "hr_snr"]
-VARIANT = ["method", "ablation", "value"]
-GROUP = CONDITION + VARIANT
+GROUP = [*CONDITION, "method", "ablation", "value"]
 SIDECAR_FIELDS = ("training_seconds", "evaluation_seconds", "total_seconds", "final_loss",
                   "epochs_completed", "stopped_by", "device", "steps")  # fmt: skip
+RUN_COLUMNS = [*META_REQUIRED, *META_OPTIONAL, *SCORES, "data_range", "mask_voxels", "fourier_dim",
+               *SIDECAR_FIELDS, "escape_step", "start_seconds", "metrics_file"]  # fmt: skip
 #: Colours given to the methods in the order of ``--method`` (then to any other method met).
 PALETTE = ("#8c8c8c", "#4c72b0", "#dd8452", "#55a868", "#c44e52",
            "#8172b3", "#937860", "#da8bc3", "#ccb974", "#64b5cd")  # fmt: skip
@@ -46,14 +40,9 @@ HR_SCAN = "hrscan"
 DEFAULT_LABELS = {HR_SCAN: "HR scan (direct)"}
 
 
-# --------------------------------------------------------------------------------------------------
-# Methods: labels, order, colours and roles, all from the command line
-
-
 @dataclass(frozen=True)
 class Methods:
-    """Labels of the methods in display order (``--method NAME=LABEL``), their colours, and
-    which of them are baselines (``--baselines``)."""
+    """Labels of the methods in display order (``--method``) and the baselines (``--baselines``)."""
 
     labels: dict[str, str] = field(default_factory=dict)
     baselines: tuple[str, ...] = ()
@@ -84,10 +73,6 @@ def parse_pairs(items: Sequence[str], what: str = "NAME=VALUE") -> dict[str, str
     return out
 
 
-# --------------------------------------------------------------------------------------------------
-# Reading runs
-
-
 def read_json(path: str | Path) -> dict[str, Any]:
     """A JSON object from a file (ValueError if it is not valid JSON or not an object)."""
     with open(path, encoding="utf-8") as fh:
@@ -111,33 +96,23 @@ def run_meta(obj: dict[str, Any], path: str | Path) -> dict[str, str]:
     return {key: str(meta.get(key) or "") for key in (*META_REQUIRED, *META_OPTIONAL)}
 
 
-def sidecar_of(metrics_path: str | Path) -> Path:
-    """``..._T1w_metrics.json`` -> ``..._T1w.json`` (the reconstruction's sidecar)."""
-    p = Path(metrics_path)
-    return p.with_name(p.name.replace("_metrics.json", ".json"))
-
-
 def load_run(path: str | Path) -> dict[str, Any]:
-    """One run: meta, scores and (from the sidecar, if any) timings and 2L."""
-    met = read_json(path)
+    """One run: meta, scores and (from the sidecar ``..._metrics.json`` -> ``....json``) timings."""
+    met, path = read_json(path), Path(path)
     row: dict[str, Any] = run_meta(met, path)
-    for key in (*SCORES, "data_range", "mask_voxels"):
-        row[key] = met.get(key, math.nan)
-    side_path = sidecar_of(path)
-    side = read_json(side_path) if side_path.exists() and side_path != Path(path) else {}
+    row |= {key: met.get(key, math.nan) for key in (*SCORES, "data_range", "mask_voxels")}
+    side_path = path.with_name(path.name.replace("_metrics.json", ".json"))
+    side = read_json(side_path) if side_path.exists() and side_path != path else {}
     row["fourier_dim"] = ((side.get("config") or {}).get("model") or {}).get("fourier_dim")
     row |= {key: side.get(key) for key in SIDECAR_FIELDS}
     row["escape_step"] = (side.get("held_out") or {}).get("escape_step", math.nan)
     row["start_seconds"] = (side.get("start_image") or {}).get("seconds", math.nan)
-    row["metrics_file"] = str(path)
-    return row
+    return row | {"metrics_file": str(path)}
 
 
 def load_runs(paths: Sequence[str | Path], methods: Methods | None = None) -> pd.DataFrame:
     """One row per metrics JSON, sorted by :func:`sort_runs`; scores as floats, meta as strings."""
-    columns = [*META_REQUIRED, *META_OPTIONAL, *SCORES, "data_range", "mask_voxels", "fourier_dim",
-               *SIDECAR_FIELDS, "escape_step", "start_seconds", "metrics_file"]  # fmt: skip
-    df = pd.DataFrame([load_run(p) for p in paths], columns=columns)
+    df = pd.DataFrame([load_run(p) for p in paths], columns=RUN_COLUMNS)
     for col in SCORES:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     return sort_runs(df, methods or Methods())
@@ -148,39 +123,40 @@ def evaluation_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs["split"] != "tuning"].reset_index(drop=True)
 
 
-def _number(text: Any, missing: float) -> float:
+def _number(text: Any) -> float:
     try:
         return float(text)
     except (TypeError, ValueError):
-        return missing
+        return math.inf
 
 
 def sort_runs(df: pd.DataFrame, methods: Methods) -> pd.DataFrame:
     """Sort by dataset, k (real scans last), HR SNR, method order, ablation, value, subject, seed."""
     if df.empty:
         return df.reset_index(drop=True)
-    keys = {
-        "_k": df["k"].map(lambda v: _number(v, math.inf)),
-        "_snr": df["hr_snr"].map(lambda v: _number(v, math.inf)),
-        "_m": df["method"].map(methods.sort_key),
-        "_v": df["value"].map(lambda v: _number(v, math.inf)),
-    }
+    keys = {"_k": df["k"].map(_number), "_snr": df["hr_snr"].map(_number),
+            "_m": df["method"].map(methods.sort_key), "_v": df["value"].map(_number)}  # fmt: skip
     by = ["dataset", "_k", "_snr", "_m", "ablation", "_v", "value"]
     by += [c for c in ("subject", "seed") if c in df.columns]
     out = df.assign(**keys).sort_values(by, kind="stable")
     return out.drop(columns=list(keys)).reset_index(drop=True)
 
 
-# --------------------------------------------------------------------------------------------------
-# Quality
-
-
-def _summary_row(scores: pd.DataFrame) -> dict[str, Any]:
-    row: dict[str, Any] = {"n": len(scores)}
-    for m in SCORES:
-        s = stats.summarise(scores[m])
-        row |= {f"{m}_{a}": getattr(s, a) for a in ("mean", "std", "ci_low", "ci_high")}
-    return row
+def _summaries(
+    runs: pd.DataFrame, keys: list[str], metrics: Sequence[str], fields: tuple, methods: Methods
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-subject means (seeds averaged) and one row per ``keys`` group: label, n subjects and
+    the ``fields`` of :func:`stats.summarise` of each metric over subjects."""
+    per_subject = runs.groupby([*keys, "subject"], sort=False)[list(metrics)].mean()
+    rows = []
+    for key, scores in per_subject.groupby(level=list(range(len(keys))), sort=False):
+        row: dict[str, Any] = dict(zip(keys, key, strict=True))
+        row |= {"label": methods.label(row["method"]), "n": len(scores)}
+        for m in metrics:
+            s = stats.summarise(scores[m])
+            row |= {f"{m}_{a}": getattr(s, a) for a in fields}
+        rows.append(row)
+    return per_subject, pd.DataFrame(rows)
 
 
 def best_baselines(summary: pd.DataFrame, methods: Methods) -> dict[tuple[str, ...], str]:
@@ -191,20 +167,16 @@ def best_baselines(summary: pd.DataFrame, methods: Methods) -> dict[tuple[str, .
     return {tuple(r[CONDITION]): r["method"] for _, r in best.iterrows()}
 
 
-def _paired_row(
-    per_subject: pd.DataFrame, key: tuple[str, ...], baseline: str | None
-) -> dict[str, Any]:
+def _paired_row(per_subject: pd.DataFrame, key: tuple[str, ...], baseline: str | None) -> dict:
     row: dict[str, Any] = {"baseline": baseline or ""}
     for m in PAIRED_METRICS:
-        cols = [f"{m}_{c}" for c in ("diff", "diff_ci_low", "diff_ci_high", "p")]
-        cols += [f"{m}_{c}" for c in ("wins", "ties", "losses")]
+        cols = [f"{m}_{c}" for c in ("diff", "diff_ci_low", "diff_ci_high", "p", "wins", "ties",
+                                     "losses")]  # fmt: skip
         if baseline is None or key[3] == baseline and key[4] == "":
             row |= dict.fromkeys(cols, math.nan)
             continue
-        base_key = (*key[:3], baseline, "", "")
-        p = stats.paired(
-            per_subject.loc[key, m], per_subject.loc[base_key, m], stats.TIE_TOLERANCE[m]
-        )
+        base = per_subject.loc[(*key[:3], baseline, "", ""), m]
+        p = stats.paired(per_subject.loc[key, m], base, stats.TIE_TOLERANCE[m])
         values = (p.diff, p.ci_low, p.ci_high, p.p_wilcoxon, p.wins, p.ties, p.losses)
         row |= dict(zip(cols, values, strict=True))
     return row
@@ -216,12 +188,8 @@ def quality_table(runs: pd.DataFrame, methods: Methods) -> pd.DataFrame:
     runs = evaluation_runs(runs)
     if runs.empty:
         return pd.DataFrame(columns=[*GROUP, "label", "n", "n_runs"])
-    per_subject = runs.groupby([*GROUP, "subject"], sort=False)[list(SCORES)].mean()
-    rows = []
-    for key, scores in per_subject.groupby(level=list(range(len(GROUP))), sort=False):
-        rows.append({**dict(zip(GROUP, key, strict=True)), **_summary_row(scores)})
-    summary = pd.DataFrame(rows)
-    summary.insert(len(GROUP), "label", summary["method"].map(methods.label))
+    fields = ("mean", "std", "ci_low", "ci_high")
+    per_subject, summary = _summaries(runs, GROUP, SCORES, fields, methods)
     summary.insert(len(GROUP) + 2, "n_runs", runs.groupby(GROUP, sort=False).size().values)
     best = best_baselines(summary, methods)
     per_subject = per_subject.sort_index()
@@ -230,12 +198,11 @@ def quality_table(runs: pd.DataFrame, methods: Methods) -> pd.DataFrame:
         for k in summary[GROUP].itertuples(index=False)
     ]
     table = pd.concat([summary, pd.DataFrame(paired)], axis=1)
-    # Holm's families: the comparisons of one metric within one condition (dataset, k, HR SNR),
-    # i.e. the methods of one table of the README against its best baseline.
+    # Holm's families: one metric's comparisons within one condition (one table of the README).
     for m in PAIRED_METRICS:
-        holm = pd.Series(np.nan, index=table.index)
-        for _, rows in table.groupby(CONDITION, sort=False):
-            holm[rows.index] = stats.holm(rows[f"{m}_p"].to_numpy(dtype=float))
+        holm = table.groupby(CONDITION, sort=False)[f"{m}_p"].transform(
+            lambda p: stats.holm(p.to_numpy(dtype=float))
+        )
         table.insert(table.columns.get_loc(f"{m}_p") + 1, f"{m}_p_holm", holm.to_numpy())
     return sort_runs(table, methods)
 
@@ -279,12 +246,8 @@ def k_label(k: str) -> str:
 
 def variant_label(row: Any) -> str:
     """The method's label, with the ablation's value and the HR SNR when set."""
-    text = row.label
-    if row.ablation:
-        text += f" ({row.ablation}={row.value})"
-    if row.hr_snr:
-        text += f", HR SNR {row.hr_snr}"
-    return text
+    text = row.label + (f" ({row.ablation}={row.value})" if row.ablation else "")
+    return text + (f", HR SNR {row.hr_snr}" if row.hr_snr else "")
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -310,9 +273,9 @@ QUALITY_NOTE = (
 
 def quality_markdown(table: pd.DataFrame) -> str:
     """``metrics.md``: the quality table with its caption."""
-    headers = ["dataset", "k", "method", "n", "PSNR", "SSIM", "PSNR brain", "SSIM brain"]
-    headers += ["PSNR edges", "vs", "Δ PSNR brain", "p", "p Holm", "W/T/L", "Δ SSIM brain", "p"]
-    headers += ["p Holm", "W/T/L"]
+    headers = ["dataset", "k", "method", "n", "PSNR", "SSIM", "PSNR brain", "SSIM brain",
+               "PSNR edges", "vs", "Δ PSNR brain", "p", "p Holm", "W/T/L", "Δ SSIM brain", "p",
+               "p Holm", "W/T/L"]  # fmt: skip
     rows = [
         [r.dataset, k_label(r.k), variant_label(r), str(int(r.n))]
         + [fmt_summary(r, m, 4 if m.startswith("ssim") else 2) for m in SCORES]
@@ -324,39 +287,26 @@ def quality_markdown(table: pd.DataFrame) -> str:
     return "# Reconstruction quality\n\n" + note + "\n\n" + markdown_table(headers, rows)
 
 
-# --------------------------------------------------------------------------------------------------
-# Scan time
-
-
 def scantime_table(runs: pd.DataFrame, methods: Methods) -> pd.DataFrame:
     """Brain PSNR/SSIM per dataset, k, HR SNR and method (``hrscan``: the noisy HR scan scored
     directly), seeds averaged per subject, then mean and 95% CI over subjects."""
     runs = evaluation_runs(runs)
     runs = runs[runs["hr_snr"] != ""]
-    cols = ["dataset", "k", "hr_snr", "method", "label", "n"]
     if runs.empty:
-        return pd.DataFrame(columns=cols)
+        return pd.DataFrame(columns=["dataset", "k", "hr_snr", "method", "label", "n"])
     keys = ["dataset", "k", "hr_snr", "method"]
-    per_subject = runs.groupby([*keys, "subject"], sort=False)[list(PAIRED_METRICS)].mean()
-    rows = []
-    for key, scores in per_subject.groupby(level=list(range(len(keys))), sort=False):
-        row: dict[str, Any] = dict(zip(keys, key, strict=True))
-        row |= {"label": methods.label(row["method"]), "n": len(scores)}
-        for m in PAIRED_METRICS:
-            s = stats.summarise(scores[m])
-            row |= {f"{m}_{a}": getattr(s, a) for a in ("mean", "ci_low", "ci_high")}
-        rows.append(row)
-    out = pd.DataFrame(rows).assign(ablation="", value="")
-    return sort_runs(out, methods).drop(columns=["ablation", "value"])
+    out = _summaries(runs, keys, PAIRED_METRICS, ("mean", "ci_low", "ci_high"), methods)[1]
+    return sort_runs(out.assign(ablation="", value=""), methods).drop(columns=["ablation", "value"])
 
 
 def scantime_markdown(table: pd.DataFrame) -> str:
     """The scan-time table with its caption."""
     headers = ["dataset", "k", "HR SNR", "method", "n", "PSNR brain", "SSIM brain"]
-    rows = []
-    for r in table.itertuples(index=False):
-        cells = [r.dataset, k_label(r.k), r.hr_snr, r.label, str(int(r.n))]
-        rows.append(cells + [fmt_summary(r, "psnr_mask", 2), fmt_summary(r, "ssim_mask", 4)])
+    rows = [
+        [r.dataset, k_label(r.k), r.hr_snr, r.label, str(int(r.n)),
+         fmt_summary(r, "psnr_mask", 2), fmt_summary(r, "ssim_mask", 4)]
+        for r in table.itertuples(index=False)
+    ]  # fmt: skip
     note = (
         "Brain PSNR (dB) and SSIM at equal scan time: the LR stacks and an HR scan of the same "
         "duration with the given SNR ('HR scan (direct)': the noisy HR scan scored against the "
@@ -365,44 +315,30 @@ def scantime_markdown(table: pd.DataFrame) -> str:
     return "# Equal scan time\n\n" + note + "\n\n" + markdown_table(headers, rows)
 
 
-# --------------------------------------------------------------------------------------------------
-# Run time
-
-
 def load_benchmarks(pairs: Sequence[tuple[str | Path, str | Path]]) -> pd.DataFrame:
-    """Snakemake ``benchmark:`` TSVs (one row per repeat), each with the meta of its run, from
+    """Snakemake ``benchmark:`` TSVs (one row per repeat) with the meta of their run, from
     (benchmark TSV, metrics JSON of the same run) pairs."""
-    frames = []
-    for tsv, metrics in pairs:
-        frames.append(pd.read_csv(tsv, sep="\t").assign(**run_meta(read_json(metrics), metrics)))
+    frames = [pd.read_csv(t, sep="\t").assign(**run_meta(read_json(m), m)) for t, m in pairs]
     if not frames:
         return pd.DataFrame(columns=[*META_REQUIRED, *META_OPTIONAL, "s", "max_rss"])
     return pd.concat(frames, ignore_index=True)
 
 
-RUNTIME_COLUMNS = [*GROUP, "label", "n", "wall_s_mean", "wall_s_std", "cpu_s_mean", "max_rss_mb"]
-
-
 def runtime_table(bench: pd.DataFrame, runs: pd.DataFrame, methods: Methods) -> pd.DataFrame:
     """Wall time, CPU time and peak memory per condition and variant from the benchmark files, with
     the training time from the sidecars where available (tuning runs left out)."""
-    cols = [*RUNTIME_COLUMNS, "training_s_mean"]
+    cols = [*GROUP, "label", "n", "wall_s_mean", "wall_s_std", "cpu_s_mean", "max_rss_mb",
+            "training_s_mean"]  # fmt: skip
     bench = evaluation_runs(bench) if not bench.empty else bench
     if bench.empty:
         return pd.DataFrame(columns=cols)
     b = bench.copy()
     for col in ("s", "cpu_time", "max_rss"):
         b[col] = pd.to_numeric(b[col], errors="coerce") if col in b.columns else np.nan
-    g = b.groupby(GROUP, sort=False)
-    out = pd.DataFrame(
-        {
-            "n": g.size(),
-            "wall_s_mean": g["s"].mean(),
-            "wall_s_std": g["s"].std(),
-            "cpu_s_mean": g["cpu_time"].mean(),
-            "max_rss_mb": g["max_rss"].max(),
-        }
-    )
+    out = b.groupby(GROUP, sort=False).agg(
+        n=("s", "size"), wall_s_mean=("s", "mean"), wall_s_std=("s", "std"),
+        cpu_s_mean=("cpu_time", "mean"), max_rss_mb=("max_rss", "max"),
+    )  # fmt: skip
     runs = evaluation_runs(runs)
     train = pd.to_numeric(runs["training_seconds"], errors="coerce")
     t = train.groupby([runs[c] for c in GROUP], sort=False).mean()
@@ -414,8 +350,8 @@ def runtime_table(bench: pd.DataFrame, runs: pd.DataFrame, methods: Methods) -> 
 
 def runtime_markdown(table: pd.DataFrame) -> str:
     """``runtime.md``: the run-time table with its caption."""
-    headers = ["dataset", "k", "method", "n", "wall time (s)", "CPU time (s)", "peak RSS (MB)"]
-    headers.append("IREM training (s)")
+    headers = ["dataset", "k", "method", "n", "wall time (s)", "CPU time (s)", "peak RSS (MB)",
+               "IREM training (s)"]  # fmt: skip
     rows = [
         [r.dataset, k_label(r.k), variant_label(r), str(int(r.n)), fmt_summary(r, "wall_s", 1)]
         + [fmt(r.cpu_s_mean, 1), fmt(r.max_rss_mb, 0), fmt(r.training_s_mean, 1)]
@@ -427,10 +363,6 @@ def runtime_markdown(table: pd.DataFrame) -> str:
         "with whatever else it was running."
     )
     return "# Run time\n\n" + note + "\n\n" + markdown_table(headers, rows)
-
-
-# --------------------------------------------------------------------------------------------------
-# Writing
 
 
 def write_text(path: Path, text: str) -> None:

@@ -16,14 +16,10 @@ from irem.models.precision import PRECISIONS
 
 @dataclass
 class ModelConfig:
-    """Network hyperparameters.
-
-    ``kind: irem`` is the paper's network (section 2.2: Fourier features, ``depth`` layers of
-    ``width`` with BatchNorm, skips); ``kind: grid`` is the fast CPU representation of
-    :mod:`irem.models.grid_inr` (``levels`` feature grids, the finest at ``finest_mm``, then an MLP of
-    ``hidden_layers`` layers of ``width``): levels of up to ``dense_max_nodes`` nodes are dense
-    grids, larger ones are hashed into tables of ``hash_rows`` rows.
-    """
+    """Network hyperparameters: ``kind: irem`` is the paper's network (Fourier features, ``depth``
+    layers of ``width`` with BatchNorm, skips); ``kind: grid`` the fast CPU representation of
+    :mod:`irem.models.grid_inr` (``levels`` feature grids, the finest at ``finest_mm``, levels over
+    ``dense_max_nodes`` nodes hashed into ``hash_rows`` rows; an MLP of ``hidden_layers``)."""
 
     kind: str = "irem"
     fourier_dim: int = 256
@@ -47,50 +43,37 @@ class TrainConfig:
     batch_size: int = 2500  # LR voxels per step
     lr: float = 1e-4  # learning rate (of the MLP with model.kind: grid)
     lr_grid: float = 1e-2  # learning rate of the feature grids
-    #: weight of the grid prior, the penalty of neighbouring node differences (mean per level and
-    #: axis) that fills in what thick-slice stacks leave open; 0: none. The loss reported is the
-    #: data term alone
+    #: weight of the grid prior on neighbouring node differences (0: none; not in the reported loss)
     grid_smoothness: float = 0.0
     grid_smoothness_large: float | None = None  # its weight on hashed levels (None: the same)
-    grid_prior: str = "tk1"  # penalty of a difference d: tk1 (d**2), huber or tv (edge_penalty)
+    grid_prior: str = "tk1"  # penalty of a difference d: tk1 (d**2), huber or tv
     grid_prior_delta: float = 0.01  # where huber and tv turn from quadratic to linear in |d|
-    #: points across each thick slice (box profile, stratified, jittered) whose mean is fitted to
-    #: the LR voxel (the paper: 1, its centre); profile_spacing_mm > 0 sets them instead
+    #: points across each thick slice whose mean is fitted to the LR voxel (1: its centre)
     profile_points: int = 1
-    #: > 0: one profile point per that many mm of the thickest slice (slice_profile_points)
-    profile_spacing_mm: float = 0.0
-    #: srr_tv: the model is a start image (SRR-TV of the fitted LR voxels, irem.training.start) plus the
-    #: network, which is fitted to what the image leaves over
-    base: str = "none"
-    #: fraction of the LR voxels held out of the fit (drawn from the seed; at most
-    #: holdout_max_voxels); their loss is checked every validate_every steps, before the first and
-    #: at the end, and the run returns the model where it was lowest
+    profile_spacing_mm: float = 0.0  # > 0: a profile point per that many mm of the thickest slice
+    base: str = "none"  # srr_tv: the model is a start image (irem.training.start) plus the network
+    #: fraction of the LR voxels held out (at most holdout_max_voxels), their loss checked every
+    #: validate_every steps; a run returns the model where it was lowest
     holdout: float = 0.0
     holdout_max_voxels: int = 32768
     validate_every: int = 25
-    #: > 0: stop once the held-out loss's lowest value over the last plateau_epochs epochs is not
-    #: plateau_min_drop (a fraction) below its lowest before them (needs holdout; 0: off)
+    #: > 0: stop when the held-out loss's lowest over the last plateau_epochs epochs is not
+    #: plateau_min_drop (a fraction) below its lowest before
     plateau_epochs: int = 0
     plateau_min_drop: float = 0.005
     base_alphas: tuple[float, ...] = (0.01,)  # SRR-TV start weights; the held-out voxels pick one
     base_iterations: int = 20  # ADMM iterations of the start image
-    #: how the network starts at zero: zero zeroes its output layer (the grids get no gradient
-    #: until it grows); cancel keeps random weights and a bias that cancels all-zero features
-    base_head: str = "zero"
-    #: bf16: forward and backward under bfloat16 autocast (weights and Adam stay float32); fp32;
-    #: auto: bf16 where the device computes in bfloat16 natively (irem.models.precision)
-    precision: str = "auto"
+    base_head: str = "zero"  # the network starts at zero: zero output layer, or cancel its output
+    precision: str = "auto"  # bf16 autocast, fp32, or auto (irem.models.precision)
     lr_decay: float = 0.5  # lr_schedule step: rates times lr_decay every lr_step_epochs epochs
     lr_step_epochs: int = 500
-    #: step (the paper), or budget: rates lowered exponentially with the fraction of the run done
-    #: (steps or seconds, whichever is further) to lr_final times their start at its end
-    lr_schedule: str = "step"
+    lr_schedule: str = "step"  # step (the paper), or budget: down to lr_final over the run
     lr_final: float = 0.1
     lr_warmup_steps: int = 0  # rates ramped up linearly over this many first steps (0: none)
     betas: tuple[float, float] = (0.9, 0.999)  # Adam's moment decay rates
     eps: float = 1e-8  # Adam's epsilon
     time_budget: float | None = None  # seconds (the cap with time_per_mvoxel)
-    time_per_mvoxel: float | None = None  # seconds per million target grid voxels (resolve_budget)
+    time_per_mvoxel: float | None = None  # seconds per million target grid voxels
     steps: int | None = None  # optimiser steps (the cap with steps_per_mvoxel)
     steps_per_mvoxel: float | None = None  # optimiser steps per million target grid voxels
     checkpoint_every: float = 60.0  # training seconds between checkpoints
@@ -98,8 +81,7 @@ class TrainConfig:
 
 @dataclass
 class ReconstructConfig:
-    """Dense-grid evaluation: points per forward pass (small chunks stay in the CPU caches:
-    ``results/benchmarks/irem_throughput.md``)."""
+    """Dense-grid evaluation: points per forward pass (small chunks stay in the CPU caches)."""
 
     chunk: int = 8192
 
@@ -116,16 +98,13 @@ class IremConfig:
         return dataclasses.asdict(self)
 
 
-#: Options that are a float or null (``None``: unset).
+#: Options that are a float, or an integer, or null (``None``: unset).
 _OPTIONAL_FLOATS = ("time_budget", "time_per_mvoxel", "grid_smoothness_large", "steps_per_mvoxel")
-#: Options that are an integer or null.
 _OPTIONAL_INTS = ("steps",)
 
 
 def _coerce(section: str, key: str, value: Any, current: Any) -> Any:
-    name = f"{section}.{key}"
-    if isinstance(current, bool):
-        raise InputError(f"config: {name} cannot be set")
+    """``value`` as the type of the key's ``current`` value."""
     if isinstance(current, str):
         return str(value)
     try:
@@ -144,9 +123,8 @@ def _coerce(section: str, key: str, value: Any, current: Any) -> Any:
         if optional_float or isinstance(current, float):
             return float(value)
     except (TypeError, ValueError):
-        raise InputError(
-            f"config: {name} = {value!r} is not a valid {type(current).__name__}"
-        ) from None
+        kind = type(current).__name__
+        raise InputError(f"config: {section}.{key} = {value!r} is not a valid {kind}") from None
     return value
 
 
@@ -274,35 +252,27 @@ def packaged_configs() -> list[str]:
     return sorted(p.stem for p in PACKAGED.glob("*.yaml"))
 
 
-def resolve_config_path(path: str | Path) -> Path:
-    """A config file path, or the name of a packaged configuration."""
-    p = Path(path)
-    if p.exists():
-        return p
-    if str(path) in packaged_configs():
-        return PACKAGED / f"{path}.yaml"
-    names = ", ".join(packaged_configs())
-    raise InputError(f"{p}: no such config file (packaged configs: {names})")
-
-
 def load_config(
     path: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> IremConfig:
     """The paper's defaults, updated by a YAML file (or packaged config name) and then overrides."""
     cfg = IremConfig()
     if path is not None:
-        p = resolve_config_path(path)
+        p = Path(path)
+        if not p.exists() and str(path) in packaged_configs():
+            p = PACKAGED / f"{path}.yaml"
+        elif not p.exists():
+            names = ", ".join(packaged_configs())
+            raise InputError(f"{p}: no such config file (packaged configs: {names})")
         try:
             tree = yaml.safe_load(p.read_text(encoding="utf-8"))
         except OSError as exc:
             raise InputError(f"{p}: cannot read config ({exc.strerror})") from None
         except yaml.YAMLError as exc:
             raise InputError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from None
-        if tree is None:
-            tree = {}
-        if not isinstance(tree, dict):
+        if not isinstance({} if tree is None else tree, dict):
             raise InputError(f"{p}: a config must be a mapping of sections")
-        apply_overrides(cfg, flatten(tree))
+        apply_overrides(cfg, flatten(tree or {}))
     apply_overrides(cfg, overrides or {})
     return cfg
 

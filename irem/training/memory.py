@@ -1,12 +1,7 @@
-"""Peak-memory estimates of the reconstruction methods, checked before any work starts.
-
-An estimate is this process's resident memory now (interpreter, libraries, the loaded stacks; the
-method's modules are imported first) plus what the method adds at its peak, counted from the
-target grid's voxels ``G``, the stacks' voxels ``L`` and, for the INRs, the network's parameters.
-The per-voxel byte counts are the arrays each method holds at its peak (float64 for the B-spline's
-accumulators, float32 tensors for SRR's solver state); ``benchmarks/memory_estimate.py`` measures
-peak RSS against them (``results/benchmarks/memory_estimate.md``).
-"""
+"""Peak-memory estimates of the methods, checked before any work starts: this process's resident
+memory now (the method's modules imported) plus the arrays the method holds at its peak, counted
+from the grid's and stacks' voxels and the network's parameters (``benchmarks/memory_estimate.py``
+measures them)."""
 
 from __future__ import annotations
 
@@ -26,25 +21,14 @@ from irem.volume import Stack, apply_affine
 log = logging.getLogger(__name__)
 
 GB = 1e9
-#: B-spline: float64 sum, int32 count, the separable resampling's float64 intermediates and the
-#: float32 result, per grid voxel.
-BSPLINE_BYTES_PER_VOXEL = 52
-#: SRR per grid voxel: the start image, x, CG's directions and residuals and the forward
-#: differences (3 components each), float32; TV adds ADMM's split and dual fields.
-SRR_BYTES_PER_VOXEL = {"tk1": 96, "tv": 130}
-#: What torch allocates on first use (thread pools, allocator caches).
-TORCH_RUNTIME_BYTES = 20 * 2**20
-#: SRR per LR voxel: data, residuals, PSF scale and validity (float32 and bool), per stack.
-SRR_BYTES_PER_LR_VOXEL = 24
-#: Oblique stacks resample onto an intermediate grid (float64 coordinates while it is built).
-OBLIQUE_BYTES_PER_SOURCE_POINT = 72
-#: INR training data per LR voxel: float32 coordinates and intensity, int64 stack and order index.
-INR_BYTES_PER_LR_VOXEL = 48
-#: A float32 parameter with its gradient and Adam's two moments.
-BYTES_PER_PARAMETER = 16
-#: Activations kept for the backward pass, per point and per unit of the network's width and
-#: depth (linear output, normalisation, activation: float32).
-ACTIVATION_BYTES = 18
+BSPLINE_BYTES_PER_VOXEL = 52  # float64 sum and resampling intermediates, int32 count, result
+SRR_BYTES_PER_VOXEL = {"tk1": 96, "tv": 130}  # float32 solver fields; TV adds ADMM's
+TORCH_RUNTIME_BYTES = 20 * 2**20  # thread pools, allocator caches
+SRR_BYTES_PER_LR_VOXEL = 24  # data, residuals, PSF scale, validity
+OBLIQUE_BYTES_PER_SOURCE_POINT = 72  # an oblique stack's intermediate grid
+INR_BYTES_PER_LR_VOXEL = 48  # float32 coordinates and intensity, int64 stack and order index
+BYTES_PER_PARAMETER = 16  # float32 weight, gradient and Adam's two moments
+ACTIVATION_BYTES = 18  # kept for the backward pass, per point and unit of width and depth
 
 
 @dataclass(frozen=True)
@@ -61,13 +45,9 @@ class MemoryEstimate:
         return self.baseline_bytes + self.working_bytes
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "estimate_bytes": self.total_bytes,
-            "baseline_bytes": self.baseline_bytes,
-            "working_bytes": self.working_bytes,
-            "parts": dict(self.parts),
-        }
+        return {"method": self.method, "estimate_bytes": self.total_bytes,
+                "baseline_bytes": self.baseline_bytes, "working_bytes": self.working_bytes,
+                "parts": dict(self.parts)}  # fmt: skip
 
 
 def _proc_bytes(path: str, key: str, what: str) -> int:
@@ -103,9 +83,8 @@ def _lr_voxels(stacks: list[Stack]) -> int:
 
 
 def _oblique_points(stacks: list[Stack], grid: Grid) -> int:
-    """Points of the intermediate grids of the stacks not parallel to the grid (see
-    :class:`baselines.operators.StackOperator`): about the LR voxels times the ratio of their
-    spacing to the grid's."""
+    """Points of the intermediate grids of the stacks not parallel to the grid (about their LR
+    voxels times the ratio of their spacing to the grid's)."""
     from baselines.operators import aligned_permutation
 
     h = float(np.sqrt((grid.affine[:3, :3] ** 2).sum(axis=0)).min())
@@ -158,8 +137,7 @@ def srr_model(regulariser: str) -> Callable[[list[Stack], Grid], MemoryEstimate]
 
 
 def _normaliser(stacks: list[Stack]) -> Any:
-    """The INR's normaliser from the stacks' voxel-centre box (as
-    :func:`irem.training.train.training_data` computes it), from their corners only."""
+    """The INR's normaliser (as :func:`irem.training.train.training_data`), from the corners."""
     from irem.training.reconstruct import Normaliser
 
     corners = []
@@ -167,11 +145,7 @@ def _normaliser(stacks: list[Stack]) -> Any:
         hi = np.asarray(s.shape) - 1
         idx = np.array([[i, j, k] for i in (0, hi[0]) for j in (0, hi[1]) for k in (0, hi[2])])
         corners.append(apply_affine(s.to_normalised, idx))
-    pts = np.concatenate(corners)
-    lo, hi_pt = pts.min(axis=0), pts.max(axis=0)
-    half = float(max((hi_pt - lo).max() / 2.0, 1e-6))
-    box = tuple(float(max(b, 1e-6)) for b in hi_pt - lo)
-    return Normaliser(centre=(lo + hi_pt) / 2.0, half_extent=half, intensity_scale=1.0, box_mm=box)
+    return Normaliser.of_box(np.concatenate(corners), 1.0)
 
 
 def inr_bytes(cfg: Any, stacks: list[Stack], grid: Grid) -> dict[str, int]:
@@ -183,7 +157,9 @@ def inr_bytes(cfg: Any, stacks: list[Stack], grid: Grid) -> dict[str, int]:
     n_params = sum(p.numel() for p in model.parameters())
     del model
     m, t = cfg.model, cfg.train
-    points = t.batch_size * max(1, t.profile_points, _profile_points(t, stacks))
+    spacing = float(t.profile_spacing_mm or 0.0)  # profile points follow the slice thickness
+    spaced = int(math.ceil(max(s.slice_thickness for s in stacks) / spacing)) if spacing > 0 else 1
+    points = t.batch_size * max(1, t.profile_points, spaced)
     if m.kind == "grid":
         layer_units = m.levels * m.features * 8 + m.width * max(1, m.hidden_layers)
     else:
@@ -195,18 +171,10 @@ def inr_bytes(cfg: Any, stacks: list[Stack], grid: Grid) -> dict[str, int]:
         "inr_output": 8 * grid.size,
         "torch_runtime": TORCH_RUNTIME_BYTES,
     }
-    if m.kind == "grid" and getattr(t, "base", "none") == "srr_tv":
+    if m.kind == "grid" and t.base == "srr_tv":
         parts.update(srr_bytes(stacks, grid, "tv"))
         parts["inr_start_images"] = 8 * grid.size
     return parts
-
-
-def _profile_points(t: Any, stacks: list[Stack]) -> int:
-    """Profile points per LR voxel when they follow the slice thickness (``profile_spacing_mm``)."""
-    spacing = float(getattr(t, "profile_spacing_mm", 0.0) or 0.0)
-    if spacing <= 0:
-        return 1
-    return int(math.ceil(max(s.slice_thickness for s in stacks) / spacing))
 
 
 def inr_model(cfg: Any) -> Callable[[list[Stack], Grid], MemoryEstimate]:
@@ -222,27 +190,18 @@ def check_memory(est: MemoryEstimate, max_memory_gb: float | None = None) -> dic
     ``max_memory_gb``; returns the sidecar's record."""
     available, source = available_memory()
     need = est.total_bytes
-    log.debug(
-        "estimated peak memory of %s: %.2f GB (%.2f GB now + %.2f GB: %s); "
-        "available %.2f GB (%s)%s",
-        est.method,
-        need / GB,
-        est.baseline_bytes / GB,
-        est.working_bytes / GB,
-        ", ".join(f"{k} {v / GB:.2f}" for k, v in est.parts.items()),
-        available / GB,
-        source,
-        "" if max_memory_gb is None else f", --max-memory {max_memory_gb:g} GB",
-    )
+    parts = ", ".join(f"{k} {v / GB:.2f}" for k, v in est.parts.items())
+    cap = "" if max_memory_gb is None else f", --max-memory {max_memory_gb:g} GB"
+    log.debug("estimated peak memory of %s: %.2f GB (%.2f GB now + %.2f GB: %s); available %.2f GB "
+              "(%s)%s", est.method, need / GB, est.baseline_bytes / GB, est.working_bytes / GB,
+              parts, available / GB, source, cap)  # fmt: skip
+    over = None
     if max_memory_gb is not None and need > max_memory_gb * GB:
-        raise InputError(
-            f"{est.method} needs about {need / GB:.2f} GB, more than --max-memory "
-            f"{max_memory_gb:g} GB: use a coarser --spacing or a smaller field of view"
-        )
-    if need > available:
-        raise InputError(
-            f"{est.method} needs about {need / GB:.2f} GB, more than the {available / GB:.2f} GB "
-            "available: use a coarser --spacing or a smaller field of view"
-        )
+        over = f"more than --max-memory {max_memory_gb:g} GB"
+    elif need > available:
+        over = f"more than the {available / GB:.2f} GB available"
+    if over is not None:
+        raise InputError(f"{est.method} needs about {need / GB:.2f} GB, {over}: use a coarser "
+                         "--spacing or a smaller field of view")  # fmt: skip
     return {**est.to_dict(), "available_bytes": available, "available_from": source,
             "max_memory_gb": max_memory_gb}  # fmt: skip

@@ -1,13 +1,6 @@
-"""Training progress that tells the truth: what the run is bounded by, and how far along it is.
-
-Under a time budget the bar runs on seconds (elapsed / budget), under an epoch budget on steps; the
-postfix carries the other quantity and the loss. On a terminal this is a tqdm bar; when the stream
-is not a terminal (a Snakemake log, a Slurm output file) it is one plain line every ``interval``
-seconds of training, so that a long run leaves a log of a few kilobytes, not of bar refreshes.
-
-The caller passes the elapsed training seconds to :meth:`Progress.update`, so the clock is the
-trainer's (and injectable in tests).
-"""
+"""Training progress: under a time budget on seconds, else on steps, with the other quantity and
+the loss; a tqdm bar on a terminal, else (a Snakemake or Slurm log) one plain line every
+``interval`` training seconds. The trainer passes its clock's seconds to :meth:`Progress.update`."""
 
 from __future__ import annotations
 
@@ -17,10 +10,8 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-#: Seconds of training between two plain lines when the stream is not a terminal.
-PLAIN_INTERVAL = 10.0
-#: Steps between two refreshes of the bar's postfix.
-POSTFIX_EVERY = 50
+PLAIN_INTERVAL = 10.0  # training seconds between two plain lines
+POSTFIX_EVERY = 50  # steps between two refreshes of the bar's postfix
 
 
 def _is_tty(stream: TextIO) -> bool:
@@ -43,9 +34,8 @@ def plain_line(
 
 
 class Progress:
-    """A progress display for a run bounded by ``budget`` seconds (None: by ``total_steps`` of the
-    epoch budget), resumed after ``start_steps`` and ``start_seconds``: nothing unless ``enabled``,
-    plain lines every ``interval`` training seconds when ``stream`` (stderr) is no terminal."""
+    """Progress of a run bounded by ``budget`` seconds (None: ``total_steps``), resumed after
+    ``start_steps`` and ``start_seconds``, on ``stream`` (stderr); nothing unless ``enabled``."""
 
     def __init__(
         self,
@@ -60,15 +50,13 @@ class Progress:
         desc: str = "IREM",
     ):
         self.total_steps, self.budget, self.desc = total_steps, budget, desc
+        self.interval = interval
         self.stream = stream if stream is not None else sys.stderr
         self.plain = enabled and not _is_tty(self.stream)
-        self.interval = interval
         self._next_line = start_seconds + interval
-        self._state = (start_steps, start_seconds, math.nan)
-        self._printed = self._state
-        self.bar: tqdm | None = None
-        if enabled and not self.plain:
-            self.bar = self._make_bar(start_steps, start_seconds)
+        self._state = self._printed = (start_steps, start_seconds, math.nan)
+        bar = enabled and not self.plain
+        self.bar = self._make_bar(start_steps, start_seconds) if bar else None
 
     def _make_bar(self, start_steps: int, start_seconds: float) -> tqdm:
         common = {"dynamic_ncols": True, "desc": self.desc, "file": self.stream}
@@ -84,9 +72,8 @@ class Progress:
             position = steps if self.budget is None else min(seconds, self.budget)
             self.bar.update(position - self.bar.n)
             if steps % POSTFIX_EVERY == 0:
-                post = {"loss": f"{loss:.3g}"}
-                post.update({"steps": str(steps)} if self.budget is not None else {})
-                self.bar.set_postfix(post, refresh=False)
+                steps_post = {} if self.budget is None else {"steps": str(steps)}
+                self.bar.set_postfix({"loss": f"{loss:.3g}", **steps_post}, refresh=False)
         elif self.plain and seconds >= self._next_line:
             self._write_line()
             self._next_line = seconds + self.interval

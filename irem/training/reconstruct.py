@@ -1,10 +1,6 @@
-"""Reconstruction from a trained representation: the coordinate/intensity normaliser, the model's
-architecture, evaluation on a dense grid, and saving or loading a trained model.
-
-A saved model (``irem reconstruct --save-model``) is one ``torch.save`` file holding the weights,
-the normaliser, the IREM configuration, the seed, the stacks' registration transforms, the fixed
-stack's geometry and the training target grid, so that ``irem sample`` can evaluate it on any grid.
-"""
+"""Reconstruction from a trained representation: the normaliser, the model's architecture,
+evaluation on a dense grid, and saving or loading a trained model (``irem reconstruct
+--save-model``: weights, normaliser, config, seed, transforms and grids, for ``irem sample``)."""
 
 from __future__ import annotations
 
@@ -55,14 +51,19 @@ class Normaliser:
         }
 
     @classmethod
+    def of_box(cls, pts: np.ndarray, intensity_scale: float) -> Normaliser:
+        """The normaliser of the bounding box of points ``(n, 3)`` (mm)."""
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        box = tuple(float(max(b, 1e-6)) for b in hi - lo)
+        half = float(max((hi - lo).max() / 2.0, 1e-6))
+        return cls((lo + hi) / 2.0, half, intensity_scale, box)  # type: ignore[arg-type]
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Normaliser:
         """Inverse of :meth:`to_dict`."""
-        return cls(
-            centre=np.asarray(d["centre_mm"], dtype=np.float64),
-            half_extent=float(d["half_extent_mm"]),
-            intensity_scale=float(d["intensity_scale"]),
-            box_mm=tuple(float(b) for b in d["box_mm"]),  # type: ignore[arg-type]
-        )
+        box = tuple(float(b) for b in d["box_mm"])
+        centre, half = np.asarray(d["centre_mm"], dtype=np.float64), float(d["half_extent_mm"])
+        return cls(centre, half, float(d["intensity_scale"]), box)  # type: ignore[arg-type]
 
     @property
     def extent(self) -> tuple[float, float, float]:
@@ -71,20 +72,16 @@ class Normaliser:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU (with a warning if CUDA was visible but unusable)."""
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError("--device cuda was asked for but CUDA is not available")
+    """``auto``: CUDA when available, else CPU (warning if a GPU was given but is unusable)."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise InputError(f"--device must be auto, cpu or cuda, got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for but CUDA is not available")
+    if name == "auto" and torch.cuda.is_available():
         return torch.device("cuda")
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1"):
-            log.warning("a GPU slot was given but CUDA is not usable; running on CPU")
-        return torch.device("cpu")
-    raise InputError(f"--device must be auto, cpu or cuda, got {name!r}")
+    if name == "auto" and os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1"):
+        log.warning("a GPU slot was given but CUDA is not usable; running on CPU")
+    return torch.device(name if name == "cuda" else "cpu")
 
 
 def build_model(cfg: IremConfig, seed: int, norm: Normaliser) -> torch.nn.Module:
@@ -112,12 +109,10 @@ def predict(
     device = device or torch.device("cpu")
     net = for_inference(model)
     out = np.empty(grid.size, dtype=np.float32)
-    for start in tqdm(
-        range(0, grid.size, chunk), disable=not progress, desc="evaluate", unit="chunk"
-    ):
+    chunks = range(0, grid.size, chunk)
+    for start in tqdm(chunks, disable=not progress, desc="evaluate", unit="chunk"):
         flat = np.arange(start, min(start + chunk, grid.size))
-        ijk = np.stack(np.unravel_index(flat, grid.shape), axis=-1)
-        pts = apply_affine(grid.affine, ijk)
+        pts = apply_affine(grid.affine, np.stack(np.unravel_index(flat, grid.shape), axis=-1))
         x = torch.from_numpy(norm.coords(pts)).to(device)
         out[start : start + len(flat)] = net(x).float().cpu().numpy()
     return (out * norm.intensity_scale).reshape(grid.shape)
@@ -152,7 +147,7 @@ def save_model(
     fixed_index: int,
 ) -> None:
     """Write the weights, normaliser, config, seed, registration transforms and grids atomically."""
-    fixed = stacks[fixed_index]
+    f = stacks[fixed_index]
     state = {
         "format": MODEL_FORMAT,
         "version": MODEL_VERSION,
@@ -162,9 +157,9 @@ def save_model(
         "seed": int(seed),
         "grid": _geometry(grid.shape, grid.affine),
         "fixed_stack": {
-            **_geometry(fixed.shape, fixed.affine),
-            "name": fixed.name,
-            "transform": fixed.transform.tolist(),
+            **_geometry(f.shape, f.affine),
+            "name": f.name,
+            "transform": f.transform.tolist(),
         },
         "transforms": {s.name: s.transform.tolist() for s in stacks},
     }
@@ -172,7 +167,9 @@ def save_model(
         torch.save(state, tmp)
 
 
-def _read_model_file(path: Path) -> dict[str, Any]:
+def load_model(path: str | os.PathLike[str], device: torch.device | None = None) -> SavedModel:
+    """Read a model written by :func:`save_model` (refuses anything else with an InputError)."""
+    path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such model file")
     try:
@@ -180,18 +177,10 @@ def _read_model_file(path: Path) -> dict[str, Any]:
     except Exception as exc:  # torch raises many types for garbage
         raise InputError(f"{path}: not a saved IREM model ({type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
-        raise InputError(
-            f"{path}: not a saved IREM model (written by irem reconstruct --save-model)"
-        )
+        raise InputError(f"{path}: not a saved IREM model (written by irem reconstruct "
+                         "--save-model)")  # fmt: skip
     if state.get("version") != MODEL_VERSION:
         raise InputError(f"{path}: model format version {state.get('version')} is not supported")
-    return state
-
-
-def load_model(path: str | os.PathLike[str], device: torch.device | None = None) -> SavedModel:
-    """Read a model written by :func:`save_model` (refuses anything else with an InputError)."""
-    path = Path(path)
-    state = _read_model_file(path)
     try:
         cfg = config_from_dict(state["config"])
         norm = Normaliser.from_dict(state["normaliser"])
@@ -202,12 +191,9 @@ def load_model(path: str | os.PathLike[str], device: torch.device | None = None)
         model.load_state_dict(weights)
         g, f = state["grid"], state["fixed_stack"]
         grid = Grid(shape=tuple(g["shape"]), affine=np.asarray(g["affine"], dtype=np.float64))
-        fixed = Stack(
-            data=np.broadcast_to(np.float32(0), tuple(f["shape"])),
-            affine=np.asarray(f["affine"], dtype=np.float64),
-            name=str(f["name"]),
-            transform=np.asarray(f["transform"], dtype=np.float64),
-        )
+        fixed = Stack(np.broadcast_to(np.float32(0), tuple(f["shape"])),
+                      np.asarray(f["affine"], dtype=np.float64), name=str(f["name"]),
+                      transform=np.asarray(f["transform"], dtype=np.float64))  # fmt: skip
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:

@@ -1,11 +1,6 @@
-"""Start images of the grid INR: SRR-TV of the fitted LR voxels, or a user's volume.
-
-The grid INR represents ``start image + network`` (``train.base``). The start image is made here,
-before training and apart from it, from the LR voxels the network fits: the held-out voxels that
-choose the network's best step (``train.holdout``) are left out, so that step 0 is scored on
-voxels it has not seen. The SRR-TV weight follows the data: of ``train.base_alphas``, the one whose
-image predicts the held-out LR voxels best (box slice model) is kept.
-"""
+"""Start images of the grid INR (``train.base``: it represents ``start image + network``): SRR-TV
+of the LR voxels the network fits (held-out voxels left out, so that step 0 is scored on voxels it
+has not seen) at the weight of ``train.base_alphas`` that predicts them best, or a user's volume."""
 
 from __future__ import annotations
 
@@ -25,9 +20,8 @@ from irem.volume import Stack
 
 
 def with_masks(stacks: Sequence[Stack], masks: Sequence[np.ndarray]) -> list[Stack]:
-    """The stacks restricted to ``masks`` (combined with any mask they already have), their
-    masked-out voxels filled from their kept neighbours (the mean over a 3x3x3 neighbourhood), so
-    that nothing computed from them (a B-spline's prefilter included) depends on those voxels."""
+    """The stacks restricted to ``masks`` (and their own), masked-out voxels filled with the mean
+    of their kept 3x3x3 neighbours, so that nothing computed from them depends on those voxels."""
     from scipy.ndimage import uniform_filter
 
     out = []
@@ -45,9 +39,8 @@ def with_masks(stacks: Sequence[Stack], masks: Sequence[np.ndarray]) -> list[Sta
 def held_out_error(
     image: np.ndarray, stacks: Sequence[Stack], held: Sequence[np.ndarray], op: Any
 ) -> float:
-    """Mean squared error of ``image``'s predicted LR voxels at the ``held`` voxels of each stack,
-    over the voxels the model covers; ``op`` is the stacks' forward model
-    (:class:`baselines.operators.MultiStackOperator`, box PSF, on the image's grid)."""
+    """MSE of ``image``'s predicted LR voxels at the ``held`` voxels the forward model ``op``
+    (:class:`baselines.operators.MultiStackOperator`) covers."""
     x = torch.as_tensor(np.ascontiguousarray(image, dtype=np.float32), device=op.device)
     total, count = 0.0, 0
     for o, s, h, pred in zip(op.ops, stacks, held, op.forward(x), strict=True):
@@ -61,10 +54,9 @@ def held_out_error(
 def srr_tv_start(
     stacks: Sequence[Stack], grid: Grid, t: TrainConfig, seed: int, device: torch.device
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """SRR-TV (box PSF, ``t.base_iterations`` ADMM iterations) of the LR voxels a run with
-    ``seed`` fits, at the weight of ``t.base_alphas`` that predicts its held-out voxels best
-    (without held-out voxels, ``train.holdout: 0``: the first weight): the image on ``grid`` and,
-    for the sidecar, what made it (the weights tried with their held-out errors, the one kept)."""
+    """SRR-TV (box PSF) of the LR voxels a run with ``seed`` fits, at the weight of
+    ``t.base_alphas`` that predicts its held-out voxels best (none held out: the first), and the
+    sidecar's record (the weights tried with their held-out errors, the one kept)."""
     from baselines.bspline import bspline
     from baselines.operators import MultiStackOperator
     from baselines.srr import srr
@@ -87,14 +79,9 @@ def srr_tv_start(
             best = (error, image, info)
     assert best is not None
     _, image, info = best
-    return image, {
-        "method": "srr_tv",
-        "alpha": info["alpha"],
-        "alphas_tried": tried,
-        "iterations": info["iterations"],
-        "relative_residual": info["relative_residual"],
-        "held_out_excluded": masks is not None,
-    }
+    return image, {"method": "srr_tv", "alpha": info["alpha"], "alphas_tried": tried,
+                   "iterations": info["iterations"], "relative_residual": info["relative_residual"],
+                   "held_out_excluded": masks is not None}  # fmt: skip
 
 
 def file_start(path: str, grid: Grid) -> tuple[np.ndarray, dict[str, Any]]:
@@ -124,8 +111,7 @@ def make_start(
     device: torch.device,
     path: str | None = None,
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
-    """The start image of a run: the file at ``path`` when given, else ``t.base``'s (``srr_tv``;
-    ``none``: no start image)."""
+    """A run's start image: the file at ``path``, else ``t.base``'s (``none``: no image)."""
     t0 = time.perf_counter()
     if path is not None:
         image, info = file_start(path, grid)

@@ -1,10 +1,7 @@
-"""Training IREM on the LR stacks (paper sections 2.2 and 3.2).
-
-Network inputs are normalised-space millimetres ``(p - centre) / half_extent`` over the bounding
-box of all LR voxel centres (its longest side spans [-1, 1]); intensities are divided by the
-largest LR intensity. One epoch is one pass over the LR voxels in a seeded random order; a run
-ends for a :class:`StopReason`. Evaluation on a grid lives in :mod:`irem.training.reconstruct`.
-"""
+"""Training IREM on the LR stacks (paper sections 2.2 and 3.2): network inputs are normalised-space
+mm ``(p - centre) / half_extent`` over the box of all LR voxel centres (its longest side spans
+[-1, 1]), intensities are divided by the largest LR intensity; an epoch is one pass over the LR
+voxels in a seeded random order."""
 
 from __future__ import annotations
 
@@ -13,7 +10,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -32,28 +28,16 @@ from irem.volume import Stack, atomic_path
 
 log = logging.getLogger(__name__)
 
-#: Called after each step with (steps done, training seconds, model, normaliser); its time is not
-#: training time, and returning True stops the run.
+#: After each step (untimed): (steps, training seconds, model, normaliser); True stops the run.
 OnStep = Callable[[int, float, torch.nn.Module, Normaliser], bool | None]
-#: Called after each epoch with (epochs done, steps done, held-out loss or None, model in eval
-#: mode, normaliser); its time is not training time.
+#: After each epoch (untimed): (epochs, steps, held-out loss or None, model, normaliser).
 OnEpoch = Callable[[int, int, float | None, torch.nn.Module, Normaliser], None]
-
-
-class StopReason(StrEnum):
-    """Why a training run ended."""
-
-    EPOCHS = "epochs"
-    STEPS = "steps"
-    BUDGET = "budget"
-    CALLBACK = "callback"
-    PLATEAU = "plateau"
 
 
 @dataclass(frozen=True)
 class Budget:
-    """The budget of a run (``seconds``, optimiser ``steps``) and its ``rule``: ``epochs``,
-    ``steps``, ``fixed`` (seconds given) or ``per_mvoxel`` (seconds per million target voxels)."""
+    """A run's budget (``seconds``, optimiser ``steps``) and its ``rule``: ``epochs``, ``steps``,
+    ``fixed`` (seconds given) or ``per_mvoxel`` (seconds per million target voxels)."""
 
     rule: str
     seconds: float | None
@@ -74,8 +58,8 @@ def resolve_budget(
     steps: int | None = None,
     steps_per_mvoxel: float | None = None,
 ) -> Budget:
-    """The run's budget from the ``train`` keys of the same names: seconds and optimiser steps,
-    each fixed or per million ``target_voxels`` (capped by the fixed value); None: unbounded."""
+    """The budget from the ``train`` keys of these names: seconds and steps, each fixed or per
+    million ``target_voxels`` (capped by the fixed value); None: unbounded."""
     per_voxel = time_per_mvoxel is not None or steps_per_mvoxel is not None
     if per_voxel and (target_voxels is None or target_voxels < 1):
         raise InputError("a per-million-voxel budget needs the number of target grid voxels")
@@ -84,10 +68,8 @@ def resolve_budget(
         steps = scaled if steps is None else min(scaled, steps)
     if time_per_mvoxel is None:
         rule = "fixed" if time_budget is not None else "steps" if steps is not None else "epochs"
-        return Budget(
-            rule, time_budget, target_voxels=target_voxels, steps=steps,
-            steps_per_mvoxel=steps_per_mvoxel,
-        )  # fmt: skip
+        return Budget(rule, time_budget, target_voxels=target_voxels, steps=steps,
+                      steps_per_mvoxel=steps_per_mvoxel)  # fmt: skip
     scaled_s = time_per_mvoxel * target_voxels / 1e6  # type: ignore[operator]
     seconds = scaled_s if time_budget is None else min(scaled_s, time_budget)
     voxels = int(target_voxels)  # type: ignore[arg-type]
@@ -114,16 +96,12 @@ class TrainResult:
 
 
 def training_data(stacks: list[Stack]) -> tuple[np.ndarray, np.ndarray, Normaliser]:
-    """Normalised-space coordinates ``(n, 3)`` and intensities ``(n,)`` of the LR voxels used for
-    training: all of them, or those inside each stack's ``mask``. The normaliser is that of all LR
-    voxels, masked or not (the stacks' full field of view)."""
+    """Network inputs ``(n, 3)`` and intensities ``(n,)`` of the LR voxels used for training (all,
+    or those in each stack's ``mask``), and the normaliser of all LR voxels, masked or not."""
     pts = np.concatenate([stack_points(s) for s in stacks])
     vals = np.concatenate([s.data.reshape(-1) for s in stacks]).astype(np.float32)
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
-    half = float(max((hi - lo).max() / 2.0, 1e-6))
     scale = float(np.abs(vals).max())
-    box = tuple(float(max(b, 1e-6)) for b in hi - lo)
-    norm = Normaliser(centre=(lo + hi) / 2.0, half_extent=half, intensity_scale=scale, box_mm=box)
+    norm = Normaliser.of_box(pts, scale)
     if any(s.mask is not None for s in stacks):
         used = np.concatenate([_used(s) for s in stacks])
         pts, vals = pts[used], vals[used]
@@ -141,8 +119,8 @@ def _used(stack: Stack) -> np.ndarray:
 
 
 def slice_vectors(stacks: list[Stack], norm: Normaliser) -> tuple[np.ndarray, np.ndarray]:
-    """Per stack, the vector across one thick slice (its ``slice_thickness``) in input units, and
-    the stack index of each LR voxel used for training (see :func:`training_data`)."""
+    """Per stack, the vector across one thick slice (``slice_thickness``) in input units, and the
+    stack index of each LR voxel used for training."""
     vectors = np.stack([_across(s) / norm.half_extent for s in stacks])
     owner = np.concatenate(
         [np.full(int(_used(s).sum()), i, dtype=np.int64) for i, s in enumerate(stacks)]
@@ -151,8 +129,7 @@ def slice_vectors(stacks: list[Stack], norm: Normaliser) -> tuple[np.ndarray, np
 
 
 def _across(stack: Stack) -> np.ndarray:
-    """The normalised-space vector (mm) across one slice: the thick voxel axis, as long as the
-    slice thickness."""
+    """The normalised-space vector (mm) along the thick voxel axis, one slice thickness long."""
     axis = stack.to_normalised[:3, stack.thick_axis]
     if stack.thickness is None:
         return axis
@@ -187,8 +164,8 @@ class TrainingData:
 def split_held_out(
     n: int, fraction: float, seed: int, max_voxels: int | None = None
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Indices of ``n`` LR voxels split at random into fitted and held-out (``fraction`` of them,
-    at most ``max_voxels``, at least one of each), both sorted; None when ``fraction`` is 0."""
+    """Sorted indices of ``n`` LR voxels split at random into fitted and held-out (``fraction``,
+    at most ``max_voxels``, at least one of each); None when ``fraction`` is 0."""
     if fraction <= 0:
         return None
     held = min(max(1, round(n * fraction)), n - 1, max_voxels or n)
@@ -201,17 +178,15 @@ def split_held_out(
 def held_out_split(
     stacks: list[Stack], t: TrainConfig, seed: int
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """The run's split of the LR voxels used for training (see :func:`training_data`) into fitted
-    and held-out indices (``train.holdout``), drawn from the run's ``seed``; None without."""
+    """The run's :func:`split_held_out` of the LR voxels used for training (``train.holdout``)."""
     n = sum(int(_used(s).sum()) for s in stacks)
     # seed + 2: the weights take the seed itself, the sample order seed + 1
     return split_held_out(n, t.holdout, seed + 2, t.holdout_max_voxels)
 
 
 def fitted_masks(stacks: list[Stack], t: TrainConfig, seed: int) -> list[np.ndarray] | None:
-    """Per stack, the boolean mask (its shape) of the LR voxels a run with ``seed`` fits: those
-    used for training less the held-out ones; None without a held-out set. A start image made
-    from these stacks (``Stack.mask``) has not seen the held-out voxels."""
+    """Per stack, the boolean mask of the LR voxels a run with ``seed`` fits (used for training,
+    not held out); None without a held-out set."""
     split = held_out_split(stacks, t, seed)
     if split is None:
         return None
@@ -225,29 +200,21 @@ def fitted_masks(stacks: list[Stack], t: TrainConfig, seed: int) -> list[np.ndar
 def prepare_data(
     stacks: list[Stack], cfg: IremConfig, device: torch.device, seed: int = 0
 ) -> TrainingData:
-    """Coordinates, intensities, slice vectors and stack owners of all LR voxels; batch sizes;
-    the held-out voxels of ``train.holdout``, drawn from the run's ``seed``."""
+    """The LR voxels' inputs, intensities, slice vectors and owners on ``device``, the batch size
+    and the held-out split of ``train.holdout`` drawn from ``seed``."""
     coords, vals, norm = training_data(stacks)
     vectors, owner = slice_vectors(stacks, norm)
     split = held_out_split(stacks, cfg.train, seed)
     fitted = len(vals) if split is None else len(split[0])
     batch = min(cfg.train.batch_size, fitted)
-    return TrainingData(
-        coords=torch.from_numpy(coords).to(device),
-        vals=torch.from_numpy(vals).to(device),
-        vectors=torch.from_numpy(vectors).to(device),
-        owner=torch.from_numpy(owner).to(device),
-        norm=norm,
-        batch=batch,
-        steps_per_epoch=max(1, fitted // batch),  # drop the last partial batch (BatchNorm)
-        fit=None if split is None else torch.from_numpy(split[0]).to(device),
-        held_out=None if split is None else torch.from_numpy(split[1]).to(device),
-    )
+    arrays = [coords, vals, vectors, owner, *(split or (None, None))]
+    c, v, vec, own, fit, held = (a if a is None else torch.from_numpy(a).to(device) for a in arrays)
+    # the last partial batch is dropped (BatchNorm)
+    return TrainingData(c, v, vec, own, norm, batch, max(1, fitted // batch), fit, held)
 
 
 def build_optimizer(model: torch.nn.Module, cfg: IremConfig) -> torch.optim.Optimizer:
-    """The one place the optimiser is built: Adam; the feature grids of ``kind: grid`` get their
-    own learning rate."""
+    """Adam (fused: the same algorithm in one pass); a grid INR's grids get ``train.lr_grid``."""
     t = cfg.train
     groups = [{"params": list(model.parameters()), "lr": t.lr}]
     if isinstance(model, GridINR):
@@ -255,26 +222,21 @@ def build_optimizer(model: torch.nn.Module, cfg: IremConfig) -> torch.optim.Opti
             {"params": model.grid_parameters(), "lr": t.lr_grid},
             {"params": model.mlp_parameters(), "lr": t.lr},
         ]
-    # The fused kernel is the same algorithm in one pass over the parameters.
     return torch.optim.Adam(groups, lr=t.lr, betas=tuple(t.betas), eps=t.eps, fused=True)
 
 
 class LearningRate:
-    """The scheduler of an optimiser's rates: the start rates times ``lr_decay ** (epoch //
-    lr_step_epochs)`` (``lr_schedule: step``, the paper) or ``lr_final ** done`` (``budget``:
-    ``done`` the fraction of the steps or seconds behind, whichever is further), ramped up over
-    ``lr_warmup_steps``; a function of (steps, seconds, epoch), so resumes need no state."""
+    """An optimiser's rates: the start rates times ``lr_decay ** (epoch // lr_step_epochs)``
+    (``lr_schedule: step``) or ``lr_final ** done`` (``budget``: ``done`` the fraction of the steps
+    or seconds behind, whichever is further), ramped up over ``lr_warmup_steps``; stateless."""
 
     def __init__(
-        self,
-        opt: torch.optim.Optimizer,
-        t: TrainConfig,
-        total_steps: int,
+        self, opt: torch.optim.Optimizer, t: TrainConfig, total_steps: int,
         budget_seconds: float | None,
-    ):
-        self.opt = opt
+    ):  # fmt: skip
+        self.opt, self.t, self.total_steps = opt, t, total_steps
+        self.budget_seconds = budget_seconds
         self.base = [float(g["lr"]) for g in opt.param_groups]
-        self.t, self.total_steps, self.budget_seconds = t, total_steps, budget_seconds
 
     def factor(self, steps: int, seconds: float, epoch: int) -> float:
         """Multiplier of the start rates for the step after ``steps`` steps and ``seconds``."""
@@ -296,7 +258,7 @@ class LearningRate:
 
 def slice_profile_points(t: TrainConfig, thickness: list[float]) -> int:
     """Points across each thick slice: ``t.profile_points``, or with ``t.profile_spacing_mm`` > 0
-    one per that many millimetres of the thickest slice (rounded up, at least 1)."""
+    one per that many mm of the thickest slice (rounded up, at least 1)."""
     if t.profile_spacing_mm <= 0 or not thickness:
         return t.profile_points
     return max(1, math.ceil(max(thickness) / t.profile_spacing_mm - 1e-6))
@@ -312,11 +274,10 @@ def profile_offsets(n: int, points: int, gen: torch.Generator) -> torch.Tensor:
 def _forward(
     model: torch.nn.Module, data: TrainingData, idx: torch.Tensor, points: int, jitter_seed: int
 ) -> torch.Tensor:
-    """Predicted LR intensities of the voxels ``idx``: the value at the voxel centre, or the mean
-    over ``points`` jittered points across the thick slice."""
+    """Predicted intensities of the LR voxels ``idx``: the value at the centre, or the mean over
+    ``points`` jittered points across the slice (a generator per step: resumes stay identical)."""
     if points == 1:
         return model(data.coords[idx])
-    # A generator per step keeps resumed runs identical to uninterrupted ones.
     jitter = torch.Generator().manual_seed(jitter_seed)
     offsets = profile_offsets(len(idx), points, jitter).to(data.coords.device)
     vec = data.vectors[data.owner[idx]]
@@ -325,8 +286,8 @@ def _forward(
 
 
 def inputs_to_unit(grid: Grid, norm: Normaliser) -> np.ndarray:
-    """``(3, 4)`` affine from network inputs to ``grid``'s ``grid_sample`` coordinates: voxel
-    indices ``(i, j, k)`` scaled to [-1, 1] over each axis (``align_corners=True``)."""
+    """``(3, 4)`` affine from network inputs to ``grid``'s ``grid_sample`` coordinates (voxel
+    indices scaled to [-1, 1], ``align_corners=True``)."""
     to_mm = np.diag([norm.half_extent] * 3 + [1.0])
     to_mm[:3, 3] = norm.centre
     to_ijk = np.linalg.inv(grid.affine) @ to_mm
@@ -372,9 +333,8 @@ ESCAPE_DROP = 0.01
 def plateaued(
     trace: list[tuple[int, float]], epoch_steps: int, epochs: int, window: int, min_drop: float
 ) -> bool:
-    """Whether a held-out loss ``trace`` of (step, loss) has stopped improving after ``epochs``
-    epochs of ``epoch_steps`` steps: its lowest value in the last ``window`` epochs is not
-    ``min_drop`` (a fraction) below its lowest before them."""
+    """Whether the lowest held-out loss of ``trace`` (step, loss) in the last ``window`` of
+    ``epochs`` epochs is not ``min_drop`` (a fraction) below its lowest before them."""
     start = (epochs - window) * epoch_steps
     before = [v for s, v in trace if s <= start]
     after = [v for s, v in trace if s > start]
@@ -384,8 +344,7 @@ def plateaued(
 
 
 def _changing_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of what training changes: the parameters and the BatchNorm statistics (other
-    buffers, such as a start image, stay as they are)."""
+    """A copy of what training changes: the parameters and the BatchNorm statistics."""
     state = {k: v.detach().clone() for k, v in model.named_parameters()}
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
@@ -404,8 +363,7 @@ class HeldOut:
     best_state: dict[str, torch.Tensor] | None = None
 
     def record(self, step: int, loss: float, model: torch.nn.Module) -> None:
-        """Log ``loss`` at ``step``; keep a copy of what training changes in the model if it
-        is the lowest yet."""
+        """Log ``loss`` at ``step``; keep the model's state if it is the lowest yet."""
         self.trace.append((step, loss))
         if loss < self.best_loss:
             self.best_loss, self.best_step = loss, step
@@ -418,8 +376,8 @@ class HeldOut:
             model.load_state_dict(self.best_state, strict=False)
 
     def summary(self, voxels: int) -> dict[str, Any]:
-        """The sidecar's account: voxels held out, best step and loss, the escape step (the first
-        recorded :data:`ESCAPE_DROP` below the first record; None: a flat run), the trace."""
+        """The sidecar's account: voxels, best step and loss, start loss, escape step (the first
+        :data:`ESCAPE_DROP` below the start; None: a flat run) and the trace."""
         first = self.trace[0][1] if self.trace else None
         return {
             "voxels": voxels,
@@ -454,9 +412,8 @@ class Stopwatch:
 class Trainer:
     """Fits a representation to the LR voxels of stacks already in normalised space.
 
-    ``seed`` seeds the weights, the sample order and the slice-profile jitter; ``target_voxels``
-    (default: ``grid``'s size) scales the per-voxel budgets; ``start`` is a start image on the
-    target ``grid`` (``train.base``); ``clock`` is the wall clock (injectable for tests).
+    ``seed`` seeds the weights, the sample order and the jitter; ``target_voxels`` (default:
+    ``grid``'s size) scales the per-voxel budgets; ``start`` is a start image on ``grid``.
     """
 
     def __init__(
@@ -471,15 +428,14 @@ class Trainer:
         grid: Grid | None = None,
         start: np.ndarray | None = None,
     ):
-        self.cfg, self.seed, self.clock = cfg, int(seed), clock
+        self.cfg, self.seed, self.clock, t = cfg, int(seed), clock, cfg.train
         if target_voxels is None and grid is not None:
             target_voxels = grid.size
         self.device = device or torch.device("cpu")
         self.data = prepare_data(stacks, cfg, self.device, seed=self.seed)
         self.model = build_model(cfg, self.seed, self.data.norm).to(self.device)
         self.opt = build_optimizer(self.model, cfg)
-        t = cfg.train
-        # the grid INR's prior on its feature grids; the reported loss is the data term alone
+        # the reported loss is the data term alone
         self.prior = GridPrior(
             t.grid_smoothness, t.grid_prior, t.grid_prior_delta, t.grid_smoothness_large
         )
@@ -491,18 +447,16 @@ class Trainer:
             self.total_steps = min(self.total_steps, self.budget.steps)
         self.lr = LearningRate(self.opt, t, self.total_steps, self.budget.seconds)
         self.gen = torch.Generator().manual_seed(self.seed + 1)
-        self.state = RunState()
+        self.state, self.held_out = RunState(), HeldOut()
+        self.resumed, self._last_checkpoint = False, 0.0
         thickness = [float(s.slice_thickness) for s in stacks]
         self.profile_points = slice_profile_points(t, thickness)
         self.precision = detect_precision(t.precision, self.device, cfg.model.kind)
         self.fingerprint = _fingerprint(cfg, self.data.n, self.seed, thickness)
-        self.resumed = False
-        self._last_checkpoint = 0.0
         if start is not None:
             self._set_base(start, grid)
         elif t.base != "none":
             raise InputError(f"train.base {t.base} needs a start image (irem.training.start)")
-        self.held_out = HeldOut()
 
     def _set_base(self, image: np.ndarray, grid: Grid | None) -> None:
         """Make the model ``start image + network``, ``image`` on the target ``grid``."""
@@ -510,14 +464,10 @@ class Trainer:
             raise InputError("the start image must lie on the target grid")
         if not isinstance(self.model, GridINR):
             raise InputError("a start image needs model.kind: grid")
-        norm = self.data.norm
         volume = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 1, 0)))
-        unit = torch.from_numpy(inputs_to_unit(grid, norm))
-        self.model.set_base(
-            (volume / norm.intensity_scale).to(self.device),
-            unit.to(self.device),
-            self.cfg.train.base_head,
-        )
+        unit = torch.from_numpy(inputs_to_unit(grid, self.norm))
+        self.model.set_base((volume / self.norm.intensity_scale).to(self.device),
+                            unit.to(self.device), self.cfg.train.base_head)  # fmt: skip
 
     @property
     def norm(self) -> Normaliser:
@@ -526,8 +476,7 @@ class Trainer:
     def step(self, idx: torch.Tensor) -> float:
         """One optimisation step on the LR voxels ``idx``; returns the batch's data term (MSE)."""
         jitter_seed = self.seed * 1_000_003 + self.state.steps
-        bf16 = self.precision.bf16
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision.bf16):
             pred = _forward(self.model, self.data, idx, self.profile_points, jitter_seed)
         loss = torch.mean((pred.float() - self.data.vals[idx]) ** 2)
         self.opt.zero_grad(set_to_none=True)
@@ -540,8 +489,8 @@ class Trainer:
 
     @torch.no_grad()
     def held_out_loss(self) -> float:
-        """Mean squared error of the model, in eval mode as its output, on the held-out LR voxels
-        (the same slice-profile points every time, so that losses along the run compare)."""
+        """MSE of the model (eval mode) on the held-out LR voxels, at the same profile points
+        every time."""
         d = self.data
         assert d.held_out is not None
         training = self.model.training
@@ -555,8 +504,8 @@ class Trainer:
         return total / len(d.held_out)
 
     def _validate(self, force: bool = False) -> None:
-        """Every ``train.validate_every`` steps (or now, with ``force``: at the end of a run or
-        an epoch): record the held-out loss, once per step."""
+        """Record the held-out loss every ``train.validate_every`` steps or now (``force``),
+        once per step."""
         s, trace = self.state, self.held_out.trace
         if self.data.held_out is None or (trace and trace[-1][0] == s.steps):
             return
@@ -564,24 +513,18 @@ class Trainer:
             self.held_out.record(s.steps, self.held_out_loss(), self.model)
 
     def _save(self, checkpoint: Path | None, gen_state: torch.Tensor) -> None:
-        """Write everything a resumed run needs to ``checkpoint`` (if any) atomically, through a
-        temporary name; ``gen_state`` re-draws the current epoch's order."""
+        """Write what a resumed run needs to ``checkpoint`` (if any) atomically; ``gen_state``
+        re-draws the current epoch's order."""
         if checkpoint is None:
             return
         s = self.state
         state = {
-            "fingerprint": self.fingerprint,
-            "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "generator": gen_state,
-            "epoch": s.epoch,
-            "step_in_epoch": s.step_in_epoch,
-            "steps": s.steps,
-            "training_seconds": s.seconds,
-            "history": s.history,
-            "running": s.running,
+            "fingerprint": self.fingerprint, "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(), "generator": gen_state, "epoch": s.epoch,
+            "step_in_epoch": s.step_in_epoch, "steps": s.steps, "training_seconds": s.seconds,
+            "history": s.history, "running": s.running,
             "held_out": dict(vars(self.held_out)),  # shallow: torch.save writes the tensors
-        }
+        }  # fmt: skip
         with atomic_path(checkpoint) as tmp:
             torch.save(state, tmp)
 
@@ -598,14 +541,9 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.gen.set_state(state["generator"])
-        self.state = RunState(
-            epoch=state["epoch"],
-            step_in_epoch=state["step_in_epoch"],
-            steps=state["steps"],
-            seconds=state["training_seconds"],
-            running=state.get("running", 0.0),
-            history=list(state["history"]),
-        )
+        self.state = RunState(state["epoch"], state["step_in_epoch"], state["steps"],
+                              state["training_seconds"], state.get("running", 0.0),
+                              history=list(state["history"]))  # fmt: skip
         if state.get("held_out") is not None:
             self.held_out = HeldOut(**state["held_out"])
         self._last_checkpoint = self.state.seconds
@@ -620,30 +558,24 @@ class Trainer:
         on_step: OnStep | None = None,
         on_epoch: OnEpoch | None = None,
     ) -> TrainResult:
-        """Train until the epochs are done, the budget is spent, the held-out loss has reached a
-        plateau (``train.plateau_epochs``) or ``on_step`` (see :data:`OnStep`) returns True, with
-        periodic and final checkpoints to ``checkpoint`` and progress on ``progress_stream``
-        (default: stderr); the model is left in eval mode."""
+        """Train until the epochs are done, the budget is spent, the held-out loss plateaus
+        (``train.plateau_epochs``) or ``on_step`` returns True, checkpointing to ``checkpoint``
+        and showing progress on ``progress_stream`` (default: stderr); ends in eval mode."""
         s = self.state
-        bar = Progress(
-            self.total_steps,
-            self.budget.seconds,
-            start_steps=s.steps,
-            start_seconds=s.seconds,
-            enabled=progress,
-            stream=progress_stream,
-        )
+        bar = Progress(self.total_steps, self.budget.seconds, start_steps=s.steps,
+                       start_seconds=s.seconds, enabled=progress,
+                       stream=progress_stream)  # fmt: skip
         watch = Stopwatch(self.clock, s.seconds)
         self.model.train()
         self._validate()
-        stop: StopReason | None = None
+        stop: str | None = None
         with bar:
             while stop is None and s.epoch < self.cfg.train.epochs:
                 stop = self._run_epoch(watch, bar, checkpoint, on_step)
                 if stop is None:
                     stop = self._end_epoch(watch, checkpoint, on_epoch)
         if stop is None:
-            stop = StopReason.EPOCHS
+            stop = "epochs"
             self._save(checkpoint, self.gen.get_state())
         self._validate(force=True)
         self.held_out.restore(self.model)
@@ -652,8 +584,8 @@ class Trainer:
 
     def _run_epoch(
         self, watch: Stopwatch, bar: Progress, checkpoint: Path | None, on_step: OnStep | None
-    ) -> StopReason | None:
-        """The rest of the current epoch; a stop reason if the run ends inside it."""
+    ) -> str | None:
+        """The rest of the current epoch; why the run stopped, if it did inside it."""
         s, d = self.state, self.data
         epoch_gen = self.gen.get_state()
         perm = d.order(self.gen)
@@ -665,8 +597,7 @@ class Trainer:
             stop = self._check_stop(watch, on_step)
             bar.update(s.steps, s.seconds, s.running)
             if stop is not None:
-                # Resume re-draws this epoch's order from its generator state.
-                self.gen.set_state(epoch_gen)
+                self.gen.set_state(epoch_gen)  # a resume re-draws this epoch's order
                 self._save(checkpoint, epoch_gen)
                 return stop
             if s.seconds - self._last_checkpoint >= self.cfg.train.checkpoint_every:
@@ -679,9 +610,9 @@ class Trainer:
 
     def _end_epoch(
         self, watch: Stopwatch, checkpoint: Path | None, on_epoch: OnEpoch | None
-    ) -> StopReason | None:
-        """After an epoch: with a callback or a plateau test, the held-out loss is recorded; the
-        callback runs (untimed, model in eval mode), then the plateau test."""
+    ) -> str | None:
+        """With a callback or a plateau test: record the held-out loss, run the callback (untimed,
+        eval mode), then the plateau test."""
         s, t, d, trace = self.state, self.cfg.train, self.data, self.held_out.trace
         if on_epoch is None and not t.plateau_epochs:
             return None
@@ -694,11 +625,11 @@ class Trainer:
         watch.exclude_since_last_read()
         if plateaued(trace, d.steps_per_epoch, s.epoch, t.plateau_epochs, t.plateau_min_drop):
             self._save(checkpoint, self.gen.get_state())
-            return StopReason.PLATEAU
+            return "plateau"
         return None
 
-    def _check_stop(self, watch: Stopwatch, on_step: OnStep | None) -> StopReason | None:
-        """Read the clock, run the callback (untimed) and check the time budget."""
+    def _check_stop(self, watch: Stopwatch, on_step: OnStep | None) -> str | None:
+        """Read the clock, run the callback (untimed) and check the budget."""
         s = self.state
         s.seconds = watch.elapsed()
         if on_step is not None:
@@ -706,83 +637,45 @@ class Trainer:
             self.model.train()
             watch.exclude_since_last_read()
             if asked:
-                return StopReason.CALLBACK
+                return "callback"
         if self.budget.seconds is not None and s.seconds >= self.budget.seconds:
-            return StopReason.BUDGET
+            return "budget"
         if self.budget.steps is not None and s.steps >= self.budget.steps:
-            return StopReason.STEPS
+            return "steps"
         return None
 
-    def _result(self, stop: StopReason) -> TrainResult:
-        s = self.state
-        result = TrainResult(
-            epochs_completed=s.epoch,
-            steps=s.steps,
-            final_loss=s.running if math.isfinite(s.running) else s.loss,
-            training_seconds=s.seconds,
-            stopped_by=str(stop),
-            resumed=self.resumed,
-            loss_history=list(s.history),
-            budget=self.budget,
-            profile_points=self.profile_points,
-            held_out=(
-                {} if self.data.held_out is None else self.held_out.summary(len(self.data.held_out))
-            ),
-            precision=self.precision.to_dict(),
-        )
-        log.info(
-            "trained %d steps (%d epochs) in %.1f s, stopped by %s, loss %.4g",
-            result.steps,
-            result.epochs_completed,
-            result.training_seconds,
-            result.stopped_by,
-            result.final_loss,
-        )
-        return result
+    def _result(self, stop: str) -> TrainResult:
+        s, held = self.state, self.data.held_out
+        r = TrainResult(
+            s.epoch, s.steps, s.running if math.isfinite(s.running) else s.loss, s.seconds, stop,
+            self.resumed, list(s.history), self.budget, self.profile_points,
+            {} if held is None else self.held_out.summary(len(held)), self.precision.to_dict(),
+        )  # fmt: skip
+        log.info("trained %d steps (%d epochs) in %.1f s, stopped by %s, loss %.4g", r.steps,
+                 r.epochs_completed, r.training_seconds, r.stopped_by, r.final_loss)  # fmt: skip
+        return r
 
 
 def train(
     stacks: list[Stack],
     cfg: IremConfig,
     *,
-    seed: int = 0,
-    device: torch.device | None = None,
     checkpoint: Path | None = None,
     resume: bool = False,
     progress: bool = True,
-    clock: Callable[[], float] = time.perf_counter,
+    progress_stream: TextIO | None = None,
     on_step: OnStep | None = None,
     on_epoch: OnEpoch | None = None,
-    target_voxels: int | None = None,
-    progress_stream: TextIO | None = None,
-    grid: Grid | None = None,
-    start: np.ndarray | None = None,
+    **trainer: Any,
 ) -> tuple[torch.nn.Module, Normaliser, TrainResult]:
-    """Fit IREM to the LR voxels of ``stacks`` (already in normalised space) with a
-    :class:`Trainer`; with ``resume``, continue from ``checkpoint`` if it exists.
-
-    Returns:
-        The trained model (in eval mode), the coordinate/intensity normaliser and a summary.
-    """
-    trainer = Trainer(
-        stacks,
-        cfg,
-        seed=seed,
-        device=device,
-        target_voxels=target_voxels,
-        clock=clock,
-        grid=grid,
-        start=start,
-    )
+    """Fit IREM to ``stacks`` (in normalised space) with a :class:`Trainer` (``trainer``: its
+    keyword arguments); with ``resume``, continue from ``checkpoint`` if it exists. Returns the
+    model (eval mode), the normaliser and a summary."""
+    t = Trainer(stacks, cfg, **trainer)
     if resume and checkpoint is not None and checkpoint.exists():
-        trainer.resume(checkpoint)
+        t.resume(checkpoint)
     elif resume:
         log.warning("no checkpoint at %s; starting from scratch", checkpoint)
-    result = trainer.fit(
-        checkpoint=checkpoint,
-        progress=progress,
-        progress_stream=progress_stream,
-        on_step=on_step,
-        on_epoch=on_epoch,
-    )
-    return trainer.model, trainer.norm, result
+    result = t.fit(checkpoint=checkpoint, progress=progress, progress_stream=progress_stream,
+                   on_step=on_step, on_epoch=on_epoch)  # fmt: skip
+    return t.model, t.norm, result
