@@ -156,7 +156,8 @@ def converged_lines(runs: pd.DataFrame) -> list[str]:
             adjusted[t[:3]] = p
     out = [f"**The paper's network until its held-out loss stops improving** (evaluation "
            f"subjects, n = {n}; `snakemake converged`, "
-           "[`results/tables/converged.md`](results/tables/converged.md); Δ: mean paired "
+           "[`results/tables/converged.md`](results/tables/converged.md), figure "
+           "[`results/figures/converged.png`](results/figures/converged.png); Δ: mean paired "
            "difference in brain PSNR, Holm-adjusted Wilcoxon p over each run's comparisons, W/T/L)",
            "", "| run | k | epochs (median) | PSNR brain | "
            + " | ".join(f"Δ vs {b}" for b in names) + " |", "|---" * (4 + len(names)) + "|"]
