@@ -416,10 +416,10 @@ def converged_runs(methods=None):
 
 
 def sweep_runs():
-    """The sweep's runs and its lines' at its k."""
+    """The sweep's runs and its lines' at its ks."""
     if not CONV_SWEEP:
         return []
-    ks = [config["convergence"]["sweep"]["k"]]
+    ks = config["convergence"]["sweep"]["ks"]
     return convergence_runs(list(CONV_SWEEP), ks) + convergence_runs(config["convergence"]["lines"], ks)
 
 

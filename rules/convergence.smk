@@ -28,7 +28,7 @@ rule convergence_report:
 
 
 rule convergence_sweep:
-    """Fig. 3: one parameter of the paper's network at a time (config `convergence.sweep`), at its k
+    """Fig. 3: one parameter of the paper's network at a time (config `convergence.sweep`), at its ks
     on the tuning subjects, each value paired with the reference's, the baselines as lines."""
     input:
         metrics=metrics_of(sweep_runs()),
@@ -45,7 +45,7 @@ rule convergence_sweep:
                               for k, v in config["convergence"]["sweep"]["reference"].items())]
         ),
         title=f"Fig. 3: the paper's network, one parameter at a time "
-        f"(k={config['convergence']['sweep']['k']}, tuning subjects)",
+        f"(k = {', '.join(map(str, config['convergence']['sweep']['ks']))}, tuning subjects)",
         caption=sweep_caption(),
         dpi=config["figures"]["dpi"],
     log:

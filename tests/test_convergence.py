@@ -79,27 +79,31 @@ def test_report_refuses_a_run_without_snapshots(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "c.csv").exists()
 
 
-def _sweep_runs(tmp_path: Path, low: float) -> list[Path]:
-    """sigma 0.5, 1 and 4 on two subjects (20 and 22 dB at sigma 1; 4 is 1 dB higher, 0.5 ``low``
-    dB), and B-spline at 25 dB on both."""
+def _sweep_runs(tmp_path: Path, low: float, ks: tuple[str, ...] = ("8",)) -> list[Path]:
+    """sigma 0.5, 1 and 4 on two subjects at each k (20 and 22 dB at sigma 1 and k = 8, 5 dB more
+    at k = 4; 4 is 1 dB higher at k = 8 and 2 dB at k = 4, 0.5 ``low`` dB), and B-spline at 25 dB."""
     paths = []
-    for subject, base in (("01", 20.0), ("02", 22.0)):
-        for value, gain in (("0.5", low), ("1", 0.0), ("4", 1.0)):
-            m = meta("8", f"convsigma{value}", subject, "0", ablation="sigma", value=value)
-            paths.append(write_metrics(tmp_path, m, base + gain))
-        paths.append(write_metrics(tmp_path, meta("8", "bspline", subject, "0"), 25.0))
+    for k in ks:
+        for subject, base in (("01", 20.0), ("02", 22.0)):
+            for value, gain in (("0.5", low), ("1", 0.0), ("4", 1.0 if k == "8" else 2.0)):
+                m = meta(k, f"convsigma{value}", subject, "0", ablation="sigma", value=value)
+                paths.append(write_metrics(tmp_path, m, base + gain + (k == "4") * 5))
+            paths.append(write_metrics(tmp_path, meta(k, "bspline", subject, "0"), 25.0))
     return paths
 
 
 def test_sweep_table_pairs_each_value_with_the_reference(tmp_path: Path) -> None:
-    paths = _sweep_runs(tmp_path, -0.05)
+    paths = _sweep_runs(tmp_path, -0.05, ks=("4", "8"))
     csv, md, png = tmp_path / "s.csv", tmp_path / "s.md", tmp_path / "s.png"
     argv = ["report", "fig3", "--metrics", *map(str, paths), "--baselines", "bspline",
             "--reference", "sigma=1", "--csv", str(csv), "--md", str(md), "-o", str(png)]  # fmt: skip
     assert main(argv) == 0
     import pandas as pd
 
-    table = pd.read_csv(csv).set_index("value")
+    both = pd.read_csv(csv)
+    assert sorted(both["k"].unique()) == [4, 8]  # each k paired on its own
+    assert both.set_index(["k", "value"]).loc[(4, 4.0), "minus_reference"] == pytest.approx(2.0)
+    table = both[both["k"] == 8].set_index("value")
     assert list(table["n"]) == [2, 2, 2]
     assert table.loc[4.0, "minus_reference"] == pytest.approx(1.0)
     assert table.loc[4.0, "wins_ties_losses"] == "2/0/0"

@@ -135,18 +135,19 @@ def convergence_report(
 
 
 def sweep_table(runs: pd.DataFrame, reference: dict[str, str]) -> pd.DataFrame:
-    """Per swept parameter (meta ``ablation``) and value: mean brain PSNR, 95% CI and the paired
-    difference to the runs at ``reference[parameter]`` (same subject, k and seed; 0.1 dB ties)."""
-    unit = ["subject", "k", "seed"]
+    """Per k, swept parameter (meta ``ablation``) and value: mean brain PSNR, 95% CI and the paired
+    difference to the runs at ``reference[parameter]`` (same subject and seed; 0.1 dB ties)."""
+    unit = ["subject", "seed"]
     rows = []
-    for param, g in runs[runs["ablation"] != ""].groupby("ablation", sort=False):
+    swept = runs[runs["ablation"] != ""].assign(k=lambda r: r["k"].astype(int))
+    for (k, param), g in swept.groupby(["k", "ablation"], sort=False):
         g = g.assign(x=pd.to_numeric(g["value"]))
         ref = None
         if param in reference:
             ref = g[g["x"] == float(reference[param])].set_index(unit)["psnr_mask"]
         for x, h in g.groupby("x"):
             s = stats.summarise(h["psnr_mask"])
-            row: dict[str, Any] = {"parameter": param, "value": x, "n": s.n,
+            row: dict[str, Any] = {"k": k, "parameter": param, "value": x, "n": s.n,
                                    "mean_psnr_mask": s.mean, "ci_low": s.ci_low,
                                    "ci_high": s.ci_high}  # fmt: skip
             if ref is not None:
@@ -167,16 +168,17 @@ def sweep_markdown(table: pd.DataFrame, lines: pd.DataFrame, methods: Methods) -
             paired = [f"{r['minus_reference']:+.2f}",
                       f"[{r['diff_ci_low']:+.2f}, {r['diff_ci_high']:+.2f}]",
                       f"{r['p_wilcoxon']:.3f}", r["wins_ties_losses"]]  # fmt: skip
-        rows.append([r["parameter"], f"{r['value']:g}", str(r["n"]), f"{r['mean_psnr_mask']:.2f}",
-                     f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]", *paired])  # fmt: skip
-    head = ["parameter", "value", "runs", "brain PSNR (dB)", "95% CI", "- reference (dB)",
+        rows.append([str(r["k"]), r["parameter"], f"{r['value']:g}", str(r["n"]),
+                     f"{r['mean_psnr_mask']:.2f}", f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]",
+                     *paired])  # fmt: skip
+    head = ["k", "parameter", "value", "runs", "brain PSNR (dB)", "95% CI", "- reference (dB)",
             "95% CI", "Wilcoxon p", "W/T/L (0.1 dB)"]  # fmt: skip
-    base = [[methods.label(m), f"{g['psnr_mask'].mean():.2f}", str(len(g))]
-            for m, g in lines.groupby("method", sort=False)]  # fmt: skip
+    base = [[str(k), methods.label(m), f"{g['psnr_mask'].mean():.2f}", str(len(g))]
+            for (k, m), g in lines.groupby(["k", "method"], sort=False)]  # fmt: skip
     return (
         markdown_table(head, rows)
         + "\nBaselines on the same stacks:\n\n"
-        + markdown_table(["method", "brain PSNR (dB)", "runs"], base)
+        + markdown_table(["k", "method", "brain PSNR (dB)", "runs"], base)
     )
 
 
@@ -184,17 +186,21 @@ def sweep_figure(
     table: pd.DataFrame, lines: pd.DataFrame, methods: Methods, reference: dict[str, str],
     title: str = "", caption: str = "",
 ) -> Any:  # fmt: skip
-    """Fig. 3: a panel per swept parameter, brain PSNR minus the reference value's (paired mean,
-    95% CI), the baselines as dotted lines at their mean minus the reference's mean."""
+    """Fig. 3: a panel per k (rows) and swept parameter (columns), brain PSNR minus the reference
+    value's (paired mean, 95% CI), the baselines as dotted lines at their mean minus the
+    reference's mean."""
     params = list(dict.fromkeys(table["parameter"]))
+    ks = sorted(table["k"].unique())
     missing = [p for p in params if p not in reference]
     if not params or missing:
         raise ValueError(f"a sweep figure needs a reference value of {missing or 'each parameter'}")
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(params), figsize=(4.8 * len(params), 3.8), squeeze=False)
+    fig, axes = plt.subplots(len(ks), len(params), figsize=(4.8 * len(params), 3.8 * len(ks)),
+                             squeeze=False)  # fmt: skip
     colours = methods.colours(lines["method"].unique())
-    for ax, param in zip(axes[0], params, strict=True):
-        t = table[table["parameter"] == param].sort_values("value")
+    panels = [(ax, k, p) for row, k in zip(axes, ks, strict=True) for ax, p in zip(row, params, strict=True)]
+    for ax, k, param in panels:
+        t = table[(table["parameter"] == param) & (table["k"] == k)].sort_values("value")
         ref = t.loc[t["value"] == float(reference[param]), "mean_psnr_mask"]
         if ref.empty:
             raise ValueError(f"{param}: no run at the reference value {reference[param]}")
@@ -204,13 +210,14 @@ def sweep_figure(
                    label=f"{param} = {reference[param]}: {ref.iloc[0]:.2f} dB")  # fmt: skip
         ax.errorbar(t["value"], d, yerr=err, fmt="o-", capsize=3, color="#333333",
                     label=f"{param} varied (95% CI)")  # fmt: skip
-        for method, g in lines.groupby("method", sort=False):
+        for method, g in lines[lines["k"].astype(int) == k].groupby("method", sort=False):
             ax.axhline(g["psnr_mask"].mean() - ref.iloc[0], color=colours[method],
                        linestyle=":", label=methods.label(method))  # fmt: skip
         if axis_scale(t["value"]) == "log":
             ax.set_xscale("log", base=2)
         ax.set_xticks(t["value"], [f"{x:g}" for x in t["value"]])
-        ax.set(xlabel=param, ylabel=f"brain PSNR minus {param} = {reference[param]} (dB)")
+        ax.set(xlabel=param, ylabel=f"brain PSNR minus {param} = {reference[param]} (dB)",
+               title=f"k = {k}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(title or "Fig. 3")
