@@ -1,2 +1,1 @@
-"""The paper's baselines: ``baselines.bspline.bspline`` and ``baselines.srr.srr`` (not re-exported,
-so that ``baselines.bspline`` and ``baselines.srr`` stay the modules)."""
+"""The paper's baselines, in the modules ``baselines.bspline`` and ``baselines.srr``."""

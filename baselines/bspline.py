@@ -1,5 +1,4 @@
-"""Multi-stack cubic B-spline interpolation: every stack resampled onto the grid, averaged where
-covered."""
+"""Multi-stack cubic B-spline interpolation: the stacks resampled onto the grid and averaged."""
 
 from __future__ import annotations
 
@@ -31,75 +30,54 @@ def bspline(stacks: Sequence[Stack], grid: Grid, order: int = 3) -> np.ndarray:
     shape = tuple(int(s) for s in grid.shape)
     total = np.zeros(shape, dtype=np.float64).reshape(shape[0], -1)
     count = np.zeros(total.shape, dtype=np.int32)
-    plane = np.stack(
-        np.meshgrid(np.arange(shape[1]), np.arange(shape[2]), indexing="ij"), axis=-1
-    ).reshape(-1, 2)
-    rows = max(1, _CHUNK // max(1, plane.shape[0]))
     for stack in stacks:
         data = np.asarray(stack.data, dtype=np.float64)
         to_stack = np.linalg.inv(stack.to_normalised) @ np.asarray(grid.affine, dtype=np.float64)
         perm = aligned_permutation(to_stack[:3, :3])
-        if perm is not None:
-            vals, cover = _separable(data, to_stack, perm, shape, order)
-            if stack.mask is not None:
-                cover &= (
-                    _separable(stack_mask(stack, np.float64), to_stack, perm, shape, 0)[0] > 0.5
-                )
-            total += (vals * cover).reshape(total.shape)
-            count += cover.reshape(count.shape)
+        if perm is None:
+            _accumulate_oblique(stack, data, to_stack, order, shape, total, count)
             continue
-        _accumulate_oblique(stack, data, to_stack, order, plane, rows, total, count)
+        vals, cover = _separable(data, to_stack, perm, shape, order)
+        if stack.mask is not None:
+            mask = stack_mask(stack, np.float64)
+            cover &= _separable(mask, to_stack, perm, shape, 0)[0] > 0.5
+        total += (vals * cover).reshape(total.shape)
+        count += cover.reshape(count.shape)
     out = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
     return out.reshape(shape).astype(np.float32)
 
 
 def _accumulate_oblique(
-    stack: Stack, data: np.ndarray, to_stack: np.ndarray, order: int, plane: np.ndarray, rows: int,
+    stack: Stack, data: np.ndarray, to_stack: np.ndarray, order: int, shape: tuple[int, ...],
     total: np.ndarray, count: np.ndarray,
 ) -> None:  # fmt: skip
     """Add one oblique stack's spline values and coverage to ``total`` and ``count``, by rows."""
-    shape0 = total.shape[0]
     coeffs = ndimage.spline_filter(data, order=order, mode=BOUNDARY_MODE) if order > 1 else data
-    for start in range(0, shape0, rows):
-        stop = min(shape0, start + rows)
-        idx = np.concatenate(
-            [
-                np.repeat(np.arange(start, stop), plane.shape[0])[:, None],
-                np.tile(plane, (stop - start, 1)),
-            ],
-            axis=1,
-        )
-        vox = apply_affine(to_stack, idx)
+    mask = None if stack.mask is None else stack_mask(stack, np.float64)
+    rows = max(1, _CHUNK // max(1, shape[1] * shape[2]))
+    for start in range(0, shape[0], rows):
+        stop = min(shape[0], start + rows)
+        idx = np.meshgrid(np.arange(start, stop), *map(np.arange, shape[1:]), indexing="ij")
+        vox = apply_affine(to_stack, np.stack(idx, axis=-1).reshape(-1, 3))
         cover = inside(stack, vox)
-        if stack.mask is not None:
-            cover[cover] = _nearest(stack_mask(stack, np.float64), vox[cover]) > 0.5
+        if mask is not None:  # the nearest LR voxel in the mask
+            near = ndimage.map_coordinates(mask, vox[cover].T, order=0, mode="nearest")
+            cover[cover] = near > 0.5
         if not cover.any():
             continue
         vals = ndimage.map_coordinates(
             coeffs, vox[cover].T, order=order, mode=BOUNDARY_MODE, prefilter=False
         )
-        block_total = total[start:stop].reshape(-1)  # views: rows are contiguous
-        block_count = count[start:stop].reshape(-1)
-        block_total[cover] += vals
-        block_count[cover] += 1
-
-
-def _nearest(image: np.ndarray, vox: np.ndarray) -> np.ndarray:
-    """Nearest-neighbour values of ``image`` at continuous voxel indices ``vox`` ``(n, 3)``."""
-    return ndimage.map_coordinates(image, vox.T, order=0, mode="nearest", prefilter=False)
+        total[start:stop].reshape(-1)[cover] += vals  # views: rows are contiguous
+        count[start:stop].reshape(-1)[cover] += 1
 
 
 def _axis_matrix(n: int, q: np.ndarray, order: int) -> np.ndarray:
     """1-D spline interpolation as a matrix ``(len(q), n)``: row ``i`` evaluates at ``q[i]``."""
     eye = np.eye(n)
     coeffs = ndimage.spline_filter1d(eye, order, axis=0, mode=BOUNDARY_MODE) if order > 1 else eye
-    cols = [
-        ndimage.map_coordinates(
-            coeffs[:, j], q[None, :], order=order, mode=BOUNDARY_MODE, prefilter=False
-        )
-        for j in range(n)
-    ]
-    return np.stack(cols, axis=1)
+    kw = {"order": order, "mode": BOUNDARY_MODE, "prefilter": False}
+    return np.stack([ndimage.map_coordinates(c, q[None, :], **kw) for c in coeffs.T], axis=1)
 
 
 def _separable(
@@ -116,7 +94,5 @@ def _separable(
         n = data.shape[a]
         out = np.moveaxis(np.tensordot(_axis_matrix(n, q, order), out, axes=([1], [i])), 0, i)
         ok = (q >= -0.5) & (q <= n - 0.5)
-        view = [1, 1, 1]
-        view[i] = shape[i]
-        cover &= ok.reshape(view)
+        cover &= ok.reshape([-1 if j == i else 1 for j in range(3)])
     return out, cover

@@ -74,9 +74,7 @@ def aligned_permutation(linear: np.ndarray, tol: float = 1e-6) -> tuple[int, int
         if np.any(np.delete(col, i) > tol * col[i]):
             return None
         perm.append(i)
-    if sorted(perm) != [0, 1, 2]:
-        return None
-    return tuple(perm)  # type: ignore[return-value]
+    return tuple(perm) if sorted(perm) == [0, 1, 2] else None  # type: ignore[return-value]
 
 
 def _phase(to_hr: np.ndarray, ratio: np.ndarray, pad: np.ndarray) -> np.ndarray:
@@ -199,7 +197,6 @@ class StackOperator:
     ) -> list[np.ndarray]:
         """The PSF matrices when the source grid is the HR grid, axes permuted to the stack's."""
         hr_spacing = voxel_sizes(grid.affine)
-        self.src_shape = tuple(self.hr_shape[p] for p in perm)
         mats = []
         for a, i in enumerate(perm):
             centres = to_hr[i, 3] + to_hr[i, a] * np.arange(self.lr_shape[a])
@@ -225,26 +222,20 @@ class StackOperator:
         # Intermediate index u -> LR index (u - pad - phase) / ratio -> HR index.
         src_to_lr = np.diag(np.append(1.0 / ratio, 1.0))
         src_to_lr[:3, 3] = -(pad + phase) / ratio
-        self.sample_grid = self._make_sample_grid(to_hr @ src_to_lr)
-        return mats
-
-    def _make_sample_grid(self, src_to_hr: np.ndarray) -> torch.Tensor:
-        """``grid_sample`` coordinates (1, *src_shape, 3) of the source points in the HR volume."""
+        m = torch.as_tensor(to_hr @ src_to_lr, dtype=torch.float64)
         idx = [torch.arange(n, dtype=torch.float64) for n in self.src_shape]
         u = torch.stack(torch.meshgrid(*idx, indexing="ij"), dim=-1)  # (*src_shape, 3)
-        m = torch.as_tensor(src_to_hr, dtype=torch.float64)
-        hr = u @ m[:3, :3].T + m[:3, 3]
         n = torch.as_tensor(self.hr_shape, dtype=torch.float64)
-        norm = 2.0 * hr / torch.clamp(n - 1, min=1) - 1.0
-        # grid_sample wants (x, y, z) = (last, middle, first) HR axis.
-        norm = norm.flip(-1)
-        return norm.to(self.dtype).to(self.device).unsqueeze(0)
+        norm = 2.0 * (u @ m[:3, :3].T + m[:3, 3]) / torch.clamp(n - 1, min=1) - 1.0
+        # grid_sample's coordinates (1, *src_shape, 3) are (x, y, z) = (last, middle, first) axis.
+        self.sample_grid = norm.flip(-1).to(self.dtype).to(self.device).unsqueeze(0)
+        return mats
 
     def _to_source(self, x: torch.Tensor) -> torch.Tensor:
         if self.sample_grid is None:
             return x.permute(*self.perm)  # type: ignore[misc]
-        grid = self.sample_grid
-        return F.grid_sample(x[None, None], grid, padding_mode="zeros", align_corners=True)[0, 0]
+        u = F.grid_sample(x[None, None], self.sample_grid, padding_mode="zeros", align_corners=True)
+        return u[0, 0]
 
     def _from_source(self, u: torch.Tensor) -> torch.Tensor:
         if self.sample_grid is None:
@@ -332,19 +323,16 @@ class MultiStackOperator:
 def gradient(x: torch.Tensor) -> torch.Tensor:
     """Forward differences along the 3 axes (Neumann: zero at the last index), ``(3, *shape)``."""
     g = torch.zeros((3, *x.shape), dtype=x.dtype, device=x.device)
-    g[0, :-1] = x[1:] - x[:-1]
-    g[1, :, :-1] = x[:, 1:] - x[:, :-1]
-    g[2, :, :, :-1] = x[:, :, 1:] - x[:, :, :-1]
+    for a in range(3):
+        g[a].narrow(a, 0, x.shape[a] - 1).copy_(torch.diff(x, dim=a))
     return g
 
 
 def gradient_adjoint(g: torch.Tensor) -> torch.Tensor:
     """Adjoint of :func:`gradient` (minus the divergence)."""
     out = torch.zeros(g.shape[1:], dtype=g.dtype, device=g.device)
-    out[:-1] -= g[0, :-1]
-    out[1:] += g[0, :-1]
-    out[:, :-1] -= g[1, :, :-1]
-    out[:, 1:] += g[1, :, :-1]
-    out[:, :, :-1] -= g[2, :, :, :-1]
-    out[:, :, 1:] += g[2, :, :, :-1]
+    for a in range(3):
+        d = g[a].narrow(a, 0, out.shape[a] - 1)
+        out.narrow(a, 0, d.shape[a]).sub_(d)
+        out.narrow(a, 1, d.shape[a]).add_(d)
     return out

@@ -48,12 +48,21 @@ def _sq(t: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(t)) ** 2
 
 
-def _cg_start(
+def _objective(rd: Sequence[torch.Tensor], rg: torch.Tensor, mu: float) -> float:
+    """``1/2 (sum ||rd_k||^2 + mu ||rg||^2)`` from the data and prior residuals."""
+    return 0.5 * (sum(_sq(t) for t in rd) + mu * _sq(rg))
+
+
+def _cg(
     op: MultiStackOperator, ys: Sequence[torch.Tensor], x: torch.Tensor, mu: float,
-    c: torch.Tensor | None, aty: torch.Tensor | None, rd: list[torch.Tensor] | None,
-) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, float]:  # fmt: skip
-    """CG's starting residuals: data ``y - A x``, prior ``c - grad x``, normal equations, and the
-    norm of the right-hand side."""
+    c: torch.Tensor | None, iterations: int, tol: float,
+    callback: Callable[[float, float], None] | None = None,
+    aty: torch.Tensor | None = None, rd: list[torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor, int, str]:  # fmt: skip
+    """Conjugate gradients for ``min 1/2 sum ||A_k x - y_k||^2 + mu/2 ||grad x - c||^2``: ``x``,
+    the residuals ``y_k - A_k x`` and ``c - grad x``, the steps taken and why it stopped (a step
+    that would not decrease the objective, tracked through the residuals, stops it); ``aty`` and
+    ``rd`` save operator calls."""
     if rd is None:
         rd = [y - a for y, a in zip(ys, op.forward(x), strict=True)]
     rg = -gradient(x) if c is None else c - gradient(x)
@@ -62,79 +71,45 @@ def _cg_start(
         b = b + mu * gradient_adjoint(c)
     bnorm = float(torch.linalg.vector_norm(b))
     del b
-    r = op.adjoint(rd)
+    r = op.adjoint(rd)  # the residual of the normal equations
     if mu:
         r += mu * gradient_adjoint(rg)
-    return rd, rg, r, bnorm
-
-
-def _objective(rd: Sequence[torch.Tensor], rg: torch.Tensor, mu: float) -> float:
-    """``1/2 (sum ||rd_k||^2 + mu ||rg||^2)`` from the data and prior residuals."""
-    return 0.5 * (sum(_sq(t) for t in rd) + mu * _sq(rg))
-
-
-@dataclass
-class _CGState:
-    """CG's iterate ``x``, residuals (data, prior, normal equations), direction and objective."""
-
-    x: torch.Tensor
-    rd: list[torch.Tensor]
-    rg: torch.Tensor
-    r: torch.Tensor
-    p: torch.Tensor
-    rr: float
-    objective: float
-
-    def step(self, op: MultiStackOperator, mu: float) -> str | None:
-        """Take one CG step in place, or return why not (``breakdown``, ``monotonicity``)."""
-        ap = op.forward(self.p)
-        dp = gradient(self.p)
+    p = r.clone()
+    rr = _sq(r)
+    objective = _objective(rd, rg, mu)
+    done, reason = 0, "iterations"
+    while done < iterations:
+        if bnorm == 0 or math.sqrt(rr) <= tol * bnorm:
+            reason = "tolerance"
+            break
+        ap = op.forward(p)
+        dp = gradient(p)
         hp = op.adjoint(ap)
         if mu:
             hp += mu * gradient_adjoint(dp)
-        php = float(torch.sum(self.p * hp))
+        php = float(torch.sum(p * hp))
         if not php > 0 or not math.isfinite(php):
-            return "breakdown"
-        a = self.rr / php
-        rd = [torch.add(t, s, alpha=-a) for t, s in zip(self.rd, ap, strict=True)]
-        rg = torch.add(self.rg, dp, alpha=-a)
-        del ap, dp
-        objective = _objective(rd, rg, mu)
-        if not objective < self.objective:
-            return "monotonicity"
-        self.x = torch.add(self.x, self.p, alpha=a)
-        self.rd, self.rg, self.objective = rd, rg, objective
-        self.r.add_(hp, alpha=-a)
-        del hp
-        rr = _sq(self.r)
-        self.p.mul_(rr / self.rr).add_(self.r)
-        self.rr = rr
-        return None
-
-
-def _cg(
-    op: MultiStackOperator, ys: Sequence[torch.Tensor], x: torch.Tensor, mu: float,
-    c: torch.Tensor | None, iterations: int, tol: float,
-    callback: Callable[[list[torch.Tensor], float], None] | None = None,
-    aty: torch.Tensor | None = None, rd: list[torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor, int, str]:  # fmt: skip
-    """Conjugate gradients for ``min 1/2 sum ||A_k x - y_k||^2 + mu/2 ||grad x - c||^2``: ``x``,
-    the residuals ``y_k - A_k x`` and ``c - grad x``, the steps taken and why it stopped (a step
-    that would not decrease the objective, tracked through the residuals, stops it); ``aty`` and
-    ``rd`` save operator calls."""
-    rd, rg, r, bnorm = _cg_start(op, ys, x, mu, c, aty, rd)
-    cg = _CGState(x, rd, rg, r, r.clone(), _sq(r), _objective(rd, rg, mu))
-    done, reason = 0, "iterations"
-    while done < iterations:
-        converged = bnorm == 0 or math.sqrt(cg.rr) <= tol * bnorm
-        stop = "tolerance" if converged else cg.step(op, mu)
-        if stop is not None:
-            reason = stop
+            reason = "breakdown"
             break
+        a = rr / php
+        step_rd = [torch.add(t, s, alpha=-a) for t, s in zip(rd, ap, strict=True)]
+        step_rg = torch.add(rg, dp, alpha=-a)
+        del ap, dp
+        step_objective = _objective(step_rd, step_rg, mu)
+        if not step_objective < objective:
+            reason = "monotonicity"
+            break
+        x = torch.add(x, p, alpha=a)
+        rd, rg, objective = step_rd, step_rg, step_objective
+        r.add_(hp, alpha=-a)
+        del hp
+        step_rr = _sq(r)
+        p.mul_(step_rr / rr).add_(r)
+        rr = step_rr
         done += 1
-        if callback is not None:
-            callback(cg.rd, cg.objective)
-    return cg.x, cg.rd, cg.rg, done, reason
+        if callback is not None:  # the squared data residual and the objective
+            callback(sum(_sq(t) for t in rd), objective)
+    return x, rd, rg, done, reason
 
 
 def _magnitude(v: torch.Tensor) -> torch.Tensor:
@@ -146,10 +121,8 @@ def _magnitude(v: torch.Tensor) -> torch.Tensor:
 
 def _shrink(v: torch.Tensor, threshold: float) -> torch.Tensor:
     """Isotropic soft thresholding of the gradient field ``v`` ``(3, ...)``."""
-    factor = (
-        _magnitude(v).clamp_(min=1e-30).reciprocal_().mul_(-threshold).add_(1.0).clamp_(min=0.0)
-    )
-    return v * factor
+    factor = _magnitude(v).clamp_(min=1e-30).reciprocal_().mul_(-threshold).add_(1.0)
+    return v * factor.clamp_(min=0.0)
 
 
 @dataclass
@@ -175,14 +148,9 @@ def _solve_tk1(
 ) -> tuple[torch.Tensor, float, int, str, dict[str, Any]]:  # fmt: skip
     """First-order Tikhonov: CG on the normal equations, ``lambda = alpha * L``."""
     lam = alpha * norm
-    trace.objective.append(
-        0.5 * (trace.residual[0] * trace.ynorm) ** 2 + 0.5 * lam * _sq(gradient(x))
-    )
-
-    def step(rd: list[torch.Tensor], obj: float) -> None:
-        trace.add(sum(_sq(t) for t in rd), obj)
-
-    x, _, _, done, reason = _cg(op, ys, x, lam, None, iterations, tol, step)
+    prior = 0.5 * lam * _sq(gradient(x))
+    trace.objective.append(0.5 * (trace.residual[0] * trace.ynorm) ** 2 + prior)
+    x, _, _, done, reason = _cg(op, ys, x, lam, None, iterations, tol, trace.add)
     return x, lam, done, reason, {"cg_iterations": done}
 
 
@@ -215,34 +183,6 @@ def _solve_tv(
         trace.add(data, 0.5 * data + lam * tv)
     extra = {"cg_iterations": cg_total, "rho": rho, "intensity_scale": scale}
     return x, lam, iterations, "iterations", extra
-
-
-def _problem(
-    stacks: Sequence[Stack], grid: Grid, psf: str, device: torch.device, init: np.ndarray | None
-) -> tuple[MultiStackOperator, list[torch.Tensor], torch.Tensor]:
-    """The float32 operator, the LR data and the start (``init`` or the B-spline) on ``device``."""
-    if init is None:
-        init = bspline(stacks, grid)
-    op = MultiStackOperator(stacks, grid, psf=psf, device=device, dtype=torch.float32)
-    x = torch.as_tensor(np.ascontiguousarray(init, dtype=np.float32), device=device).clone()
-    return op, op.data(stacks), x
-
-
-def _solve(
-    op: MultiStackOperator, ys: Sequence[torch.Tensor], x: torch.Tensor, regulariser: str,
-    alpha: float, norm: float, iterations: int, tol: float, progress: bool,
-) -> tuple[torch.Tensor, dict[str, Any]]:  # fmt: skip
-    """Run the regulariser's solver from ``x`` with a progress bar: the result and its record."""
-    ynorm = math.sqrt(sum(_sq(y) for y in ys)) or 1.0
-    residual = math.sqrt(sum(_sq(y - a) for y, a in zip(ys, op.forward(x), strict=True))) / ynorm
-    bar = tqdm(total=iterations, desc=f"srr {regulariser}", disable=not progress, leave=False)
-    trace = _Trace([residual], [], ynorm, bar)
-    solve = _solve_tk1 if regulariser == "tk1" else _solve_tv
-    x, lam, done, reason, extra = solve(op, ys, x, alpha, norm, iterations, tol, trace)
-    bar.close()
-    return x, {**extra, "lambda": lam, "iterations": done, "stop_reason": reason,
-               "residual": trace.residual, "relative_residual": trace.residual[-1],
-               "objective": trace.objective}  # fmt: skip
 
 
 def _check(
@@ -281,7 +221,10 @@ def srr(
     alpha, iterations = _check(stacks, grid, alpha, regulariser, iterations, psf, init, tol)
     t0 = time.perf_counter()
     device = torch.device(device)
-    op, ys, x = _problem(stacks, grid, psf, device, init)
+    init = bspline(stacks, grid) if init is None else init
+    op = MultiStackOperator(stacks, grid, psf=psf, device=device, dtype=torch.float32)
+    x = torch.as_tensor(np.ascontiguousarray(init, dtype=np.float32), device=device).clone()
+    ys = op.data(stacks)
     norm = op.norm()
     info: dict[str, Any] = {
         "method": "srr", "regulariser": regulariser, "psf": psf, "alpha": alpha,
@@ -289,7 +232,15 @@ def srr(
         "slice_thickness_mm": [s.slice_thickness for s in stacks],
         "lr_voxels_used": [int(o.valid.sum()) for o in op.ops],
     }  # fmt: skip
-    x, result = _solve(op, ys, x, regulariser, alpha, norm, iterations, tol, progress)
+    ynorm = math.sqrt(sum(_sq(y) for y in ys)) or 1.0
+    residual = math.sqrt(sum(_sq(y - a) for y, a in zip(ys, op.forward(x), strict=True))) / ynorm
+    bar = tqdm(total=iterations, desc=f"srr {regulariser}", disable=not progress, leave=False)
+    trace = _Trace([residual], [], ynorm, bar)
+    solve = _solve_tk1 if regulariser == "tk1" else _solve_tv
+    x, lam, done, reason, extra = solve(op, ys, x, alpha, norm, iterations, tol, trace)
+    bar.close()
     out = x.detach().cpu().numpy().astype(np.float32)
-    info.update(result, time=time.perf_counter() - t0)
+    info.update({**extra, "lambda": lam, "iterations": done, "stop_reason": reason})
+    info.update(residual=trace.residual, relative_residual=trace.residual[-1])
+    info.update(objective=trace.objective, time=time.perf_counter() - t0)
     return out, info

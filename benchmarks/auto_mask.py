@@ -1,17 +1,7 @@
 """Brain PSNR in the automatic mask (``--mask auto``) against brain PSNR in the true brain mask.
 
-Subjects of the synthetic MNI152 cohort (``irem.data.cohort``; three consecutive ones cover the three
-contrast families), over the whole 1 mm brain crop (152x184x160: the workflow's 64x80x64 crops lie
-inside the brain and have no background for a foreground mask to find), three k = 4 box-profile
-stacks with Rician noise at SNR 40 (``irem simulate``), no motion. ``irem baseline bspline --mask
-auto`` writes the automatic mask (``irem.acquisition.preprocess.auto_mask`` on the B-spline of the stacks);
-the B-spline and SRR-TV (box PSF, the CLI's tuned weight) reconstructions, made without a mask,
-are scored by ``irem.evaluation.metrics.compute_metrics`` inside the cohort's brain mask and inside the
-automatic one.
-
-Subjects 01-03 are the tuning subjects (the mask's design was chosen on them:
-``--subjects 1 2 3 --name auto_mask_tuning``); 04-06, the default, are the evaluation subjects,
-run once the design was fixed.
+Cohort subjects 01-03 are the tuning subjects, on which the mask's design was chosen
+(``--subjects 1 2 3 --name auto_mask_tuning``); 04-06, the default, the evaluation subjects.
 
 Usage: ``python benchmarks/auto_mask.py [--subjects 4 5 6] [--out results/benchmarks] [--name
 auto_mask]`` (writes ``NAME.csv`` and ``NAME.md``; about three minutes on one core);
@@ -89,19 +79,6 @@ def subject_rows(index: int, folder: Path) -> list[dict[str, object]]:
     return rows
 
 
-def write_csv(rows: list[dict[str, object]], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-
-
-def read_csv(path: Path) -> list[dict[str, object]]:
-    with open(path, encoding="utf-8", newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 def write_md(rows: list[dict[str, object]], path: Path, command: str) -> None:
     diffs = np.array([float(r["difference_db"]) for r in rows])  # type: ignore[arg-type]
     within = int((np.abs(diffs) <= 0.2).sum())
@@ -175,7 +152,8 @@ def main() -> None:
     if args.table_only:
         lines = md_path.read_text(encoding="utf-8").splitlines()
         command = next(ln for ln in lines if ln.startswith("Made by `")).split("`")[1]
-        write_md(read_csv(csv_path), md_path, command)
+        with open(csv_path, encoding="utf-8", newline="") as fh:
+            write_md(list(csv.DictReader(fh)), md_path, command)
         return
     threads = os.environ.get("OMP_NUM_THREADS")
     env = [f"OMP_NUM_THREADS={threads}"] if threads else []
@@ -186,7 +164,11 @@ def main() -> None:
             folder = Path(tmp) / f"sub-{index:02d}"
             folder.mkdir()
             rows += subject_rows(index, folder)
-    write_csv(rows, csv_path)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(csv_path, "w", encoding="utf-8", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
     write_md(rows, md_path, command)
 
 

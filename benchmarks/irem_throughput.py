@@ -59,8 +59,7 @@ def matmul_gflops(seconds: float = 2.0, dtype: torch.dtype = torch.float32) -> f
 def gemm_seconds(
     model: torch.nn.Module, batch: int, seconds: float = 0.3, dtype: torch.dtype = torch.float32
 ) -> float:
-    """Time of one training step's matrix products, each timed alone: per Linear, the forward, the
-    weight gradient and (but for the first layer) the input gradient."""
+    """One training step's matrix products (forward and gradients), each timed alone."""
     total = 0.0
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     for i, lin in enumerate(linears):
@@ -93,8 +92,7 @@ INFERENCE_VARIANTS = [(False, 8192), (True, 65_536), (True, 8192)]
 def training_block(
     bf16: bool, fused: bool, compiled: bool, steps: int = 3, batch: int = 2500
 ) -> Callable[[], None]:
-    """``steps`` of irem.training.train's training step of the paper's network (on random
-    coordinates) as one call, warmed up (and compiled)."""
+    """``steps`` training steps of the paper's network (as irem.training.train's) as one call."""
     model = IREM()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused)
     x, y = torch.rand(batch, 3) * 2 - 1, torch.rand(batch)
@@ -169,8 +167,7 @@ def _calls(native: bool) -> list[_Call]:
 def _rounds(
     calls: list[_Call], rounds: int, fps: float, native: bool, own: dict[torch.dtype, float]
 ) -> pd.DataFrame:
-    """Every call's samples/s per round, as % of that round's matmul bound and of the own-GEMM
-    bound (``own``, samples/s per type), and over the round's fp32 training step (``x``)."""
+    """Every call's samples/s per round, against the round's bounds and fp32 training step."""
     raw = []
     for r in range(rounds):
         bound = matmul_gflops(1.0) * 1e9 / fps
@@ -209,20 +206,6 @@ def _summary(df: pd.DataFrame, threads: int) -> list[dict[str, object]]:
     ]
 
 
-def _once(
-    threads: int, run: str, rate: float, fp32: float, bound: float, own: float, passes: int = 1
-) -> dict[str, object]:
-    """The row of a run measured once, outside the rounds; ``passes``: 3 if forward only."""
-    return {
-        "threads": threads,
-        "run": run,
-        "samples/s": rate,
-        "x fp32 training": rate / fp32,
-        "% of matmul bound": 100 * rate / bound / passes,
-        "% of own-GEMM bound": 100 * rate / own / passes,
-    }
-
-
 def _header(
     threads: int, rounds: int, df: pd.DataFrame, fps: float, own: dict[torch.dtype, float],
     bf16_ratio: float | None,
@@ -252,8 +235,7 @@ def _header(
 
 
 def throughput_table(threads: int, rounds: int = 5) -> tuple[list[str], pd.DataFrame]:
-    """Training and inference rates of the paper's network against the matmul bound over
-    ``rounds`` interleaved rounds (the machine's speed drifts); without native bf16, bf16 once."""
+    """Training and inference rates against the bounds over ``rounds`` interleaved rounds."""
     torch.set_num_threads(threads)
     native = detect_precision("auto").used == "bf16"
     fps = flops_per_sample(IREM())
@@ -265,14 +247,26 @@ def throughput_table(threads: int, rounds: int = 5) -> tuple[list[str], pd.DataF
     df = _rounds(_calls(native), rounds, fps, native, own)
     rows = _summary(df, threads)
     fp32 = df[df["run"] == FP32]["samples/s"].median()
+
+    def once(run: str, rate: float, bound: float, passes: int = 1) -> dict[str, object]:
+        """The row of a run measured once, outside the rounds; ``passes``: 3 if forward only."""
+        return {
+            "threads": threads,
+            "run": run,
+            "samples/s": rate,
+            "x fp32 training": rate / fp32,
+            "% of matmul bound": 100 * rate / bound / passes,
+            "% of own-GEMM bound": 100 * rate / own[torch.float32] / passes,
+        }
+
     if not native:  # emulated bf16 is much slower: one step, once
         bound = matmul_gflops(1.0) * 1e9 / fps
         rate = 2500 / _best_seconds(training_block(True, True, False, steps=1), 1.0)
         run = f"training: {BF16} (no native bf16: once)"
-        rows.append(_once(threads, run, rate, fp32, bound, own[torch.float32]))
+        rows.append(once(run, rate, bound))
     run = "inference: irem.training.train.predict on a 96^3 grid (default chunks, coordinates too; once)"
     rate, bound = predict_rate(), df["bound"].median()
-    rows.append(_once(threads, run, rate, fp32, bound, own[torch.float32], passes=3))
+    rows.append(once(run, rate, bound, passes=3))
     out = pd.DataFrame(rows)
     ratio = out.set_index("run")["x fp32 training"].get(f"training: {BF16}")
     head = _header(threads, rounds, df, fps, own, ratio)

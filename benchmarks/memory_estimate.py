@@ -1,7 +1,5 @@
 """Peak memory of every method against the estimate the command checks before it starts.
 
-Each method runs in a fresh process on three k = 4 stacks of an n^3 phantom (HR grid, one thread,
-no registration, short training); peak: its ``ru_maxrss``; estimate: its sidecar's ``memory``.
 Usage: ``python benchmarks/memory_estimate.py [--out results/benchmarks]`` (about four minutes).
 """
 
@@ -16,6 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["reconstruct", "--config", "fast", "--steps", "20"]
@@ -93,13 +92,13 @@ def run(only: list[str] | None = None) -> list[dict[str, object]]:
     return rows
 
 
-def write(rows: list[dict[str, object]], out_dir: Path) -> None:
+def write(rows: list[dict[str, Any]], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "memory_estimate.csv", "w", encoding="utf-8", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    worst = max(abs(float(r["estimate_over_peak"]) - 1) for r in rows)  # type: ignore[arg-type]
+    worst = max(abs(r["estimate_over_peak"] - 1) for r in rows)
     lines = [
         "# Peak memory: estimate against measurement",
         "",

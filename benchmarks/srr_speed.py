@@ -1,7 +1,5 @@
 """Speed, memory and quality of the baselines on the MNI152 template at k = 4 and 8.
 
-Noise-free box-profile stacks, the HR grid, default alphas; each case in a fresh subprocess (its
-own peak memory); scored as ``irem metrics`` scores the workflow's runs.
 Usage: ``python benchmarks/srr_speed.py [--threads 2] [--out results/benchmarks]``.
 """
 
@@ -9,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import platform
@@ -17,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -84,60 +84,53 @@ def main() -> None:
         k, method, reg, psf = args.child
         print(json.dumps(run_case(int(k), method, reg, psf, args.threads)))
         return
-    load = os.getloadavg()
+    load = os.getloadavg()[0]
     rows = []
-    for k in KS:
-        for method, reg, psf in METHODS:
-            cmd = [sys.executable, __file__, "--threads", str(args.threads), "--child", str(k)]
-            cmd += [method, reg, psf]
-            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-            row = json.loads(done.stdout.strip().splitlines()[-1])
-            rows.append(row)
-            print(
-                f"k={k} {row['method']:>18}: {row['wall_s']:6.1f} s, peak {row['peak_rss_mb']:6.0f} MB, "
-                f"it {row['iterations']}, PSNR {row['psnr']:.2f} / mask {row['psnr_mask']:.2f} / "
-                f"SSIM {row['ssim']:.4f}",
-                flush=True,
-            )
+    for k, case in itertools.product(KS, METHODS):  # each in a fresh process: its own peak memory
+        cmd = [sys.executable, __file__, "--threads", str(args.threads), "--child", str(k), *case]
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(
+            f"k={k} {row['method']:>18}: {row['wall_s']:6.1f} s, "
+            f"peak {row['peak_rss_mb']:6.0f} MB, it {row['iterations']}, PSNR {row['psnr']:.2f} / "
+            f"mask {row['psnr_mask']:.2f} / SSIM {row['ssim']:.4f}",
+            flush=True,
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "srr_speed" if args.threads == 2 else f"srr_speed_threads{args.threads}"
     with open(args.out / f"{stem}.csv", "w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (args.out / f"{stem}.md").write_text(
-        report(rows, args.threads, load, os.getloadavg()), encoding="utf-8"
-    )
-    print((args.out / f"{stem}.md").read_text(encoding="utf-8"))
+    text = report(rows, args.threads, (load, os.getloadavg()[0]))
+    (args.out / f"{stem}.md").write_text(text, encoding="utf-8")
+    print(text)
 
 
-def report(
-    rows: list[dict[str, object]],
-    threads: int,
-    load_before: tuple[float, float, float],
-    load_after: tuple[float, float, float],
-) -> str:
-    """The Markdown table of ``rows``."""
+def report(rows: list[dict[str, Any]], threads: int, loads: tuple[float, float]) -> str:
+    """The Markdown table of ``rows`` (``loads``: the load average before and after)."""
+    cpu = platform.processor() or platform.machine()
+    base_rss = np.median([r["base_rss_mb"] for r in rows])
     lines = [
         "# Baselines on the MNI152 template (152x184x160, 1 mm), box-profile stacks, no noise",
         "",
-        f"Command: `python benchmarks/srr_speed.py --threads {threads}`. "
-        f"torch threads {threads}, {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}); "
-        f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (the cores are shared, "
-        "so times are upper bounds). Mask: the workflow's brain mask. SRR time includes its B-spline initialisation; "
-        "peak memory is the process's ru_maxrss (the template and stacks alone: ~"
-        f"{np.median([float(r['base_rss_mb']) for r in rows]):.0f} MB).",
+        f"Command: `python benchmarks/srr_speed.py --threads {threads}`. torch threads {threads}, "
+        f"{os.cpu_count()} CPUs ({cpu}); load average {loads[0]:.1f} before, {loads[1]:.1f} after "
+        "(the cores are shared, so times are upper bounds). Mask: the workflow's brain mask. SRR "
+        "time includes its B-spline initialisation; peak memory is the process's ru_maxrss (the "
+        f"template and stacks alone: ~{base_rss:.0f} MB).",
         "",
-        "| k | method | alpha | iterations (CG) | time (s) | peak RSS (MB) | PSNR | PSNR mask | SSIM |",
+        "| k | method | alpha | iterations (CG) | time (s) | peak RSS (MB) | PSNR | PSNR mask "
+        "| SSIM |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         its = "-" if r["method"] == "bspline" else f"{r['iterations']} ({r['cg_iterations']})"
-        alpha = "-" if r["alpha"] == "" else f"{float(r['alpha']):g}"
+        alpha = "-" if r["alpha"] == "" else f"{r['alpha']:g}"
         lines.append(
-            f"| {r['k']} | {r['method']} | {alpha} | {its} | {float(r['wall_s']):.1f} | "
-            f"{float(r['peak_rss_mb']):.0f} | {float(r['psnr']):.2f} | {float(r['psnr_mask']):.2f} | "
-            f"{float(r['ssim']):.4f} |"
+            f"| {r['k']} | {r['method']} | {alpha} | {its} | {r['wall_s']:.1f} | "
+            f"{r['peak_rss_mb']:.0f} | {r['psnr']:.2f} | {r['psnr_mask']:.2f} | {r['ssim']:.4f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -73,8 +73,7 @@ def load_stacks(paths: list[str]) -> list[Stack]:
 
 
 def set_thickness(stacks: list[Stack], thickness: Sequence[float] | None) -> list[Stack]:
-    """Copies of ``stacks`` with their slice thickness (mm): one value for all or one per stack
-    (``None``: unchanged)."""
+    """Copies of ``stacks`` with their slice thickness (mm): one value for all or one per stack."""
     if thickness is None:
         return stacks
     values = [float(t) for t in thickness] * (len(stacks) if len(thickness) == 1 else 1)
@@ -221,16 +220,14 @@ def normalise(stacks: list[Stack], fixed_index: int, register: bool, seed: int =
 
 
 def target_grid(fixed: Stack, reference: str | None, spacing: float | None) -> Grid:
-    """The reference image's grid, or an isotropic grid over the fixed stack (default spacing: its
-    finest)."""
+    """The reference image's grid, or an isotropic grid over the fixed stack (default: finest)."""
     if reference is not None:
         return reference_grid(load_volume(reference))
     return isotropic_grid(fixed, float(min(fixed.spacing)) if spacing is None else spacing)
 
 
 def save_transforms(out: Path, stacks: list[Stack], fixed_index: int | None) -> list[str]:
-    """Write each stack's (or package's) transform but the fixed one's as ITK ``.tfm`` beside
-    ``out``; their paths."""
+    """Write each stack's transform but the fixed one's as ITK ``.tfm`` beside ``out``; paths."""
     from irem.acquisition.registration import save_transform
 
     written = []
@@ -264,8 +261,7 @@ def describe_inputs(
     sources: Sequence[tuple[int, int | None]],
     thickness_given: Sequence[bool],
 ) -> list[dict[str, Any]]:
-    """The sidecar's record of each stack the method saw (an input stack, or a package: ``sources``
-    gives each one's input and package index)."""
+    """The sidecar's record of each stack or package (``sources``: input and package index)."""
     masks = [None] * len(paths) if mask_paths is None else list(mask_paths)
     return [
         {"path": str(paths[i]), "name": s.name, "package": package, "shape": list(s.shape),
@@ -395,14 +391,11 @@ def prepare(req: Request, memory: MemoryModel | None = None) -> Prepared:
 
 def describe_masks(req: Request, prep: Prepared, restricted: bool) -> dict[str, Any]:
     """The sidecar's record of the masks: files, target-mask voxels, what they restricted."""
-    files = {d.path.name: str(d.path) for d in prep.derived}
-    target = req.mask
+    target = str(derived_path(prep.output, "desc-auto_mask")) if req.mask == AUTO else req.mask
     stack_masks = None if req.stack_masks is None else list(req.stack_masks)
-    if req.mask == AUTO:
-        target = files.get(derived_path(prep.output, "desc-auto_mask").name)
     if req.auto_stack_masks:
         paths = [derived_path(prep.output, f"stack-{s.name}_desc-auto_mask") for s in prep.whole]
-        stack_masks = [files[p.name] for p in paths]
+        stack_masks = [str(p) for p in paths]
     return {"target": target, "target_auto": req.mask == AUTO,
             "target_voxels": None if prep.mask is None else int(np.count_nonzero(prep.mask)),
             "output_zero_outside_target": prep.mask is not None,
@@ -410,33 +403,13 @@ def describe_masks(req: Request, prep: Prepared, restricted: bool) -> dict[str, 
             "stack_masks_auto": req.auto_stack_masks}  # fmt: skip
 
 
-def write_outputs(
-    out: Path, hr: np.ndarray, grid: Grid, sidecar: dict[str, Any], t_start: float,
-    derived: list[Derived], transforms: Callable[[], list[str]],
-) -> None:  # fmt: skip
-    """Write the derived images, the transforms (``transforms`` writes them and returns their
-    paths, recorded in the sidecar) and last the result; on failure remove what was written."""
-    written: list[Path] = []
-    try:
-        for d in derived:
-            save_volume(d.path, d.data, d.affine)
-            written.append(d.path)
-        tfms = transforms()
-        written += [Path(t) for t in tfms]
-        write_result(out, hr, grid, {**sidecar, "transform_files": tfms}, t_start)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
-
-
 def run(
     req: Request, name: str, method: Method, mask_lr_voxels: bool = False,
     memory: MemoryModel | None = None,
 ) -> Outcome:  # fmt: skip
     """:func:`prepare`, then ``method`` (named ``name`` in the sidecar; ``mask_lr_voxels``: given
-    only the LR voxels near the target mask), the output 0 outside the target mask, and the NIfTI,
-    its sidecar, masks, log fields and transforms written."""
+    only the LR voxels near the target mask), the output 0 outside the target mask; writes the
+    masks, log fields, transforms and last the NIfTI and its sidecar (on failure, none of them)."""
     t_start = time.perf_counter()
     prep = prepare(req, memory)
     out, stacks, grid = prep.output, prep.stacks, prep.grid
@@ -445,7 +418,6 @@ def run(
     hr, extra = method(seen, grid)
     if prep.mask is not None:
         hr = np.where(prep.mask, hr, 0).astype(np.float32)
-    fixed = None if req.packages > 1 else req.fixed_index
     masks = describe_masks(req, prep, restricted)
     given = [req.thickness is not None or s.thickness is not None for s in prep.whole]
     stack_masks = masks["stack_masks"]
@@ -453,10 +425,18 @@ def run(
     sidecar = {"method": name, "inputs": inputs, "registered": req.register, "seed": req.seed,
                "masks": masks, "preprocessing": prep.steps, "memory": prep.memory,
                **extra}  # fmt: skip
-
-    def transforms() -> list[str]:
-        return save_transforms(out, stacks, fixed) if req.register else []
-
-    write_outputs(out, hr, grid, sidecar, t_start, prep.derived, transforms)
+    written: list[Path] = []
+    try:
+        for d in prep.derived:
+            save_volume(d.path, d.data, d.affine)
+            written.append(d.path)
+        fixed = None if req.packages > 1 else req.fixed_index
+        tfms = save_transforms(out, stacks, fixed) if req.register else []
+        written += [Path(t) for t in tfms]
+        write_result(out, hr, grid, {**sidecar, "transform_files": tfms}, t_start)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     log.info("wrote %s", out)
     return Outcome(out, prep.whole, grid)

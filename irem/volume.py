@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-from nibabel import affines as nib_affines
+from nibabel.affines import voxel_sizes
 
 from irem.errors import InputError
 
@@ -66,20 +67,14 @@ class Stack(Volume):
         return self.transform @ self.affine
 
 
-def voxel_sizes(affine: np.ndarray) -> np.ndarray:
-    """Voxel sizes (mm) from the column norms of the affine's linear part."""
-    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
-
-
 def apply_affine(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Apply a 4x4 affine to an ``(..., 3)`` array of points (in float64)."""
-    return nib_affines.apply_affine(affine, np.asarray(points, dtype=np.float64))
+    return nib.affines.apply_affine(affine, np.asarray(points, dtype=np.float64))
 
 
 def voxel_centres(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
     """World coordinates of every voxel centre, shape ``(prod(shape), 3)``, C order."""
-    idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)
-    return apply_affine(affine, idx.reshape(-1, 3))
+    return apply_affine(affine, np.indices(shape).reshape(len(shape), -1).T.copy())
 
 
 def validate(
@@ -140,10 +135,7 @@ def load_stack(path: str | os.PathLike[str]) -> Stack:
 
 def strip_nifti_suffix(name: str) -> str:
     """``"a.nii.gz"`` -> ``"a"``; ``"a.nii"`` -> ``"a"``."""
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return re.sub(r"\.nii(\.gz)?\Z", "", name)
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> Path:
@@ -210,10 +202,8 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
 
 
 def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
+    if isinstance(obj, np.ndarray | np.generic):
         return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot serialise {type(obj).__name__}")

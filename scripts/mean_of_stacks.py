@@ -2,7 +2,7 @@
 resampled (trilinear) onto the reference grid. It only needs nibabel and scipy: any program that
 reads the stacks and writes a NIfTI on the reference grid can be a method.
 
-    python scripts/mean_of_stacks.py SAG.nii.gz COR.nii.gz AX.nii.gz --reference REF.nii.gz -o OUT.nii.gz
+    python scripts/mean_of_stacks.py SAG.nii.gz COR.nii.gz AX.nii.gz --reference REF.nii.gz -o OUT
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ref = nib.load(args.reference)
         grid = (ref.shape[:3], ref.affine)
-        total = np.zeros(grid[0], dtype=np.float64)
-        for path in args.stacks:
-            total += resample_from_to(nib.load(path), grid, order=1).get_fdata()
+        total = sum(resample_from_to(nib.load(p), grid, order=1).get_fdata() for p in args.stacks)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,10 +1,5 @@
 """Keep the README's results section equal to the committed tables of the default run.
 
-The block between ``<!-- results:start -->`` and ``<!-- results:end -->`` in README.md is generated
-from ``results/tables/`` (and ``results/tuning/convergence_runs.csv``): per k, brain PSNR/SSIM and
-edge PSNR per method, and a sentence that claims an ordering only where the paired test supports
-it (Holm-adjusted Wilcoxon p below 0.05 over n >= 5 subjects).
-
     python scripts/readme_results.py            # rewrite the block
     python scripts/readme_results.py --check    # exit 1 if the README differs (tests run this)
 """
@@ -25,9 +20,8 @@ ALPHA, MIN_N = 0.05, 5
 
 def _ci(row: pd.Series, col: str, digits: int) -> str:
     mean, lo, hi = row[f"{col}_mean"], row[f"{col}_ci_low"], row[f"{col}_ci_high"]
-    if math.isnan(lo):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    text = f"{mean:.{digits}f}"
+    return text if math.isnan(lo) else f"{text} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 def _diff(row: pd.Series) -> str:
@@ -40,8 +34,7 @@ def _diff(row: pd.Series) -> str:
 
 
 def verdict(row: pd.Series, baseline_label: str) -> str | None:
-    """One sentence on a method against the best baseline, or None for the baseline itself: an
-    ordering only where the Holm-adjusted Wilcoxon p is below ALPHA over n >= MIN_N subjects."""
+    """One sentence on a method against the best baseline (None for the baseline itself)."""
     if pd.isna(row["psnr_mask_diff"]):
         return None
     p, n = row["psnr_mask_p_holm"], int(row["n"])
@@ -82,8 +75,7 @@ def main_table(metrics: pd.DataFrame, dataset: str) -> list[str]:
 
 
 def contrast_lines(runs: pd.DataFrame, method: str, baseline: str) -> list[str]:
-    """``method`` - ``baseline`` brain PSNR per contrast family and k (evaluation subjects), and
-    the grid INR's escape steps (held-out loss 1% below its start image's)."""
+    """``method`` - ``baseline`` brain PSNR per contrast and k, and the grid INR's escape steps."""
     runs = runs[(runs["split"] == "evaluation") & runs["hr_snr"].isna() & runs["ablation"].isna()]
     runs = runs[runs["dataset"] != "realscan"].copy()
     runs["contrast"] = runs["metrics_file"].str.extract(r"_([A-Za-z0-9]+)_metrics\.json$")[0]
@@ -119,8 +111,7 @@ def scantime_lines(scantime: pd.DataFrame) -> list[str]:
 
 
 def convergence_lines(runs: pd.DataFrame) -> list[str]:
-    """The convergence study on the tuning subjects (``results/tuning/convergence_runs.csv``):
-    per variant and k, the median epochs, the mean brain PSNR and its difference to each line."""
+    """The convergence study on the tuning subjects (``results/tuning/convergence_runs.csv``)."""
     lines_ = [c.removeprefix("minus_") for c in runs.columns if c.startswith("minus_")]
     n = runs["subject"].nunique()
     out = [f"**The paper's network until its held-out loss stops improving** (tuning subjects, "
@@ -138,8 +129,7 @@ def convergence_lines(runs: pd.DataFrame) -> list[str]:
 
 
 def converged_lines(runs: pd.DataFrame) -> list[str]:
-    """``converged_runs.csv``: per variant and k, brain PSNR and the paired difference to each line
-    (Holm over each variant's comparisons), then a verdict on the paper's ordering (first variant)."""
+    """``converged_runs.csv``: each variant's paired differences to the lines, and a verdict."""
     from irem.evaluation.stats import holm, paired
 
     names = [c.removeprefix("minus_") for c in runs.columns if c.startswith("minus_")]
@@ -198,22 +188,17 @@ def block(results: Path) -> str:
     return "\n".join(lines + [END])
 
 
-def replace_block(readme: str, new: str) -> str:
-    if START not in readme or END not in readme:
-        raise ValueError("README.md has no results markers")
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return head + new + tail
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if README.md is out of date")
     parser.add_argument("--readme", default=str(ROOT / "README.md"))
     parser.add_argument("--results", default=str(ROOT / "results"))
     args = parser.parse_args(argv)
-    readme = Path(args.readme).read_text(encoding="utf-8")
-    updated = replace_block(readme, block(Path(args.results)))
+    readme, new = Path(args.readme).read_text(encoding="utf-8"), block(Path(args.results))
+    if START not in readme or END not in readme:
+        raise ValueError("README.md has no results markers")
+    head, rest = readme.split(START, 1)
+    updated = head + new + rest.split(END, 1)[1]
     if args.check and updated != readme:
         print("README.md results differ from results/tables/: run "
               "python scripts/readme_results.py", file=sys.stderr)

@@ -1,9 +1,7 @@
 #!/usr/bin/env python
 """Rerun the workflow in a fresh directory and compare its tables with committed ones.
 
-Copies the files git tracks (not results/) into a new folder, runs ``snakemake --cores N`` there
-and compares the new ``results/tables/metrics.md`` (and ``scantime.md``) with the reference ones,
-digit for digit. Budgets are counts (steps, epochs), so a loaded machine gives the same tables.
+Budgets are counts (steps, epochs), so a loaded machine gives the same tables, digit for digit.
 
     python scripts/reproduce.py                                  # default config vs results/tables
     python scripts/reproduce.py --configfile config/test.yaml --against OTHER/results/tables
@@ -43,17 +41,14 @@ def compare(new: Path, reference: Path, names: tuple[str, ...] = TABLES) -> list
     diffs = []
     for name in names:
         a, b = reference / name, new / name
-        if not a.exists() and not b.exists():
-            continue
-        if not (a.exists() and b.exists()):
+        if a.exists() != b.exists():
             diffs.append(f"{name}: only in {'the new run' if b.exists() else 'the reference'}")
-            continue
-        lines = list(difflib.unified_diff(
-            a.read_text(encoding="utf-8").splitlines(), b.read_text(encoding="utf-8").splitlines(),
-            f"reference/{name}", f"rerun/{name}", lineterm="", n=0,
-        ))  # fmt: skip
-        if lines:
-            diffs.append("\n".join(lines))
+        elif a.exists():
+            text = [f.read_text(encoding="utf-8").splitlines() for f in (a, b)]
+            label = (f"reference/{name}", f"rerun/{name}")
+            diff = difflib.unified_diff(*text, *label, lineterm="", n=0)
+            if lines := list(diff):
+                diffs.append("\n".join(lines))
     return diffs
 
 

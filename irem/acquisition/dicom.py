@@ -1,9 +1,5 @@
-"""DICOM series as stacks: a directory holding one series reads as a :class:`~irem.volume.Stack`.
-
-SimpleITK's GDCM reader sorts the slices along the slice normal and takes the geometry from the
-headers (the slice spacing from the positions); Slice Thickness (0018,0050) becomes the stack's
-slice thickness when it differs from the slice spacing (gaps or overlaps).
-"""
+"""DICOM series as stacks: a directory holding one series reads as a :class:`~irem.volume.Stack`
+(SimpleITK's GDCM reader sorts the slices and takes the geometry from the headers)."""
 
 from __future__ import annotations
 
@@ -28,44 +24,18 @@ SLICE_THICKNESS = "0018|0050"
 SPACING_TOLERANCE = 0.01
 
 
-def _series_files(directory: Path) -> list[str]:
-    """The files of the one series in ``directory``; refuses none or several."""
-    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(directory))
-    if not ids:
-        raise InputError(f"{directory}: no DICOM series in this directory")
-    if len(ids) > 1:
-        raise InputError(
-            f"{directory}: holds {len(ids)} DICOM series; give a directory with exactly one"
-        )
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(directory), ids[0]))
-
-
-def _check_positions(
-    reader: sitk.ImageSeriesReader, n: int, normal: np.ndarray, path: Path
-) -> None:
-    """Every slice has position and orientation, and the slices are evenly spaced."""
-    for i in range(n):
-        for tag, name in REQUIRED_TAGS.items():
-            if not reader.HasMetaDataKey(i, tag):
-                raise InputError(f"{path}: slice {i + 1} of {n} has no {name} ({tag})")
-    if n < 3:
-        return
-    pos = np.array(
-        [[float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")] for i in range(n)]
-    )
-    steps = np.diff(pos @ normal)
-    if np.any(steps <= 0) or np.ptp(steps) > SPACING_TOLERANCE * float(np.mean(steps)):
-        raise InputError(
-            f"{path}: the slices are not evenly spaced (steps {steps.min():.3f} to "
-            f"{steps.max():.3f} mm): missing or repeated slices"
-        )
-
-
 def read_series(directory: str | os.PathLike[str]) -> tuple[Volume, float | None]:
     """The one DICOM series in ``directory`` as a RAS volume, and its Slice Thickness (mm) if given;
     refuses several series, unreadable files, missing positions and unevenly spaced slices."""
     path = Path(directory)
-    files = _series_files(path)
+    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
+    if not ids:
+        raise InputError(f"{path}: no DICOM series in this directory")
+    if len(ids) > 1:
+        raise InputError(
+            f"{path}: holds {len(ids)} DICOM series; give a directory with exactly one"
+        )
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), ids[0])
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
@@ -76,15 +46,26 @@ def read_series(directory: str | os.PathLike[str]) -> tuple[Volume, float | None
         raise InputError(f"{path}: cannot read the DICOM series ({itk_reason(exc)})") from None
     if img.GetDimension() != 3:
         raise InputError(f"{path}: expected a 3-D series, got {img.GetDimension()}-D")
-    direction = np.asarray(img.GetDirection()).reshape(3, 3)
-    _check_positions(reader, len(files), direction[:, 2], path)
+    n = len(files)
+    for i in range(n):
+        for tag, name in REQUIRED_TAGS.items():
+            if not reader.HasMetaDataKey(i, tag):
+                raise InputError(f"{path}: slice {i + 1} of {n} has no {name} ({tag})")
+    if n >= 3:  # evenly spaced along the slice normal
+        pos = [[float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")] for i in range(n)]
+        steps = np.diff(np.array(pos) @ np.asarray(img.GetDirection()).reshape(3, 3)[:, 2])
+        if np.any(steps <= 0) or np.ptp(steps) > SPACING_TOLERANCE * float(np.mean(steps)):
+            raise InputError(
+                f"{path}: the slices are not evenly spaced (steps {steps.min():.3f} to "
+                f"{steps.max():.3f} mm): missing or repeated slices"
+            )
     vol = from_sitk(img)
     data, affine = validate(vol.data, vol.affine, str(path))
-    thickness = None
+    thickness = 0.0
     if reader.HasMetaDataKey(0, SLICE_THICKNESS):
         with contextlib.suppress(ValueError):
             thickness = float(reader.GetMetaData(0, SLICE_THICKNESS).strip())
-    return Volume(data, affine), thickness if thickness is not None and thickness > 0 else None
+    return Volume(data, affine), thickness if thickness > 0 else None
 
 
 def load_dicom_stack(directory: str | os.PathLike[str]) -> Stack:

@@ -1,9 +1,5 @@
-"""Target grids in normalised space and the geometry that relates them to stacks.
-
-A :class:`Grid` is a shape and a voxel-to-world affine in normalised space N (the fixed stack's
-world space). The HR reconstruction of every method is evaluated on such a grid: either exactly the
-grid of a reference image, or an isotropic grid covering the fixed stack's field of view.
-"""
+"""Target grids in normalised space N (the fixed stack's world space), on which every method's HR
+reconstruction is evaluated, and the geometry that relates them to stacks."""
 
 from __future__ import annotations
 
@@ -37,23 +33,17 @@ def reference_grid(ref: Volume) -> Grid:
 
 
 def isotropic_grid(fixed: Stack, spacing: float) -> Grid:
-    """An isotropic grid of ``spacing`` mm over the fixed stack's field of view.
-
-    The grid keeps the fixed stack's axis directions and covers the same extent (voxel edge to
-    voxel edge), rounded to whole HR voxels; it is centred on the fixed stack's field of view.
-    """
+    """An isotropic grid of ``spacing`` mm along the fixed stack's axes, centred on its field of
+    view and covering it (voxel edge to voxel edge) in whole HR voxels."""
     if not spacing > 0:
         raise InputError(f"--spacing must be positive, got {spacing}")
     sizes = voxel_sizes(fixed.affine)
-    extent = np.asarray(fixed.shape) * sizes
-    shape = np.maximum(1, np.round(extent / spacing).astype(int))
+    shape = np.maximum(1, np.round(np.asarray(fixed.shape) * sizes / spacing).astype(int))
     if np.prod(shape) > 2_000_000_000:
         raise InputError(f"--spacing {spacing} mm gives an absurd grid of {tuple(shape)} voxels")
-    directions = fixed.affine[:3, :3] / sizes
-    to_n = fixed.transform @ fixed.affine
-    centre = apply_affine(to_n, (np.asarray(fixed.shape) - 1) / 2.0)
+    centre = apply_affine(fixed.to_normalised, (np.asarray(fixed.shape) - 1) / 2.0)
     affine = np.eye(4)
-    affine[:3, :3] = fixed.transform[:3, :3] @ directions * spacing
+    affine[:3, :3] = fixed.transform[:3, :3] @ (fixed.affine[:3, :3] / sizes) * spacing
     affine[:3, 3] = centre - affine[:3, :3] @ ((shape - 1) / 2.0)
     return Grid(shape=tuple(int(s) for s in shape), affine=affine)  # type: ignore[arg-type]
 
@@ -63,10 +53,9 @@ def to_stack_voxels(stack: Stack, points: np.ndarray) -> np.ndarray:
     return apply_affine(np.linalg.inv(stack.to_normalised), points)
 
 
-def inside(stack: Stack, voxels: np.ndarray, margin: float = 0.5) -> np.ndarray:
+def inside(stack: Stack, voxels: np.ndarray) -> np.ndarray:
     """Whether continuous voxel indices fall inside the stack's field of view (edge to edge)."""
-    hi = np.asarray(stack.shape) - 1 + margin
-    return np.all((voxels >= -margin) & (voxels <= hi), axis=-1)
+    return np.all((voxels >= -0.5) & (voxels <= np.asarray(stack.shape) - 0.5), axis=-1)
 
 
 def stack_points(stack: Stack) -> np.ndarray:
@@ -74,24 +63,17 @@ def stack_points(stack: Stack) -> np.ndarray:
     return voxel_centres(stack.shape, stack.to_normalised)
 
 
-def check_overlap(stacks: list[Stack], fixed_index: int = 0, min_fraction: float = 0.01) -> None:
-    """Refuse stacks whose fields of view do not overlap the fixed stack's.
-
-    Raises :class:`InputError` when fewer than ``min_fraction`` of a stack's voxel centres fall inside
-    the fixed stack's field of view.
-    """
+def check_overlap(stacks: list[Stack], fixed_index: int = 0) -> None:
+    """Refuse a stack with under 1% of its voxel centres in the fixed stack's field of view."""
     fixed = stacks[fixed_index]
     for i, stack in enumerate(stacks):
         if i == fixed_index:
             continue
-        step = max(1, int(round((stack.data.size / 200_000) ** (1 / 3))))
-        sub = Stack(
-            data=stack.data[::step, ::step, ::step],
-            affine=stack.affine @ np.diag([step, step, step, 1.0]),
-            transform=stack.transform,
-        )
-        frac = float(inside(fixed, to_stack_voxels(fixed, stack_points(sub))).mean())
-        if frac < min_fraction:
+        step = max(1, int(round((stack.data.size / 200_000) ** (1 / 3))))  # every step-th voxel
+        shape = stack.data[::step, ::step, ::step].shape
+        to_n = stack.transform @ (stack.affine @ np.diag([step, step, step, 1.0]))
+        frac = float(inside(fixed, to_stack_voxels(fixed, voxel_centres(shape, to_n))).mean())
+        if frac < 0.01:
             raise InputError(
                 f"stack {stack.name!r} does not overlap the fixed stack {fixed.name!r} "
                 f"({100 * frac:.1f}% of its voxels inside the fixed field of view)"

@@ -4,14 +4,14 @@ writes what they return and records their parameters)."""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
 from irem.acquisition.registration import from_sitk, itk_reason, shrink_factors, to_sitk
+from irem.acquisition.simulate import lr_affine
 from irem.errors import InputError
 from irem.volume import Stack, Volume
 
@@ -32,10 +32,7 @@ class AutoMaskParams:
     steps: int = 6
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "method": "half_height_edge+largest_component+fill_holes",
-            **dataclasses.asdict(self),
-        }
+        return {"method": "half_height_edge+largest_component+fill_holes", **asdict(self)}
 
 
 def _radius(img: sitk.Image, mm: float) -> list[int]:
@@ -94,9 +91,10 @@ def auto_mask(vol: Volume, params: AutoMaskParams = AutoMaskParams()) -> tuple[n
     A step edge blurred by a symmetric PSF crosses half its height above the background at the true
     edge, for bright surface CSF (T2w) and dark (T1w) alike, where Otsu's single threshold keeps the
     blur halo of the first and cuts into the second. The threshold is the lowest ``t`` (above the
-    background, up to the 90th percentile inside Otsu's mask) at which ``t`` reaches the half-height
-    of its own mask's edge (:func:`_edge_balance`); without one, Otsu's threshold. The estimate
-    assumes a blur of about one voxel each side of the edge and an edge layer about as thick.
+    background: the median beyond ``background_mm`` of Otsu's mask, up to the 90th percentile in
+    it) at which ``t`` reaches the half-height of its own mask's edge (:func:`_edge_balance`);
+    without one, Otsu's threshold. The estimate assumes a blur of about one voxel each side of the
+    edge and an edge layer about as thick.
     """
     data = np.asarray(vol.data, dtype=np.float32)
     first, otsu = otsu_foreground(vol, params)
@@ -105,43 +103,29 @@ def auto_mask(vol: Volume, params: AutoMaskParams = AutoMaskParams()) -> tuple[n
     img = to_sitk(Volume(data, vol.affine))
     values = sitk.GetArrayViewFromImage(img).astype(np.float64)
     first_img = to_sitk(Volume(first.astype(np.uint8), vol.affine))
-    background = _background(img, values, first_img, params)
-    threshold = _half_height(img, values, background, float(np.percentile(data[first], 90)), params)
-    threshold = otsu if threshold is None else threshold
-    mask = from_sitk(_largest_filled(img > threshold)).data > 0
-    if not mask.any():
-        raise InputError("the automatic mask is empty (no foreground above the threshold)")
-    return mask, threshold
-
-
-def _background(
-    img: sitk.Image, values: np.ndarray, first: sitk.Image, params: AutoMaskParams
-) -> float:
-    """The median of the voxels farther than ``background_mm`` from the first mask (all outside it
-    if none is that far)."""
-    margin = _radius(img, params.background_mm)
-    near = sitk.BinaryDilate(first, [max(1, r) for r in margin], sitk.sitkBall)
+    # The background: the median beyond background_mm of Otsu's mask (all outside it if none is).
+    margin = [max(1, r) for r in _radius(img, params.background_mm)]
+    near = sitk.BinaryDilate(first_img, margin, sitk.sitkBall)
     far = ~sitk.GetArrayViewFromImage(near).astype(bool)
-    outside = far if far.any() else ~sitk.GetArrayViewFromImage(first).astype(bool)
-    return float(np.median(values[outside])) if outside.any() else 0.0
-
-
-def _half_height(
-    img: sitk.Image, values: np.ndarray, background: float, top: float, params: AutoMaskParams
-) -> float | None:
-    """The lowest threshold in ``(background, top]`` at its own edge's half-height, or None."""
-    lo = background
+    outside = far if far.any() else ~sitk.GetArrayViewFromImage(first_img).astype(bool)
+    background = float(np.median(values[outside])) if outside.any() else 0.0
+    top = float(np.percentile(data[first], 90))
+    lo, threshold = background, otsu  # Otsu's if no level up to top is at its half-height
     for hi in np.linspace(background, top, int(params.levels) + 1)[1:]:
         if _edge_balance(img, values, float(hi), background) <= 0:
-            for _ in range(int(params.steps)):
+            for _ in range(int(params.steps)):  # bisection between the last two levels
                 mid = 0.5 * (lo + hi)
                 if _edge_balance(img, values, mid, background) > 0:
                     lo = mid
                 else:
                     hi = mid
-            return 0.5 * (lo + hi)
+            threshold = 0.5 * (lo + hi)
+            break
         lo = float(hi)
-    return None
+    mask = from_sitk(_largest_filled(img > threshold)).data > 0
+    if not mask.any():
+        raise InputError("the automatic mask is empty (no foreground above the threshold)")
+    return mask, threshold
 
 
 @dataclass(frozen=True)
@@ -158,7 +142,7 @@ class N4Params:
     bins: int = 200
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": "N4BiasFieldCorrection", **dataclasses.asdict(self)}
+        return {"method": "N4BiasFieldCorrection", **asdict(self)}
 
 
 def n4_log_field(
@@ -203,7 +187,7 @@ def n4_log_field(
 def correct_bias(stack: Stack, log_field: np.ndarray) -> Stack:
     """A copy of ``stack`` divided by ``exp(log_field)``."""
     data = (np.asarray(stack.data, dtype=np.float64) / np.exp(log_field)).astype(np.float32)
-    return dataclasses.replace(stack, data=data)
+    return replace(stack, data=data)
 
 
 def split_packages(stack: Stack, n: int) -> list[Stack]:
@@ -217,22 +201,13 @@ def split_packages(stack: Stack, n: int) -> list[Stack]:
         )
     if n == 1:
         return [stack]
-    thickness = stack.slice_thickness
+    thick = stack.slice_thickness
     out = []
     for i in range(n):
-        index: list[slice] = [slice(None)] * 3
-        index[axis] = slice(i, None, n)
-        step = np.eye(4)
-        step[axis, axis] = n
-        step[axis, 3] = i
-        out.append(
-            dataclasses.replace(
-                stack,
-                data=np.ascontiguousarray(stack.data[tuple(index)]),
-                affine=stack.affine @ step,
-                name=f"{stack.name}_pkg-{i}",
-                thickness=thickness,
-                mask=None if stack.mask is None else stack.mask[tuple(index)].copy(),
-            )
-        )
+        index = (slice(None),) * axis + (slice(i, None, n),)
+        data = np.ascontiguousarray(stack.data[index])
+        mask = None if stack.mask is None else stack.mask[index].copy()
+        name = f"{stack.name}_pkg-{i}"
+        affine = lr_affine(stack.affine, axis, n, i)
+        out.append(replace(stack, data=data, affine=affine, name=name, thickness=thick, mask=mask))
     return out

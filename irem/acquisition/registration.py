@@ -9,18 +9,17 @@ the *fixed -> moving* point map; this module's matrices are the inverse, *moving
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from nibabel.affines import from_matvec
 
 from irem.errors import InputError
-from irem.volume import Stack, Volume, atomic_path
+from irem.volume import Stack, Volume, atomic_path, voxel_sizes
 
 log = logging.getLogger(__name__)
 #: RAS <-> LPS world flip as a 4x4 homogeneous matrix (its own inverse).
@@ -49,11 +48,20 @@ def to_sitk(vol: Volume) -> sitk.Image:
     data = np.asarray(vol.data)
     if data.ndim != 3:
         raise InputError(f"expected a 3-D image, got shape {data.shape}")
-    spacing, direction, origin = _itk_geometry(np.asarray(vol.affine, dtype=np.float64))
+    lps = FLIP @ np.asarray(vol.affine, dtype=np.float64)
+    spacing = voxel_sizes(lps)
+    if np.any(spacing <= 0) or not np.all(np.isfinite(lps)):
+        raise InputError("the affine has a zero-length or non-finite voxel axis")
+    direction = lps[:3, :3] / spacing
+    if np.max(np.abs(direction.T @ direction - np.eye(3))) > 1e-4:
+        raise InputError(
+            "the affine shears (its voxel axes are not perpendicular); "
+            "SimpleITK cannot represent it"
+        )
     img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)), isVector=False)
     img.SetSpacing(spacing.tolist())
     img.SetDirection(direction.ravel().tolist())
-    img.SetOrigin(origin.tolist())
+    img.SetOrigin(lps[:3, 3].tolist())
     return img
 
 
@@ -65,28 +73,9 @@ def from_sitk(img: sitk.Image) -> Volume:
             f"{img.GetNumberOfComponentsPerPixel()} components per pixel"
         )
     data = sitk.GetArrayFromImage(img).transpose(2, 1, 0).copy()
-    lps = np.eye(4)
     direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3)
-    lps[:3, :3] = direction * np.asarray(img.GetSpacing(), dtype=np.float64)
-    lps[:3, 3] = img.GetOrigin()
+    lps = from_matvec(direction * np.asarray(img.GetSpacing(), dtype=np.float64), img.GetOrigin())
     return Volume(data=data, affine=FLIP @ lps)
-
-
-def _itk_geometry(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Spacing, direction cosines (3x3, columns) and origin in LPS of a RAS affine."""
-    lps = FLIP @ affine
-    linear = lps[:3, :3]
-    spacing = np.sqrt((linear**2).sum(axis=0))
-    if np.any(spacing <= 0) or not np.all(np.isfinite(lps)):
-        raise InputError("the affine has a zero-length or non-finite voxel axis")
-    direction = linear / spacing
-    gram = direction.T @ direction
-    if np.max(np.abs(gram - np.eye(3))) > 1e-4:
-        raise InputError(
-            "the affine shears (its voxel axes are not perpendicular); "
-            "SimpleITK cannot represent it"
-        )
-    return spacing, direction, lps[:3, 3].copy()
 
 
 def rotation_angle_deg(matrix: np.ndarray) -> float:
@@ -99,16 +88,6 @@ def rotation_angle_deg(matrix: np.ndarray) -> float:
 def _size(matrix: np.ndarray) -> tuple[float, float]:
     """Rotation angle (degrees) and translation length (mm) of a rigid 4x4 map."""
     return rotation_angle_deg(matrix), float(np.linalg.norm(matrix[:3, 3]))
-
-
-def _euler_to_matrix(tx: sitk.Euler3DTransform) -> np.ndarray:
-    """The 4x4 LPS matrix of an Euler transform: ``x -> R (x - c) + c + t``."""
-    rot = np.asarray(tx.GetMatrix(), dtype=np.float64).reshape(3, 3)
-    centre = np.asarray(tx.GetCenter(), dtype=np.float64)
-    m = np.eye(4)
-    m[:3, :3] = rot
-    m[:3, 3] = centre - rot @ centre + np.asarray(tx.GetTranslation(), dtype=np.float64)
-    return m
 
 
 def _set_euler(tx: sitk.Euler3DTransform, lps: np.ndarray) -> None:
@@ -159,63 +138,40 @@ def register_rigid(
     """
     if init not in ("geometry", "world"):
         raise InputError(f"init must be 'geometry' or 'world', got {init!r}")
-    sampling_seed = _sampling_seed(seed)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise InputError(f"the registration seed must be an integer, got {seed!r}")
     fixed_img = sitk.Cast(to_sitk(fixed), sitk.sitkFloat32)
     moving_img = sitk.Cast(to_sitk(moving), sitk.sitkFloat32)
-    tx = _initial_transform(fixed_img, moving_img, init, initial)
-    try:
-        with _global_threads(REGISTRATION_THREADS):
-            _run_pyramid(fixed_img, moving_img, tx, sampling_seed)
+    geometry = sitk.CenteredTransformInitializerFilter.GEOMETRY
+    tx = sitk.CenteredTransformInitializer(fixed_img, moving_img, sitk.Euler3DTransform(), geometry)
+    tx = sitk.Euler3DTransform(tx)
+    if init == "world":
+        tx.SetTranslation((0.0, 0.0, 0.0))
+    if initial is not None:
+        _set_euler(tx, FLIP @ np.linalg.inv(_check_matrix(initial)) @ FLIP)
+    # SimpleITK's global thread count too (ITK's multi-threaded metric sums in a run-dependent
+    # order: results would differ in the 8th digit), restored afterwards.
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(REGISTRATION_THREADS)
+    try:  # a sampling seed in [1, 2**32 - 1]: 0 would mean "seed from the wall clock"
+        _run_pyramid(fixed_img, moving_img, tx, int(seed) % 0xFFFFFFFF + 1)
     except RuntimeError as exc:
         raise InputError(
             f"rigid registration of stack {moving.name!r} to {fixed.name!r} failed: "
             f"{itk_reason(exc)}"
         ) from None
-    return np.linalg.inv(FLIP @ _euler_to_matrix(tx) @ FLIP)
-
-
-def _initial_transform(
-    fixed_img: sitk.Image, moving_img: sitk.Image, init: str, initial: np.ndarray | None
-) -> sitk.Euler3DTransform:
-    """The Euler transform to start from (``init``, ``initial``: see :func:`register_rigid`)."""
-    tx = sitk.Euler3DTransform(
-        sitk.CenteredTransformInitializer(
-            fixed_img,
-            moving_img,
-            sitk.Euler3DTransform(),
-            sitk.CenteredTransformInitializerFilter.GEOMETRY,
-        )
-    )
-    if init == "world":
-        tx.SetTranslation((0.0, 0.0, 0.0))
-    if initial is not None:
-        _set_euler(tx, FLIP @ np.linalg.inv(_check_matrix(initial)) @ FLIP)
-    return tx
-
-
-@contextlib.contextmanager
-def _global_threads(threads: int) -> Iterator[None]:
-    """SimpleITK's global thread count set to ``threads`` inside the block (ITK's multi-threaded
-    metric sums in a run-dependent order: results would differ in the 8th digit)."""
-    previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
-    try:
-        yield
     finally:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    rot = np.asarray(tx.GetMatrix(), dtype=np.float64).reshape(3, 3)  # x -> R (x - c) + c + t
+    centre = np.asarray(tx.GetCenter(), dtype=np.float64)
+    shift = centre - rot @ centre + np.asarray(tx.GetTranslation(), dtype=np.float64)
+    return np.linalg.inv(FLIP @ from_matvec(rot, shift) @ FLIP)
 
 
 def itk_reason(exc: RuntimeError) -> str:
     """The last non-blank line of an ITK error (its reason), else the exception's type name."""
     lines = [ln for ln in str(exc).splitlines() if ln.strip()]
     return lines[-1].strip() if lines else type(exc).__name__
-
-
-def _sampling_seed(seed: int) -> int:
-    """A SimpleITK sampling seed in [1, 2**32 - 1]: 0 would mean "seed from the wall clock"."""
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise InputError(f"the registration seed must be an integer, got {seed!r}")
-    return int(seed) % 0xFFFFFFFF + 1
 
 
 def _run_pyramid(
@@ -231,11 +187,9 @@ def _run_pyramid(
         reg.SetNumberOfThreads(REGISTRATION_THREADS)
         reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=HISTOGRAM_BINS)
         n_voxels = int(np.prod(f_img.GetSize()))
-        if n_voxels > MAX_SAMPLES:
+        if n_voxels > MAX_SAMPLES:  # else all voxels (SimpleITK's default strategy, NONE)
             reg.SetMetricSamplingStrategy(reg.RANDOM)
             reg.SetMetricSamplingPercentage(MAX_SAMPLES / n_voxels, seed)
-        else:
-            reg.SetMetricSamplingStrategy(reg.NONE)
         reg.SetInterpolator(sitk.sitkLinear)
         reg.SetOptimizerAsRegularStepGradientDescent(
             learningRate=target,
@@ -247,13 +201,9 @@ def _run_pyramid(
         reg.SetOptimizerScalesFromPhysicalShift()
         reg.SetInitialTransform(tx, inPlace=True)
         reg.Execute(f_img, m_img)
-        log.log(
-            logging.INFO if factor == LEVEL_FACTORS[-1] else logging.DEBUG,
-            "  %.3g mm level: Mattes MI %.5f after %d iterations",
-            target,
-            reg.GetMetricValue(),
-            reg.GetOptimizerIteration(),
-        )
+        level = logging.INFO if factor == LEVEL_FACTORS[-1] else logging.DEBUG
+        msg = "  %.3g mm level: Mattes MI %.5f after %d iterations"
+        log.log(level, msg, target, reg.GetMetricValue(), reg.GetOptimizerIteration())
         log.debug("  %s", reg.GetOptimizerStopConditionDescription())
 
 
@@ -282,14 +232,9 @@ def normalise_stacks(
             log.info("  %r: rotation %.2f deg, translation %.2f mm", stack.name, *_size(transform))
         else:
             transform = np.eye(4)
-        out.append(
-            dataclasses.replace(
-                stack,
-                data=np.array(stack.data, copy=True),
-                affine=np.array(stack.affine, dtype=np.float64, copy=True),
-                transform=transform,
-            )
-        )
+        data = np.array(stack.data, copy=True)
+        affine = np.array(stack.affine, dtype=np.float64, copy=True)
+        out.append(dataclasses.replace(stack, data=data, affine=affine, transform=transform))
     return out
 
 
@@ -297,8 +242,8 @@ def register_to_reference(stacks: list[Stack], reference: Volume, seed: int = 0)
     """Copies of ``stacks`` (packages) each registered to ``reference``, an image in normalised
     space, from its own ``transform``. The stack is the fixed image (the metric samples its voxels),
     so the gaps between a package's slices are never interpolated."""
-    ref = Stack(data=np.asarray(reference.data, dtype=np.float32), affine=reference.affine)
-    ref.name = "reference"
+    data = np.asarray(reference.data, dtype=np.float32)
+    ref = Stack(data=data, affine=reference.affine, name="reference")
     out = []
     for stack in stacks:
         log.info("registering %r to the reference", stack.name)

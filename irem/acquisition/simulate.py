@@ -1,12 +1,9 @@
-"""Simulate thick-slice low-resolution stacks from a high-resolution volume.
-
-Each stack is down-sampled by ``k`` along one voxel axis: its slices are ``k`` HR voxels apart and
-integrate the HR signal with a slice profile: ``box`` (the mean over a slab ``thickness`` HR voxels
-wide, partial voxels weighted), ``gaussian`` (FWHM ``thickness``, centred where the box is) or
-``none`` (the middle HR slice of each block of ``k``). ``thickness`` (default ``k``) below ``k``
-leaves gaps, above it overlaps. Slice ``i``'s slab starts at HR index ``i * k - 1/2``; as many
-slices as fit whole are kept. The LR affine puts each LR voxel centre at its profile's centre.
-"""
+"""Simulate thick-slice LR stacks from an HR volume: each is down-sampled by ``k`` along one voxel
+axis, its slices ``k`` HR voxels apart, with a slice profile: ``box`` (the mean over a slab
+``thickness`` HR voxels wide, partial voxels weighted), ``gaussian`` (FWHM ``thickness``, centred
+where the box is) or ``none`` (the middle HR slice of each block of ``k``). ``thickness`` (default
+``k``) below ``k`` leaves gaps, above it overlaps. Slice ``i``'s slab starts at HR index
+``i * k - 1/2``; as many slices as fit whole are kept, each LR voxel centred on its profile."""
 
 from __future__ import annotations
 
@@ -117,11 +114,6 @@ def noise_sigma_for_snr(reference_signal: float, snr: float) -> float:
     return float(reference_signal) / float(snr)
 
 
-def noise_sigma(hr: np.ndarray, snr: float, wm_mask: np.ndarray | None = None) -> float:
-    """Noise level for ``snr`` relative to :func:`reference_signal` of the noise-free ``hr``."""
-    return noise_sigma_for_snr(reference_signal(hr, wm_mask), snr)
-
-
 def noise_generators(
     seed: int, subject_seed: int | None = None, n: int = 4
 ) -> list[np.random.Generator]:
@@ -150,7 +142,7 @@ def noisy_hr(
 ) -> Volume:
     """The HR scan of the same subject with Rician noise at ``snr`` (generator 3 of
     :func:`noise_generators`, independent of the stacks')."""
-    sigma = noise_sigma(hr.data, snr, wm_mask)
+    sigma = noise_sigma_for_snr(reference_signal(hr.data, wm_mask), snr)
     rng = noise_generators(seed, subject_seed)[3]
     return Volume(data=rician_noise(hr.data, sigma, rng), affine=np.array(hr.affine))
 
@@ -192,7 +184,7 @@ def simulate_stacks(
         raise InputError(f"--snr must be positive, got {snr}")
     stacks = [simulate_stack(hr, axis, k, profile, thickness=thickness) for axis in range(3)]
     if snr is not None:
-        sigma = noise_sigma(hr.data, snr, wm_mask)
+        sigma = noise_sigma_for_snr(reference_signal(hr.data, wm_mask), snr)
         for stack, rng in zip(stacks, noise_generators(seed, subject_seed)[:3], strict=True):
             stack.data = rician_noise(stack.data, sigma, rng)
     return stacks
@@ -234,10 +226,7 @@ def random_rigid(
     ``translation_mm`` in a random direction (RAS millimetres)."""
     from scipy.spatial.transform import Rotation
 
-    axis = rng.normal(size=3)
-    axis /= np.linalg.norm(axis)
-    direction = rng.normal(size=3)
-    direction /= np.linalg.norm(direction)
+    axis, direction = (v / np.linalg.norm(v) for v in (rng.normal(size=3), rng.normal(size=3)))
     m = np.eye(4)
     m[:3, :3] = Rotation.from_rotvec(np.deg2rad(rotation_deg) * axis).as_matrix()
     m[:3, 3] = centre - m[:3, :3] @ centre + translation_mm * direction
@@ -252,15 +241,14 @@ def move(stack: Stack, motion: np.ndarray) -> Stack:
 def reorient(stack: Stack, codes: str) -> Stack:
     """The same image (and mask) stored with voxel axes in another orientation (e.g. ``"LPS"``):
     every intensity stays at its world position."""
-    cur = nib.orientations.io_orientation(stack.affine)
-    target = nib.orientations.axcodes2ornt(tuple(codes))
-    ornt = nib.orientations.ornt_transform(cur, target)
-    data = nib.orientations.apply_orientation(stack.data, ornt)
-    affine = stack.affine @ nib.orientations.inv_ornt_aff(ornt, stack.shape)
-    mask = stack.mask
-    if mask is not None:
-        mask = np.ascontiguousarray(nib.orientations.apply_orientation(mask, ornt))
-    return dataclasses.replace(stack, data=np.ascontiguousarray(data), affine=affine, mask=mask)
+    o = nib.orientations
+    ornt = o.ornt_transform(o.io_orientation(stack.affine), o.axcodes2ornt(tuple(codes)))
+    data = np.ascontiguousarray(o.apply_orientation(stack.data, ornt))
+    affine = stack.affine @ o.inv_ornt_aff(ornt, stack.shape)
+    mask = (
+        None if stack.mask is None else np.ascontiguousarray(o.apply_orientation(stack.mask, ornt))
+    )
+    return dataclasses.replace(stack, data=data, affine=affine, mask=mask)
 
 
 # Orientations that ``--reorient`` stores the three stacks in (sagittal stays as simulated).

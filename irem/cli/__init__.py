@@ -16,17 +16,6 @@ from irem.errors import InputError
 BUILTIN_COMMANDS = frozenset({"simulate", "reconstruct", "baseline", "sample", "metrics"})
 
 
-def _first_command(argv: Sequence[str]) -> str | None:
-    """The sub-command named in ``argv`` (the first word that is no option or --log's value)."""
-    words = iter(argv)
-    for word in words:
-        if word == "--log":
-            next(words, None)
-        elif not word.startswith("-"):
-            return word
-    return None
-
-
 def build_parser(external: bool = True) -> argparse.ArgumentParser:
     """The ``irem`` command's parser (``external``: with ``dataset`` and ``report``)."""
     parser = Parser(
@@ -38,11 +27,8 @@ def build_parser(external: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"irem-bench {__version__}")
     add_output_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    simulate.add_parser(sub)
-    reconstruct.add_parser(sub)
-    baseline.add_parser(sub)
-    sample.add_parser(sub)
-    metrics.add_parser(sub)
+    for module in (simulate, reconstruct, baseline, sample, metrics):
+        module.add_parser(sub)
     if external:  # their modules import more (pandas, matplotlib, the cohort)
         from irem.cli.dataset import add_dataset_parser
         from irem.cli.report import add_report_parser
@@ -55,8 +41,14 @@ def build_parser(external: bool = True) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``irem`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(external=_first_command(argv) not in BUILTIN_COMMANDS)
-    args = parser.parse_args(argv)
+    words, command = iter(argv), None  # the first word that is no option or --log's value
+    for word in words:
+        if word == "--log":
+            next(words, None)
+        elif not word.startswith("-"):
+            command = word
+            break
+    args = build_parser(external=command not in BUILTIN_COMMANDS).parse_args(argv)
     try:
         setup_logging(args.verbose, args.quiet, args.log)
         args.func(args)

@@ -82,9 +82,8 @@ def run(args: argparse.Namespace) -> None:
             return hr, extra
         from baselines.srr import TUNED_ALPHA, srr
 
-        alpha = args.alpha
-        if alpha is None and args.psf == "box":
-            alpha = TUNED_ALPHA[args.regulariser]
+        tuned = args.alpha is None and args.psf == "box"
+        alpha = TUNED_ALPHA[args.regulariser] if tuned else args.alpha
         kw = {"regulariser": args.regulariser, "iterations": args.iterations, "psf": args.psf}
         t0 = time.perf_counter()
         hr, info = srr(stacks, grid, alpha=alpha, init=hr, device=device, progress=bars(args), **kw)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -15,8 +15,6 @@ import numpy as np
 from irem.errors import InputError
 
 EXIT_INPUT = 2
-
-
 log = logging.getLogger("irem.cli")
 
 
@@ -43,29 +41,25 @@ class FMT(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return v
+def _number_type(cast: type, ok: Callable[[Any], bool], need: str) -> Callable[[str], Any]:
+    """An argparse type: the text as a ``cast`` number that must be ``ok`` (``need``)."""
+
+    def parse(text: str) -> Any:
+        try:
+            v = cast(text)
+        except ValueError:
+            what = "an integer" if cast is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"{text!r} must be {need}")
+        return v
+
+    return parse
 
 
-def finite_float(text: str, allow_zero: bool) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (np.isfinite(v) and (v >= 0 if allow_zero else v > 0)):
-        kind = "non-negative" if allow_zero else "positive"
-        raise argparse.ArgumentTypeError(f"{text!r} must be a {kind} number")
-    return v
-
-
-positive_float = functools.partial(finite_float, allow_zero=False)
-nonneg_float = functools.partial(finite_float, allow_zero=True)
+positive_int = _number_type(int, lambda v: v >= 1, ">= 1")
+positive_float = _number_type(float, lambda v: np.isfinite(v) and v > 0, "a positive number")
+nonneg_float = _number_type(float, lambda v: np.isfinite(v) and v >= 0, "a non-negative number")
 
 
 def key_value(text: str) -> tuple[str, str]:
@@ -205,19 +199,13 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
 def request(args: argparse.Namespace) -> Any:
     from irem.pipeline import Request
 
+    same = ("output", "fixed_index", "seed", "reference", "spacing", "mask", "n4", "packages")
     return Request(
+        **{name: getattr(args, name) for name in same},
         stacks=list(args.stacks),
-        output=args.output,
-        fixed_index=args.fixed_index,
         register=not args.no_register,
-        seed=args.seed,
-        reference=args.reference,
-        spacing=args.spacing,
         thickness=None if args.thickness is None else tuple(args.thickness),
         stack_masks=None if args.stack_masks is None else tuple(args.stack_masks),
-        mask=args.mask,
-        n4=args.n4,
-        packages=args.packages,
         max_memory_gb=args.max_memory,
     )
 

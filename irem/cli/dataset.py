@@ -11,30 +11,18 @@ from irem.data.datasets import brain_mask, crop_box, mni152_flair, mni152_t1, ph
 from irem.errors import InputError
 from irem.volume import NIFTI_SUFFIXES, Volume, check_output_path, load_volume, save_volume
 
-#: Embedded datasets by name: the ground-truth volume and the modality suffix of its files. The
-#: cohort's suffix depends on the subject (:func:`irem.data.cohort.contrast_for`).
-DATASETS: dict[str, str] = {
-    "mni152_t1": "T1w",
-    "mni152_flair": "FLAIR",
-    "phantom": "PD",
-    "mni152_cohort": "T1w|T2w|FLAIR",
-}
 COHORT = "mni152_cohort"
+DATASETS = ("mni152_t1", "mni152_flair", "phantom", COHORT)  # the embedded datasets
 
 
-def load_dataset(
-    name: str, seed: int = 0, phantom_size: int = 64, subject: int = 0, contrast: str | None = None
-) -> Volume:
-    """An embedded dataset by name (a key of :data:`DATASETS`; ``seed``: FLAIR lesions or cohort),
-    or a user's HR NIfTI file by path (validated)."""
+def load_dataset(name: str, seed: int = 0, phantom_size: int = 64) -> Volume:
+    """An embedded dataset by name (not the cohort), or a user's HR NIfTI file by path."""
     if name == "mni152_t1":
         return mni152_t1()
     if name == "mni152_flair":
         return mni152_flair(seed=seed)
     if name == "phantom":
         return phantom(size=phantom_size)
-    if name == COHORT:
-        return cohort_subject(subject, seed=seed, contrast=contrast).image
     if name.endswith(NIFTI_SUFFIXES):
         return load_volume(name)
     raise InputError(
@@ -53,7 +41,16 @@ with a T1w-, T2w- or FLAIR-like contrast (cycled by index: 0 T1w, 1 T2w, 2 FLAIR
 a smooth bias field; see irem.data.cohort. Every volume is written with a JSON sidecar."""
 
 
-def _add_dataset_arguments(p: argparse.ArgumentParser) -> None:
+def add_dataset_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``dataset`` subcommand (ground truths, masks, cohort subjects) to ``irem``."""
+    p = sub.add_parser(
+        "dataset", help="write an embedded ground truth, a cohort subject or a brain mask",
+        description="Write an embedded ground-truth volume, a synthetic cohort subject (or a "
+        "checked copy of a user's HR NIfTI file) and optionally its brain / white-matter masks. "
+        "Nothing is downloaded.",
+        epilog=DATASET_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    p.set_defaults(func=run_dataset)
     p.add_argument("name", help=f"{', '.join(DATASETS)}, or a path to an HR .nii/.nii.gz file")
     p.add_argument("-o", "--out", help="output NIfTI (.nii or .nii.gz)")
     p.add_argument("--mask-out", help="write the brain mask here (with or without -o)")
@@ -83,51 +80,34 @@ def _add_dataset_arguments(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def add_dataset_parser(sub: argparse._SubParsersAction) -> None:
-    """Add the ``dataset`` subcommand (ground truths, masks, cohort subjects) to ``irem``."""
-    p = sub.add_parser(
-        "dataset", help="write an embedded ground truth, a cohort subject or a brain mask",
-        description="Write an embedded ground-truth volume, a synthetic cohort subject (or a "
-        "checked copy of a user's HR NIfTI file) and optionally its brain / white-matter masks. "
-        "Nothing is downloaded.",
-        epilog=DATASET_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
-    _add_dataset_arguments(p)
-    p.set_defaults(func=run_dataset)
-
-
-def _ground_truth(args: argparse.Namespace) -> tuple[Volume, Volume, Volume | None, dict]:
-    """The (cropped) volume, its brain mask, the cohort's WM mask and extra sidecar fields."""
-    if args.name == COHORT:
-        subj = cohort_subject(args.subject, seed=args.seed, contrast=args.contrast, crop=args.crop,
-                              crop_position=args.crop_position)  # fmt: skip
-        thr = 0.0 if args.mask_threshold is None else args.mask_threshold
-        mask = brain_mask(subj.image, threshold=thr, relative=thr > 0)
-        return subj.image, mask, subj.wm_mask, {"mask_threshold": thr, **subj.sidecar()}
-    if args.wm_mask_out:
-        raise InputError("--wm-mask-out needs the mni152_cohort dataset")
-    vol = load_dataset(args.name, seed=args.seed, phantom_size=args.phantom_size)
-    embedded = args.name in DATASETS
-    thr = args.mask_threshold if args.mask_threshold is not None else (0.0 if embedded else 0.1)
-    mask = brain_mask(vol, threshold=thr, relative=thr > 0)
-    if args.crop:
-        pos = args.crop_position
-        vol, mask = crop_box(vol, args.crop, pos), crop_box(mask, args.crop, pos)
-    extra = {"phantom_size": args.phantom_size if args.name == "phantom" else None}
-    return vol, mask, None, {"mask_threshold": thr, **extra}
-
-
 def run_dataset(args: argparse.Namespace) -> None:
     """Write what ``irem dataset`` asks for (nothing on bad input)."""
     if not (args.out or args.mask_out or args.wm_mask_out):
         raise InputError("give -o OUT.nii.gz, --mask-out MASK.nii.gz, --wm-mask-out or several")
     paths = (args.out, args.mask_out, args.wm_mask_out)
     outs = [check_output_path(p) if p else None for p in paths]
-    vol, mask, wm, extra = _ground_truth(args)
+    thr = args.mask_threshold
+    if args.name == COHORT:
+        subj = cohort_subject(args.subject, seed=args.seed, contrast=args.contrast, crop=args.crop,
+                              crop_position=args.crop_position)  # fmt: skip
+        thr = 0.0 if thr is None else thr
+        vol, wm, extra = subj.image, subj.wm_mask, subj.sidecar()
+        mask = brain_mask(vol, threshold=thr, relative=thr > 0)
+    else:
+        if args.wm_mask_out:
+            raise InputError("--wm-mask-out needs the mni152_cohort dataset")
+        vol, wm = load_dataset(args.name, seed=args.seed, phantom_size=args.phantom_size), None
+        thr = thr if thr is not None else (0.0 if args.name in DATASETS else 0.1)
+        mask = brain_mask(vol, threshold=thr, relative=thr > 0)
+        if args.crop:  # after the mask, which sees the whole volume
+            pos = args.crop_position
+            vol, mask = crop_box(vol, args.crop, pos), crop_box(mask, args.crop, pos)
+        extra = {"phantom_size": args.phantom_size if args.name == "phantom" else None}
     sidecar = {"dataset": args.name, "seed": args.seed, "shape": list(vol.shape),
                "spacing_mm": [float(s) for s in vol.spacing],
                "crop": list(args.crop) if args.crop else None,
-               "crop_position": list(args.crop_position) if args.crop else None, **extra,
+               "crop_position": list(args.crop_position) if args.crop else None,
+               "mask_threshold": thr, **extra,
                "mask_voxels": int(mask.data.sum()),
                "software": {"irem-bench": __version__}}  # fmt: skip
     if wm is not None:

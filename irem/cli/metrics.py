@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import numpy as np
 
@@ -53,9 +52,7 @@ def run(args: argparse.Namespace) -> None:
             raise InputError(f"{args.mask}: mask shape {m.shape} differs from {gt.shape}")
         mask = m.data > 0.5
     res = compute_metrics(pred.data, gt.data, mask=mask, threshold=args.threshold)
-    res.update({"pred": str(args.pred), "gt": str(args.gt), "mask_file": args.mask})
-    res["meta"] = dict(args.meta)
+    res.update(pred=str(args.pred), gt=str(args.gt), mask_file=args.mask, meta=dict(args.meta))
     if args.output:
         write_json(args.output, res)
-    json.dump(res, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    print(json.dumps(res, indent=2))

@@ -118,28 +118,6 @@ def _snapshot_writer(args: argparse.Namespace, grid: Any, cfg: Any, device: Any)
     return write
 
 
-def _load_irem_config(args: argparse.Namespace) -> Any:
-    from irem.training.config import load_config, parse_set
-
-    overrides: dict[str, Any] = parse_set(args.set)
-    for option in ("epochs", "time_budget", "time_per_mvoxel", "steps", "steps_per_mvoxel",
-                   "precision"):  # fmt: skip
-        if getattr(args, option) is not None:  # the option overrides train.<option>
-            overrides[f"train.{option}"] = getattr(args, option)
-    return load_config(args.config, overrides)
-
-
-def _check_model_path(path: str | None) -> Path | None:
-    if path is None:
-        return None
-    p = Path(path)
-    if not p.parent.is_dir():
-        raise InputError(f"{p.parent}: output directory does not exist")
-    if p.is_dir():
-        raise InputError(f"--save-model {p}: is a directory")
-    return p
-
-
 def _irem_sidecar(
     cfg: Any, device: Any, norm: Any, result: Any, eval_seconds: float, model_path: Path | None,
     start: dict[str, Any],
@@ -172,14 +150,22 @@ def _irem_sidecar(
 def run(args: argparse.Namespace) -> None:
     """Carry out ``irem reconstruct``."""
     from irem.pipeline import run
+    from irem.training.config import load_config, parse_set
     from irem.training.memory import inr_model
     from irem.training.reconstruct import predict, resolve_device, save_model
     from irem.training.start import make_start
     from irem.training.train import train
 
-    cfg = _load_irem_config(args)
+    overrides: dict[str, Any] = parse_set(args.set)  # the options override train.<option>
+    options = ("epochs", "time_budget", "time_per_mvoxel", "steps", "steps_per_mvoxel", "precision")
+    overrides |= {f"train.{o}": getattr(args, o) for o in options if getattr(args, o) is not None}
+    cfg = load_config(args.config, overrides)
     device = resolve_device(args.device)
-    model_path = _check_model_path(args.save_model)
+    model_path = None if args.save_model is None else Path(args.save_model)
+    if model_path is not None and not model_path.parent.is_dir():
+        raise InputError(f"{model_path.parent}: output directory does not exist")
+    if model_path is not None and model_path.is_dir():
+        raise InputError(f"--save-model {model_path}: is a directory")
     set_threads(args.threads)
     req = request(args)
     out = Path(args.output)

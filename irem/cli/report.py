@@ -28,14 +28,12 @@ RAW = argparse.RawDescriptionHelpFormatter
 
 
 def _input_errors(handler: Handler) -> Handler:
-    """Turn ValueError/OSError of a handler into :class:`InputError` (one ``error:`` line)."""
+    """Turn ValueError (InputError too)/OSError of a handler into :class:`InputError`."""
 
     @functools.wraps(handler)
     def wrapped(args: argparse.Namespace) -> None:
         try:
             handler(args)
-        except InputError:
-            raise
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
             raise InputError(f"{where}{exc.strerror or exc}") from None
@@ -47,8 +45,7 @@ def _input_errors(handler: Handler) -> Handler:
 
 def methods_of(args: argparse.Namespace) -> Methods:
     """The :class:`Methods` of ``--method`` and ``--baselines``."""
-    labels = tables.parse_pairs(args.method, "NAME=LABEL")
-    return Methods(labels=labels, baselines=tuple(args.baselines))
+    return Methods(tables.parse_pairs(args.method, "NAME=LABEL"), tuple(args.baselines))
 
 
 def _slice_arg(text: str) -> float | str:
@@ -57,9 +54,8 @@ def _slice_arg(text: str) -> float | str:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither a fraction nor 'brightest'"
-        ) from None
+        message = f"{text!r} is neither a fraction nor 'brightest'"
+        raise argparse.ArgumentTypeError(message) from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text!r} is not in [0, 1]")
     return value
@@ -128,10 +124,8 @@ def cmd_fig5(args: argparse.Namespace) -> None:
     """Figs. 5/6: the same slice through GT, an LR stack and each reconstruction."""
     methods = methods_of(args)
     recs = tables.parse_pairs(args.rec, "METHOD=PATH")
-    mets = {}
-    for path in args.metrics:
-        obj = tables.read_json(path)
-        mets[tables.run_meta(obj, path)["method"]] = obj
+    objs = [(path, tables.read_json(path)) for path in args.metrics]
+    mets = {tables.run_meta(obj, path)["method"]: obj for path, obj in objs}
     fig = figures.fig5_slices(
         args.gt, args.mask, args.lr, recs, methods, mets, axis=args.axis, fraction=args.slice,
         title=args.title, gt_label=args.gt_label, caption=args.caption,
@@ -168,8 +162,7 @@ def cmd_tuning(args: argparse.Namespace) -> None:
     runs.insert(0, "sweep", args.sweep)
     runs.insert(1, "method", args.method)
     group = ["hr_snr"] if runs["hr_snr"].astype(str).str.len().gt(0).any() else []
-    prefer = json.loads(args.prefer) if args.prefer else None
-    chosen = choose(runs, params, prefer, group)
+    chosen = choose(runs, params, json.loads(args.prefer) if args.prefer else None, group)
     chosen.insert(0, "sweep", args.sweep)
     chosen.insert(1, "method", args.method)
     chosen["options"] = [tuning_options(args.options, r) for _, r in chosen[params].iterrows()]
@@ -267,12 +260,6 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n")[1].replace("\n", " "),
     )
     rsub = p.add_subparsers(dest="report_command", required=True, metavar="SUBCOMMAND")
-    _add_tables(rsub)
-    _add_figures(rsub)
-    _add_others(rsub)
-
-
-def _add_tables(rsub: argparse._SubParsersAction) -> None:
     p = _sub(rsub, "tables", cmd_tables,
              "metrics.csv/.md, runs.csv, runtime.csv/.md (+ scantime.csv/.md)")  # fmt: skip
     p.add_argument("--metrics", nargs="*", default=[], help="metrics JSONs (with meta)")
@@ -282,6 +269,28 @@ def _add_tables(rsub: argparse._SubParsersAction) -> None:
         help="a Snakemake benchmark TSV and the metrics JSON of the same run (its meta)",
     )  # fmt: skip
     p.add_argument("--out-dir", required=True, help="folder of the tables")
+    _add_figures(rsub)
+    p = _sub(rsub, "tuning", cmd_tuning, "a tuning sweep's runs and its choice")
+    p.add_argument("--sweep", required=True, help="the sweep's name")
+    p.add_argument("--method", default="", help="the method it tunes")
+    p.add_argument("--options", required=True, help="the sweep's option template")
+    p.add_argument("--cases", required=True, help="JSON: variant method name -> its values")
+    p.add_argument("--prefer", default="null", help="JSON: the preferred candidate's values")
+    p.add_argument("--metrics", nargs="+", required=True, help="metrics JSONs of its runs")
+    p.add_argument("--csv", required=True, help="its runs (CSV)")
+    p.add_argument("--chosen", required=True, help="its choice (CSV)")
+    p = _sub(rsub, "tuning-summary", cmd_tuning_summary, "every sweep's choice in one table")
+    p.add_argument("--chosen", nargs="+", required=True, help="the sweeps' choice CSVs")
+    p.add_argument("--csv", required=True, help="all choices (CSV)")
+    p.add_argument("--md", required=True, help="all choices (Markdown)")
+    p = _sub(rsub, "convergence", cmd_convergence,
+             "the paper network's convergence study (curves, runs, figure)")  # fmt: skip
+    _add_methods(p)
+    p.add_argument("--lines", nargs="+", required=True, help="metrics JSONs of the baselines")
+    p.add_argument("--csv", required=True, help="brain PSNR and held-out loss per snapshot (CSV)")
+    p.add_argument("--runs", required=True, help="one row per run (CSV)")
+    p.add_argument("--md", required=True, help="runs and paired differences (Markdown)")
+    _add_figure_out(p)
 
 
 def _add_figures(rsub: argparse._SubParsersAction) -> None:
@@ -321,30 +330,6 @@ def _add_figures(rsub: argparse._SubParsersAction) -> None:
     p = _sub(rsub, "cohort", cmd_cohort, "mid-slices of every subject of a cohort")
     p.add_argument("images", nargs="+", help="the subjects' ground truths (sub-<id>_*.nii.gz)")
     _add_figure_out(p, metrics=False)
-
-
-def _add_others(rsub: argparse._SubParsersAction) -> None:
-    p = _sub(rsub, "tuning", cmd_tuning, "a tuning sweep's runs and its choice")
-    p.add_argument("--sweep", required=True, help="the sweep's name")
-    p.add_argument("--method", default="", help="the method it tunes")
-    p.add_argument("--options", required=True, help="the sweep's option template")
-    p.add_argument("--cases", required=True, help="JSON: variant method name -> its values")
-    p.add_argument("--prefer", default="null", help="JSON: the preferred candidate's values")
-    p.add_argument("--metrics", nargs="+", required=True, help="metrics JSONs of its runs")
-    p.add_argument("--csv", required=True, help="its runs (CSV)")
-    p.add_argument("--chosen", required=True, help="its choice (CSV)")
-    p = _sub(rsub, "tuning-summary", cmd_tuning_summary, "every sweep's choice in one table")
-    p.add_argument("--chosen", nargs="+", required=True, help="the sweeps' choice CSVs")
-    p.add_argument("--csv", required=True, help="all choices (CSV)")
-    p.add_argument("--md", required=True, help="all choices (Markdown)")
-    p = _sub(rsub, "convergence", cmd_convergence,
-             "the paper network's convergence study (curves, runs, figure)")  # fmt: skip
-    _add_methods(p)
-    p.add_argument("--lines", nargs="+", required=True, help="metrics JSONs of the baselines")
-    p.add_argument("--csv", required=True, help="brain PSNR and held-out loss per snapshot (CSV)")
-    p.add_argument("--runs", required=True, help="one row per run (CSV)")
-    p.add_argument("--md", required=True, help="runs and paired differences (Markdown)")
-    _add_figure_out(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
 from irem.cli.common import add_device_args, add_grid_args, add_subcommand, bars, set_threads
 
@@ -27,29 +26,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _sample_grid(args: argparse.Namespace, saved: Any) -> Any:
-    from irem.acquisition.grid import isotropic_grid, reference_grid
-    from irem.volume import load_volume
-
-    if args.reference is not None:
-        return reference_grid(load_volume(args.reference))
-    if args.spacing is not None:
-        return isotropic_grid(saved.fixed, args.spacing)
-    return saved.grid
-
-
 def run(args: argparse.Namespace) -> None:
     """Carry out ``irem sample``."""
+    from irem.acquisition.grid import isotropic_grid, reference_grid
     from irem.pipeline import write_result
     from irem.training.reconstruct import load_model, predict, resolve_device
-    from irem.volume import check_output_path
+    from irem.volume import check_output_path, load_volume
 
     t_start = time.perf_counter()
     out = check_output_path(args.output)
     device = resolve_device(args.device)
     set_threads(args.threads)
     saved = load_model(args.model, device)
-    grid = _sample_grid(args, saved)
+    grid = saved.grid
+    if args.reference is not None:
+        grid = reference_grid(load_volume(args.reference))
+    elif args.spacing is not None:
+        grid = isotropic_grid(saved.fixed, args.spacing)
     chunk = saved.cfg.reconstruct.chunk
     hr = predict(saved.model, saved.norm, grid, chunk=chunk, device=device, progress=bars(args))
     sidecar = {"method": "irem", "model_file": str(args.model), "seed": saved.seed,

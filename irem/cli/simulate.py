@@ -42,11 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--profile", choices=("box", "gaussian", "none"), default="box", help="slice profile"
     )
-    _add_noise_and_motion_args(p)
     p.set_defaults(func=run)
-
-
-def _add_noise_and_motion_args(p: argparse.ArgumentParser) -> None:
     noise = p.add_mutually_exclusive_group()
     noise.add_argument(
         "--snr", type=positive_float,
@@ -77,7 +73,7 @@ def _add_noise_and_motion_args(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     """Carry out ``irem simulate``."""
     from irem.acquisition import simulate as sim
-    from irem.volume import load_volume
+    from irem.volume import load_volume, save_volume, voxel_centres, write_json
 
     if args.thickness is not None and args.profile == "none":
         raise InputError("--thickness needs --profile box or gaussian ('none' takes one HR slice)")
@@ -97,7 +93,14 @@ def run(args: argparse.Namespace) -> None:
         noise.update(info)
     else:
         stacks = sim.simulate_stacks(hr, args.k, snr=args.snr, **kwargs)
-    motions = [None] * 3 if args.motion is None else _move(stacks, args.motion, args.seed, hr)
+    motions: list[Any] = [None] * 3
+    if args.motion is not None:  # stacks 1 and 2 moved by seeded random rigid motions
+        rng = np.random.default_rng(np.random.SeedSequence([args.seed, 7]))
+        centre = voxel_centres(hr.shape, hr.affine).mean(axis=0)
+        for i in (1, 2):
+            m = sim.random_rigid(args.motion[0], args.motion[1], rng, centre)
+            stacks[i] = sim.move(stacks[i], m)
+            motions[i] = m.tolist()
     if args.reorient:
         codes = sim.REORIENT_CODES
         stacks = [sim.reorient(s, c) if c else s for s, c in zip(stacks, codes, strict=True)]
@@ -105,38 +108,14 @@ def run(args: argparse.Namespace) -> None:
               "slice_thickness_mm": [thickness * float(v) for v in hr.spacing],
               "profile": args.profile, "snr": args.snr, "noise": noise, "seed": args.seed,
               "motion": args.motion, "reorient": args.reorient, "version": __version__}  # fmt: skip
-    _write_simulation(Path(args.out_dir), stacks, params, motions, hr_scan)
-
-
-def _move(stacks: list[Any], motion: list[float], seed: int, hr: Any) -> list[Any]:
-    """Move stacks 1 and 2 by seeded random rigid motions of ``motion`` (degrees, mm) about the
-    centre of ``hr``; the motions as lists (None for the sagittal stack)."""
-    from irem.acquisition.simulate import move, random_rigid
-    from irem.volume import voxel_centres
-
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
-    centre = voxel_centres(hr.shape, hr.affine).mean(axis=0)
-    motions: list[Any] = [None]
-    for i in (1, 2):
-        m = random_rigid(motion[0], motion[1], rng, centre)
-        stacks[i] = move(stacks[i], m)
-        motions.append(m.tolist())
-    return motions
-
-
-def _write_simulation(
-    out: Path, stacks: list[Any], params: dict[str, Any], motions: list[Any], hr_scan: Any
-) -> None:
-    """The stacks (with sidecars), the scan-time experiment's HR scan and simulation.json."""
-    from irem.volume import save_volume, write_json
-
+    out = Path(args.out_dir)  # the stacks with sidecars, the scan-time HR scan, simulation.json
     out.mkdir(parents=True, exist_ok=True)
     files = []
-    for i, s in enumerate(stacks):
+    for s, motion in zip(stacks, motions, strict=True):
         path = out / f"acq-{s.name}.nii.gz"
         sidecar = {**params, "orientation": s.name, "thick_axis": s.thick_axis,
                    "spacing_mm": [float(v) for v in s.spacing],
-                   "motion_applied": motions[i]}  # fmt: skip
+                   "motion_applied": motion}  # fmt: skip
         save_volume(path, s.data, s.affine, sidecar=sidecar)
         files.append(path.name)
     if hr_scan is not None:

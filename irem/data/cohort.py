@@ -102,12 +102,8 @@ class _Template:
 @lru_cache(maxsize=1)
 def _template() -> _Template:
     t1 = mni152_t1(crop=False)
-    images = [
-        Volume((t1.data > 0).astype(np.float32), t1.affine),
-        Volume(mni152_tissue("gm").data / 255.0, t1.affine),
-        Volume(mni152_tissue("wm").data / 255.0, t1.affine),
-    ]
-    brain, gm, wm = (to_sitk(v) for v in images)
+    brain = to_sitk(Volume((t1.data > 0).astype(np.float32), t1.affine))
+    gm, wm = (to_sitk(Volume(mni152_tissue(t).data / 255.0, t1.affine)) for t in ("gm", "wm"))
     return _Template(grid=crop_to_content(t1), brain=brain, gm=gm, wm=wm)
 
 
@@ -131,15 +127,12 @@ def n_bias_coefficients(order: int) -> int:
     return (order + 1) * (order + 2) * (order + 3) // 6
 
 
-def sample_subject(
-    index: int, seed: int = 0, contrast: str | None = None, grid: Volume | None = None
-) -> SubjectParams:
-    """Draw the random parameters of subject ``index`` of cohort ``seed`` (nothing is rendered);
-    ``grid``: the uncropped grid the deformation spans (default: the template's brain crop)."""
+def sample_subject(index: int, seed: int = 0, contrast: str | None = None) -> SubjectParams:
+    """Draw the random parameters of subject ``index`` of cohort ``seed`` (nothing is rendered)."""
     if index < 0:
         raise InputError(f"the subject index must be >= 0, got {index}")
     family = contrast_for(index, contrast)
-    grid = _template().grid if grid is None else grid
+    grid = _template().grid
     mesh = control_mesh(grid)
     spacing = float(np.min(np.asarray(grid.shape) * grid.spacing / np.asarray(mesh)))
     if MAX_DISPLACEMENT_MM >= spacing / INJECTIVITY_K:
@@ -153,15 +146,8 @@ def sample_subject(
     coefficients = rng.uniform(-MAX_DISPLACEMENT_MM, MAX_DISPLACEMENT_MM, n_ctrl)
     bias = rng.uniform(-BIAS_COEFFICIENT, BIAS_COEFFICIENT, n_bias_coefficients(BIAS_ORDER))
     bias[0] = 0.0  # no global gain: the bias is 1 at the centre of the grid
-    return SubjectParams(
-        index=int(index),
-        seed=int(seed),
-        contrast=family,
-        intensities=intensities,
-        mesh=mesh,
-        coefficients=coefficients,
-        bias_coefficients=tuple(float(c) for c in bias),
-    )
+    biases = tuple(float(c) for c in bias)
+    return SubjectParams(int(index), int(seed), family, intensities, mesh, coefficients, biases)
 
 
 def bspline_transform(
@@ -169,24 +155,16 @@ def bspline_transform(
 ) -> sitk.BSplineTransform:
     """A cubic B-spline displacement over ``grid``'s field of view (SimpleITK, LPS millimetres)."""
     tx = sitk.BSplineTransformInitializer(to_sitk(grid), list(mesh), 3)
-    if len(coefficients) != len(tx.GetParameters()):
-        raise ValueError(
-            f"expected {len(tx.GetParameters())} coefficients, got {len(coefficients)}"
-        )
+    if len(coefficients) != (n := len(tx.GetParameters())):
+        raise ValueError(f"expected {n} coefficients, got {len(coefficients)}")
     tx.SetParameters([float(c) for c in coefficients])
     return tx
 
 
 def _field_image(tx: sitk.Transform, grid: Volume) -> sitk.Image:
     ref = to_sitk(grid)
-    return sitk.TransformToDisplacementField(
-        tx,
-        sitk.sitkVectorFloat64,
-        ref.GetSize(),
-        ref.GetOrigin(),
-        ref.GetSpacing(),
-        ref.GetDirection(),
-    )
+    geometry = (ref.GetSize(), ref.GetOrigin(), ref.GetSpacing(), ref.GetDirection())
+    return sitk.TransformToDisplacementField(tx, sitk.sitkVectorFloat64, *geometry)
 
 
 def _field_to_ras(field_img: sitk.Image) -> np.ndarray:
@@ -195,10 +173,8 @@ def _field_to_ras(field_img: sitk.Image) -> np.ndarray:
 
 
 def displacement_field(tx: sitk.Transform, grid: Volume) -> np.ndarray:
-    """The displacement ``(X, Y, Z, 3)`` of ``tx`` at every voxel of ``grid``, in RAS millimetres.
-
-    Voxel ``(i, j, k)`` of the output samples the input at ``x + u(x)``, ``x`` its world position.
-    """
+    """The displacement ``u`` ``(X, Y, Z, 3)`` of ``tx`` at every voxel of ``grid`` in RAS mm: the
+    output's voxel at world position ``x`` samples the input at ``x + u(x)``."""
     return _field_to_ras(_field_image(tx, grid))
 
 
@@ -315,7 +291,6 @@ def cohort_figure(volumes: dict[str, Volume]) -> Any:
         slices = (vol.data[mid[0]], vol.data[:, mid[1]], vol.data[:, :, mid[2]])
         for ax, sl, name in zip(row, slices, ("sagittal", "coronal", "axial"), strict=True):
             ax.imshow(sl.T, cmap="gray", origin="lower", vmin=0.0, vmax=vmax)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            ax.set(xticks=[], yticks=[])
             ax.set_title(f"{label} {name}", fontsize=8)
     return fig

@@ -11,21 +11,18 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.affines import from_matvec
 
+from irem.acquisition.simulate import lr_affine
 from irem.data.phantom import shepp_logan
 from irem.errors import InputError
 from irem.volume import Volume, apply_affine, voxel_centres
 
 
-def nilearn_data_dir() -> Path:
-    """The folder of nilearn's package data that holds the MNI152 files."""
+def _load_packaged(name: str) -> Volume:
     from nilearn import datasets
 
-    return Path(datasets.__file__).parent / "data"
-
-
-def _load_packaged(name: str) -> Volume:
-    img = nib.load(str(nilearn_data_dir() / name))
+    img = nib.load(str(Path(datasets.__file__).parent / "data" / name))
     return Volume(data=np.asarray(img.dataobj, dtype=np.float32), affine=np.array(img.affine))
 
 
@@ -38,17 +35,12 @@ def crop_to_content(vol: Volume, multiple: int = 8, threshold: float = 0.0) -> V
     padded = (np.ceil(size / multiple) * multiple).astype(int)
     before = (padded - size) // 2
     start = lo - before  # may be negative: those voxels are padding
-    out = np.zeros(tuple(padded), dtype=np.float32)
     src_lo = np.maximum(start, 0)
     src_hi = np.minimum(start + padded, vol.shape)
-    dst_lo = src_lo - start
-    dst_hi = dst_lo + (src_hi - src_lo)
-    out[tuple(slice(a, b) for a, b in zip(dst_lo, dst_hi, strict=True))] = vol.data[
-        tuple(slice(a, b) for a, b in zip(src_lo, src_hi, strict=True))
-    ]
-    shift = np.eye(4)
-    shift[:3, 3] = start
-    return Volume(data=out, affine=vol.affine @ shift)
+    out = np.zeros(tuple(padded), dtype=np.float32)
+    src = vol.data[tuple(map(slice, src_lo, src_hi))]
+    out[tuple(map(slice, src_lo - start, src_hi - start))] = src
+    return Volume(data=out, affine=vol.affine @ from_matvec(np.eye(3), start))
 
 
 def mni152_t1(crop: bool = True) -> Volume:
@@ -99,9 +91,7 @@ def sample_lesions(
         if any(np.linalg.norm(c - np.asarray(les.centre)) < 12.0 for les in lesions):
             continue
         radii = rng.uniform(2.5, 6.0, size=3)
-        lesions.append(
-            Lesion(centre=tuple(float(v) for v in c), radii=tuple(float(r) for r in radii))
-        )
+        lesions.append(Lesion(centre=tuple(map(float, c)), radii=tuple(map(float, radii))))
     return lesions
 
 
@@ -110,22 +100,17 @@ def render_lesions(
 ) -> np.ndarray:
     """Soft lesion map in [0, 1] on a grid: 1 inside each ellipsoid, a 1 mm wide smooth edge."""
     out = np.zeros(shape, dtype=np.float32)
-    if not lesions:
-        return out
-    inv = np.linalg.inv(affine)
     for les in lesions:
         # Only a box around the lesion (its bounding sphere plus 3 mm) needs evaluating.
         reach = max(les.radii) + 3.0
         corners = np.array(np.meshgrid(*[[-reach, reach]] * 3, indexing="ij")).reshape(3, -1).T
-        idx = apply_affine(inv, corners + np.asarray(les.centre))
+        idx = apply_affine(np.linalg.inv(affine), corners + np.asarray(les.centre))
         lo = np.clip(np.floor(idx.min(axis=0)).astype(int), 0, np.asarray(shape))
         hi = np.clip(np.ceil(idx.max(axis=0)).astype(int) + 1, 0, np.asarray(shape))
         if np.any(hi <= lo):
             continue
-        sub = tuple(int(h - lo_) for lo_, h in zip(lo, hi, strict=True))
-        shift = np.eye(4)
-        shift[:3, 3] = lo
-        pts = voxel_centres(sub, affine @ shift).reshape(*sub, 3)
+        sub = tuple(int(v) for v in hi - lo)
+        pts = voxel_centres(sub, affine @ from_matvec(np.eye(3), lo)).reshape(*sub, 3)
         d = np.sqrt((((pts - np.asarray(les.centre)) / np.asarray(les.radii)) ** 2).sum(axis=-1))
         # Normalised distance 1 is the ellipsoid surface; the edge is ~1 mm wide for these radii.
         edge = 1.0 / (1.0 + np.exp(np.clip((d - 1.0) * 4.0 * min(les.radii), -50, 50)))
@@ -134,28 +119,14 @@ def render_lesions(
     return out
 
 
-def flair_contrast(
-    gm: np.ndarray, wm: np.ndarray, brain: np.ndarray, lesion: np.ndarray
-) -> np.ndarray:
-    """FLAIR-like image from tissue probabilities and a soft lesion map (all in [0, 1]); CSF fills
-    the brain mask beyond GM and WM."""
-    c = FLAIR_CONTRAST
-    csf = np.clip(1.0 - gm - wm, 0.0, 1.0)
-    tissue = c["csf"] * csf + c["gm"] * gm + c["wm"] * wm
-    img = (1.0 - lesion) * tissue + lesion * c["lesion"]
-    return (img * brain).astype(np.float32)
-
-
 def block_mean(vol: Volume, axis: int, factor: int) -> Volume:
     """Average ``factor`` consecutive voxels along ``axis`` (trailing ones dropped); each new voxel
     centre is the mean of those it averages."""
     n = vol.shape[axis] // factor
     moved = np.moveaxis(vol.data, axis, 0)[: n * factor]
     data = moved.reshape(n, factor, *moved.shape[1:]).mean(axis=1)
-    m = np.eye(4)
-    m[axis, axis] = factor
-    m[axis, 3] = (factor - 1) / 2.0
-    return Volume(data=np.moveaxis(data, 0, axis).astype(np.float32), affine=vol.affine @ m)
+    affine = lr_affine(vol.affine, axis, factor, (factor - 1) / 2.0)
+    return Volume(data=np.moveaxis(data, 0, axis).astype(np.float32), affine=affine)
 
 
 def mni152_flair(seed: int = 0, crop: bool = True) -> Volume:
@@ -170,7 +141,10 @@ def mni152_flair(seed: int = 0, crop: bool = True) -> Volume:
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xF1A1]))
     lesions = sample_lesions(apply_affine(t1.affine, deep), rng)
     lesion = render_lesions(t1.shape, t1.affine, lesions) * np.clip(wm + gm, 0.0, 1.0)
-    hr = Volume(data=flair_contrast(gm, wm, brain, lesion), affine=t1.affine)
+    c = FLAIR_CONTRAST  # CSF fills the brain beyond GM and WM
+    tissue = c["csf"] * np.clip(1.0 - gm - wm, 0.0, 1.0) + c["gm"] * gm + c["wm"] * wm
+    img = ((1.0 - lesion) * tissue + lesion * c["lesion"]) * brain
+    hr = Volume(data=img.astype(np.float32), affine=t1.affine)
     flair = block_mean(hr, axis=2, factor=int(FLAIR_SPACING[2]))
     flair.data /= float(flair.data.max())
     return crop_to_content(flair) if crop else flair
@@ -196,11 +170,8 @@ def brain_mask(vol: Volume, threshold: float = 0.0, relative: bool = False) -> V
     fg = vol.data > t
     if not fg.any():
         raise InputError(f"no voxel above the mask threshold {t:g}")
-    labels, n = ndimage.label(fg)
-    if n > 1:
-        sizes = ndimage.sum_labels(fg, labels, index=np.arange(1, n + 1))
-        fg = labels == (1 + int(np.argmax(sizes)))
-    fg = ndimage.binary_fill_holes(fg)
+    labels, _ = ndimage.label(fg)
+    fg = ndimage.binary_fill_holes(labels == 1 + np.argmax(np.bincount(labels.ravel())[1:]))
     return Volume(data=fg.astype(np.float32), affine=np.array(vol.affine))
 
 
@@ -223,6 +194,5 @@ def crop_box(
         for p, s, n in zip(position, shape, vol.shape, strict=True)
     ]
     sl = tuple(slice(a, a + s) for a, s in zip(start, shape, strict=True))
-    shift = np.eye(4)
-    shift[:3, 3] = start
-    return Volume(data=np.ascontiguousarray(vol.data[sl]), affine=vol.affine @ shift)
+    affine = vol.affine @ from_matvec(np.eye(3), start)
+    return Volume(data=np.ascontiguousarray(vol.data[sl]), affine=affine)

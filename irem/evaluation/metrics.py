@@ -22,8 +22,7 @@ EDGE_FRACTION = 0.25
 
 
 def edge_band(gt: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The strongest ground-truth edges (top :data:`EDGE_FRACTION` of the gradient magnitude) in
-    the mask dilated by :data:`EDGE_DILATION` voxels: cortex, grey/white and CSF boundaries."""
+    """The strongest ground-truth gradients (top EDGE_FRACTION) in the dilated mask."""
     from scipy import ndimage
 
     around = ndimage.binary_dilation(mask, iterations=EDGE_DILATION)
@@ -32,13 +31,13 @@ def edge_band(gt: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return around & (grad >= cut) & (grad > 0)
 
 
-def default_mask(gt: np.ndarray, threshold: float = DEFAULT_MASK_THRESHOLD) -> np.ndarray:
-    """Voxels of the ground truth above ``threshold`` times its maximum."""
-    return gt > threshold * float(gt.max())
-
-
-def _data_range(pred: np.ndarray, gt: np.ndarray) -> float:
-    """The ground truth's max - min, once the shapes are checked for PSNR and SSIM."""
+def compute_metrics(
+    pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None,
+    threshold: float = DEFAULT_MASK_THRESHOLD,
+) -> dict[str, Any]:  # fmt: skip
+    """PSNR (dB)/SSIM against ``gt``: whole volume, in ``mask`` (or gt > threshold), on edges."""
+    pred = np.asarray(pred, dtype=np.float64)
+    gt = np.asarray(gt, dtype=np.float64)
     if pred.shape != gt.shape:
         raise InputError(
             f"prediction shape {pred.shape} differs from ground truth shape {gt.shape}"
@@ -48,32 +47,12 @@ def _data_range(pred: np.ndarray, gt: np.ndarray) -> float:
     data_range = float(gt.max() - gt.min())
     if data_range <= 0:
         raise InputError("the ground truth is constant")
-    return data_range
-
-
-def _brain_mask(
-    gt: np.ndarray, mask: np.ndarray | None, threshold: float
-) -> tuple[np.ndarray, str]:
-    """The checked boolean mask (``mask`` or :func:`default_mask`) and how it was made."""
     mask_source = "given" if mask is not None else f"gt > {threshold} * max(gt)"
-    mask = np.asarray(default_mask(gt, threshold) if mask is None else mask).astype(bool)
+    mask = np.asarray(gt > threshold * float(gt.max()) if mask is None else mask).astype(bool)
     if mask.shape != gt.shape:
         raise InputError(f"mask shape {mask.shape} differs from ground truth shape {gt.shape}")
     if not mask.any():
         raise InputError("the mask is empty")
-    return mask, mask_source
-
-
-def compute_metrics(
-    pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None,
-    threshold: float = DEFAULT_MASK_THRESHOLD,
-) -> dict[str, Any]:  # fmt: skip
-    """PSNR (dB)/SSIM of ``pred`` against ``gt`` over the volume, inside ``mask`` (None: ``gt >
-    threshold * max(gt)``) and on the edges, as a JSON-ready dict with how the masks were made."""
-    pred = np.asarray(pred, dtype=np.float64)
-    gt = np.asarray(gt, dtype=np.float64)
-    data_range = _data_range(pred, gt)
-    mask, mask_source = _brain_mask(gt, mask, threshold)
     ssim, ssim_map = structural_similarity(
         gt, pred, data_range=data_range, full=True, **SSIM_OPTIONS
     )

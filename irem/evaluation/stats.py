@@ -66,27 +66,22 @@ def summarise(values: np.ndarray | pd.Series | list[float], confidence: float = 
     return Summary(n=int(x.size), mean=mean, std=std, ci_low=low, ci_high=high)
 
 
-def wilcoxon_p(diff: np.ndarray) -> float:
-    """Two-sided Wilcoxon signed-rank p of paired differences (NaN: fewer than two, or all 0)."""
-    d = _finite(diff)
-    if d.size < 2 or not np.any(d != 0.0):
-        return math.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return float(sps.wilcoxon(d).pvalue)
-
-
 def paired(a: pd.Series, b: pd.Series, tolerance: float, confidence: float = 0.95) -> Paired:
     """``a`` - the baseline's ``b`` on the units (index labels) both have (tie: < ``tolerance``)."""
     both = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner").dropna()
     d = (both["a"] - both["b"]).to_numpy(dtype=np.float64)
     low, high = t_interval(d, confidence)
+    p, x = math.nan, _finite(d)  # two-sided Wilcoxon: NaN for fewer than two or all 0
+    if x.size >= 2 and np.any(x != 0.0):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p = float(sps.wilcoxon(x).pvalue)
     return Paired(
         n=int(d.size),
         diff=float(d.mean()) if d.size else math.nan,
         ci_low=low,
         ci_high=high,
-        p_wilcoxon=wilcoxon_p(d),
+        p_wilcoxon=p,
         wins=int(np.sum(d >= tolerance)),
         ties=int(np.sum(np.abs(d) < tolerance)),
         losses=int(np.sum(d <= -tolerance)),
@@ -98,8 +93,6 @@ def holm(p: np.ndarray | pd.Series | list[float]) -> np.ndarray:
     p = np.asarray(p, dtype=np.float64)
     out = np.full(p.shape, math.nan)
     ok = np.flatnonzero(np.isfinite(p))
-    if ok.size == 0:
-        return out
     order = ok[np.argsort(p[ok], kind="stable")]
     m = order.size
     adjusted = np.maximum.accumulate(p[order] * (m - np.arange(m)))

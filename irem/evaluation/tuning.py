@@ -32,11 +32,8 @@ def candidates(values: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]
 
 def options(template: str, row: Mapping[str, Any]) -> str:
     """The options of one candidate: ``template`` with its ``{parameter}`` fields filled in."""
-    return template.format(**{k: _text(v) for k, v in row.items()})
-
-
-def _text(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    values = {k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in row.items()}
+    return template.format(**values)
 
 
 def choose(
@@ -45,40 +42,29 @@ def choose(
     prefer: Mapping[str, Any] | None = None,
     group: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """The chosen candidate per ``group``, with ``mean_psnr_mask`` and ``n_runs``: the highest mean
-    score, or with ``prefer`` that one unless another's paired difference to it (on
-    :data:`PAIR_ON`) has its 95% CI above zero (``ci_low``/``ci_high``: the best challenger's)."""
+    """Per ``group``: the best mean score, or ``prefer`` unless a challenger's paired CI is > 0."""
     params, group = list(params), list(group)
     rows = []
     for key, sub in runs.groupby(group, sort=True) if group else [((), runs)]:
         key = key if isinstance(key, tuple) else (key,)
         means = sub.groupby(params, sort=False)[SCORE].mean().sort_values(ascending=False)
         pick, ci = means.index[0], (math.nan, math.nan)
-        if prefer is not None:
-            pick, ci = _preferred(sub, params, means, tuple(prefer[p] for p in params))
+        if prefer is not None:  # the preferred one unless a challenger's paired CI is > 0
+            first = tuple(prefer[p] for p in params)
+            pick = first if len(first) > 1 else first[0]
+            if pick not in means.index:
+                raise ValueError(f"the preferred candidate {first} was not run")
+            table = sub.pivot_table(index=list(PAIR_ON), columns=params, values=SCORE)
+            for cand in [c for c in means.index if c != pick]:
+                d = paired(table[cand], table[pick], tolerance=0.0)
+                if d.ci_low > 0 or math.isnan(ci[0]):  # the best challenger's CI
+                    ci = (d.ci_low, d.ci_high)
+                if d.ci_low > 0:
+                    pick = cand
+                    break
         pick = pick if isinstance(pick, tuple) else (pick,)
         row = dict(zip(group, key, strict=True)) | dict(zip(params, pick, strict=True))
         row |= {"mean_psnr_mask": float(means.loc[pick if len(pick) > 1 else pick[0]])}
         row |= {"n_runs": int(len(sub)), "ci_low": ci[0], "ci_high": ci[1]}
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _preferred(
-    sub: pd.DataFrame, params: list[str], means: pd.Series, first: tuple[Any, ...]
-) -> tuple[Any, tuple[float, float]]:
-    """The ``prefer`` rule of :func:`choose` on one group."""
-    key = first if len(first) > 1 else first[0]
-    if key not in means.index:
-        raise ValueError(f"the preferred candidate {first} was not run")
-    table = sub.pivot_table(index=list(PAIR_ON), columns=params, values=SCORE)
-    pick, ci = key, (math.nan, math.nan)
-    for cand in means.index:
-        if cand == key:
-            continue
-        d = paired(table[cand], table[key], tolerance=0.0)
-        if d.ci_low > 0:
-            return cand, (d.ci_low, d.ci_high)
-        if math.isnan(ci[0]):
-            ci = (d.ci_low, d.ci_high)
-    return pick, ci

@@ -1,14 +1,9 @@
-"""A fast implicit neural representation for CPU in the spirit of Instant-NGP: multiresolution
-feature grids over the box of the LR voxel centres (level ``l`` at ``finest_mm * 2**(levels - 1 -
-l)`` mm), read trilinearly, concatenated and mapped to an intensity by a small MLP; with a start
-image (:meth:`GridINR.set_base`) it represents that image plus the network.
-
-A level is a :class:`DenseLevel` (its nodes, read by ``grid_sample``) or, above
-``dense_max_nodes`` nodes, a :class:`HashedLevel` (rows of a fixed table through Instant-NGP's
-spatial hash, :func:`hashed_lookup`), whose grid prior covers only the cells a batch's points fall
-in. Both have dense gradients; the prior (:class:`GridPrior`) enters through
-:meth:`GridINR.backward`.
-"""
+"""A fast CPU implicit neural representation in the spirit of Instant-NGP: multiresolution feature
+grids over the box of the LR voxel centres (level ``l`` at ``finest_mm * 2**(levels - 1 - l)`` mm),
+read trilinearly and mapped to an intensity by a small MLP, plus a start image if set. A level above
+``dense_max_nodes`` nodes is hashed into a table (:func:`hashed_lookup`), its prior covering only
+the cells a batch's points fall in; the prior (:class:`GridPrior`) enters in
+:meth:`GridINR.backward`."""
 
 from __future__ import annotations
 
@@ -41,9 +36,8 @@ def edge_penalty_grad(d: torch.Tensor, kind: str, delta: float) -> torch.Tensor:
 
 
 def _cells(u: torch.Tensor, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lowest corner ``(3, n)`` int64 node indices (x, y, z) of the cells points ``u`` fall in and
-    their ``(3, n)`` fractional positions in them, as ``grid_sample`` reads a grid of ``shape``
-    (``align_corners=True``, border clamping)."""
+    """Lowest corner nodes ``(3, n)`` (x, y, z) of the cells of points ``u`` and the positions in
+    them, as ``grid_sample`` reads a grid of ``shape`` (``align_corners=True``, border clamping)."""
     d, h, w = shape
     sizes = torch.tensor([w, h, d], dtype=u.dtype, device=u.device)
     pos = ((u + 1) / 2 * (sizes - 1)).clamp_(min=0).minimum(sizes - 1).t().contiguous()
@@ -91,7 +85,7 @@ def cell_shares(cells: torch.Tensor) -> torch.Tensor:
 
 
 def _edge_denominator(shape: tuple[int, int, int], axis: int, features: int) -> int:
-    """4 cells per inner edge times the level's node pairs along ``axis`` (0: z) times features."""
+    """4 cells per inner edge x the level's node pairs along ``axis`` (0: z) x features."""
     return 4 * math.prod(n - 1 if a == axis else n for a, n in enumerate(shape)) * features
 
 
@@ -137,14 +131,19 @@ def gather_rows(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class GridPrior:
-    """The grid prior: the ``kind`` penalty (:func:`edge_penalty_grad`) of neighbouring node
-    differences at ``weight`` on dense levels and ``large_weight`` on hashed ones (None:
-    ``weight``); 0 adds nothing."""
+    """The ``kind`` penalty (:func:`edge_penalty_grad`) of neighbouring node differences at
+    ``weight`` on dense levels and ``large_weight`` on hashed ones (None: ``weight``)."""
 
     weight: float
     kind: str = "tk1"
     delta: float = 0.01
     large_weight: float | None = None
+
+
+def _trilinear(volume: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """``(C, n)`` values of ``volume`` ``(1, C, D, H, W)`` at points ``u`` (trilinear, clamped)."""
+    f = F.grid_sample(volume, u.view(1, 1, 1, -1, 3), padding_mode="border", align_corners=True)
+    return f.view(volume.shape[1], -1)
 
 
 class DenseLevel(nn.Module):
@@ -156,12 +155,8 @@ class DenseLevel(nn.Module):
         self.shape: tuple[int, int, int] = (values.shape[2], values.shape[3], values.shape[4])
 
     def lookup(self, u: torch.Tensor) -> torch.Tensor:
-        """``(features, n)`` values at points ``u`` ``(n, 3)`` (trilinear, border-clamped)."""
-        f = F.grid_sample(
-            self.values, u.view(1, 1, 1, -1, 3), mode="bilinear", padding_mode="border",
-            align_corners=True,
-        )  # fmt: skip
-        return f.view(self.values.shape[1], -1)
+        """``(features, n)`` values at points ``u`` ``(n, 3)``."""
+        return _trilinear(self.values, u)
 
     @contextmanager
     def prior_grad(self, weight: float, kind: str, delta: float) -> Iterator[None]:
@@ -193,8 +188,7 @@ class HashedLevel(nn.Module):
 
     def lookup(self, u: torch.Tensor) -> torch.Tensor:
         """``(features, n)`` values at points ``u`` ``(n, 3)``: the trilinear sum of 8 rows."""
-        rows, weights, cells = hashed_lookup(u, self.shape, self.values.shape[0])
-        return _HashedTrilinear.apply(self.values, rows, weights, cells, self).t()
+        return _HashedTrilinear.apply(self.values, u, self).t()
 
     @contextmanager
     def prior_grad(self, weight: float, kind: str, delta: float) -> Iterator[None]:
@@ -208,18 +202,14 @@ class HashedLevel(nn.Module):
 
 
 class _HashedTrilinear(torch.autograd.Function):
-    """``(n, F)`` weighted sums of the table's ``(8, n)`` ``rows``; the table's gradient is dense
-    and holds the ``level``'s prior gradient on the points' cells when set."""
+    """``(n, F)`` trilinear sums of the ``level``'s table at points ``u``; the table's gradient is
+    dense and holds the level's prior gradient on the points' cells when set."""
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any,
-        table: torch.Tensor,
-        rows: torch.Tensor,
-        weights: torch.Tensor,
-        cells: torch.Tensor,
-        level: HashedLevel,
+        ctx: Any, table: torch.Tensor, u: torch.Tensor, level: HashedLevel
     ) -> torch.Tensor:
+        rows, weights, cells = hashed_lookup(u, level.shape, table.shape[0])
         corners = gather_rows(table, rows.reshape(-1)).view(*rows.shape, table.shape[1])
         ctx.save_for_backward(rows, weights, cells, corners)
         ctx.level, ctx.table_shape = level, table.shape
@@ -228,9 +218,9 @@ class _HashedTrilinear(torch.autograd.Function):
     @staticmethod
     def backward(  # type: ignore[override]
         ctx: Any, grad: torch.Tensor
-    ) -> tuple[torch.Tensor | None, None, None, None, None]:
+    ) -> tuple[torch.Tensor | None, None, None]:
         if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None
+            return None, None, None
         rows, weights, cells, corners = ctx.saved_tensors
         grad = grad.contiguous()
         corners_grad = weights.unsqueeze(2) * grad.unsqueeze(0)
@@ -240,7 +230,7 @@ class _HashedTrilinear(torch.autograd.Function):
         out = grad.new_zeros(ctx.table_shape).index_add_(
             0, rows.reshape(-1), corners_grad.view(-1, grad.shape[1])
         )
-        return out, None, None, None, None
+        return out, None, None
 
 
 class GridINR(nn.Module):
@@ -277,20 +267,16 @@ class GridINR(nn.Module):
                 table = (torch.rand((hash_rows, features), generator=gen) * 2 - 1) * 1e-4
                 grids.append(HashedLevel(table, shape))
         self.grids = nn.ModuleList(grids)
-        state = torch.random.get_rng_state()
-        torch.manual_seed(int(seed))
         layers: list[nn.Module] = []
-        in_f = levels * features
-        for _ in range(hidden_layers):
-            layers += [nn.Linear(in_f, width), nn.ReLU()]
-            in_f = width
-        layers.append(nn.Linear(in_f, 1))
-        torch.random.set_rng_state(state)
+        with torch.random.fork_rng(devices=[]):  # the global generator is left as it was
+            torch.manual_seed(int(seed))
+            for i in range(hidden_layers):
+                layers += [nn.Linear(width if i else levels * features, width), nn.ReLU()]
+            layers.append(nn.Linear(width if hidden_layers else levels * features, 1))
         self.mlp = nn.Sequential(*layers)
 
     def backward(self, loss: torch.Tensor, prior: GridPrior) -> None:
-        """Back-propagate ``loss`` (the data term) with the gradient of the grid ``prior`` added
-        by each level."""
+        """Back-propagate the data term ``loss``, each level adding its ``prior``'s gradient."""
         large = prior.weight if prior.large_weight is None else prior.large_weight
         with ExitStack() as stack:
             for level in self.grids:
@@ -324,16 +310,10 @@ class GridINR(nn.Module):
         base = getattr(self, "base", None)
         if base is None:
             return None
-        u = torch.addmm(self.base_map[:, 3], p, self.base_map[:, :3].t())
-        return F.grid_sample(
-            base, u.view(1, 1, 1, -1, 3), mode="bilinear", padding_mode="border", align_corners=True
-        ).view(-1)
+        return _trilinear(base, torch.addmm(self.base_map[:, 3], p, self.base_map[:, :3].t()))[0]
 
     def grid_parameters(self) -> list[nn.Parameter]:
         return [level.values for level in self.grids]
-
-    def mlp_parameters(self) -> list[nn.Parameter]:
-        return list(self.mlp.parameters())
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
         """Intensity ``(n,)`` at inputs ``p`` ``(n, 3)``; the MLP runs channels first (``W @ h``),

@@ -14,11 +14,11 @@ from torch.nn.utils import skip_init
 class FourierFeatures(nn.Module):
     """Random Gaussian Fourier feature mapping R^3 -> R^{2L} (Tancik et al. 2020)."""
 
-    def __init__(self, fourier_dim: int = 256, sigma: float = 1.0, seed: int = 0, in_dim: int = 3):
+    def __init__(self, fourier_dim: int = 256, sigma: float = 1.0, seed: int = 0):
         """Draw B (``fourier_dim`` = 2L output features) from ``seed``."""
         super().__init__()
         gen = torch.Generator().manual_seed(int(seed))
-        b = torch.randn(fourier_dim // 2, in_dim, generator=gen, dtype=torch.float32) * sigma
+        b = torch.randn(fourier_dim // 2, 3, generator=gen, dtype=torch.float32) * sigma
         self.register_buffer("B", b)
         self.out_dim = fourier_dim
 
@@ -51,20 +51,12 @@ class IREM(nn.Module):
         super().__init__()
         self.encoding = FourierFeatures(fourier_dim, sigma, seed)
         self.skips = tuple(skips)
-        gen_state = torch.random.get_rng_state()
-        torch.manual_seed(int(seed))
-        linears, norms = [], []
-        for i in range(depth):
-            in_f = fourier_dim if i == 0 else width
-            if i in self.skips:
-                in_f += fourier_dim
-            out_f = 1 if i == depth - 1 else width
-            linears.append(nn.Linear(in_f, out_f))
-            if i < depth - 1:
-                norms.append(nn.BatchNorm1d(width))
-        torch.random.set_rng_state(gen_state)
-        self.linears = nn.ModuleList(linears)
-        self.norms = nn.ModuleList(norms)
+        with torch.random.fork_rng(devices=[]):  # the global generator is left as it was
+            torch.manual_seed(int(seed))
+            sizes = [fourier_dim] + [width] * (depth - 1)
+            inputs = [n + fourier_dim * (i in self.skips) for i, n in enumerate(sizes)]
+            self.linears = nn.ModuleList(map(nn.Linear, inputs, sizes[1:] + [1]))
+        self.norms = nn.ModuleList(nn.BatchNorm1d(width) for _ in range(depth - 1))
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
         """Intensity at normalised coordinates ``p`` of shape ``(n, 3)``; returns ``(n,)``."""

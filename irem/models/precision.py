@@ -29,9 +29,8 @@ def cpu_flags(cpuinfo: str) -> frozenset[str]:
 
 def native_bf16(device_type: str, flags: Iterable[str], cuda_bf16: bool = False) -> bool:
     """Whether the device computes in bfloat16 natively (a CUDA device: ``cuda_bf16``)."""
-    if device_type == "cuda":
-        return cuda_bf16
-    return device_type == "cpu" and any(f in set(flags) for f in BF16_CPU_FLAGS)
+    cpu = device_type == "cpu" and not set(flags).isdisjoint(BF16_CPU_FLAGS)
+    return cuda_bf16 if device_type == "cuda" else cpu
 
 
 def resolve_precision(
@@ -41,8 +40,7 @@ def resolve_precision(
     cuda_bf16: bool = False,
     kind: str = "irem",
 ) -> str:
-    """``fp32`` or ``bf16``: the requested precision, ``auto`` resolved by the model ``kind`` and
-    :func:`native_bf16`."""
+    """``requested``, ``auto`` resolved to ``bf16`` or ``fp32`` by the model ``kind`` and device."""
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
     if requested != "auto":

@@ -3,6 +3,7 @@ from the snapshots of ``irem reconstruct --snapshots``) and Fig. 3, its one-para
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ def snapshot_folder(metrics_path: str | Path) -> Path:
 
 
 def score_snapshots(metrics_path: str | Path) -> pd.DataFrame:
-    """One row per snapshot of a run: epoch, steps, held-out loss, brain PSNR/SSIM against its GT."""
+    """One row per snapshot of a run: epoch, steps, held-out loss, brain PSNR/SSIM."""
     met = read_json(metrics_path)
     gt = load_volume(met["gt"]).data
     mask = load_volume(met["mask_file"], mask=True).data > 0.5 if met.get("mask_file") else None
@@ -42,31 +43,6 @@ def score_snapshots(metrics_path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_summary(runs: pd.DataFrame, lines: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: training, why it stopped, brain PSNR and that minus each baseline's."""
-    out = runs[["method", "label", "subject", "k", "seed", "epochs_completed", "steps",
-                "stopped_by", "training_seconds", "psnr_mask"]].copy()  # fmt: skip
-    key = ["subject", "k", "seed"]
-    units = pd.MultiIndex.from_frame(out[key])
-    for name, base in lines.groupby("method", sort=False):
-        ref = base.set_index(key)["psnr_mask"].reindex(units).to_numpy()
-        out[f"minus_{name}"] = out["psnr_mask"].to_numpy() - ref
-    return out.reset_index(drop=True)
-
-
-def paired_rows(summary: pd.DataFrame, lines: Sequence[str]) -> list[list[str]]:
-    """Per method and k, the paired difference to each baseline over subjects (at 0.1 dB)."""
-    rows = []
-    for (_, k), g in summary.groupby(["method", "k"], sort=False):
-        for name in lines:
-            d = g[f"minus_{name}"]
-            r = stats.paired(d, pd.Series(0.0, index=d.index), tolerance=0.1)
-            rows.append([g["label"].iloc[0], k_label(str(k)), name, f"{r.diff:+.2f}",
-                         f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]", f"{r.p_wilcoxon:.3f}",
-                         f"{r.wins}/{r.ties}/{r.losses}"])  # fmt: skip
-    return rows
-
-
 def convergence_markdown(summary: pd.DataFrame, lines: Sequence[str]) -> str:
     """The runs and the paired differences as Markdown."""
     runs = [[r["label"], k_label(str(r["k"])), r["subject"], str(r["epochs_completed"]),
@@ -77,11 +53,16 @@ def convergence_markdown(summary: pd.DataFrame, lines: Sequence[str]) -> str:
             "brain PSNR (dB)", *(f"- {n}" for n in lines)]  # fmt: skip
     paired = ["run", "k", "baseline", "mean difference (dB)", "95% CI", "Wilcoxon p",
               "W/T/L (0.1 dB)"]  # fmt: skip
-    return (
-        markdown_table(head, runs)
-        + "\nPaired over subjects (the held-out-best image of each run):\n\n"
-        + markdown_table(paired, paired_rows(summary, lines))
-    )
+    rows = []  # per method and k, the paired difference to each baseline over subjects (0.1 dB)
+    for (_, k), g in summary.groupby(["method", "k"], sort=False):
+        for name in lines:
+            d = g[f"minus_{name}"]
+            r = stats.paired(d, pd.Series(0.0, index=d.index), tolerance=0.1)
+            rows.append([g["label"].iloc[0], k_label(str(k)), name, f"{r.diff:+.2f}",
+                         f"[{r.ci_low:+.2f}, {r.ci_high:+.2f}]", f"{r.p_wilcoxon:.3f}",
+                         f"{r.wins}/{r.ties}/{r.losses}"])  # fmt: skip
+    note = "\nPaired over subjects (the held-out-best image of each run):\n\n"
+    return markdown_table(head, runs) + note + markdown_table(paired, rows)
 
 
 def convergence_figure(
@@ -108,15 +89,14 @@ def convergence_figure(
                 top.axhline(r["psnr_mask"], ls="--", lw=1, color=f"C{7 + n}",
                             label=methods.label(r["method"]))  # fmt: skip
             top.set_title(f"sub-{subject}, k = {k_label(str(k))}", fontsize=9)
-            bottom.set_yscale("log")
-            bottom.set_xscale("log")
+            bottom.set(yscale="log", xscale="log")
             if j == 0:
                 top.set_ylabel("PSNR in brain (dB)")
                 bottom.set_ylabel("held-out LR loss")
     for ax in axes[-1]:
         ax.set_xlabel("epoch")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    legend = axes[0, 0].get_legend_handles_labels()
+    fig.legend(*legend, loc="lower center", ncol=2, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
@@ -126,17 +106,23 @@ def convergence_figure(
 def convergence_report(
     metrics: Sequence[str], lines: Sequence[str], methods: Methods
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The curves of the study's runs, each run's summary and the baselines' runs."""
+    """The study's curves, a row per run (brain PSNR minus each line's) and the lines' runs."""
     runs = load_runs(metrics, methods)
     runs["label"] = [methods.label(m) for m in runs["method"]]
     base = load_runs(lines, methods)
     curves = pd.concat([score_snapshots(p) for p in runs["metrics_file"]], ignore_index=True)
-    return curves, run_summary(runs, base), base
+    out = runs[["method", "label", "subject", "k", "seed", "epochs_completed", "steps",
+                "stopped_by", "training_seconds", "psnr_mask"]].copy()  # fmt: skip
+    key = ["subject", "k", "seed"]
+    units = pd.MultiIndex.from_frame(out[key])
+    for name, g in base.groupby("method", sort=False):
+        ref = g.set_index(key)["psnr_mask"].reindex(units).to_numpy()
+        out[f"minus_{name}"] = out["psnr_mask"].to_numpy() - ref
+    return curves, out.reset_index(drop=True), base
 
 
 def sweep_table(runs: pd.DataFrame, reference: dict[str, str]) -> pd.DataFrame:
-    """Per k, swept parameter (meta ``ablation``) and value: mean brain PSNR, 95% CI and the paired
-    difference to the runs at ``reference[parameter]`` (same subject and seed; 0.1 dB ties)."""
+    """Per k, swept parameter and value: brain PSNR and the paired difference to the reference."""
     unit = ["subject", "seed"]
     rows = []
     swept = runs[runs["ablation"] != ""].assign(k=lambda r: r["k"].astype(int))
@@ -175,20 +161,15 @@ def sweep_markdown(table: pd.DataFrame, lines: pd.DataFrame, methods: Methods) -
             "95% CI", "Wilcoxon p", "W/T/L (0.1 dB)"]  # fmt: skip
     base = [[str(k), methods.label(m), f"{g['psnr_mask'].mean():.2f}", str(len(g))]
             for (k, m), g in lines.groupby(["k", "method"], sort=False)]  # fmt: skip
-    return (
-        markdown_table(head, rows)
-        + "\nBaselines on the same stacks:\n\n"
-        + markdown_table(["k", "method", "brain PSNR (dB)", "runs"], base)
-    )
+    base_table = markdown_table(["k", "method", "brain PSNR (dB)", "runs"], base)
+    return markdown_table(head, rows) + "\nBaselines on the same stacks:\n\n" + base_table
 
 
 def sweep_figure(
     table: pd.DataFrame, lines: pd.DataFrame, methods: Methods, reference: dict[str, str],
     title: str = "", caption: str = "",
 ) -> Any:  # fmt: skip
-    """Fig. 3: a panel per k (rows) and swept parameter (columns), brain PSNR minus the reference
-    value's (paired mean, 95% CI), the baselines as dotted lines at their mean minus the
-    reference's mean."""
+    """Fig. 3: per k and swept parameter, brain PSNR minus the reference value's."""
     params = list(dict.fromkeys(table["parameter"]))
     ks = sorted(table["k"].unique())
     missing = [p for p in params if p not in reference]
@@ -198,8 +179,8 @@ def sweep_figure(
     fig, axes = plt.subplots(len(ks), len(params), figsize=(4.8 * len(params), 3.8 * len(ks)),
                              squeeze=False)  # fmt: skip
     colours = methods.colours(lines["method"].unique())
-    panels = [(ax, k, p) for row, k in zip(axes, ks, strict=True) for ax, p in zip(row, params, strict=True)]
-    for ax, k, param in panels:
+    for (i, k), (j, param) in itertools.product(enumerate(ks), enumerate(params)):
+        ax = axes[i, j]
         t = table[(table["parameter"] == param) & (table["k"] == k)].sort_values("value")
         ref = t.loc[t["value"] == float(reference[param]), "mean_psnr_mask"]
         if ref.empty:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import textwrap
 from collections.abc import Sequence
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +74,7 @@ def _fig4_panel(ax: Any, runs: pd.DataFrame, metric: str, methods: Methods) -> N
             )  # fmt: skip
             spread = np.linspace(-0.25, 0.25, scores.size) * width if scores.size > 1 else [0.0]
             ax.scatter(pos + np.asarray(spread), scores, s=9, color="k", zorder=3)
-    ax.set_xticks(range(len(ks)))
-    ax.set_xticklabels([f"k={k}" for k in ks])
+    ax.set_xticks(range(len(ks)), [f"k={k}" for k in ks])
     ax.set_ylabel(METRIC_LABELS[metric])
     vals = runs[metric].to_numpy(dtype=float)
     vals = vals[np.isfinite(vals)]
@@ -86,8 +86,7 @@ def _fig4_panel(ax: Any, runs: pd.DataFrame, metric: str, methods: Methods) -> N
 
 
 def fig4_bars(runs: pd.DataFrame, methods: Methods, title: str = "", caption: str = "") -> Any:
-    """Fig. 4: PSNR and SSIM (whole volume and in the brain) by k and method for one dataset: bars
-    at the mean over subjects (seeds averaged first), 95% t intervals, one dot per subject."""
+    """Fig. 4: PSNR and SSIM bars by k and method for one dataset, a dot per subject."""
     runs = evaluation_runs(runs)  # simulated data outside the ablations and the scan-time runs
     runs = runs[(runs["k"] != "") & (runs["ablation"] == "") & (runs["hr_snr"] == "")]
     if runs.empty:
@@ -108,8 +107,7 @@ def fig4_bars(runs: pd.DataFrame, methods: Methods, title: str = "", caption: st
 def scantime_figure(
     runs: pd.DataFrame, methods: Methods, title: str = "", caption: str = ""
 ) -> Any:
-    """Brain PSNR against the HR scan's SNR at equal scan time: a curve per method (``hrscan``: the
-    HR scan itself), mean over subjects (seeds averaged first), 95% t band."""
+    """Brain PSNR against the HR scan's SNR at equal scan time, a curve per method."""
     runs = evaluation_runs(runs)
     runs = runs[runs["hr_snr"] != ""]
     if runs.empty:
@@ -123,18 +121,14 @@ def scantime_figure(
     colours = methods.colours(per_subject["method"].unique())
     for method in sorted(per_subject["method"].unique(), key=methods.sort_key):
         sel = per_subject[per_subject["method"] == method]
-        summ = [(x, stats.summarise(g["psnr_mask"])) for x, g in sel.groupby("x")]
-        xs = np.array([x for x, _ in summ])
-        mean = np.array([s.mean for _, s in summ])
+        summ = [(x, *astuple(stats.summarise(g["psnr_mask"]))) for x, g in sel.groupby("x")]
+        xs, n, mean, _, low, high = np.array(summ, dtype=float).T
         style = {"color": "k", "linestyle": "--"} if method == HR_SCAN else {}
         line = ax.plot(xs, mean, marker="o", label=methods.label(method), **style)[0]
         if not style:
             line.set_color(colours[method])
-        # 95% CI bands from 3 subjects on (with 2 the t interval is wider than the plot); below
-        # that, every subject's own curve, thin.
-        if min(s.n for _, s in summ) >= 3:
-            low = np.array([s.ci_low for _, s in summ])
-            high = np.array([s.ci_high for _, s in summ])
+        # 95% CI bands from 3 subjects on (2: wider than the plot), else each subject's curve
+        if n.min() >= 3:
             ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         else:
             for _, sub in sel.groupby("subject"):
@@ -149,23 +143,17 @@ def scantime_figure(
     return fig
 
 
-def brightest_slice(img: np.ndarray, mask: np.ndarray, axis: int, top: float = 0.001) -> int:
-    """The slice holding most of the brightest ``top`` of the mask's voxels (a FLAIR's lesions)."""
+def slice_index(mask: np.ndarray, axis: int, fraction: float | str, img: Any = None) -> int:
+    """The slice at ``fraction`` of the mask's extent along ``axis`` (the middle by default), or
+    with ``"brightest"`` the one holding most of the brightest 0.1% of ``img`` in the mask."""
     other = tuple(a for a in range(3) if a != axis)
-    inside = img[mask]
-    if inside.size == 0:
-        return img.shape[axis] // 2
-    level = float(np.quantile(inside, 1.0 - top))
-    return int(np.argmax(((img >= level) & mask).sum(axis=other)))
-
-
-def slice_index(mask: np.ndarray, axis: int, fraction: float) -> int:
-    """The slice at ``fraction`` of the mask's extent along ``axis`` (the middle by default)."""
-    other = tuple(a for a in range(3) if a != axis)
-    present = np.flatnonzero(mask.any(axis=other))
-    if present.size == 0:
+    found = img[mask] if fraction == "brightest" else np.flatnonzero(mask.any(axis=other))
+    if found.size == 0:
         return mask.shape[axis] // 2
-    return int(round(present[0] + fraction * (present[-1] - present[0])))
+    if fraction == "brightest":  # a FLAIR's lesions
+        level = float(np.quantile(found, 1.0 - 0.001))
+        return int(np.argmax(((img >= level) & mask).sum(axis=other)))
+    return int(round(found[0] + float(fraction) * (found[-1] - found[0])))
 
 
 def sample_on_slice(
@@ -184,7 +172,7 @@ def sample_on_slice(
 
 
 def zoom_window(img: np.ndarray, mask: np.ndarray, size: int) -> tuple[int, int]:
-    """Top-left corner of the ``size`` x ``size`` window with the most gradient energy in the mask."""
+    """Top-left corner of the ``size``-wide square with the most gradient energy in the mask."""
     from scipy import ndimage
 
     gx, gy = np.gradient(img.astype(np.float64))
@@ -198,44 +186,6 @@ def zoom_window(img: np.ndarray, mask: np.ndarray, size: int) -> tuple[int, int]
     summed[~valid] = -np.inf
     cx, cy = np.unravel_index(int(np.argmax(summed)), summed.shape)
     return int(cx - half), int(cy - half)
-
-
-def slice_panels(
-    gt_path: str | Path, mask_path: str | Path, lr_path: str | Path, recs: dict[str, str | Path],
-    axis: int, fraction: float | str, gt_label: str,
-) -> tuple[list[tuple[str, np.ndarray]], np.ndarray, np.ndarray, int]:  # fmt: skip
-    """The 2-D panels (GT, LR resampled, each method) of one slice, the mask slice, the GT affine
-    and the slice index (ValueError for a reconstruction off the ground truth's grid)."""
-    import nibabel as nib
-
-    gt = load_volume(gt_path)
-    try:  # a constant mask is allowed, unlike an image
-        mask = np.asarray(nib.load(str(mask_path)).dataobj) > 0.5
-    except FileNotFoundError:
-        raise ValueError(f"{mask_path}: no such file") from None
-    if fraction == "brightest":
-        idx = brightest_slice(gt.data, mask, axis)
-    else:
-        idx = slice_index(mask, axis, float(fraction))
-    sl = tuple(idx if a == axis else slice(None) for a in range(3))
-    lr = load_volume(lr_path)
-    lr_slice = sample_on_slice(lr.data, lr.affine, gt.shape, gt.affine, axis, idx)
-    panels = [(gt_label, gt.data[sl]), (f"LR input: {Path(lr_path).name.split('.')[0]}", lr_slice)]
-    for method, path in recs.items():
-        rec = load_volume(path)
-        if rec.shape != gt.shape or not np.allclose(rec.affine, gt.affine, atol=1e-3):
-            raise ValueError(f"{path}: not on the grid of {gt_path}")
-        panels.append((method, rec.data[sl]))
-    return panels, mask[sl], gt.affine, idx
-
-
-def _slice_title(name: str, j: int, methods: Methods, metrics: dict[str, dict[str, Any]]) -> str:
-    label = methods.label(name) if j >= 2 else name
-    if name in metrics and j >= 2:
-        met = metrics[name]
-        psnr, ssim = met.get("psnr_mask", math.nan), met.get("ssim_mask", math.nan)
-        label += f"\n{psnr:.2f} dB / {ssim:.4f}"
-    return label
 
 
 def _draw_slices(
@@ -275,18 +225,36 @@ def fig5_slices(
     methods: Methods, metrics: dict[str, dict[str, Any]] | None = None, axis: int = 2,
     fraction: float | str = 0.5, title: str = "", gt_label: str = "Ground truth", caption: str = "",
 ) -> Any:  # fmt: skip
-    """Figs. 5/6: one slice (normal to ``axis``, at ``fraction`` of the mask's extent or
-    ``"brightest"``) through the GT, an LR stack and every reconstruction (``recs``, in display
-    order), zoomed (second row), with the absolute error (third row); ``metrics``: the titles'."""
-    panels, mask2, gt_aff, idx = slice_panels(
-        gt_path, mask_path, lr_path, recs, axis, fraction, gt_label
-    )
-    sp = [s for a, s in enumerate(voxel_sizes(gt_aff)) if a != axis]
-    titles = [_slice_title(name, j, methods, metrics or {}) for j, (name, _) in enumerate(panels)]
+    """Figs. 5/6: one slice through the GT, an LR stack and each reconstruction, zoom and error."""
+    import nibabel as nib
+
+    gt = load_volume(gt_path)
+    try:  # a constant mask is allowed, unlike an image
+        mask = np.asarray(nib.load(str(mask_path)).dataobj) > 0.5
+    except FileNotFoundError:
+        raise ValueError(f"{mask_path}: no such file") from None
+    idx = slice_index(mask, axis, fraction, gt.data)
+    sl = tuple(idx if a == axis else slice(None) for a in range(3))
+    lr = load_volume(lr_path)
+    lr_slice = sample_on_slice(lr.data, lr.affine, gt.shape, gt.affine, axis, idx)
+    panels = [(gt_label, gt.data[sl]), (f"LR input: {Path(lr_path).name.split('.')[0]}", lr_slice)]
+    for method, path in recs.items():
+        rec = load_volume(path)
+        if rec.shape != gt.shape or not np.allclose(rec.affine, gt.affine, atol=1e-3):
+            raise ValueError(f"{path}: not on the grid of {gt_path}")
+        panels.append((method, rec.data[sl]))
+    sp = [s for a, s in enumerate(voxel_sizes(gt.affine)) if a != axis]
+    mets, titles = metrics or {}, [name for name, _ in panels[:2]]
+    for name, _ in panels[2:]:  # the method's label, with its scores when given
+        label = methods.label(name)
+        if name in mets:
+            psnr, ssim = (mets[name].get(k, math.nan) for k in ("psnr_mask", "ssim_mask"))
+            label += f"\n{psnr:.2f} dB / {ssim:.4f}"
+        titles.append(label)
     plt = pyplot()
     n = len(panels)
     fig, axes = plt.subplots(3, n, figsize=(2.6 * n, 8.2), squeeze=False)
-    err_im = _draw_slices(axes, panels, mask2, sp[1] / sp[0], titles)
+    err_im = _draw_slices(axes, panels, mask[sl], sp[1] / sp[0], titles)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])

@@ -1,6 +1,5 @@
-"""A method's label derived from its command template (``config/*.yaml``, ``methods``): an ``irem``
-command is parsed with the ``irem`` parser and labelled by what differs from the paper (Wu et al.
-2021); any other program needs a ``label`` in its entry (else its name is used)."""
+"""A method's label from its command template (``config/*.yaml``): what an ``irem`` command changes
+from the paper (Wu et al. 2021); any other program needs a ``label`` (else its name is used)."""
 
 from __future__ import annotations
 
@@ -26,7 +25,7 @@ _BUDGETS = {"time_budget": "{:g} s{w} budget", "time_per_mvoxel": "{:g} s{w} per
 
 
 def fill(command: str, **values: Any) -> str:
-    """A command template with its placeholders filled in (missing ones from :data:`PLACEHOLDERS`)."""
+    """A command template with its placeholders filled in (missing ones: :data:`PLACEHOLDERS`)."""
     merged = {**PLACEHOLDERS, **{k: str(v) for k, v in values.items()}}
     try:
         return " ".join(command.split()).format(**merged)
@@ -83,22 +82,17 @@ def reconstruct_label(args: Any, device: str) -> str:
     return f"IREM ({', '.join(parts)})"
 
 
-def baseline_label(args: Any) -> str:
-    """Label of an ``irem baseline`` run, e.g. "SRR-TV (box PSF)"."""
-    if args.method == "bspline":
-        return "B-spline"
-    return f"SRR-{args.regulariser.upper()} ({args.psf} PSF)"
-
-
 def method_label(entry: dict[str, Any]) -> str:
     """The label of a method entry (``name``, ``command``, optional ``label`` and ``device``)."""
     if entry.get("label"):
         return str(entry["label"])
-    args = _parse_irem(entry["command"], entry.get("device", "cpu"))
-    if args is None:
-        return str(entry["name"])
-    if args.command == "reconstruct":
-        return reconstruct_label(args, entry.get("device", "cpu"))
-    if args.command == "baseline":
-        return baseline_label(args)
+    device = entry.get("device", "cpu")
+    args = _parse_irem(entry["command"], device)
+    command = getattr(args, "command", None)
+    if command == "reconstruct":
+        return reconstruct_label(args, device)
+    if command == "baseline":  # e.g. "SRR-TV (box PSF)"
+        if args.method == "bspline":
+            return "B-spline"
+        return f"SRR-{args.regulariser.upper()} ({args.psf} PSF)"
     return str(entry["name"])

@@ -1,9 +1,7 @@
 """Tables of the benchmark from the run files: every run, quality per method, run time, scan time.
 
-A run is identified by the ``"meta"`` dict of its metrics JSON (``irem metrics --meta KEY=VALUE``),
-never by its file name; the reconstruction's JSON sidecar beside it adds timings. Quality is
-summarised per condition (dataset, k, HR SNR) and variant (method, ablation, value) over subjects
-(seeds averaged first), each variant paired with the condition's best baseline; tuning runs left out.
+A run is identified by the ``"meta"`` dict of its metrics JSON, never by its file name; quality is
+summarised over subjects per condition and variant, paired with the condition's best baseline.
 """
 
 from __future__ import annotations
@@ -131,7 +129,7 @@ def _number(text: Any) -> float:
 
 
 def sort_runs(df: pd.DataFrame, methods: Methods) -> pd.DataFrame:
-    """Sort by dataset, k (real scans last), HR SNR, method order, ablation, value, subject, seed."""
+    """Sort by dataset, k (real scans last), HR SNR, method, ablation, value, subject, seed."""
     if df.empty:
         return df.reset_index(drop=True)
     keys = {"_k": df["k"].map(_number), "_snr": df["hr_snr"].map(_number),
@@ -145,8 +143,7 @@ def sort_runs(df: pd.DataFrame, methods: Methods) -> pd.DataFrame:
 def _summaries(
     runs: pd.DataFrame, keys: list[str], metrics: Sequence[str], fields: tuple, methods: Methods
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-subject means (seeds averaged) and one row per ``keys`` group: label, n subjects and
-    the ``fields`` of :func:`stats.summarise` of each metric over subjects."""
+    """Per-subject means and one row per ``keys`` group: label, n and each metric's ``fields``."""
     per_subject = runs.groupby([*keys, "subject"], sort=False)[list(metrics)].mean()
     rows = []
     for key, scores in per_subject.groupby(level=list(range(len(keys))), sort=False):
@@ -159,44 +156,34 @@ def _summaries(
     return per_subject, pd.DataFrame(rows)
 
 
-def best_baselines(summary: pd.DataFrame, methods: Methods) -> dict[tuple[str, ...], str]:
-    """Condition (dataset, k, hr_snr) -> the baseline with the highest mean brain PSNR there."""
-    base = summary[summary["method"].isin(methods.baselines) & (summary["ablation"] == "")]
-    base = base.dropna(subset=["psnr_mask_mean"])
-    best = base.loc[base.groupby(CONDITION, sort=False)["psnr_mask_mean"].idxmax()]
-    return {tuple(r[CONDITION]): r["method"] for _, r in best.iterrows()}
-
-
-def _paired_row(per_subject: pd.DataFrame, key: tuple[str, ...], baseline: str | None) -> dict:
-    row: dict[str, Any] = {"baseline": baseline or ""}
-    for m in PAIRED_METRICS:
-        cols = [f"{m}_{c}" for c in ("diff", "diff_ci_low", "diff_ci_high", "p", "wins", "ties",
-                                     "losses")]  # fmt: skip
-        if baseline is None or key[3] == baseline and key[4] == "":
-            row |= dict.fromkeys(cols, math.nan)
-            continue
-        base = per_subject.loc[(*key[:3], baseline, "", ""), m]
-        p = stats.paired(per_subject.loc[key, m], base, stats.TIE_TOLERANCE[m])
-        values = (p.diff, p.ci_low, p.ci_high, p.p_wilcoxon, p.wins, p.ties, p.losses)
-        row |= dict(zip(cols, values, strict=True))
-    return row
-
-
 def quality_table(runs: pd.DataFrame, methods: Methods) -> pd.DataFrame:
-    """Per condition and variant: n subjects and runs, mean/std/95% CI of every metric, and the
-    paired comparison (brain PSNR and SSIM) with the condition's best baseline."""
+    """Per condition and variant: every metric over subjects, paired with the best baseline."""
     runs = evaluation_runs(runs)
     if runs.empty:
         return pd.DataFrame(columns=[*GROUP, "label", "n", "n_runs"])
     fields = ("mean", "std", "ci_low", "ci_high")
     per_subject, summary = _summaries(runs, GROUP, SCORES, fields, methods)
     summary.insert(len(GROUP) + 2, "n_runs", runs.groupby(GROUP, sort=False).size().values)
-    best = best_baselines(summary, methods)
+    base = summary[summary["method"].isin(methods.baselines) & (summary["ablation"] == "")]
+    base = base.dropna(subset=["psnr_mask_mean"])  # each condition's best baseline (brain PSNR)
+    top = base.loc[base.groupby(CONDITION, sort=False)["psnr_mask_mean"].idxmax()]
+    best = {tuple(r[CONDITION]): r["method"] for _, r in top.iterrows()}
     per_subject = per_subject.sort_index()
-    paired = [
-        _paired_row(per_subject, tuple(k), best.get(tuple(k[:3])))
-        for k in summary[GROUP].itertuples(index=False)
-    ]
+    paired = []
+    for key in map(tuple, summary[GROUP].itertuples(index=False)):
+        baseline = best.get(key[:3])
+        row: dict[str, Any] = {"baseline": baseline or ""}
+        for m in PAIRED_METRICS:
+            cols = [f"{m}_{c}" for c in ("diff", "diff_ci_low", "diff_ci_high", "p", "wins", "ties",
+                                         "losses")]  # fmt: skip
+            if baseline is None or key[3] == baseline and key[4] == "":
+                row |= dict.fromkeys(cols, math.nan)
+                continue
+            ref = per_subject.loc[(*key[:3], baseline, "", ""), m]
+            p = stats.paired(per_subject.loc[key, m], ref, stats.TIE_TOLERANCE[m])
+            values = (p.diff, p.ci_low, p.ci_high, p.p_wilcoxon, p.wins, p.ties, p.losses)
+            row |= dict(zip(cols, values, strict=True))
+        paired.append(row)
     table = pd.concat([summary, pd.DataFrame(paired)], axis=1)
     # Holm's families: one metric's comparisons within one condition (one table of the README).
     for m in PAIRED_METRICS:
@@ -288,8 +275,7 @@ def quality_markdown(table: pd.DataFrame) -> str:
 
 
 def scantime_table(runs: pd.DataFrame, methods: Methods) -> pd.DataFrame:
-    """Brain PSNR/SSIM per dataset, k, HR SNR and method (``hrscan``: the noisy HR scan scored
-    directly), seeds averaged per subject, then mean and 95% CI over subjects."""
+    """Brain PSNR/SSIM per dataset, k, HR SNR and method over subjects (mean, 95% CI)."""
     runs = evaluation_runs(runs)
     runs = runs[runs["hr_snr"] != ""]
     if runs.empty:
@@ -316,8 +302,7 @@ def scantime_markdown(table: pd.DataFrame) -> str:
 
 
 def load_benchmarks(pairs: Sequence[tuple[str | Path, str | Path]]) -> pd.DataFrame:
-    """Snakemake ``benchmark:`` TSVs (one row per repeat) with the meta of their run, from
-    (benchmark TSV, metrics JSON of the same run) pairs."""
+    """Snakemake ``benchmark:`` TSVs with the meta of their run, from (TSV, metrics JSON) pairs."""
     frames = [pd.read_csv(t, sep="\t").assign(**run_meta(read_json(m), m)) for t, m in pairs]
     if not frames:
         return pd.DataFrame(columns=[*META_REQUIRED, *META_OPTIONAL, "s", "max_rss"])
@@ -325,14 +310,11 @@ def load_benchmarks(pairs: Sequence[tuple[str | Path, str | Path]]) -> pd.DataFr
 
 
 def runtime_table(bench: pd.DataFrame, runs: pd.DataFrame, methods: Methods) -> pd.DataFrame:
-    """Wall time, CPU time and peak memory per condition and variant from the benchmark files, with
-    the training time from the sidecars where available (tuning runs left out)."""
+    """Wall, CPU and training time and peak memory per condition and variant (no tuning runs)."""
     cols = [*GROUP, "label", "n", "wall_s_mean", "wall_s_std", "cpu_s_mean", "max_rss_mb",
             "training_s_mean"]  # fmt: skip
-    bench = evaluation_runs(bench) if not bench.empty else bench
-    if bench.empty:
+    if bench.empty or (b := evaluation_runs(bench)).empty:
         return pd.DataFrame(columns=cols)
-    b = bench.copy()
     for col in ("s", "cpu_time", "max_rss"):
         b[col] = pd.to_numeric(b[col], errors="coerce") if col in b.columns else np.nan
     out = b.groupby(GROUP, sort=False).agg(
@@ -374,8 +356,7 @@ def write_text(path: Path, text: str) -> None:
 def write_tables(
     runs: pd.DataFrame, bench: pd.DataFrame, methods: Methods, out_dir: str | Path
 ) -> dict[str, Path]:
-    """metrics.csv/.md, runs.csv (every run, tuning split included), runtime.csv/.md and, when
-    scan-time runs are present, scantime.csv/.md, written under ``out_dir``."""
+    """metrics, runs, runtime (and scantime) tables, written under ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     quality = quality_table(runs, methods)

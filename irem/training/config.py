@@ -134,12 +134,10 @@ _POSITIVE: tuple[_Test, str] = (lambda v, _: v > 0, "must be positive")
 
 
 def _at_least(bound: int) -> tuple[_Test, str]:
-    """The rule ``value >= bound``."""
     return (lambda v, _: v >= bound), f"must be >= {bound}"
 
 
 def _one_of(*options: str) -> tuple[_Test, str]:
-    """The rule ``value in options``."""
     return (lambda v, _: v in options), f"must be {', '.join(options[:-1])} or {options[-1]}"
 
 

@@ -1,10 +1,10 @@
 """Peak-memory estimates of the methods, checked before any work starts: this process's resident
 memory now (the method's modules imported) plus the arrays the method holds at its peak, counted
-from the grid's and stacks' voxels and the network's parameters (``benchmarks/memory_estimate.py``
-measures them)."""
+from the voxels and the network's parameters (measured by ``benchmarks/memory_estimate.py``)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Callable
@@ -83,8 +83,7 @@ def _lr_voxels(stacks: list[Stack]) -> int:
 
 
 def _oblique_points(stacks: list[Stack], grid: Grid) -> int:
-    """Points of the intermediate grids of the stacks not parallel to the grid (about their LR
-    voxels times the ratio of their spacing to the grid's)."""
+    """Points of the intermediate grids of the stacks not parallel to the grid."""
     from baselines.operators import aligned_permutation
 
     h = float(np.sqrt((grid.affine[:3, :3] ** 2).sum(axis=0)).min())
@@ -128,10 +127,8 @@ def srr_model(regulariser: str) -> Callable[[list[Stack], Grid], MemoryEstimate]
     import baselines.srr  # noqa: F401
 
     def model(stacks: list[Stack], grid: Grid) -> MemoryEstimate:
-        solver = srr_bytes(stacks, grid, regulariser)
-        start = bspline_bytes(stacks, grid)
-        parts = solver if sum(solver.values()) >= sum(start.values()) else start
-        return estimate(f"srr-{regulariser}", parts)
+        solver, start = srr_bytes(stacks, grid, regulariser), bspline_bytes(stacks, grid)
+        return estimate(f"srr-{regulariser}", max(solver, start, key=lambda p: sum(p.values())))
 
     return model
 
@@ -140,11 +137,8 @@ def _normaliser(stacks: list[Stack]) -> Any:
     """The INR's normaliser (as :func:`irem.training.train.training_data`), from the corners."""
     from irem.training.reconstruct import Normaliser
 
-    corners = []
-    for s in stacks:
-        hi = np.asarray(s.shape) - 1
-        idx = np.array([[i, j, k] for i in (0, hi[0]) for j in (0, hi[1]) for k in (0, hi[2])])
-        corners.append(apply_affine(s.to_normalised, idx))
+    unit = np.array(list(itertools.product((0, 1), repeat=3)))
+    corners = [apply_affine(s.to_normalised, unit * (np.asarray(s.shape) - 1)) for s in stacks]
     return Normaliser.of_box(np.concatenate(corners), 1.0)
 
 
@@ -186,8 +180,7 @@ def inr_model(cfg: Any) -> Callable[[list[Stack], Grid], MemoryEstimate]:
 
 
 def check_memory(est: MemoryEstimate, max_memory_gb: float | None = None) -> dict[str, Any]:
-    """Log ``est`` (debug) and refuse it when it exceeds the available memory or
-    ``max_memory_gb``; returns the sidecar's record."""
+    """Log ``est`` and refuse it above the available memory or ``max_memory_gb``; its record."""
     available, source = available_memory()
     need = est.total_bytes
     parts = ", ".join(f"{k} {v / GB:.2f}" for k, v in est.parts.items())

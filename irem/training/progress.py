@@ -1,17 +1,18 @@
-"""Training progress: under a time budget on seconds, else on steps, with the other quantity and
-the loss; a tqdm bar on a terminal, else (a Snakemake or Slurm log) one plain line every
-``interval`` training seconds. The trainer passes its clock's seconds to :meth:`Progress.update`."""
+"""Training progress on seconds under a time budget, else on steps, with the loss: a tqdm bar on a
+terminal, else (a Snakemake or Slurm log) a plain line every ``interval`` training seconds."""
 
 from __future__ import annotations
 
 import math
 import sys
+from contextlib import AbstractContextManager
 from typing import TextIO
 
 from tqdm import tqdm
 
 PLAIN_INTERVAL = 10.0  # training seconds between two plain lines
 POSTFIX_EVERY = 50  # steps between two refreshes of the bar's postfix
+DESC = "IREM"
 
 
 def _is_tty(stream: TextIO) -> bool:
@@ -33,9 +34,8 @@ def plain_line(
     return f"{desc}: step {steps}/{total_steps} ({pct:.0f}%), {seconds:.0f} s, {loss_text}"
 
 
-class Progress:
-    """Progress of a run bounded by ``budget`` seconds (None: ``total_steps``), resumed after
-    ``start_steps`` and ``start_seconds``, on ``stream`` (stderr); nothing unless ``enabled``."""
+class Progress(AbstractContextManager):
+    """Progress of a run bounded by ``budget`` seconds (None: ``total_steps``) on ``stream``."""
 
     def __init__(
         self,
@@ -47,10 +47,8 @@ class Progress:
         enabled: bool = True,
         stream: TextIO | None = None,
         interval: float = PLAIN_INTERVAL,
-        desc: str = "IREM",
     ):
-        self.total_steps, self.budget, self.desc = total_steps, budget, desc
-        self.interval = interval
+        self.total_steps, self.budget, self.interval = total_steps, budget, interval
         self.stream = stream if stream is not None else sys.stderr
         self.plain = enabled and not _is_tty(self.stream)
         self._next_line = start_seconds + interval
@@ -59,7 +57,7 @@ class Progress:
         self.bar = self._make_bar(start_steps, start_seconds) if bar else None
 
     def _make_bar(self, start_steps: int, start_seconds: float) -> tqdm:
-        common = {"dynamic_ncols": True, "desc": self.desc, "file": self.stream}
+        common = {"dynamic_ncols": True, "desc": DESC, "file": self.stream}
         if self.budget is None:
             return tqdm(total=self.total_steps, initial=start_steps, unit="step", **common)
         fmt = "{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]"
@@ -80,7 +78,7 @@ class Progress:
 
     def _write_line(self) -> None:
         steps, seconds, loss = self._state
-        line = plain_line(self.desc, steps, seconds, loss, self.budget, self.total_steps)
+        line = plain_line(DESC, steps, seconds, loss, self.budget, self.total_steps)
         print(line, file=self.stream, flush=True)
         self._printed = self._state
 
@@ -92,9 +90,6 @@ class Progress:
         elif self.plain and self._state[:2] != self._printed[:2]:
             self._write_line()
         self.plain = False
-
-    def __enter__(self) -> Progress:
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()

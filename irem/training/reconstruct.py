@@ -1,6 +1,5 @@
 """Reconstruction from a trained representation: the normaliser, the model's architecture,
-evaluation on a dense grid, and saving or loading a trained model (``irem reconstruct
---save-model``: weights, normaliser, config, seed, transforms and grids, for ``irem sample``)."""
+evaluation on a dense grid, and a trained model saved by ``--save-model`` for ``irem sample``."""
 
 from __future__ import annotations
 
@@ -68,7 +67,8 @@ class Normaliser:
     @property
     def extent(self) -> tuple[float, float, float]:
         """Half sides of the box in input units (the longest is 1)."""
-        return tuple(float(b) / (2 * self.half_extent) for b in self.box_mm)  # type: ignore[return-value]
+        side = 2 * self.half_extent
+        return tuple(float(b) / side for b in self.box_mm)  # type: ignore[return-value]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -148,6 +148,7 @@ def save_model(
 ) -> None:
     """Write the weights, normaliser, config, seed, registration transforms and grids atomically."""
     f = stacks[fixed_index]
+    fixed = {**_geometry(f.shape, f.affine), "name": f.name, "transform": f.transform.tolist()}
     state = {
         "format": MODEL_FORMAT,
         "version": MODEL_VERSION,
@@ -156,11 +157,7 @@ def save_model(
         "config": cfg.to_dict(),
         "seed": int(seed),
         "grid": _geometry(grid.shape, grid.affine),
-        "fixed_stack": {
-            **_geometry(f.shape, f.affine),
-            "name": f.name,
-            "transform": f.transform.tolist(),
-        },
+        "fixed_stack": fixed,
         "transforms": {s.name: s.transform.tolist() for s in stacks},
     }
     with atomic_path(path) as tmp:

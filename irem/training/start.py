@@ -39,8 +39,7 @@ def with_masks(stacks: Sequence[Stack], masks: Sequence[np.ndarray]) -> list[Sta
 def held_out_error(
     image: np.ndarray, stacks: Sequence[Stack], held: Sequence[np.ndarray], op: Any
 ) -> float:
-    """MSE of ``image``'s predicted LR voxels at the ``held`` voxels the forward model ``op``
-    (:class:`baselines.operators.MultiStackOperator`) covers."""
+    """MSE of ``image``'s LR voxels predicted by ``op`` at the ``held`` voxels it covers."""
     x = torch.as_tensor(np.ascontiguousarray(image, dtype=np.float32), device=op.device)
     total, count = 0.0, 0
     for o, s, h, pred in zip(op.ops, stacks, held, op.forward(x), strict=True):
@@ -54,9 +53,8 @@ def held_out_error(
 def srr_tv_start(
     stacks: Sequence[Stack], grid: Grid, t: TrainConfig, seed: int, device: torch.device
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """SRR-TV (box PSF) of the LR voxels a run with ``seed`` fits, at the weight of
-    ``t.base_alphas`` that predicts its held-out voxels best (none held out: the first), and the
-    sidecar's record (the weights tried with their held-out errors, the one kept)."""
+    """SRR-TV (box PSF) of the LR voxels a run with ``seed`` fits, at the ``t.base_alphas`` weight
+    that predicts its held-out voxels best (none held out: the first), and the sidecar's record."""
     from baselines.bspline import bspline
     from baselines.operators import MultiStackOperator
     from baselines.srr import srr

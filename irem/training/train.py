@@ -36,8 +36,7 @@ OnEpoch = Callable[[int, int, float | None, torch.nn.Module, Normaliser], None]
 
 @dataclass(frozen=True)
 class Budget:
-    """A run's budget (``seconds``, optimiser ``steps``) and its ``rule``: ``epochs``, ``steps``,
-    ``fixed`` (seconds given) or ``per_mvoxel`` (seconds per million target voxels)."""
+    """A run's ``seconds`` and optimiser ``steps``; ``rule``: epochs, steps, fixed or per_mvoxel."""
 
     rule: str
     seconds: float | None
@@ -58,24 +57,20 @@ def resolve_budget(
     steps: int | None = None,
     steps_per_mvoxel: float | None = None,
 ) -> Budget:
-    """The budget from the ``train`` keys of these names: seconds and steps, each fixed or per
-    million ``target_voxels`` (capped by the fixed value); None: unbounded."""
+    """The budget of the ``train`` keys of these names (per million ``target_voxels``, capped)."""
     per_voxel = time_per_mvoxel is not None or steps_per_mvoxel is not None
     if per_voxel and (target_voxels is None or target_voxels < 1):
         raise InputError("a per-million-voxel budget needs the number of target grid voxels")
     if steps_per_mvoxel is not None:
         scaled = max(1, math.ceil(steps_per_mvoxel * target_voxels / 1e6))  # type: ignore[operator]
         steps = scaled if steps is None else min(scaled, steps)
-    if time_per_mvoxel is None:
-        rule = "fixed" if time_budget is not None else "steps" if steps is not None else "epochs"
-        return Budget(rule, time_budget, target_voxels=target_voxels, steps=steps,
-                      steps_per_mvoxel=steps_per_mvoxel)  # fmt: skip
-    scaled_s = time_per_mvoxel * target_voxels / 1e6  # type: ignore[operator]
-    seconds = scaled_s if time_budget is None else min(scaled_s, time_budget)
-    voxels = int(target_voxels)  # type: ignore[arg-type]
-    return Budget(
-        "per_mvoxel", seconds, time_per_mvoxel, time_budget, voxels, steps, steps_per_mvoxel
-    )
+    rule = "fixed" if time_budget is not None else "steps" if steps is not None else "epochs"
+    seconds, cap = time_budget, None
+    if time_per_mvoxel is not None:
+        scaled_s = time_per_mvoxel * target_voxels / 1e6  # type: ignore[operator]
+        seconds = scaled_s if time_budget is None else min(scaled_s, time_budget)
+        rule, cap, target_voxels = "per_mvoxel", time_budget, int(target_voxels)  # type: ignore
+    return Budget(rule, seconds, time_per_mvoxel, cap, target_voxels, steps, steps_per_mvoxel)
 
 
 @dataclass
@@ -96,8 +91,7 @@ class TrainResult:
 
 
 def training_data(stacks: list[Stack]) -> tuple[np.ndarray, np.ndarray, Normaliser]:
-    """Network inputs ``(n, 3)`` and intensities ``(n,)`` of the LR voxels used for training (all,
-    or those in each stack's ``mask``), and the normaliser of all LR voxels, masked or not."""
+    """Inputs ``(n, 3)`` and intensities of the LR voxels in the masks; the normaliser of all."""
     pts = np.concatenate([stack_points(s) for s in stacks])
     vals = np.concatenate([s.data.reshape(-1) for s in stacks]).astype(np.float32)
     scale = float(np.abs(vals).max())
@@ -119,12 +113,9 @@ def _used(stack: Stack) -> np.ndarray:
 
 
 def slice_vectors(stacks: list[Stack], norm: Normaliser) -> tuple[np.ndarray, np.ndarray]:
-    """Per stack, the vector across one thick slice (``slice_thickness``) in input units, and the
-    stack index of each LR voxel used for training."""
+    """Per stack, the vector across one thick slice in input units; each used LR voxel's stack."""
     vectors = np.stack([_across(s) / norm.half_extent for s in stacks])
-    owner = np.concatenate(
-        [np.full(int(_used(s).sum()), i, dtype=np.int64) for i, s in enumerate(stacks)]
-    )
+    owner = np.repeat(np.arange(len(stacks), dtype=np.int64), [int(_used(s).sum()) for s in stacks])
     return vectors.astype(np.float32), owner
 
 
@@ -164,8 +155,7 @@ class TrainingData:
 def split_held_out(
     n: int, fraction: float, seed: int, max_voxels: int | None = None
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Sorted indices of ``n`` LR voxels split at random into fitted and held-out (``fraction``,
-    at most ``max_voxels``, at least one of each); None when ``fraction`` is 0."""
+    """Sorted indices of ``n`` voxels split at random into fitted and held out (None: none held)."""
     if fraction <= 0:
         return None
     held = min(max(1, round(n * fraction)), n - 1, max_voxels or n)
@@ -185,8 +175,7 @@ def held_out_split(
 
 
 def fitted_masks(stacks: list[Stack], t: TrainConfig, seed: int) -> list[np.ndarray] | None:
-    """Per stack, the boolean mask of the LR voxels a run with ``seed`` fits (used for training,
-    not held out); None without a held-out set."""
+    """Per stack, the mask of the LR voxels a run with ``seed`` fits (None: nothing held out)."""
     split = held_out_split(stacks, t, seed)
     if split is None:
         return None
@@ -200,8 +189,7 @@ def fitted_masks(stacks: list[Stack], t: TrainConfig, seed: int) -> list[np.ndar
 def prepare_data(
     stacks: list[Stack], cfg: IremConfig, device: torch.device, seed: int = 0
 ) -> TrainingData:
-    """The LR voxels' inputs, intensities, slice vectors and owners on ``device``, the batch size
-    and the held-out split of ``train.holdout`` drawn from ``seed``."""
+    """The LR voxels as :class:`TrainingData` on ``device``, held out as drawn from ``seed``."""
     coords, vals, norm = training_data(stacks)
     vectors, owner = slice_vectors(stacks, norm)
     split = held_out_split(stacks, cfg.train, seed)
@@ -216,12 +204,10 @@ def prepare_data(
 def build_optimizer(model: torch.nn.Module, cfg: IremConfig) -> torch.optim.Optimizer:
     """Adam (fused: the same algorithm in one pass); a grid INR's grids get ``train.lr_grid``."""
     t = cfg.train
-    groups = [{"params": list(model.parameters()), "lr": t.lr}]
+    groups = [{"params": list(model.parameters())}]
     if isinstance(model, GridINR):
-        groups = [
-            {"params": model.grid_parameters(), "lr": t.lr_grid},
-            {"params": model.mlp_parameters(), "lr": t.lr},
-        ]
+        grids = {"params": model.grid_parameters(), "lr": t.lr_grid}
+        groups = [grids, {"params": list(model.mlp.parameters())}]
     return torch.optim.Adam(groups, lr=t.lr, betas=tuple(t.betas), eps=t.eps, fused=True)
 
 
@@ -257,8 +243,7 @@ class LearningRate:
 
 
 def slice_profile_points(t: TrainConfig, thickness: list[float]) -> int:
-    """Points across each thick slice: ``t.profile_points``, or with ``t.profile_spacing_mm`` > 0
-    one per that many mm of the thickest slice (rounded up, at least 1)."""
+    """Points across each thick slice: ``profile_points``, or one per ``profile_spacing_mm`` mm."""
     if t.profile_spacing_mm <= 0 or not thickness:
         return t.profile_points
     return max(1, math.ceil(max(thickness) / t.profile_spacing_mm - 1e-6))
@@ -274,8 +259,8 @@ def profile_offsets(n: int, points: int, gen: torch.Generator) -> torch.Tensor:
 def _forward(
     model: torch.nn.Module, data: TrainingData, idx: torch.Tensor, points: int, jitter_seed: int
 ) -> torch.Tensor:
-    """Predicted intensities of the LR voxels ``idx``: the value at the centre, or the mean over
-    ``points`` jittered points across the slice (a generator per step: resumes stay identical)."""
+    """Predicted intensities of the LR voxels ``idx``: at the centre, or the mean over ``points``
+    jittered points across the slice (a generator per step: resumes stay identical)."""
     if points == 1:
         return model(data.coords[idx])
     jitter = torch.Generator().manual_seed(jitter_seed)
@@ -286,8 +271,7 @@ def _forward(
 
 
 def inputs_to_unit(grid: Grid, norm: Normaliser) -> np.ndarray:
-    """``(3, 4)`` affine from network inputs to ``grid``'s ``grid_sample`` coordinates (voxel
-    indices scaled to [-1, 1], ``align_corners=True``)."""
+    """``(3, 4)`` affine from network inputs to ``grid``'s ``grid_sample`` coordinates."""
     to_mm = np.diag([norm.half_extent] * 3 + [1.0])
     to_mm[:3, 3] = norm.centre
     to_ijk = np.linalg.inv(grid.affine) @ to_mm
@@ -333,8 +317,8 @@ ESCAPE_DROP = 0.01
 def plateaued(
     trace: list[tuple[int, float]], epoch_steps: int, epochs: int, window: int, min_drop: float
 ) -> bool:
-    """Whether the lowest held-out loss of ``trace`` (step, loss) in the last ``window`` of
-    ``epochs`` epochs is not ``min_drop`` (a fraction) below its lowest before them."""
+    """Whether the lowest loss in the last ``window`` epochs is not ``min_drop`` below the best
+    before them (``trace``: step and held-out loss)."""
     start = (epochs - window) * epoch_steps
     before = [v for s, v in trace if s <= start]
     after = [v for s, v in trace if s > start]
@@ -369,7 +353,6 @@ class HeldOut:
             self.best_loss, self.best_step = loss, step
             self.best_state = _changing_state(model)
 
-    @torch.no_grad()
     def restore(self, model: torch.nn.Module) -> None:
         """Put the kept state back into ``model`` (nothing kept: no change)."""
         if self.best_state is not None:
@@ -410,11 +393,8 @@ class Stopwatch:
 
 
 class Trainer:
-    """Fits a representation to the LR voxels of stacks already in normalised space.
-
-    ``seed`` seeds the weights, the sample order and the jitter; ``target_voxels`` (default:
-    ``grid``'s size) scales the per-voxel budgets; ``start`` is a start image on ``grid``.
-    """
+    """Fits a representation to the LR voxels of stacks in normalised space; ``seed`` seeds the
+    weights, order and jitter, ``target_voxels`` (default: ``grid``'s size) per-voxel budgets."""
 
     def __init__(
         self,
@@ -442,9 +422,7 @@ class Trainer:
         self.budget = resolve_budget(
             t.time_budget, t.time_per_mvoxel, target_voxels, t.steps, t.steps_per_mvoxel
         )
-        self.total_steps = t.epochs * self.data.steps_per_epoch
-        if self.budget.steps is not None:
-            self.total_steps = min(self.total_steps, self.budget.steps)
+        self.total_steps = min(t.epochs * self.data.steps_per_epoch, self.budget.steps or math.inf)
         self.lr = LearningRate(self.opt, t, self.total_steps, self.budget.seconds)
         self.gen = torch.Generator().manual_seed(self.seed + 1)
         self.state, self.held_out = RunState(), HeldOut()
@@ -489,8 +467,7 @@ class Trainer:
 
     @torch.no_grad()
     def held_out_loss(self) -> float:
-        """MSE of the model (eval mode) on the held-out LR voxels, at the same profile points
-        every time."""
+        """MSE of the model (eval mode) on the held-out LR voxels, at fixed profile points."""
         d = self.data
         assert d.held_out is not None
         training = self.model.training
@@ -504,18 +481,16 @@ class Trainer:
         return total / len(d.held_out)
 
     def _validate(self, force: bool = False) -> None:
-        """Record the held-out loss every ``train.validate_every`` steps or now (``force``),
-        once per step."""
+        """Record the held-out loss every ``train.validate_every`` steps, or now (``force``)."""
         s, trace = self.state, self.held_out.trace
         if self.data.held_out is None or (trace and trace[-1][0] == s.steps):
             return
         if force or s.steps % self.cfg.train.validate_every == 0:
             self.held_out.record(s.steps, self.held_out_loss(), self.model)
 
-    def _save(self, checkpoint: Path | None, gen_state: torch.Tensor) -> None:
-        """Write what a resumed run needs to ``checkpoint`` (if any) atomically; ``gen_state``
-        re-draws the current epoch's order."""
-        if checkpoint is None:
+    def _save(self, gen_state: torch.Tensor) -> None:
+        """Checkpoint what a resumed run needs, if asked (``gen_state`` re-draws this epoch)."""
+        if self.checkpoint is None:
             return
         s = self.state
         state = {
@@ -525,7 +500,7 @@ class Trainer:
             "history": s.history, "running": s.running,
             "held_out": dict(vars(self.held_out)),  # shallow: torch.save writes the tensors
         }  # fmt: skip
-        with atomic_path(checkpoint) as tmp:
+        with atomic_path(self.checkpoint) as tmp:
             torch.save(state, tmp)
 
     def resume(self, path: Path) -> None:
@@ -558,10 +533,10 @@ class Trainer:
         on_step: OnStep | None = None,
         on_epoch: OnEpoch | None = None,
     ) -> TrainResult:
-        """Train until the epochs are done, the budget is spent, the held-out loss plateaus
-        (``train.plateau_epochs``) or ``on_step`` returns True, checkpointing to ``checkpoint``
-        and showing progress on ``progress_stream`` (default: stderr); ends in eval mode."""
+        """Train until the epochs, budget or held-out plateau end it or ``on_step`` returns True,
+        checkpointing and showing progress on ``progress_stream`` (stderr); ends in eval mode."""
         s = self.state
+        self.checkpoint, self.on_step, self.on_epoch = checkpoint, on_step, on_epoch
         bar = Progress(self.total_steps, self.budget.seconds, start_steps=s.steps,
                        start_seconds=s.seconds, enabled=progress,
                        stream=progress_stream)  # fmt: skip
@@ -571,22 +546,18 @@ class Trainer:
         stop: str | None = None
         with bar:
             while stop is None and s.epoch < self.cfg.train.epochs:
-                stop = self._run_epoch(watch, bar, checkpoint, on_step)
-                if stop is None:
-                    stop = self._end_epoch(watch, checkpoint, on_epoch)
+                stop = self._run_epoch(watch, bar)
         if stop is None:
             stop = "epochs"
-            self._save(checkpoint, self.gen.get_state())
+            self._save(self.gen.get_state())
         self._validate(force=True)
         self.held_out.restore(self.model)
         self.model.eval()
         return self._result(stop)
 
-    def _run_epoch(
-        self, watch: Stopwatch, bar: Progress, checkpoint: Path | None, on_step: OnStep | None
-    ) -> str | None:
-        """The rest of the current epoch; why the run stopped, if it did inside it."""
-        s, d = self.state, self.data
+    def _run_epoch(self, watch: Stopwatch, bar: Progress) -> str | None:
+        """The rest of the epoch, its callback (untimed, eval mode) and plateau test; any stop."""
+        s, d, t, trace = self.state, self.data, self.cfg.train, self.held_out.trace
         epoch_gen = self.gen.get_state()
         perm = d.order(self.gen)
         for i in range(s.step_in_epoch, d.steps_per_epoch):
@@ -594,46 +565,38 @@ class Trainer:
             s.record(self.step(perm[i * d.batch : (i + 1) * d.batch]))
             s.step_in_epoch = i + 1
             self._validate()
-            stop = self._check_stop(watch, on_step)
+            stop = self._check_stop(watch)
             bar.update(s.steps, s.seconds, s.running)
             if stop is not None:
                 self.gen.set_state(epoch_gen)  # a resume re-draws this epoch's order
-                self._save(checkpoint, epoch_gen)
+                self._save(epoch_gen)
                 return stop
-            if s.seconds - self._last_checkpoint >= self.cfg.train.checkpoint_every:
-                self._save(checkpoint, epoch_gen)
+            if s.seconds - self._last_checkpoint >= t.checkpoint_every:
+                self._save(epoch_gen)
                 self._last_checkpoint = s.seconds
         s.history.append(s.running)
         s.epoch += 1
         s.step_in_epoch = 0
-        return None
-
-    def _end_epoch(
-        self, watch: Stopwatch, checkpoint: Path | None, on_epoch: OnEpoch | None
-    ) -> str | None:
-        """With a callback or a plateau test: record the held-out loss, run the callback (untimed,
-        eval mode), then the plateau test."""
-        s, t, d, trace = self.state, self.cfg.train, self.data, self.held_out.trace
-        if on_epoch is None and not t.plateau_epochs:
+        if self.on_epoch is None and not t.plateau_epochs:
             return None
         s.seconds = watch.elapsed()
         self._validate(force=True)  # with a held-out set, the trace now ends at this step
-        if on_epoch is not None:
+        if self.on_epoch is not None:
             self.model.eval()
-            on_epoch(s.epoch, s.steps, trace[-1][1] if trace else None, self.model, self.norm)
+            self.on_epoch(s.epoch, s.steps, trace[-1][1] if trace else None, self.model, self.norm)
             self.model.train()
         watch.exclude_since_last_read()
         if plateaued(trace, d.steps_per_epoch, s.epoch, t.plateau_epochs, t.plateau_min_drop):
-            self._save(checkpoint, self.gen.get_state())
+            self._save(self.gen.get_state())
             return "plateau"
         return None
 
-    def _check_stop(self, watch: Stopwatch, on_step: OnStep | None) -> str | None:
+    def _check_stop(self, watch: Stopwatch) -> str | None:
         """Read the clock, run the callback (untimed) and check the budget."""
         s = self.state
         s.seconds = watch.elapsed()
-        if on_step is not None:
-            asked = on_step(s.steps, s.seconds, self.model, self.norm)
+        if self.on_step is not None:
+            asked = self.on_step(s.steps, s.seconds, self.model, self.norm)
             self.model.train()
             watch.exclude_since_last_read()
             if asked:
@@ -656,26 +619,25 @@ class Trainer:
         return r
 
 
+#: The keyword arguments of :meth:`Trainer.fit` that :func:`train` passes on.
+_FIT_ARGS = ("progress", "progress_stream", "on_step", "on_epoch")
+
+
 def train(
     stacks: list[Stack],
     cfg: IremConfig,
     *,
     checkpoint: Path | None = None,
     resume: bool = False,
-    progress: bool = True,
-    progress_stream: TextIO | None = None,
-    on_step: OnStep | None = None,
-    on_epoch: OnEpoch | None = None,
-    **trainer: Any,
+    **kwargs: Any,
 ) -> tuple[torch.nn.Module, Normaliser, TrainResult]:
-    """Fit IREM to ``stacks`` (in normalised space) with a :class:`Trainer` (``trainer``: its
-    keyword arguments); with ``resume``, continue from ``checkpoint`` if it exists. Returns the
-    model (eval mode), the normaliser and a summary."""
-    t = Trainer(stacks, cfg, **trainer)
+    """Fit IREM with a :class:`Trainer` (``kwargs``: its and :meth:`Trainer.fit`'s), resuming from
+    ``checkpoint`` if asked and it exists; the model (eval mode), normaliser and summary."""
+    fit = {k: kwargs.pop(k) for k in _FIT_ARGS if k in kwargs}
+    t = Trainer(stacks, cfg, **kwargs)
     if resume and checkpoint is not None and checkpoint.exists():
         t.resume(checkpoint)
     elif resume:
         log.warning("no checkpoint at %s; starting from scratch", checkpoint)
-    result = t.fit(checkpoint=checkpoint, progress=progress, progress_stream=progress_stream,
-                   on_step=on_step, on_epoch=on_epoch)  # fmt: skip
+    result = t.fit(checkpoint=checkpoint, **fit)
     return t.model, t.norm, result
