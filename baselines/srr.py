@@ -191,9 +191,8 @@ def _check(
 ) -> tuple[float, int]:  # fmt: skip
     """The checked options: alpha and iterations with their defaults filled in."""
     if regulariser not in REGULARISERS:
-        raise InputError(
-            f"unknown regulariser {regulariser!r}; choose from {', '.join(REGULARISERS)}"
-        )
+        raise InputError(f"unknown regulariser {regulariser!r}; "
+                         f"choose from {', '.join(REGULARISERS)}")
     if psf not in PSFS:
         raise InputError(f"unknown psf {psf!r}; choose from {', '.join(PSFS)}")
     if len(stacks) == 0:

@@ -191,19 +191,13 @@ def _rounds(
 
 def _summary(df: pd.DataFrame, threads: int) -> list[dict[str, object]]:
     """One row per run: medians over the rounds and the ranges of the ratios."""
-    return [
-        {
-            "threads": threads,
-            "run": run,
-            "samples/s": g["samples/s"].median(),
-            "x fp32 training": g["x"].median(),
-            "x range over rounds": f"{g['x'].min():.2f}-{g['x'].max():.2f}",
-            "% of matmul bound": g["pct"].median(),
-            "% range over rounds": f"{g['pct'].min():.1f}-{g['pct'].max():.1f}",
-            "% of own-GEMM bound": g["own pct"].median(),
-        }
-        for run, g in df.groupby("run", sort=False)
-    ]
+    return [{"threads": threads, "run": run, "samples/s": g["samples/s"].median(),
+             "x fp32 training": g["x"].median(),
+             "x range over rounds": f"{g['x'].min():.2f}-{g['x'].max():.2f}",
+             "% of matmul bound": g["pct"].median(),
+             "% range over rounds": f"{g['pct'].min():.1f}-{g['pct'].max():.1f}",
+             "% of own-GEMM bound": g["own pct"].median()}
+            for run, g in df.groupby("run", sort=False)]  # fmt: skip
 
 
 def _header(
@@ -250,14 +244,9 @@ def throughput_table(threads: int, rounds: int = 5) -> tuple[list[str], pd.DataF
 
     def once(run: str, rate: float, bound: float, passes: int = 1) -> dict[str, object]:
         """The row of a run measured once, outside the rounds; ``passes``: 3 if forward only."""
-        return {
-            "threads": threads,
-            "run": run,
-            "samples/s": rate,
-            "x fp32 training": rate / fp32,
-            "% of matmul bound": 100 * rate / bound / passes,
-            "% of own-GEMM bound": 100 * rate / own[torch.float32] / passes,
-        }
+        return {"threads": threads, "run": run, "samples/s": rate, "x fp32 training": rate / fp32,
+                "% of matmul bound": 100 * rate / bound / passes,
+                "% of own-GEMM bound": 100 * rate / own[torch.float32] / passes}  # fmt: skip
 
     if not native:  # emulated bf16 is much slower: one step, once
         bound = matmul_gflops(1.0) * 1e9 / fps
@@ -289,15 +278,13 @@ def quick() -> int:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[1])
     ap.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds")
     ap.add_argument("--quick", action="store_true", help="smoke test only, writes nothing")
-    ap.add_argument(
-        "--name", default="irem_throughput", help="file stem in results/benchmarks (one per CPU)"
-    )
+    ap.add_argument("--name", default="irem_throughput",
+                    help="file stem in results/benchmarks (one per CPU)")  # fmt: skip
     args = ap.parse_args()
     if args.quick:
         return quick()

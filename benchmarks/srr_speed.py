@@ -56,29 +56,21 @@ def run_case(k: int, method: str, regulariser: str, psf: str, threads: int) -> d
     wall = time.perf_counter() - t0
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     met = compute_metrics(out, hr.data, mask=mask)
-    return {
-        "k": k,
-        "method": method if method == "bspline" else f"srr-{regulariser}-{psf}",
-        "alpha": info.get("alpha", ""),
-        "iterations": info.get("iterations", 0),
-        "cg_iterations": info.get("cg_iterations", 0),
-        "stop_reason": info.get("stop_reason", ""),
-        "wall_s": wall,
-        "peak_rss_mb": peak_rss / 1024.0,
-        "base_rss_mb": base_rss / 1024.0,
-        **{m: met[m] for m in ("psnr", "psnr_mask", "ssim", "ssim_mask")},
-        "relative_residual": info.get("relative_residual", ""),
-        "threads": threads,
-    }
+    return {"k": k, "method": method if method == "bspline" else f"srr-{regulariser}-{psf}",
+            "alpha": info.get("alpha", ""), "iterations": info.get("iterations", 0),
+            "cg_iterations": info.get("cg_iterations", 0),
+            "stop_reason": info.get("stop_reason", ""), "wall_s": wall,
+            "peak_rss_mb": peak_rss / 1024.0, "base_rss_mb": base_rss / 1024.0,
+            **{m: met[m] for m in ("psnr", "psnr_mask", "ssim", "ssim_mask")},
+            "relative_residual": info.get("relative_residual", ""), "threads": threads}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch threads per case")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
-    parser.add_argument(
-        "--child", nargs=4, metavar=("K", "METHOD", "REG", "PSF"), help=argparse.SUPPRESS
-    )
+    parser.add_argument("--child", nargs=4, metavar=("K", "METHOD", "REG", "PSF"),
+                        help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args()
     if args.child:
         k, method, reg, psf = args.child
@@ -91,12 +83,9 @@ def main() -> None:
         done = subprocess.run(cmd, check=True, capture_output=True, text=True)
         row = json.loads(done.stdout.strip().splitlines()[-1])
         rows.append(row)
-        print(
-            f"k={k} {row['method']:>18}: {row['wall_s']:6.1f} s, "
-            f"peak {row['peak_rss_mb']:6.0f} MB, it {row['iterations']}, PSNR {row['psnr']:.2f} / "
-            f"mask {row['psnr_mask']:.2f} / SSIM {row['ssim']:.4f}",
-            flush=True,
-        )
+        print(f"k={k} {row['method']:>18}: {row['wall_s']:6.1f} s, peak {row['peak_rss_mb']:6.0f} "
+              f"MB, it {row['iterations']}, PSNR {row['psnr']:.2f} / mask {row['psnr_mask']:.2f} / "
+              f"SSIM {row['ssim']:.4f}", flush=True)  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "srr_speed" if args.threads == 2 else f"srr_speed_threads{args.threads}"
     with open(args.out / f"{stem}.csv", "w", encoding="utf-8", newline="") as fh:

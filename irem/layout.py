@@ -1,6 +1,6 @@
 """Where the workflow writes everything: one module builds and parses every result path.
 
-BIDS-derivative-like layout under a results root (``results`` by default)::
+BIDS-derivative-like layout under the results root ``results``::
 
     <dataset>/sub-<id>_<suffix>.nii.gz                        HR ground truth (or a scan's reference)
     <dataset>/sub-<id>_desc-brain_mask.nii.gz                 its brain mask
@@ -67,17 +67,17 @@ def run_folder(run: Run | str) -> str:
     return run if isinstance(run, str) else run.folder
 
 
-def log_path(path: str, root: str = RESULTS) -> str:
-    """The log of the job writing ``path``: the same name below ``<root>/logs``, ending ``.log``."""
-    rel = path.removeprefix(f"{root}/")
+def log_path(path: str) -> str:
+    """The log of the job writing ``path``: the same name in ``results/logs``, ending ``.log``."""
+    rel = path.removeprefix(f"{RESULTS}/")
     for ext in (".nii.gz", ".json", ".csv", ".tsv"):
         rel = rel.removesuffix(ext)
-    return job_log(rel, root)
+    return job_log(rel)
 
 
-def job_log(name: str, root: str = RESULTS) -> str:
+def job_log(name: str) -> str:
     """The log of a job named ``name`` (a report or tuning job: ``tables``, ``tuning/chosen``)."""
-    return f"{root}/logs/{name}.log"
+    return f"{RESULTS}/logs/{name}.log"
 
 
 def snr_tag(snr: float) -> str:
@@ -103,9 +103,9 @@ def run_pattern() -> str:
     return r"[A-Za-z0-9_]+(/snr[0-9]+(p[0-9]+)?)?(/k[0-9]+)?"
 
 
-def gt_path(dataset: str, subject: str, suffix: str, root: str = RESULTS) -> str:
+def gt_path(dataset: str, subject: str, suffix: str) -> str:
     """The HR ground truth of a simulated subject, or a real scan's reference."""
-    return f"{root}/{dataset}/sub-{subject}_{suffix}.nii.gz"
+    return f"{RESULTS}/{dataset}/sub-{subject}_{suffix}.nii.gz"
 
 
 def sidecar_path(image: str) -> str:
@@ -113,19 +113,19 @@ def sidecar_path(image: str) -> str:
     return image.removesuffix(".nii.gz") + ".json"
 
 
-def mask_path(dataset: str, subject: str, root: str = RESULTS) -> str:
+def mask_path(dataset: str, subject: str) -> str:
     """The brain mask of a subject's ground truth."""
-    return f"{root}/{dataset}/sub-{subject}_desc-brain_mask.nii.gz"
+    return f"{RESULTS}/{dataset}/sub-{subject}_desc-brain_mask.nii.gz"
 
 
-def wm_mask_path(dataset: str, subject: str, suffix: str, root: str = RESULTS) -> str:
+def wm_mask_path(dataset: str, subject: str, suffix: str) -> str:
     """The white-matter mask of a cohort subject (the reference region of the SNR)."""
-    return f"{root}/{dataset}/sub-{subject}_label-WM_desc-{suffix}_mask.nii.gz"
+    return f"{RESULTS}/{dataset}/sub-{subject}_label-WM_desc-{suffix}_mask.nii.gz"
 
 
-def stack_folder(run: Run | str, subject: str, seed: int | str, root: str = RESULTS) -> str:
+def stack_folder(run: Run | str, subject: str, seed: int | str) -> str:
     """Folder of a simulated run's LR stacks (and ``simulation.json``, ``hr.nii.gz``)."""
-    return f"{root}/{run_folder(run)}/lr/sub-{subject}_seed-{seed}"
+    return f"{RESULTS}/{run_folder(run)}/lr/sub-{subject}_seed-{seed}"
 
 
 def simulation_path(stack_folder: str) -> str:
@@ -133,30 +133,30 @@ def simulation_path(stack_folder: str) -> str:
     return f"{stack_folder}/simulation.json"
 
 
-def stack_paths(run: Run | str, subject: str, seed: int | str, root: str = RESULTS) -> list[str]:
+def stack_paths(run: Run | str, subject: str, seed: int | str) -> list[str]:
     """The three simulated LR stacks of a run, the fixed (sagittal) stack first."""
-    folder = stack_folder(run, subject, seed, root)
+    folder = stack_folder(run, subject, seed)
     return [f"{folder}/acq-{o}.nii.gz" for o in ORIENTATIONS]
 
 
-def hr_scan_path(run: Run | str, subject: str, seed: int | str, root: str = RESULTS) -> str:
+def hr_scan_path(run: Run | str, subject: str, seed: int | str) -> str:
     """The scan-time experiment's noisy HR scan of a subject (beside its LR stacks)."""
-    return f"{stack_folder(run, subject, seed, root)}/hr.nii.gz"
+    return f"{stack_folder(run, subject, seed)}/hr.nii.gz"
 
 
-def tuning_path(name: str, root: str = RESULTS) -> str:
+def tuning_path(name: str) -> str:
     """A file of the tuning results (``results/tuning/<name>``)."""
-    return f"{root}/tuning/{name}"
+    return f"{RESULTS}/tuning/{name}"
 
 
-def scan_stack_folder(scan: str, subject: str, root: str = RESULTS) -> str:
+def scan_stack_folder(scan: str, subject: str) -> str:
     """Folder of the real-scan demo's simulated stacks (and ``simulation.json``)."""
-    return f"{root}/{scan}/lr/sub-{subject}"
+    return f"{RESULTS}/{scan}/lr/sub-{subject}"
 
 
-def scan_stack_paths(scan: str, subject: str, root: str = RESULTS) -> list[str]:
+def scan_stack_paths(scan: str, subject: str) -> list[str]:
     """The real-scan demo's simulated stacks (moved and re-oriented)."""
-    return [f"{scan_stack_folder(scan, subject, root)}/acq-{o}.nii.gz" for o in ORIENTATIONS]
+    return [f"{scan_stack_folder(scan, subject)}/acq-{o}.nii.gz" for o in ORIENTATIONS]
 
 
 def _stem(subject: str, method: str, seed: int | str, suffix: str) -> str:
@@ -164,53 +164,38 @@ def _stem(subject: str, method: str, seed: int | str, suffix: str) -> str:
 
 
 def run_file(
-    run: Run | str, subject: str, method: str, seed: int | str, suffix: str, ext: str,
-    root: str = RESULTS,
+    run: Run | str, subject: str, method: str, seed: int | str, suffix: str, ext: str
 ) -> str:
-    """A file of one reconstruction: ``ext`` ``.nii.gz``, ``.json`` (sidecar), ``_metrics.json``."""
-    return f"{root}/{run_folder(run)}/{_stem(subject, method, seed, suffix)}{ext}"
+    """A file of one reconstruction: ``ext`` ``.nii.gz``, ``.json`` (sidecar), ``_metrics.json``,
+    :data:`SNAPSHOTS` (the folder of its ``irem reconstruct --snapshots`` images)."""
+    return f"{RESULTS}/{run_folder(run)}/{_stem(subject, method, seed, suffix)}{ext}"
 
 
-def rec_path(
-    run: Run | str, subject: str, method: str, seed: int | str, suffix: str, root: str = RESULTS
-) -> str:
+def rec_path(run: Run | str, subject: str, method: str, seed: int | str, suffix: str) -> str:
     """A reconstruction (NIfTI)."""
-    return run_file(run, subject, method, seed, suffix, ".nii.gz", root)
+    return run_file(run, subject, method, seed, suffix, ".nii.gz")
 
 
-def metrics_path(
-    run: Run | str, subject: str, method: str, seed: int | str, suffix: str, root: str = RESULTS
-) -> str:
+def metrics_path(run: Run | str, subject: str, method: str, seed: int | str, suffix: str) -> str:
     """The scores of a reconstruction."""
-    return run_file(run, subject, method, seed, suffix, "_metrics.json", root)
+    return run_file(run, subject, method, seed, suffix, "_metrics.json")
 
 
-def snapshot_path(
-    run: Run | str, subject: str, method: str, seed: int | str, suffix: str, root: str = RESULTS
-) -> str:
-    """The folder of a run's ``irem reconstruct --snapshots`` images (the convergence study)."""
-    return run_file(run, subject, method, seed, suffix, SNAPSHOTS, root)
-
-
-def benchmark_path(
-    run: Run | str, subject: str, method: str, seed: int | str, suffix: str, root: str = RESULTS
-) -> str:
+def benchmark_path(run: Run | str, subject: str, method: str, seed: int | str, suffix: str) -> str:
     """Snakemake's ``benchmark:`` file of a reconstruction."""
-    return f"{root}/runtime/{run_folder(run)}/{_stem(subject, method, seed, suffix)}.tsv"
+    return f"{RESULTS}/runtime/{run_folder(run)}/{_stem(subject, method, seed, suffix)}.tsv"
 
 
-def checkpoint_path(
-    run: Run | str, subject: str, method: str, seed: int | str, suffix: str, root: str = RESULTS
-) -> str:
+def checkpoint_path(run: Run | str, subject: str, method: str, seed: int | str, suffix: str) -> str:
     """A training checkpoint (kept only while a job runs or after it was interrupted)."""
-    return f"{root}/{run_folder(run)}/.{_stem(subject, method, seed, suffix)}.ckpt.pt"
+    return f"{RESULTS}/{run_folder(run)}/.{_stem(subject, method, seed, suffix)}.ckpt.pt"
 
 
-def table_path(name: str, root: str = RESULTS) -> str:
+def table_path(name: str) -> str:
     """A table of the workflow (``metrics.csv``, ...)."""
-    return f"{root}/tables/{name}"
+    return f"{RESULTS}/tables/{name}"
 
 
-def figure_paths(name: str, root: str = RESULTS) -> list[str]:
+def figure_paths(name: str) -> list[str]:
     """A figure as PNG and PDF."""
-    return [f"{root}/figures/{name}.{ext}" for ext in ("png", "pdf")]
+    return [f"{RESULTS}/figures/{name}.{ext}" for ext in ("png", "pdf")]

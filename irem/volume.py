@@ -174,11 +174,9 @@ def atomic_path(path: Path) -> Iterator[str]:
 
 
 def save_volume(
-    path: str | os.PathLike[str],
-    data: np.ndarray,
-    affine: np.ndarray,
+    path: str | os.PathLike[str], data: np.ndarray, affine: np.ndarray,
     sidecar: dict[str, Any] | None = None,
-) -> Path:
+) -> Path:  # fmt: skip
     """Write a float32 NIfTI with sform and qform (code 1) set, and its JSON sidecar, atomically."""
     path = Path(path)
     img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), np.asarray(affine, dtype=np.float64))

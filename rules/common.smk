@@ -231,7 +231,11 @@ def _tuning_variants():
         if sweep["method"] not in METHODS:
             _fail(f"tuning sweep {sweep['name']}: unknown method {sweep['method']!r}")
         base = METHODS[sweep["method"]]
-        for i, row in candidates(sweep["values"]).iterrows():
+        try:
+            cands = candidates(sweep["values"])
+        except ValueError as exc:
+            _fail(f"tuning sweep {sweep['name']}: {exc}")
+        for i, row in cands.iterrows():
             values = row.to_dict()
             name = f"tune{sweep['name']}{i}"
             command = f"{base['command']} {options(sweep['options'], values)}"
@@ -302,7 +306,7 @@ def method_command(wildcards, input, output, threads):
         hr=shlex.quote(hr), output=shlex.quote(output.image), reference=shlex.quote(reference),
         geometry=geometry_args(run, w.subject), threads=threads, device=entry["device"],
         seed=w.seed, checkpoint=shlex.quote(L.checkpoint_path(*job)),
-        snapshots=shlex.quote(L.snapshot_path(*job)),
+        snapshots=shlex.quote(L.run_file(*job, L.SNAPSHOTS)),
     )
 
 

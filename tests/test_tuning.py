@@ -28,6 +28,9 @@ def test_candidates_are_the_product_or_the_listed_ones() -> None:
     assert list(listed.columns) == ["head", "warmup"] and len(listed) == 2
     with pytest.raises(ValueError):
         candidates([{"head": "cancel"}, {"warmup": 0}])
+    for values in ({"steps": [2000, 6000]}, [{"seed": 1}]):  # a column of the runs table
+        with pytest.raises(ValueError, match="column of the runs table"):
+            candidates(values)
     assert options("--alpha {alpha} --iterations {iterations}", grid.iloc[1]) == (
         "--alpha 0.1 --iterations 60"
     )

@@ -19,6 +19,8 @@ from .workflow_run import TEST_CONFIG_RUN, snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))
+#: Partial configs, merged over config/config.yaml (they set only the keys they change).
+OVERLAYS = sorted((ROOT / "config" / "overlays").glob("*.yaml"))
 
 pytestmark = pytest.mark.skipif(shutil.which("snakemake") is None, reason="snakemake not installed")
 
@@ -29,7 +31,7 @@ def test_lint_is_clean() -> None:
     assert "Lints for" not in res.stdout + res.stderr
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+@pytest.mark.parametrize("config", CONFIGS + OVERLAYS, ids=[c.name for c in CONFIGS + OVERLAYS])
 def test_dry_run(config: Path) -> None:
     # --forceall: list every job whatever results/ already holds.
     res = snakemake(
@@ -43,7 +45,7 @@ def test_dry_run(config: Path) -> None:
         assert f"rule {rule}:" in out, f"{config.name}: no {rule} job"
     # A method on a non-CPU device declares gpu=1, so that --resources gpu=1 serialises them
     # (config/paper.yaml runs the paper's network on cuda; the default config is CPU only).
-    cfg = _config(config)
+    cfg = _config(ROOT / "config" / "config.yaml") | _config(config)
     devices = {m["name"]: m.get("device", "cpu") for m in cfg["methods"]}
     conv = cfg["convergence"]
     devices |= {v["name"]: conv.get("device", "cpu") for v in conv["variants"]}

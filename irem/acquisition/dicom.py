@@ -15,10 +15,8 @@ from irem.errors import InputError
 from irem.volume import Stack, Volume, validate
 
 #: Headers every slice must carry: without them the voxels have no place in the scanner's space.
-REQUIRED_TAGS = {
-    "0020|0032": "Image Position (Patient)",
-    "0020|0037": "Image Orientation (Patient)",
-}
+REQUIRED_TAGS = {"0020|0032": "Image Position (Patient)",
+                 "0020|0037": "Image Orientation (Patient)"}
 SLICE_THICKNESS = "0018|0050"
 #: Relative spread of the slice spacing above which a series counts as irregular.
 SPACING_TOLERANCE = 0.01
@@ -32,9 +30,8 @@ def read_series(directory: str | os.PathLike[str]) -> tuple[Volume, float | None
     if not ids:
         raise InputError(f"{path}: no DICOM series in this directory")
     if len(ids) > 1:
-        raise InputError(
-            f"{path}: holds {len(ids)} DICOM series; give a directory with exactly one"
-        )
+        raise InputError(f"{path}: holds {len(ids)} DICOM series; "
+                         "give a directory with exactly one")
     files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), ids[0])
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
@@ -55,10 +52,8 @@ def read_series(directory: str | os.PathLike[str]) -> tuple[Volume, float | None
         pos = [[float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")] for i in range(n)]
         steps = np.diff(np.array(pos) @ np.asarray(img.GetDirection()).reshape(3, 3)[:, 2])
         if np.any(steps <= 0) or np.ptp(steps) > SPACING_TOLERANCE * float(np.mean(steps)):
-            raise InputError(
-                f"{path}: the slices are not evenly spaced (steps {steps.min():.3f} to "
-                f"{steps.max():.3f} mm): missing or repeated slices"
-            )
+            raise InputError(f"{path}: the slices are not evenly spaced (steps {steps.min():.3f} "
+                             f"to {steps.max():.3f} mm): missing or repeated slices")
     vol = from_sitk(img)
     data, affine = validate(vol.data, vol.affine, str(path))
     thickness = 0.0
@@ -73,10 +68,7 @@ def load_dicom_stack(directory: str | os.PathLike[str]) -> Stack:
     ``thickness`` when the slices are the thick axis and it differs from their spacing by > 1%."""
     vol, thickness = read_series(directory)
     stack = Stack(data=vol.data, affine=vol.affine, name=Path(directory).resolve().name)
-    if (
-        thickness is not None
-        and stack.thick_axis == 2
-        and abs(thickness - stack.slice_thickness) > 0.01 * thickness
-    ):
+    differs = thickness is not None and abs(thickness - stack.slice_thickness) > 0.01 * thickness
+    if differs and stack.thick_axis == 2:
         stack.thickness = thickness
     return stack

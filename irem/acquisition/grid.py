@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from nibabel.affines import from_matvec
 
 from irem.errors import InputError
 from irem.volume import Stack, Volume, apply_affine, voxel_centres, voxel_sizes
@@ -42,9 +43,8 @@ def isotropic_grid(fixed: Stack, spacing: float) -> Grid:
     if np.prod(shape) > 2_000_000_000:
         raise InputError(f"--spacing {spacing} mm gives an absurd grid of {tuple(shape)} voxels")
     centre = apply_affine(fixed.to_normalised, (np.asarray(fixed.shape) - 1) / 2.0)
-    affine = np.eye(4)
-    affine[:3, :3] = fixed.transform[:3, :3] @ (fixed.affine[:3, :3] / sizes) * spacing
-    affine[:3, 3] = centre - affine[:3, :3] @ ((shape - 1) / 2.0)
+    linear = fixed.transform[:3, :3] @ (fixed.affine[:3, :3] / sizes) * spacing
+    affine = from_matvec(linear, centre - linear @ ((shape - 1) / 2.0))
     return Grid(shape=tuple(int(s) for s in shape), affine=affine)  # type: ignore[arg-type]
 
 
@@ -74,7 +74,6 @@ def check_overlap(stacks: list[Stack], fixed_index: int = 0) -> None:
         to_n = stack.transform @ (stack.affine @ np.diag([step, step, step, 1.0]))
         frac = float(inside(fixed, to_stack_voxels(fixed, voxel_centres(shape, to_n))).mean())
         if frac < 0.01:
-            raise InputError(
-                f"stack {stack.name!r} does not overlap the fixed stack {fixed.name!r} "
-                f"({100 * frac:.1f}% of its voxels inside the fixed field of view)"
-            )
+            raise InputError(f"stack {stack.name!r} does not overlap the fixed stack "
+                             f"{fixed.name!r} ({100 * frac:.1f}% of its voxels inside the fixed "
+                             "field of view)")

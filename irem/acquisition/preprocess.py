@@ -175,12 +175,9 @@ def n4_log_field(
         raise InputError(f"N4 failed: {itk_reason(exc)}") from None
     log_field = from_sitk(n4.GetLogBiasFieldAsImage(img)).data.astype(np.float64)
     log_field -= float(log_field[fit].mean())
-    info = {
-        "mask": source,
-        "shrink_factors": factors,
-        "iterations_done": int(n4.GetElapsedIterations()),
-        "log_field_range_in_mask": [float(log_field[fit].min()), float(log_field[fit].max())],
-    }
+    info = {"mask": source, "shrink_factors": factors,
+            "iterations_done": int(n4.GetElapsedIterations()),
+            "log_field_range_in_mask": [float(log_field[fit].min()), float(log_field[fit].max())]}
     return log_field.astype(np.float32), info
 
 
@@ -196,9 +193,8 @@ def split_packages(stack: Stack, n: int) -> list[Stack]:
     axis = stack.thick_axis
     slices = stack.shape[axis]
     if not 1 <= n <= slices:
-        raise InputError(
-            f"--packages {n}: stack {stack.name!r} has {slices} slices; choose 1 to {slices}"
-        )
+        raise InputError(f"--packages {n}: stack {stack.name!r} has {slices} slices; "
+                         f"choose 1 to {slices}")
     if n == 1:
         return [stack]
     thick = stack.slice_thickness

@@ -54,10 +54,8 @@ def to_sitk(vol: Volume) -> sitk.Image:
         raise InputError("the affine has a zero-length or non-finite voxel axis")
     direction = lps[:3, :3] / spacing
     if np.max(np.abs(direction.T @ direction - np.eye(3))) > 1e-4:
-        raise InputError(
-            "the affine shears (its voxel axes are not perpendicular); "
-            "SimpleITK cannot represent it"
-        )
+        raise InputError("the affine shears (its voxel axes are not perpendicular); "
+                         "SimpleITK cannot represent it")
     img = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)), isVector=False)
     img.SetSpacing(spacing.tolist())
     img.SetDirection(direction.ravel().tolist())
@@ -68,10 +66,8 @@ def to_sitk(vol: Volume) -> sitk.Image:
 def from_sitk(img: sitk.Image) -> Volume:
     """A 3-D scalar SimpleITK image as a RAS volume (inverse of :func:`to_sitk`)."""
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(
-            f"expected a 3-D scalar image, got {img.GetDimension()}-D with "
-            f"{img.GetNumberOfComponentsPerPixel()} components per pixel"
-        )
+        raise InputError(f"expected a 3-D scalar image, got {img.GetDimension()}-D with "
+                         f"{img.GetNumberOfComponentsPerPixel()} components per pixel")
     data = sitk.GetArrayFromImage(img).transpose(2, 1, 0).copy()
     direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3)
     lps = from_matvec(direction * np.asarray(img.GetSpacing(), dtype=np.float64), img.GetOrigin())
@@ -122,13 +118,9 @@ def _level(img: sitk.Image, target_mm: float) -> sitk.Image:
 
 
 def register_rigid(
-    fixed: Stack,
-    moving: Stack,
-    *,
-    seed: int = 0,
-    init: str = "geometry",
+    fixed: Stack, moving: Stack, *, seed: int = 0, init: str = "geometry",
     initial: np.ndarray | None = None,
-) -> np.ndarray:
+) -> np.ndarray:  # fmt: skip
     """Rigidly register ``moving`` to ``fixed`` (Euler angles, Mattes MI, a pyramid in mm over
     :data:`LEVEL_FACTORS`); returns the 4x4 RAS moving -> fixed map. Reproducible: fixed sampling
     seed and threads.
@@ -156,10 +148,8 @@ def register_rigid(
     try:  # a sampling seed in [1, 2**32 - 1]: 0 would mean "seed from the wall clock"
         _run_pyramid(fixed_img, moving_img, tx, int(seed) % 0xFFFFFFFF + 1)
     except RuntimeError as exc:
-        raise InputError(
-            f"rigid registration of stack {moving.name!r} to {fixed.name!r} failed: "
-            f"{itk_reason(exc)}"
-        ) from None
+        raise InputError(f"rigid registration of stack {moving.name!r} to {fixed.name!r} failed: "
+                         f"{itk_reason(exc)}") from None
     finally:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     rot = np.asarray(tx.GetMatrix(), dtype=np.float64).reshape(3, 3)  # x -> R (x - c) + c + t
@@ -181,8 +171,7 @@ def _run_pyramid(
     finest = float(min(min(fixed_img.GetSpacing()), min(moving_img.GetSpacing())))
     for factor in LEVEL_FACTORS:
         target = factor * finest
-        f_img = _level(fixed_img, target)
-        m_img = _level(moving_img, target)
+        f_img, m_img = _level(fixed_img, target), _level(moving_img, target)
         reg = sitk.ImageRegistrationMethod()
         reg.SetNumberOfThreads(REGISTRATION_THREADS)
         reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=HISTOGRAM_BINS)
@@ -192,12 +181,9 @@ def _run_pyramid(
             reg.SetMetricSamplingPercentage(MAX_SAMPLES / n_voxels, seed)
         reg.SetInterpolator(sitk.sitkLinear)
         reg.SetOptimizerAsRegularStepGradientDescent(
-            learningRate=target,
-            minStep=0.002 * target,
-            numberOfIterations=MAX_ITERATIONS,
-            relaxationFactor=RELAXATION,
-            gradientMagnitudeTolerance=1e-10,
-        )
+            learningRate=target, minStep=0.002 * target, numberOfIterations=MAX_ITERATIONS,
+            relaxationFactor=RELAXATION, gradientMagnitudeTolerance=1e-10,
+        )  # fmt: skip
         reg.SetOptimizerScalesFromPhysicalShift()
         reg.SetInitialTransform(tx, inPlace=True)
         reg.Execute(f_img, m_img)
@@ -214,15 +200,10 @@ def normalise_stacks(
     world space of stack ``fixed_index``: registered to it, or (``register`` false) the identity."""
     if not stacks:
         raise InputError("no stacks to normalise")
-    if (
-        isinstance(fixed_index, bool)
-        or not isinstance(fixed_index, int | np.integer)
-        or not 0 <= fixed_index < len(stacks)
-    ):
-        raise InputError(
-            f"fixed stack index {fixed_index!r} is out of range: choose an integer from 0 to "
-            f"{len(stacks) - 1} (there are {len(stacks)} stacks)"
-        )
+    integer = isinstance(fixed_index, int | np.integer) and not isinstance(fixed_index, bool)
+    if not integer or not 0 <= fixed_index < len(stacks):
+        raise InputError(f"fixed stack index {fixed_index!r} is out of range: choose an integer "
+                         f"from 0 to {len(stacks) - 1} (there are {len(stacks)} stacks)")
     fixed = stacks[fixed_index]
     out = []
     for i, stack in enumerate(stacks):

@@ -12,6 +12,7 @@ from typing import Literal
 
 import nibabel as nib
 import numpy as np
+from nibabel.affines import from_matvec
 
 from irem.errors import InputError
 from irem.volume import Stack, Volume
@@ -68,8 +69,7 @@ def profile_matrix(
 def lr_affine(hr_affine: np.ndarray, axis: int, k: int, offset: float) -> np.ndarray:
     """Affine of an LR stack: HR index along ``axis`` = ``offset + k * lr_index``."""
     m = np.eye(4)
-    m[axis, axis] = k
-    m[axis, 3] = offset
+    m[axis, axis], m[axis, 3] = k, offset
     return np.asarray(hr_affine, dtype=np.float64) @ m
 
 
@@ -134,12 +134,9 @@ def scan_time_matched_snr(hr_snr: float, k: int, n_stacks: int = 3) -> float:
 
 
 def noisy_hr(
-    hr: Volume,
-    snr: float,
-    seed: int = 0,
-    subject_seed: int | None = None,
+    hr: Volume, snr: float, seed: int = 0, subject_seed: int | None = None,
     wm_mask: np.ndarray | None = None,
-) -> Volume:
+) -> Volume:  # fmt: skip
     """The HR scan of the same subject with Rician noise at ``snr`` (generator 3 of
     :func:`noise_generators`, independent of the stacks')."""
     sigma = noise_sigma_for_snr(reference_signal(hr.data, wm_mask), snr)
@@ -168,16 +165,10 @@ def simulate_stack(
 
 
 def simulate_stacks(
-    hr: Volume,
-    k: int,
-    profile: Profile = "box",
-    snr: float | None = None,
-    seed: int = 0,
-    wm_mask: np.ndarray | None = None,
-    subject_seed: int | None = None,
-    *,
+    hr: Volume, k: int, profile: Profile = "box", snr: float | None = None, seed: int = 0,
+    wm_mask: np.ndarray | None = None, subject_seed: int | None = None, *,
     thickness: float | None = None,
-) -> list[Stack]:
+) -> list[Stack]:  # fmt: skip
     """Three orthogonal LR stacks, one thick along each voxel axis of ``hr``, with Rician noise at
     ``snr`` (relative to :func:`reference_signal` of ``hr`` and ``wm_mask``) if given."""
     if snr is not None and not snr > 0:
@@ -191,31 +182,19 @@ def simulate_stacks(
 
 
 def simulate_scan_time_matched(
-    hr: Volume,
-    k: int,
-    hr_snr: float,
-    profile: Profile = "box",
-    seed: int = 0,
-    wm_mask: np.ndarray | None = None,
-    subject_seed: int | None = None,
-    *,
+    hr: Volume, k: int, hr_snr: float, profile: Profile = "box", seed: int = 0,
+    wm_mask: np.ndarray | None = None, subject_seed: int | None = None, *,
     thickness: float | None = None,
-) -> tuple[list[Stack], Volume, dict[str, float]]:
+) -> tuple[list[Stack], Volume, dict[str, float]]:  # fmt: skip
     """Three LR stacks and one HR scan of equal total scan time (the paper's dataset #C): noise at
     :func:`scan_time_matched_snr` and ``hr_snr``; also the noise facts for the sidecar."""
     lr_snr = scan_time_matched_snr(hr_snr, k if thickness is None else thickness, n_stacks=3)
-    stacks = simulate_stacks(
-        hr, k, profile, lr_snr, seed, wm_mask, subject_seed, thickness=thickness
-    )
+    stacks = simulate_stacks(hr, k, profile, lr_snr, seed, wm_mask, subject_seed,
+                             thickness=thickness)  # fmt: skip
     hr_noisy = noisy_hr(hr, hr_snr, seed, subject_seed, wm_mask)
     ref = reference_signal(hr.data, wm_mask)
-    info = {
-        "hr_snr": float(hr_snr),
-        "lr_snr": lr_snr,
-        "hr_sigma": noise_sigma_for_snr(ref, hr_snr),
-        "lr_sigma": noise_sigma_for_snr(ref, lr_snr),
-        "reference_signal": ref,
-    }
+    info = {"hr_snr": float(hr_snr), "lr_snr": lr_snr, "hr_sigma": noise_sigma_for_snr(ref, hr_snr),
+            "lr_sigma": noise_sigma_for_snr(ref, lr_snr), "reference_signal": ref}  # fmt: skip
     return stacks, hr_noisy, info
 
 
@@ -227,10 +206,8 @@ def random_rigid(
     from scipy.spatial.transform import Rotation
 
     axis, direction = (v / np.linalg.norm(v) for v in (rng.normal(size=3), rng.normal(size=3)))
-    m = np.eye(4)
-    m[:3, :3] = Rotation.from_rotvec(np.deg2rad(rotation_deg) * axis).as_matrix()
-    m[:3, 3] = centre - m[:3, :3] @ centre + translation_mm * direction
-    return m
+    rot = Rotation.from_rotvec(np.deg2rad(rotation_deg) * axis).as_matrix()
+    return from_matvec(rot, centre - rot @ centre + translation_mm * direction)
 
 
 def move(stack: Stack, motion: np.ndarray) -> Stack:

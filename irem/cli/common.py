@@ -75,9 +75,8 @@ def add_output_options(p: argparse.ArgumentParser, top: bool) -> None:
     p.add_argument("-v", "--verbose", action="count", default=verbose, help="more messages (debug)")
     p.add_argument("-q", "--quiet", action="store_true", default=quiet,
                    help="no progress output and warnings only")  # fmt: skip
-    p.add_argument(
-        "--log", metavar="FILE", default=log_file, help="also write log messages to FILE"
-    )
+    p.add_argument("--log", metavar="FILE", default=log_file,
+                   help="also write log messages to FILE")  # fmt: skip
 
 
 def add_subcommand(
@@ -109,9 +108,8 @@ def add_stack_args(p: argparse.ArgumentParser, method: str) -> None:
     add_grid_args(p, "the fixed stack's finest spacing")
     p.add_argument("--no-register", action="store_true",
                    help="skip rigid registration (aligned, simulated stacks)")  # fmt: skip
-    p.add_argument(
-        "--fixed-index", type=int, default=0, metavar="I", help="index of the fixed stack"
-    )
+    p.add_argument("--fixed-index", type=int, default=0, metavar="I",
+                   help="index of the fixed stack")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument(
         "--max-memory", type=positive_float, metavar="GB",
@@ -191,9 +189,8 @@ def add_acquisition_args(p: argparse.ArgumentParser, method: str) -> None:
 
 def add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="torch device")
-    p.add_argument(
-        "--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)"
-    )
+    p.add_argument("--threads", type=positive_int,
+                   help="CPU threads for torch (default: torch's choice)")  # fmt: skip
 
 
 def request(args: argparse.Namespace) -> Any:

@@ -25,9 +25,8 @@ def load_dataset(name: str, seed: int = 0, phantom_size: int = 64) -> Volume:
         return phantom(size=phantom_size)
     if name.endswith(NIFTI_SUFFIXES):
         return load_volume(name)
-    raise InputError(
-        f"unknown dataset {name!r}: choose from {', '.join(DATASETS)} or give a .nii/.nii.gz path"
-    )
+    raise InputError(f"unknown dataset {name!r}: choose from {', '.join(DATASETS)} "
+                     "or give a .nii/.nii.gz path")
 
 
 DATASET_EPILOG = """examples:
@@ -54,12 +53,10 @@ def add_dataset_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", help=f"{', '.join(DATASETS)}, or a path to an HR .nii/.nii.gz file")
     p.add_argument("-o", "--out", help="output NIfTI (.nii or .nii.gz)")
     p.add_argument("--mask-out", help="write the brain mask here (with or without -o)")
-    p.add_argument(
-        "--wm-mask-out", help="mni152_cohort: write the white-matter mask (the SNR reference) here"
-    )
-    p.add_argument(
-        "--seed", type=int, default=0, help="seed (mni152_flair: lesions; mni152_cohort: cohort)"
-    )
+    p.add_argument("--wm-mask-out",
+                   help="mni152_cohort: write the white-matter mask (the SNR reference) here")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed (mni152_flair: lesions; mni152_cohort: cohort)")  # fmt: skip
     p.add_argument("--subject", "--index", dest="subject", type=int, default=0, help="mni152_cohort"
                    ": subject index (>= 0; --index is the same option)")  # fmt: skip
     p.add_argument("--contrast", choices=("T1w", "T2w", "FLAIR"), default=None, help="mni152_cohort"

@@ -24,9 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("pred", metavar="PRED.nii.gz")
     p.add_argument("gt", metavar="GT.nii.gz")
-    p.add_argument(
-        "--mask", metavar="MASK.nii.gz", help="brain mask (default: GT above --threshold x max)"
-    )
+    p.add_argument("--mask", metavar="MASK.nii.gz",
+                   help="brain mask (default: GT above --threshold x max)")  # fmt: skip
     p.add_argument("--threshold", type=nonneg_float, default=0.05,
                    help="relative threshold of the default mask")  # fmt: skip
     p.add_argument("-o", "--output", metavar="OUT.json", help="also write the JSON here")

@@ -34,9 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "    --time-budget 300 --save-model irem.pt",
     )
     add_stack_args(p, "irem")
-    p.add_argument(
-        "--config", metavar="YAML", help="IREM configuration (model/train/reconstruct sections)"
-    )
+    p.add_argument("--config", metavar="YAML",
+                   help="IREM configuration (model/train/reconstruct sections)")  # fmt: skip
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. model.fourier_dim=64")  # fmt: skip
     p.add_argument("--epochs", type=positive_int, help="training epochs (overrides the config)")
@@ -65,12 +64,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _add_output_args(p: argparse.ArgumentParser) -> None:
     """Checkpoint, start image, snapshots and the saved model."""
-    p.add_argument(
-        "--resume", action="store_true", help="resume from the checkpoint of an interrupted run"
-    )
-    p.add_argument(
-        "--checkpoint", metavar="PATH", help="checkpoint file (default: hidden file beside OUT)"
-    )
+    p.add_argument("--resume", action="store_true",
+                   help="resume from the checkpoint of an interrupted run")  # fmt: skip
+    p.add_argument("--checkpoint", metavar="PATH",
+                   help="checkpoint file (default: hidden file beside OUT)")  # fmt: skip
     p.add_argument(
         "--start-image", metavar="IMG.nii.gz",
         help="start image of a grid INR (any grid in the fixed stack's world space, resampled "
@@ -125,26 +122,15 @@ def _irem_sidecar(
     """The IREM-specific fields of the sidecar: config, device, training summary and budget."""
     import torch
 
-    return {
-        "config": cfg.to_dict(),
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "normaliser": norm.to_dict(),
-        "training_seconds": result.training_seconds,
-        "evaluation_seconds": eval_seconds,
-        "final_loss": result.final_loss,
-        "epochs_completed": result.epochs_completed,
-        "steps": result.steps,
-        "profile_points": result.profile_points,
-        "start_image": start or None,
-        "held_out": result.held_out or None,
-        "precision": result.precision or None,
-        "budget": result.budget.to_dict(),
-        "stopped_by": result.stopped_by,
-        "resumed": result.resumed,
-        "loss_per_epoch": result.loss_history,
-        "model_file": str(model_path) if model_path else None,
-    }
+    return {"config": cfg.to_dict(), "device": str(device), "threads": torch.get_num_threads(),
+            "normaliser": norm.to_dict(), "training_seconds": result.training_seconds,
+            "evaluation_seconds": eval_seconds, "final_loss": result.final_loss,
+            "epochs_completed": result.epochs_completed, "steps": result.steps,
+            "profile_points": result.profile_points, "start_image": start or None,
+            "held_out": result.held_out or None, "precision": result.precision or None,
+            "budget": result.budget.to_dict(), "stopped_by": result.stopped_by,
+            "resumed": result.resumed, "loss_per_epoch": result.loss_history,
+            "model_file": str(model_path) if model_path else None}  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> None:

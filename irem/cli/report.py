@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from irem.errors import InputError
+from irem.evaluation.tuning import RUN_COLUMNS
 from irem.evaluation.tuning import options as tuning_options
 from irem.report import figures, tables
 from irem.report.tables import Methods
@@ -156,8 +157,7 @@ def cmd_tuning(args: argparse.Namespace) -> None:
     runs = tables.load_runs(args.metrics)
     params = list(next(iter(cases.values()))) if cases else []
     values = pd.DataFrame([cases[m] for m in runs["method"]], columns=params)
-    keep = ["subject", "k", "seed", "hr_snr", *tables.SCORES, "steps", "escape_step",
-            "training_seconds", "start_seconds"]  # fmt: skip
+    keep = [c for c in RUN_COLUMNS if c not in ("sweep", "method")]
     runs = pd.concat([values, runs[keep].reset_index(drop=True)], axis=1)
     runs.insert(0, "sweep", args.sweep)
     runs.insert(1, "method", args.method)
@@ -209,9 +209,8 @@ def _add_methods(p: argparse.ArgumentParser) -> None:
         "--method", action="extend", nargs="+", default=[], metavar="NAME=LABEL",
         help="label of a method; the order given is the order of tables, bars and colours",
     )  # fmt: skip
-    p.add_argument(
-        "--baselines", nargs="*", default=[], metavar="NAME", help="which methods are baselines"
-    )
+    p.add_argument("--baselines", nargs="*", default=[], metavar="NAME",
+                   help="which methods are baselines")  # fmt: skip
 
 
 def _add_figure_out(p: argparse.ArgumentParser, metrics: bool = True) -> None:

@@ -39,9 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "stacks); e.g. --k 4 --thickness 2 (default: K)",
     )  # fmt: skip
     p.add_argument("--out-dir", required=True, help="output folder (created if missing)")
-    p.add_argument(
-        "--profile", choices=("box", "gaussian", "none"), default="box", help="slice profile"
-    )
+    p.add_argument("--profile", choices=("box", "gaussian", "none"), default="box",
+                   help="slice profile")  # fmt: skip
     p.set_defaults(func=run)
     noise = p.add_mutually_exclusive_group()
     noise.add_argument(
@@ -60,14 +59,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "foreground's intensities)",
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed for noise and motion")
-    p.add_argument(
-        "--subject-seed", type=int, help="a per-subject seed, combined with --seed for the noise"
-    )
+    p.add_argument("--subject-seed", type=int,
+                   help="a per-subject seed, combined with --seed for the noise")  # fmt: skip
     p.add_argument("--motion", type=nonneg_float, nargs=2, metavar=("DEG", "MM"), help="move every "
                    "stack but the sagittal one by a seeded random rigid motion")  # fmt: skip
-    p.add_argument(
-        "--reorient", action="store_true", help="store the stacks in different voxel orientations"
-    )
+    p.add_argument("--reorient", action="store_true",
+                   help="store the stacks in different voxel orientations")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> None:

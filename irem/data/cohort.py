@@ -74,21 +74,13 @@ class CohortSubject:
     def sidecar(self) -> dict[str, Any]:
         """The subject's parameters and checks, for a JSON sidecar."""
         p = self.params
-        return {
-            "subject": p.index,
-            "cohort_seed": p.seed,
-            "contrast": p.contrast,
-            "tissue_intensities": p.intensities,
-            "bspline_mesh": list(p.mesh),
-            "control_spacing_mm": CONTROL_SPACING_MM,
-            "max_coefficient_mm": MAX_DISPLACEMENT_MM,
-            "max_displacement_mm": self.max_displacement_mm,
-            "jacobian_min": self.jacobian_range[0],
-            "jacobian_max": self.jacobian_range[1],
-            "bias_order": BIAS_ORDER,
-            "bias_coefficients": list(p.bias_coefficients),
-            "wm_threshold": WM_THRESHOLD,
-        }
+        return {"subject": p.index, "cohort_seed": p.seed, "contrast": p.contrast,
+                "tissue_intensities": p.intensities, "bspline_mesh": list(p.mesh),
+                "control_spacing_mm": CONTROL_SPACING_MM, "max_coefficient_mm": MAX_DISPLACEMENT_MM,
+                "max_displacement_mm": self.max_displacement_mm,
+                "jacobian_min": self.jacobian_range[0], "jacobian_max": self.jacobian_range[1],
+                "bias_order": BIAS_ORDER, "bias_coefficients": list(p.bias_coefficients),
+                "wm_threshold": WM_THRESHOLD}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -138,10 +130,8 @@ def sample_subject(index: int, seed: int = 0, contrast: str | None = None) -> Su
     if MAX_DISPLACEMENT_MM >= spacing / INJECTIVITY_K:
         raise ValueError(f"{MAX_DISPLACEMENT_MM} mm coefficients may fold a {spacing:.1f} mm mesh")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index), _TAG]))
-    intensities = {
-        t: float(max(0.02, rng.normal(mu, sd)))
-        for t, (mu, sd) in TISSUE_INTENSITIES[family].items()
-    }
+    intensities = {t: float(max(0.02, rng.normal(mu, sd)))
+                   for t, (mu, sd) in TISSUE_INTENSITIES[family].items()}  # fmt: skip
     n_ctrl = 3 * int(np.prod(np.asarray(mesh) + 3))  # cubic: mesh + 3 control points per axis
     coefficients = rng.uniform(-MAX_DISPLACEMENT_MM, MAX_DISPLACEMENT_MM, n_ctrl)
     bias = rng.uniform(-BIAS_COEFFICIENT, BIAS_COEFFICIENT, n_bias_coefficients(BIAS_ORDER))
@@ -161,23 +151,6 @@ def bspline_transform(
     return tx
 
 
-def _field_image(tx: sitk.Transform, grid: Volume) -> sitk.Image:
-    ref = to_sitk(grid)
-    geometry = (ref.GetSize(), ref.GetOrigin(), ref.GetSpacing(), ref.GetDirection())
-    return sitk.TransformToDisplacementField(tx, sitk.sitkVectorFloat64, *geometry)
-
-
-def _field_to_ras(field_img: sitk.Image) -> np.ndarray:
-    lps = sitk.GetArrayFromImage(field_img).transpose(2, 1, 0, 3)
-    return (lps * np.diag(FLIP)[:3]).astype(np.float32)  # LPS -> RAS: flip x and y components
-
-
-def displacement_field(tx: sitk.Transform, grid: Volume) -> np.ndarray:
-    """The displacement ``u`` ``(X, Y, Z, 3)`` of ``tx`` at every voxel of ``grid`` in RAS mm: the
-    output's voxel at world position ``x`` samples the input at ``x + u(x)``."""
-    return _field_to_ras(_field_image(tx, grid))
-
-
 def jacobian_determinant(displacement: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """Determinant of the Jacobian of ``x -> x + u(x)`` at every voxel of a grid (``u``: ``(X, Y,
     Z, 3)`` in world mm; > 0 everywhere: no folding); central differences, one-sided at borders."""
@@ -190,12 +163,9 @@ def jacobian_determinant(displacement: np.ndarray, affine: np.ndarray) -> np.nda
 
 
 def bias_field(
-    shape: tuple[int, int, int],
-    offset: tuple[int, int, int],
-    full_shape: tuple[int, int, int],
-    coefficients: tuple[float, ...] | np.ndarray,
-    order: int = BIAS_ORDER,
-) -> np.ndarray:
+    shape: tuple[int, int, int], offset: tuple[int, int, int], full_shape: tuple[int, int, int],
+    coefficients: tuple[float, ...] | np.ndarray, order: int = BIAS_ORDER,
+) -> np.ndarray:  # fmt: skip
     """TorchIO's polynomial bias field ``exp(sum c x^i y^j z^k)`` (coordinates in [-1, 1] over
     ``full_shape``) on the window of ``shape`` voxels at ``offset``: a crop's field is the field's
     crop."""
@@ -236,12 +206,16 @@ def render_subject(params: SubjectParams, out: Volume | None = None) -> CohortSu
     refuses a deformation that folds."""
     tpl = _template()
     out = tpl.grid if out is None else out
-    field_img = _field_image(bspline_transform(tpl.grid, params.mesh, params.coefficients), out)
-    disp = _field_to_ras(field_img)
+    ref = to_sitk(Volume(np.zeros(out.shape, np.float32), out.affine))
+    # The displacement u (RAS mm) at every output voxel: voxel x samples the input at x + u(x).
+    warp = bspline_transform(tpl.grid, params.mesh, params.coefficients)
+    geometry = (ref.GetSize(), ref.GetOrigin(), ref.GetSpacing(), ref.GetDirection())
+    field_img = sitk.TransformToDisplacementField(warp, sitk.sitkVectorFloat64, *geometry)
+    lps = sitk.GetArrayFromImage(field_img).transpose(2, 1, 0, 3)
+    disp = (lps * np.diag(FLIP)[:3]).astype(np.float32)  # LPS -> RAS: flip x and y components
     jac = jacobian_determinant(disp, out.affine)
     if not float(jac.min()) > 0.0:
         raise RuntimeError(f"subject {params.index}: the deformation folds (det J {jac.min():.3f})")
-    ref = to_sitk(Volume(np.zeros(out.shape, np.float32), out.affine))
     # The field holds the B-spline's exact values at these voxels: resampling through it is the
     # same warp as through the B-spline, and much faster.
     tx = sitk.DisplacementFieldTransform(field_img)  # takes the field image over
@@ -262,12 +236,10 @@ def render_subject(params: SubjectParams, out: Volume | None = None) -> CohortSu
 
 
 def cohort_subject(
-    index: int,
-    seed: int = 0,
-    contrast: str | None = None,
+    index: int, seed: int = 0, contrast: str | None = None,
     crop: tuple[int, int, int] | list[int] | None = None,
     crop_position: tuple[float, float, float] | list[float] = (0.5, 0.5, 0.5),
-) -> CohortSubject:
+) -> CohortSubject:  # fmt: skip
     """Subject ``index`` of the synthetic MNI152 cohort ``seed`` (a pure function of its arguments)
     with its brain and WM masks; ``crop``: a box of the 1 mm brain crop (152x184x160) placed at
     ``crop_position`` (0 to 1 per axis)."""

@@ -134,8 +134,7 @@ def mni152_flair(seed: int = 0, crop: bool = True) -> Volume:
     maps, with 3-6 lesions drawn from ``seed`` in deep WM (probability > 0.95); cropped like
     :func:`mni152_t1`."""
     t1 = mni152_t1(crop=False)
-    gm = mni152_tissue("gm").data / 255.0
-    wm = mni152_tissue("wm").data / 255.0
+    gm, wm = (mni152_tissue(t).data / 255.0 for t in ("gm", "wm"))
     brain = t1.data > 0
     deep = np.argwhere(wm > 0.95)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xF1A1]))
@@ -176,10 +175,9 @@ def brain_mask(vol: Volume, threshold: float = 0.0, relative: bool = False) -> V
 
 
 def crop_box(
-    vol: Volume,
-    shape: tuple[int, int, int] | list[int],
+    vol: Volume, shape: tuple[int, int, int] | list[int],
     position: tuple[float, float, float] | list[float] = (0.5, 0.5, 0.5),
-) -> Volume:
+) -> Volume:  # fmt: skip
     """Keep a box of ``shape`` voxels placed along each axis by ``position`` (0: at the first voxel,
     1: at the last); every kept voxel stays at its world position."""
     shape = tuple(int(s) for s in shape)
@@ -189,10 +187,8 @@ def crop_box(
         raise InputError(f"crop {shape} is larger than the image {vol.shape}")
     if len(position) != 3 or not all(0.0 <= float(p) <= 1.0 for p in position):
         raise InputError(f"crop position must be three numbers in [0, 1], got {list(position)}")
-    start = [
-        int(np.floor(float(p) * (n - s)))
-        for p, s, n in zip(position, shape, vol.shape, strict=True)
-    ]
+    start = [int(np.floor(float(p) * (n - s)))
+             for p, s, n in zip(position, shape, vol.shape, strict=True)]  # fmt: skip
     sl = tuple(slice(a, a + s) for a, s in zip(start, shape, strict=True))
     affine = vol.affine @ from_matvec(np.eye(3), start)
     return Volume(data=np.ascontiguousarray(vol.data[sl]), affine=affine)

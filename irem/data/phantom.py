@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from nibabel.affines import from_matvec
 
 from irem.volume import Volume
 
@@ -33,6 +34,5 @@ def shepp_logan(shape: tuple[int, int, int] = (48, 48, 48), spacing: float = 1.0
         inside = (xr / a) ** 2 + (yr / b) ** 2 + ((z - z0) / c) ** 2 <= 1.0
         img[inside] += value
     img = np.clip(img, 0.0, None)
-    affine = np.diag([spacing, spacing, spacing, 1.0])
-    affine[:3, 3] = -spacing * (np.asarray(shape) - 1) / 2.0
+    affine = from_matvec(spacing * np.eye(3), -spacing * (np.asarray(shape) - 1) / 2.0)
     return Volume(data=(img / img.max()).astype(np.float32), affine=affine)

@@ -39,9 +39,8 @@ def compute_metrics(
     pred = np.asarray(pred, dtype=np.float64)
     gt = np.asarray(gt, dtype=np.float64)
     if pred.shape != gt.shape:
-        raise InputError(
-            f"prediction shape {pred.shape} differs from ground truth shape {gt.shape}"
-        )
+        raise InputError(f"prediction shape {pred.shape} differs from "
+                         f"ground truth shape {gt.shape}")
     if min(gt.shape) < SSIM_WINDOW:
         raise InputError(f"SSIM needs every axis >= {SSIM_WINDOW} voxels, got shape {gt.shape}")
     data_range = float(gt.max() - gt.min())
@@ -53,9 +52,8 @@ def compute_metrics(
         raise InputError(f"mask shape {mask.shape} differs from ground truth shape {gt.shape}")
     if not mask.any():
         raise InputError("the mask is empty")
-    ssim, ssim_map = structural_similarity(
-        gt, pred, data_range=data_range, full=True, **SSIM_OPTIONS
-    )
+    ssim, ssim_map = structural_similarity(gt, pred, data_range=data_range, full=True,
+                                           **SSIM_OPTIONS)  # fmt: skip
     edges = edge_band(gt, mask)
     return {
         "psnr": float(peak_signal_noise_ratio(gt, pred, data_range=data_range)),

@@ -77,15 +77,10 @@ def paired(a: pd.Series, b: pd.Series, tolerance: float, confidence: float = 0.9
             warnings.simplefilter("ignore", RuntimeWarning)
             p = float(sps.wilcoxon(x).pvalue)
     return Paired(
-        n=int(d.size),
-        diff=float(d.mean()) if d.size else math.nan,
-        ci_low=low,
-        ci_high=high,
-        p_wilcoxon=p,
-        wins=int(np.sum(d >= tolerance)),
-        ties=int(np.sum(np.abs(d) < tolerance)),
+        n=int(d.size), diff=float(d.mean()) if d.size else math.nan, ci_low=low, ci_high=high,
+        p_wilcoxon=p, wins=int(np.sum(d >= tolerance)), ties=int(np.sum(np.abs(d) < tolerance)),
         losses=int(np.sum(d <= -tolerance)),
-    )
+    )  # fmt: skip
 
 
 def holm(p: np.ndarray | pd.Series | list[float]) -> np.ndarray:

@@ -15,6 +15,9 @@ from irem.evaluation.stats import paired
 #: The score that chooses (brain-mask PSNR), and the columns a sweep's runs are paired on.
 SCORE = "psnr_mask"
 PAIR_ON = ("subject", "k", "seed")
+#: The columns of a sweep's runs table beside its parameters (a parameter must not reuse one).
+RUN_COLUMNS = ("sweep", "method", *PAIR_ON, "hr_snr", "psnr", "ssim", "psnr_mask", "ssim_mask",
+               "psnr_edge", "steps", "escape_step", "training_seconds", "start_seconds")  # fmt: skip
 
 
 def candidates(values: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -23,10 +26,16 @@ def candidates(values: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]
         rows = [dict(v) for v in values]
         if not rows or any(set(r) != set(rows[0]) for r in rows):
             raise ValueError("listed candidates need the same parameters, at least one candidate")
-        return pd.DataFrame(rows, columns=list(rows[0]))
-    keys = list(values)
-    if not keys or any(len(values[k]) == 0 for k in keys):
-        raise ValueError("a sweep needs at least one value of each parameter")
+        keys = list(rows[0])
+    else:
+        keys = list(values)
+        if not keys or any(len(values[k]) == 0 for k in keys):
+            raise ValueError("a sweep needs at least one value of each parameter")
+    clash = sorted(set(keys) & set(RUN_COLUMNS))
+    if clash:
+        raise ValueError(f"sweep parameter {clash[0]!r} is a column of the runs table: rename it")
+    if not isinstance(values, Mapping):
+        return pd.DataFrame(rows, columns=keys)
     return pd.DataFrame(list(itertools.product(*(values[k] for k in keys))), columns=keys)
 
 
@@ -37,11 +46,9 @@ def options(template: str, row: Mapping[str, Any]) -> str:
 
 
 def choose(
-    runs: pd.DataFrame,
-    params: Sequence[str],
-    prefer: Mapping[str, Any] | None = None,
+    runs: pd.DataFrame, params: Sequence[str], prefer: Mapping[str, Any] | None = None,
     group: Sequence[str] = (),
-) -> pd.DataFrame:
+) -> pd.DataFrame:  # fmt: skip
     """Per ``group``: the best mean score, or ``prefer`` unless a challenger's paired CI is > 0."""
     params, group = list(params), list(group)
     rows = []

@@ -20,7 +20,7 @@ from irem.volume import load_volume
 
 
 def snapshot_folder(metrics_path: str | Path) -> Path:
-    """``..._T1w_metrics.json`` -> ``..._T1w_snapshots`` (:func:`irem.layout.snapshot_path`)."""
+    """``..._T1w_metrics.json`` -> ``..._T1w_snapshots`` (:func:`irem.layout.run_file`)."""
     p = Path(metrics_path)
     return p.with_name(p.name.replace("_metrics.json", SNAPSHOTS))
 
