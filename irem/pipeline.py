@@ -73,7 +73,8 @@ def load_stacks(paths: list[str]) -> list[Stack]:
 
 
 def set_thickness(stacks: list[Stack], thickness: Sequence[float] | None) -> list[Stack]:
-    """Copies of ``stacks`` with their slice thickness (mm): one value for all or one per stack."""
+    """Copies of ``stacks`` with their slice thickness (mm): one value for all or one per stack
+    (``None``: unchanged)."""
     if thickness is None:
         return stacks
     values = [float(t) for t in thickness] * (len(stacks) if len(thickness) == 1 else 1)

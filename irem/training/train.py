@@ -155,7 +155,8 @@ class TrainingData:
 def split_held_out(
     n: int, fraction: float, seed: int, max_voxels: int | None = None
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Sorted indices of ``n`` voxels split at random into fitted and held out (None: none held)."""
+    """Sorted indices of ``n`` LR voxels split at random into fitted and held out (``fraction``,
+    at most ``max_voxels``, at least one of each); None when ``fraction`` is 0."""
     if fraction <= 0:
         return None
     held = min(max(1, round(n * fraction)), n - 1, max_voxels or n)
