@@ -59,6 +59,7 @@ rule all:
     input:
         TABLES,
         SCANTIME_TABLES if scantime_runs() else [],
+        AUTO_MASK_TABLES if config["auto_mask"]["methods"] else [],
         all_figures(),
         all_reconstructions(),
     default_target: True

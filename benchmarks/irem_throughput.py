@@ -13,7 +13,6 @@ many times slower than fp32 and is measured once, outside the rounds.
 
   python benchmarks/irem_throughput.py [--threads 1] [--rounds 5] [--name irem_throughput_amx]
                                                                     # about 4 minutes per thread count
-  python benchmarks/irem_throughput.py --quick                      # a few seconds, no files
 """
 
 from __future__ import annotations
@@ -89,13 +88,11 @@ BF16 = "bf16 autocast, fused Adam"  # irem.training.train's step at train.precis
 INFERENCE_VARIANTS = [(False, 8192), (True, 65_536), (True, 8192)]
 
 
-def training_block(
-    bf16: bool, fused: bool, compiled: bool, steps: int = 3, batch: int = 2500
-) -> Callable[[], None]:
+def training_block(bf16: bool, fused: bool, compiled: bool, steps: int = 3) -> Callable[[], None]:
     """``steps`` training steps of the paper's network (as irem.training.train's) as one call."""
     model = IREM()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=fused)
-    x, y = torch.rand(batch, 3) * 2 - 1, torch.rand(batch)
+    x, y = torch.rand(2500, 3) * 2 - 1, torch.rand(2500)  # the paper's batch
     net = torch.compile(model) if compiled else model
 
     def step() -> None:
@@ -264,30 +261,14 @@ def throughput_table(threads: int, rounds: int = 5) -> tuple[list[str], pd.DataF
     )
 
 
-def quick() -> int:
-    """A smoke test of the measuring code: one short round, nothing written."""
-    torch.set_num_threads(1)
-    rate, rate16 = (
-        256 / _best_seconds(training_block(bf16, True, False, steps=1, batch=256), 0.2, warmup=0)
-        for bf16 in (False, True)
-    )
-    inf = 1024 / _best_seconds(inference_call(True, 1024), 0.2, warmup=0)
-    print(f"quick: training {rate:.0f} samples/s fp32, {rate16:.0f} bf16 (batch 256), "
-          f"inference {inf:.0f} samples/s")  # fmt: skip
-    return 0
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[1])
     ap.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds")
-    ap.add_argument("--quick", action="store_true", help="smoke test only, writes nothing")
     ap.add_argument("--name", default="irem_throughput",
                     help="file stem in results/benchmarks (one per CPU)")  # fmt: skip
     args = ap.parse_args()
-    if args.quick:
-        return quick()
     OUT.mkdir(parents=True, exist_ok=True)
     auto = detect_precision("auto")
     lines = [

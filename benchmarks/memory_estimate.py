@@ -6,7 +6,6 @@ Usage: ``python benchmarks/memory_estimate.py [--out results/benchmarks]`` (abou
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -15,6 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["reconstruct", "--config", "fast", "--steps", "20"]
@@ -64,13 +65,11 @@ def measure(command: list[str], stacks: list[str], gt: str, out: Path) -> dict[s
             "working_estimate_mb": mem["working_bytes"] / MB, "seconds": seconds}  # fmt: skip
 
 
-def run(only: list[str] | None = None) -> list[dict[str, object]]:
-    """Measure every method (or the ``only`` ones) at its grid sizes."""
+def run() -> list[dict[str, object]]:
+    """Measure every method at its grid sizes."""
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for method, (command, sizes) in METHODS.items():
-            if only and method not in only:
-                continue
             for n in sizes:
                 folder = Path(tmp) / f"n{n}"
                 if not folder.exists():
@@ -94,10 +93,7 @@ def run(only: list[str] | None = None) -> list[dict[str, object]]:
 
 def write(rows: list[dict[str, Any]], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "memory_estimate.csv", "w", encoding="utf-8", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    pd.DataFrame(rows).to_csv(out_dir / "memory_estimate.csv", index=False)
     worst = max(abs(r["estimate_over_peak"] - 1) for r in rows)
     lines = [
         "# Peak memory: estimate against measurement",
@@ -125,11 +121,7 @@ def write(rows: list[dict[str, Any]], out_dir: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks")
-    p.add_argument("--only", nargs="+", choices=list(METHODS), help="these methods only")
-    args = p.parse_args()
-    rows = run(args.only)
-    if not args.only:
-        write(rows, args.out)
+    write(run(), p.parse_args().out)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ Usage: ``python benchmarks/srr_speed.py [--threads 2] [--out results/benchmarks]
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 KS = (4, 8)
 METHODS = (
@@ -88,10 +88,7 @@ def main() -> None:
               f"SSIM {row['ssim']:.4f}", flush=True)  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "srr_speed" if args.threads == 2 else f"srr_speed_threads{args.threads}"
-    with open(args.out / f"{stem}.csv", "w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    pd.DataFrame(rows).to_csv(args.out / f"{stem}.csv", index=False)
     text = report(rows, args.threads, (load, os.getloadavg()[0]))
     (args.out / f"{stem}.md").write_text(text, encoding="utf-8")
     print(text)

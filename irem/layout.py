@@ -8,6 +8,8 @@ BIDS-derivative-like layout under the results root ``results``::
     <run>/lr/sub-<id>_seed-<s>/acq-<orient>.nii.gz            simulated LR stacks (+ simulation.json)
     <run>/sub-<id>_rec-<method>_seed-<s>_<suffix>.nii.gz      a reconstruction (+ .json sidecar)
     <run>/sub-<id>_rec-<method>_seed-<s>_<suffix>_metrics.json    its scores (with a ``meta`` dict)
+    <run>/sub-<id>_rec-<method>_seed-<s>_<suffix>_automask_metrics.json   ... also in the auto mask
+    <run>/sub-<id>_seed-<s>_desc-auto_mask.nii.gz             the automatic mask of a run's stacks
     <run>/sub-<id>_rec-<method>_seed-<s>_<suffix>_snapshots/      its images along training, if any
     <scan>/lr/sub-<id>/acq-<orient>.nii.gz                    the real-scan demo's stacks
     tables/, figures/, runtime/<run>/..., logs/<run>/...      the workflow's own outputs
@@ -179,6 +181,18 @@ def rec_path(run: Run | str, subject: str, method: str, seed: int | str, suffix:
 def metrics_path(run: Run | str, subject: str, method: str, seed: int | str, suffix: str) -> str:
     """The scores of a reconstruction."""
     return run_file(run, subject, method, seed, suffix, "_metrics.json")
+
+
+def auto_mask_path(run: Run | str, subject: str, seed: int | str) -> str:
+    """The automatic mask (``--mask auto``) of a run's stacks, on the reconstructions' grid."""
+    return f"{RESULTS}/{run_folder(run)}/sub-{subject}_seed-{seed}_desc-auto_mask.nii.gz"
+
+
+def auto_metrics_path(
+    run: Run | str, subject: str, method: str, seed: int | str, suffix: str
+) -> str:
+    """A reconstruction's scores in its ground truth's brain mask and in the automatic mask."""
+    return run_file(run, subject, method, seed, suffix, "_automask_metrics.json")
 
 
 def benchmark_path(run: Run | str, subject: str, method: str, seed: int | str, suffix: str) -> str:

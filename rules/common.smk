@@ -435,6 +435,18 @@ def scored_runs():
     return [r for r in every_run() if has_reference(r[0].dataset, r[1])]
 
 
+def auto_mask_runs():
+    """`auto_mask.methods` on every subject (both splits) of every dataset at `auto_mask.k`, and on
+    every real scan with a reference: the runs scored with the automatic mask too."""
+    a = config["auto_mask"]
+    for m in set(a["methods"]) - set(LR_METHODS):
+        _fail(f"auto_mask.methods: unknown method {m!r} (or one of the HR scan)")
+    runs = [(L.Run(d, a["k"]), s) for d in DATASETS for s in subjects(d, None)]
+    runs += [(L.Run(d), s) for d in SCANS for s in subjects(d) if has_reference(d, s)]
+    return [(r, s, m, seed, suffix_of(r.dataset, s)) for r, s in runs for m in a["methods"]
+            for seed in SEEDS]  # fmt: skip
+
+
 def metrics_of(runs):
     return sorted({L.metrics_path(*r) for r in runs})
 
@@ -486,6 +498,7 @@ def figure_report(name, figure, dataset, caption=None):
 
 TABLES = [L.table_path(n) for n in ("metrics.csv", "metrics.md", "runs.csv", "runtime.csv",
                                      "runtime.md")]
+AUTO_MASK_TABLES = [L.table_path(n) for n in ("auto_mask.csv", "auto_mask.md")]
 SCANTIME_TABLES = [L.table_path(n) for n in ("scantime.csv", "scantime.md")]
 FIG_K = config["figures"]["k"] if config["figures"]["k"] in KS else KS[0]  # Fig. 5's k
 

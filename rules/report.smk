@@ -27,6 +27,30 @@ rule tables:
         "{params.methods} --out-dir {params.outdir:q} > {log:q} 2>&1"
 
 
+rule auto_mask_table:
+    """auto_mask.csv/.md: brain PSNR in the automatic mask against the true one (`auto_mask`)."""
+    input:
+        metrics=sorted({L.auto_metrics_path(*r) for r in auto_mask_runs()}),
+    output:
+        csv=L.table_path("auto_mask.csv"),
+        md=table_report("auto_mask.md", "automatic mask"),
+    params:
+        methods=method_args(config["auto_mask"]["methods"]),
+    log:
+        L.job_log("auto_mask"),
+    conda:
+        CONDA_ENV
+    shell:
+        "irem report automask --metrics {input.metrics:q} {params.methods} --csv {output.csv:q} "
+        "--md {output.md:q} > {log:q} 2>&1"
+
+
+rule automask:
+    """`snakemake automask`: only the automatic-mask table."""
+    input:
+        AUTO_MASK_TABLES,
+
+
 rule scantime:
     """The scan-time-matched experiment: table and "PSNR vs HR SNR at equal scan time"."""
     input:

@@ -110,24 +110,6 @@ def scantime_lines(scantime: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
-def convergence_lines(runs: pd.DataFrame) -> list[str]:
-    """The convergence study on the tuning subjects (``results/tuning/convergence_runs.csv``)."""
-    lines_ = [c.removeprefix("minus_") for c in runs.columns if c.startswith("minus_")]
-    n = runs["subject"].nunique()
-    out = [f"**The paper's network until its held-out loss stops improving** (tuning subjects, "
-           f"n = {n}: a description, not a test; `snakemake convergence`, "
-           "[`results/tuning/convergence.md`](results/tuning/convergence.md))", "",
-           "| run | k | epochs (median) | stopped by a plateau | PSNR brain | "
-           + " | ".join(f"Δ vs {name}" for name in lines_) + " |",
-           "|---" * (5 + len(lines_)) + "|"]
-    for (label, k), g in runs.groupby(["label", "k"], sort=False):
-        diffs = " | ".join(f"{g[f'minus_{name}'].mean():+.2f}" for name in lines_)
-        plateau = int((g["stopped_by"] == "plateau").sum())
-        out.append(f"| {label} | {k} | {g['epochs_completed'].median():.0f} | {plateau} of "
-                   f"{len(g)} | {g['psnr_mask'].mean():.2f} | {diffs} |")
-    return out + [""]
-
-
 def converged_lines(runs: pd.DataFrame) -> list[str]:
     """``converged_runs.csv``: each variant's paired differences to the lines, and a verdict."""
     from irem.evaluation.stats import holm, paired
@@ -179,12 +161,9 @@ def block(results: Path) -> str:
     scantime = results / "tables" / "scantime.csv"
     if scantime.exists():
         lines += scantime_lines(pd.read_csv(scantime))
-    converged = results / "tables" / "converged_runs.csv"
-    convergence = results / "tuning" / "convergence_runs.csv"
+    converged = results / "tables" / "converged_runs.csv"  # `snakemake converged`
     if converged.exists():
         lines += converged_lines(pd.read_csv(converged, dtype={"k": str, "subject": str}))
-    elif convergence.exists():
-        lines += convergence_lines(pd.read_csv(convergence, dtype={"k": str, "subject": str}))
     return "\n".join(lines + [END])
 
 

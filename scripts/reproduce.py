@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TABLES = ("metrics.md", "scantime.md")
+TABLES = ("metrics.md", "scantime.md", "auto_mask.md")
 
 
 def fresh_copy(root: Path, dest: Path) -> Path:

@@ -296,6 +296,27 @@ def test_metrics_meta_is_stored_as_strings(tmp_path: Path, stack_files, capsys) 
     assert code == 2 and len(err.strip().splitlines()) == 1 and "KEY=VALUE" in err
 
 
+def test_metrics_compare_mask_scores_the_other_mask(tmp_path: Path, stack_files, capsys) -> None:
+    _, gt = stack_files
+    img = nib.load(gt)
+    data = img.get_fdata()
+    pred, true, other = (tmp_path / f"{n}.nii.gz" for n in ("pred", "true", "other"))
+    save_volume(pred, 0.9 * data, img.affine)
+    save_volume(true, (data > 0.1 * data.max()).astype(np.uint8), img.affine)
+    save_volume(other, (data > 0.3 * data.max()).astype(np.uint8), img.affine)
+    out, alone = tmp_path / "m.json", tmp_path / "alone.json"
+    code, err = run(["metrics", str(pred), gt, "--mask", str(true), "--compare-mask", str(other),
+                     "-o", str(out)], capsys)  # fmt: skip
+    assert code == 0, err
+    assert run(["metrics", str(pred), gt, "--mask", str(other), "-o", str(alone)], capsys)[0] == 0
+    both, single = (json.loads(p.read_text(encoding="utf-8")) for p in (out, alone))
+    assert both["compare_mask"]["psnr_mask"] == pytest.approx(single["psnr_mask"])
+    assert both["psnr_mask"] != pytest.approx(single["psnr_mask"])
+    assert 0 < both["compare_mask"]["dice"] < 1 and both["compare_mask"]["voxel_ratio"] < 1
+    code, err = run(["metrics", str(pred), gt, "--compare-mask", str(other)], capsys)
+    assert code == 2 and "--compare-mask needs --mask" in err
+
+
 def test_reconstruct_sidecar_records_budget_rule_and_stop(
     tmp_path: Path, stack_files, capsys
 ) -> None:

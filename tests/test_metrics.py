@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from irem.errors import InputError
-from irem.evaluation.metrics import compute_metrics
+from irem.evaluation.metrics import compute_metrics, mask_overlap
 
 
 def test_psnr_of_a_known_error() -> None:
@@ -57,3 +57,15 @@ def test_edge_psnr_scores_the_boundaries() -> None:
     flat = gt.copy()
     flat[11:13, 11:13, 11:13] = 0.5
     assert math.isinf(compute_metrics(flat, gt, mask)["psnr_edge"])
+
+
+def test_mask_overlap_dice_and_ratio() -> None:
+    a = np.zeros((4, 4, 4), bool)
+    a[:2] = True  # 32 voxels
+    b = np.zeros_like(a)
+    b[1:3] = True  # 32 voxels, 16 shared
+    assert mask_overlap(a, a) == {"dice": 1.0, "voxel_ratio": 1.0}
+    assert mask_overlap(a, b) == {"dice": 0.5, "voxel_ratio": 1.0}
+    assert mask_overlap(a, ~a) == {"dice": 0.0, "voxel_ratio": 1.0}
+    assert mask_overlap(a, a | b)["voxel_ratio"] == pytest.approx(32 / 48)
+

@@ -146,19 +146,40 @@ def test_auto_mask_finds_the_object_fills_holes_and_drops_specks() -> None:
     data[2:4, 2:4, 2:4] = 1.0  # a bright speck in the background
     rng = np.random.default_rng(0)
     noisy = np.abs(data + rng.normal(0, 0.05, data.shape)).astype(np.float32)
-    mask, threshold = auto_mask(Volume(noisy, vol.affine))
+    mask, threshold = auto_mask(Volume(noisy, vol.affine), AutoMaskParams(margin_mm=0.0))
     truth = vol.data > 0
     assert 0.05 < threshold < 0.9
     assert not mask[2:4, 2:4, 2:4].any()
     assert mask[vol.data == 0.3].all()
     dice = 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
     assert dice > 0.97
+    # The default margin: every voxel of the object inside, nothing beyond the margin (+1 voxel).
+    wide, _ = auto_mask(Volume(noisy, vol.affine))
+    margin = int(np.ceil(AutoMaskParams().margin_mm / float(vol.spacing[0]))) + 1
+    assert wide[truth].all() and (wide >= mask).all()
+    assert not (wide & ~ndimage.binary_dilation(truth, iterations=margin)).any()
+
+
+def test_auto_mask_fills_dark_tissue_open_to_the_border_but_not_air() -> None:
+    """A bright slab with a dark core that reaches the field of view's faces (white matter cut by
+    a crop) and air on one side: the core is filled, the air stays out."""
+    rng = np.random.default_rng(0)
+    data = np.full((32, 32, 32), 0.01, np.float32)
+    data[:, :, 8:] = 1.0  # tissue from z = 8 on, air below
+    data[:, 10:22, 16:] = 0.3  # a dark core open to three faces
+    noisy = np.abs(data + rng.normal(0, 0.01, data.shape)).astype(np.float32)
+    tissue = data > 0.1
+    mask, threshold = auto_mask(Volume(noisy, np.eye(4)), AutoMaskParams(margin_mm=0.0))
+    assert threshold > 0.3  # the core is below the edge's half-height...
+    assert mask[tissue].all() and not mask[:, :, :7].any()  # ...and filled; the air is not
+    opened, _ = auto_mask(Volume(noisy, np.eye(4)), AutoMaskParams(margin_mm=0.0, air_fraction=np.inf))
+    assert not opened[:, 10:22, 20:].any()  # every region outside counted as air: the core left out
 
 
 def test_auto_mask_works_on_a_thick_slice_stack_and_an_empty_mask_is_refused() -> None:
     vol = ellipsoids(n=24)
     stack = simulate_stack(vol, 2, 4)  # 1.5 x 1.5 x 6 mm voxels: no closing along the thick axis
-    mask, _ = auto_mask(stack, AutoMaskParams(closing_mm=3.0))
+    mask, _ = auto_mask(stack, AutoMaskParams(closing_mm=3.0, margin_mm=0.0))
     assert mask.shape == stack.shape
     truth = simulate_stack(Volume((vol.data > 0).astype(np.float32), vol.affine), 2, 4).data
     assert mask[truth == 1].all() and not mask[truth == 0].any()
@@ -192,7 +213,7 @@ def test_auto_mask_edge_is_at_half_height_for_bright_and_dark_surfaces(
     hr, truth = rim_sphere(rim, interior, rim_mm)
     grid = reference_grid(hr)
     image = Volume(bspline(simulate_stacks(hr, 4, snr=40.0, seed=1), grid), grid.affine)
-    mask, threshold = auto_mask(image)
+    mask, threshold = auto_mask(image, AutoMaskParams(margin_mm=0.0))
     assert abs(mask.sum() / truth.sum() - 1) < 0.02
     assert 2 * (mask & truth).sum() / (mask.sum() + truth.sum()) > 0.98
     assert 0.3 * rim < threshold < 0.7 * rim  # about half the surface layer's level
@@ -213,8 +234,8 @@ def test_cli_auto_masks_are_written_and_recorded(tmp_path: Path, stack_files, ca
     truth, found = load_volume(gt).data > 0, mask.data > 0.5
     # The phantom's bright rim is thinner than a slice, so its blurred edge has no half-height
     # level to find: the mask holds the object and a halo (measured: 100% of the object, 1.4
-    # times its volume; Otsu's: 1.5 times).
-    assert (truth & found).sum() > 0.98 * truth.sum() and found.sum() < 1.6 * truth.sum()
+    # times its volume before the margin, 2.0 times with the 2 mm margin on this 7.6k-voxel object).
+    assert (truth & found).sum() > 0.98 * truth.sum() and found.sum() < 2.2 * truth.sum()
     side = sidecar(out)
     steps = {s["step"]: s for s in side["preprocessing"]}
     assert steps["target_mask"]["params"]["method"].startswith("half_height")
@@ -224,6 +245,26 @@ def test_cli_auto_masks_are_written_and_recorded(tmp_path: Path, stack_files, ca
         assert Path(entry["file"]).is_file() and inp["mask"] == entry["file"]
         assert inp["lr_voxels_in_mask"] == entry["voxels"]
     assert side["masks"]["target_auto"] and side["masks"]["stack_masks_auto"]
+
+
+def test_cli_mask_writes_the_mask_a_reconstruction_would_use(
+    tmp_path: Path, stack_files, capsys
+) -> None:
+    stacks, gt = stack_files
+    common = [*stacks, "--reference", gt, "--no-register"]
+    rec, alone = tmp_path / "rec.nii.gz", tmp_path / "mask.nii.gz"
+    assert run([*BSPLINE, *common, "-o", str(rec), "--mask", "auto"], capsys)[0] == 0
+    code, err = run(["-q", "mask", *common, "-o", str(alone)], capsys)
+    assert code == 0, err
+    used = load_volume(tmp_path / "rec_desc-auto_mask.nii.gz", mask=True).data
+    assert np.array_equal(load_volume(alone, mask=True).data, used) and used.any()
+    assert sidecar(alone)["preprocessing"][0] | {"file": None} == sidecar(rec)["preprocessing"][0] | {
+        "file": None
+    }
+    assert sidecar(alone)["preprocessing"][0]["file"] == str(alone)
+    code, err = run(["-q", "mask", *common, "-o", str(tmp_path / "x.nii.gz"), "--mask", gt], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "give no --mask" in err
+    assert not (tmp_path / "x.nii.gz").exists()
 
 
 @pytest.mark.parametrize("bad", ["empty_mask", "empty_stack_mask"])

@@ -132,3 +132,24 @@ def test_write_tables_files_and_runtime(tmp_path: Path) -> None:
     assert runtime["n"] == 2 and runtime["wall_s_mean"] == pytest.approx(3.0)
     assert runtime["max_rss_mb"] == pytest.approx(300.5)
     assert runtime["training_s_mean"] == pytest.approx(10.0)
+
+
+def test_auto_mask_table_differences_and_counts(tmp_path: Path) -> None:
+    paths = []
+    for i, (split, true, auto) in enumerate([("tuning", 30.0, 30.1), ("evaluation", 31.0, 31.5),
+                                             ("evaluation", 32.0, 31.9)]):  # fmt: skip
+        p = write_metrics(tmp_path, meta("4", "srr", f"0{i + 1}", "0", split=split), true)
+        obj = json.loads(p.read_text(encoding="utf-8"))
+        obj["compare_mask"] = {"psnr_mask_zeroed": auto, "psnr_mask": 40.0, "dice": 0.99,
+                               "voxel_ratio": 0.98}
+        p.write_text(json.dumps(obj), encoding="utf-8")
+        paths.append(p)
+    table = tables.auto_mask_table(paths[::-1], METHODS)
+    assert table["split"].tolist() == ["tuning", "evaluation", "evaluation"]  # tuning first
+    assert table["difference_db"].round(3).tolist() == [0.1, 0.5, -0.1]
+    assert set(table["label"]) == {"SRR"}
+    md = tables.auto_mask_markdown(table)
+    assert "- tuning: 1 of 1 within 0.2 dB" in md
+    assert "- evaluation: 1 of 2 within 0.2 dB (mean |difference| 0.30 dB, largest 0.50 dB)" in md
+    with pytest.raises(ValueError, match="compare_mask"):
+        tables.auto_mask_table([write_metrics(tmp_path, meta("8", "srr", "09", "0"), 1.0)], METHODS)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -146,7 +147,8 @@ def test_end_to_end_tables(test_run: Path) -> None:
     for col in ("psnr_mean", "psnr_mask_mean"):
         assert all(math.isfinite(v) and 5.0 < v < 100.0 for v in metrics[col]), metrics[col]
     runs = pd.read_csv(tables / "runs.csv")
-    assert len(runs) == len(list(test_run.glob("results/**/*_metrics.json")))
+    scored = [p for p in test_run.glob("results/**/*_metrics.json") if "_automask_" not in p.name]
+    assert len(runs) == len(scored)
     assert "tuning" not in set(runs["split"])  # the default run never scores a tuning subject
     md = (tables / "metrics.md").read_text(encoding="utf-8")
     assert f"| cohort | 4 | {labels['stackmean']} | 2 |" in md
@@ -154,6 +156,20 @@ def test_end_to_end_tables(test_run: Path) -> None:
     assert {"hrscan", "hrtv"} <= set(scantime["method"])  # the HR scan, as it is and denoised
     runtime = pd.read_csv(tables / "runtime.csv")
     assert (runtime["wall_s_mean"] > 0).all()
+
+
+@pytest.mark.workflow
+@pytest.mark.slow
+def test_auto_mask_table_scores_both_splits(test_run: Path) -> None:
+    config = yaml.safe_load((test_run / "config" / "test.yaml").read_text(encoding="utf-8"))
+    table = pd.read_csv(test_run / "results" / "tables" / "auto_mask.csv", dtype={"k": str})
+    methods = config["auto_mask"]["methods"]
+    # 3 cohort subjects (tuning and evaluation), the phantom and the real-scan demo, each method.
+    assert len(table) == 5 * len(methods) and set(table["method"]) == set(methods)
+    assert set(table["split"]) == {"tuning", "evaluation"} and "real" in set(table["k"])
+    assert ((table["dice"] > 0.5) & (table["dice"] <= 1)).all()
+    diff = table["psnr_mask_auto"] - table["psnr_true_mask"]
+    assert np.allclose(diff, table["difference_db"], atol=1e-3)
 
 
 @pytest.mark.workflow

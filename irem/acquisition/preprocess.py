@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from irem.acquisition.registration import from_sitk, itk_reason, shrink_factors, to_sitk
 from irem.acquisition.simulate import lr_affine
@@ -23,16 +24,21 @@ AUTO = "auto"
 class AutoMaskParams:
     """How :func:`auto_mask` finds the foreground: Otsu's first mask over ``bins`` bins, closed by
     a ball of ``closing_mm``; background: the median beyond ``background_mm`` of it; the half-height
-    threshold searched in ``levels`` steps from the background up and ``steps`` bisections."""
+    threshold searched in ``levels`` steps from the background up and ``steps`` bisections; regions
+    outside the mask whose median is below ``air_fraction`` of the 99.5th percentile are air, the
+    others are filled; then a ball of ``margin_mm`` keeps the brain's edge when the output is
+    zeroed outside (both chosen on the tuning split: results/tuning/README.md)."""
 
     bins: int = 128
     closing_mm: float = 3.0
     background_mm: float = 10.0
     levels: int = 16
     steps: int = 6
+    margin_mm: float = 2.0
+    air_fraction: float = 0.1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": "half_height_edge+largest_component+fill_holes", **asdict(self)}
+        return {"method": "half_height_edge+largest_component+fill_non_air", **asdict(self)}
 
 
 def _radius(img: sitk.Image, mm: float) -> list[int]:
@@ -84,9 +90,20 @@ def _edge_balance(img: sitk.Image, values: np.ndarray, t: float, background: flo
     return background + 0.5 * signal / n - t
 
 
+def _without_open_holes(mask: sitk.Image, values: np.ndarray, air: float) -> sitk.Image:
+    """``mask`` with every region outside it filled whose median is not below ``air``: dark tissue
+    open to the field of view's border (white matter in T2w cut by a crop) is a hole too."""
+    outside = sitk.ConnectedComponent(sitk.Not(mask), True)
+    labels = sitk.GetArrayViewFromImage(outside)
+    medians = ndimage.median(values, labels, np.arange(1, int(labels.max()) + 1))
+    out = sitk.GetImageFromArray((~np.isin(labels, 1 + np.flatnonzero(medians < air))).astype(np.uint8))
+    out.CopyInformation(mask)
+    return out
+
+
 def auto_mask(vol: Volume, params: AutoMaskParams = AutoMaskParams()) -> tuple[np.ndarray, float]:
-    """A foreground (brain) mask of ``vol`` whose edge sits at the half-height of the blurred edge,
-    and its threshold (intensity units).
+    """A foreground (brain) mask of ``vol``: its edge at the half-height of the blurred edge, plus
+    ``params.margin_mm``; and its threshold (intensity units).
 
     A step edge blurred by a symmetric PSF crosses half its height above the background at the true
     edge, for bright surface CSF (T2w) and dark (T1w) alike, where Otsu's single threshold keeps the
@@ -122,7 +139,12 @@ def auto_mask(vol: Volume, params: AutoMaskParams = AutoMaskParams()) -> tuple[n
             threshold = 0.5 * (lo + hi)
             break
         lo = float(hi)
-    mask = from_sitk(_largest_filled(img > threshold)).data > 0
+    air = params.air_fraction * float(np.percentile(values, 99.5))
+    found = _without_open_holes(_largest_filled(img > threshold), values, air)
+    margin = _radius(img, params.margin_mm)
+    if any(margin):
+        found = sitk.BinaryDilate(found, margin, sitk.sitkBall)
+    mask = from_sitk(found).data > 0
     if not mask.any():
         raise InputError("the automatic mask is empty (no foreground above the threshold)")
     return mask, threshold

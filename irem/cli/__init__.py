@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from irem import __version__
-from irem.cli import baseline, metrics, reconstruct, sample, simulate
+from irem.cli import baseline, mask, metrics, reconstruct, sample, simulate
 from irem.cli.common import EXIT_INPUT, FMT, Parser, add_output_options, log_to_files, setup_logging
 from irem.errors import InputError
 
@@ -27,7 +27,7 @@ def build_parser(external: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"irem-bench {__version__}")
     add_output_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (simulate, reconstruct, baseline, sample, metrics):
+    for module in (simulate, reconstruct, baseline, mask, sample, metrics):
         module.add_parser(sub)
     if external:  # their modules import more (pandas, matplotlib, the cohort)
         from irem.cli.dataset import add_dataset_parser

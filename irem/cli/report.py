@@ -4,7 +4,8 @@ A thin command line over :mod:`irem.report.tables`, :mod:`irem.report.figures` a
 :mod:`irem.evaluation.stats`. Every run is identified by the ``"meta"`` dict of its metrics JSON
 (never by its file name); method labels, order and roles come from ``--method NAME=LABEL`` (order
 given = order drawn) and ``--baselines NAME ...``. Sub-commands: ``tables``, ``fig3``, ``fig4``,
-``fig5``, ``scantime``, ``cohort``, ``tuning``, ``tuning-summary``.
+``fig5``, ``scantime``, ``cohort``, ``tuning``, ``tuning-summary``, ``convergence``,
+``automask``.
 """
 
 from __future__ import annotations
@@ -171,6 +172,14 @@ def cmd_tuning(args: argparse.Namespace) -> None:
 
 
 @_input_errors
+def cmd_automask(args: argparse.Namespace) -> None:
+    """Brain PSNR in the automatic mask against the true mask (CSV and Markdown)."""
+    table = tables.auto_mask_table(args.metrics, methods_of(args))
+    tables.write_text(Path(args.csv), table.to_csv(index=False, float_format="%.4f"))
+    tables.write_text(Path(args.md), tables.auto_mask_markdown(table))
+
+
+@_input_errors
 def cmd_convergence(args: argparse.Namespace) -> None:
     """The convergence study: curves (CSV), runs and paired differences (Markdown), figure."""
     from irem.report import convergence
@@ -282,6 +291,13 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chosen", nargs="+", required=True, help="the sweeps' choice CSVs")
     p.add_argument("--csv", required=True, help="all choices (CSV)")
     p.add_argument("--md", required=True, help="all choices (Markdown)")
+    p = _sub(rsub, "automask", cmd_automask,
+             "brain PSNR in the automatic mask against the true mask")  # fmt: skip
+    _add_methods(p)
+    p.add_argument("--metrics", nargs="+", required=True,
+                   help="metrics JSONs written with `irem metrics --compare-mask`")  # fmt: skip
+    p.add_argument("--csv", required=True, help="one row per reconstruction (CSV)")
+    p.add_argument("--md", required=True, help="the table and its counts (Markdown)")
     p = _sub(rsub, "convergence", cmd_convergence,
              "the paper network's convergence study (curves, runs, figure)")  # fmt: skip
     _add_methods(p)

@@ -68,3 +68,12 @@ def compute_metrics(
         "voxels": int(gt.size),
         "ssim_window": dict(SSIM_OPTIONS),
     }
+
+
+def mask_overlap(mask: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Dice coefficient of two masks and the voxel count of ``mask`` over ``reference``'s."""
+    mask, reference = np.asarray(mask, dtype=bool), np.asarray(reference, dtype=bool)
+    both = int(mask.sum() + reference.sum())
+    dice = 2.0 * float((mask & reference).sum()) / both if both else 1.0
+    ratio = float(mask.sum()) / float(reference.sum()) if reference.any() else float("nan")
+    return {"dice": dice, "voxel_ratio": ratio}

@@ -347,6 +347,61 @@ def runtime_markdown(table: pd.DataFrame) -> str:
     return "# Run time\n\n" + note + "\n\n" + markdown_table(headers, rows)
 
 
+#: |brain PSNR with ``--mask auto`` - with the true mask| counted as within bounds (dB).
+AUTO_MASK_TOLERANCE = 0.2
+AUTO_MASK_NOTE = (
+    "Brain PSNR (true brain mask) of each reconstruction and of the same image set to 0 outside "
+    "the automatic mask of its stacks, which is what `--mask auto` writes for these methods; brain "
+    "PSNR inside the automatic mask; the masks' Dice and voxel ratio. The mask's rules were chosen "
+    "on the tuning split (results/tuning/README.md)."
+)
+AUTO_MASK_COLUMNS = {"psnr_true_mask": "brain PSNR", "psnr_mask_auto": "with --mask auto",
+                     "difference_db": "difference (dB)", "psnr_in_auto_mask": "in the auto mask",
+                     "dice": "Dice", "auto_over_true_voxels": "auto / true voxels"}  # fmt: skip
+
+
+def auto_mask_table(paths: Sequence[str | Path], methods: Methods) -> pd.DataFrame:
+    """One row per ``irem metrics --compare-mask`` JSON (:data:`AUTO_MASK_NOTE`)."""
+    rows = []
+    for path in paths:
+        obj = read_json(path)
+        meta, other = run_meta(obj, path), obj.get("compare_mask")
+        if not isinstance(other, dict):
+            raise ValueError(f'{path}: no "compare_mask" (`irem metrics --compare-mask` writes it)')
+        zeroed = other["psnr_mask_zeroed"]
+        rows.append({"split": meta["split"] or "evaluation", "dataset": meta["dataset"],
+                     "k": k_label(meta["k"]), "subject": meta["subject"], "seed": meta["seed"],
+                     "contrast": obj["meta"].get("contrast", ""), "method": meta["method"],
+                     "label": methods.label(meta["method"]), "psnr_true_mask": obj["psnr_mask"],
+                     "psnr_mask_auto": zeroed, "difference_db": zeroed - obj["psnr_mask"],
+                     "psnr_in_auto_mask": other["psnr_mask"], "dice": other["dice"],
+                     "auto_over_true_voxels": other["voxel_ratio"]})  # fmt: skip
+    if not rows:
+        raise ValueError("no metrics JSON given")
+    table = pd.DataFrame(rows)
+    table = table.assign(_s=table["split"] != "tuning", _m=table["method"].map(methods.sort_key))
+    table = table.sort_values(["_s", "dataset", "k", "subject", "seed", "_m"])
+    return table.drop(columns=["_s", "_m"]).reset_index(drop=True)
+
+
+def auto_mask_markdown(table: pd.DataFrame) -> str:
+    """``auto_mask.md``: the table, and per split how many rows are within the tolerance."""
+    ids = ["split", "dataset", "k", "subject", "contrast", "label"]
+    digits = {"difference_db": "{:+.2f}", "dice": "{:.3f}", "auto_over_true_voxels": "{:.3f}"}
+    rows = [[*r[ids], *(digits.get(c, "{:.2f}").format(r[c]) for c in AUTO_MASK_COLUMNS)]
+            for _, r in table.iterrows()]  # fmt: skip
+    counts = []
+    for split, diff in table.groupby("split", sort=False)["difference_db"]:
+        within, tol = int((diff.abs() <= AUTO_MASK_TOLERANCE).sum()), AUTO_MASK_TOLERANCE
+        mean, largest = diff.abs().mean(), diff.abs().max()
+        counts.append(f"- {split}: {within} of {len(diff)} within {tol:g} dB (mean |difference| "
+                      f"{mean:.2f} dB, largest {largest:.2f} dB)")  # fmt: skip
+    headers = [*ids[:-1], "method", *AUTO_MASK_COLUMNS.values()]
+    head = "# Brain PSNR with the automatic mask against the true brain mask\n\n"
+    text = head + AUTO_MASK_NOTE + "\n\n" + markdown_table(headers, rows)
+    return text + "\n" + "\n".join(counts) + "\n"
+
+
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file renamed into place."""
     with atomic_path(path) as tmp:
