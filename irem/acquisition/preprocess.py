@@ -95,8 +95,9 @@ def _without_open_holes(mask: sitk.Image, values: np.ndarray, air: float) -> sit
     open to the field of view's border (white matter in T2w cut by a crop) is a hole too."""
     outside = sitk.ConnectedComponent(sitk.Not(mask), True)
     labels = sitk.GetArrayViewFromImage(outside)
-    medians = ndimage.median(values, labels, np.arange(1, int(labels.max()) + 1))
-    out = sitk.GetImageFromArray((~np.isin(labels, 1 + np.flatnonzero(medians < air))).astype(np.uint8))
+    medians = np.asarray(ndimage.median(values, labels, np.arange(1, int(labels.max()) + 1)))
+    background = 1 + np.flatnonzero(medians < air)  # the labels of the regions of air
+    out = sitk.GetImageFromArray((~np.isin(labels, background)).astype(np.uint8))
     out.CopyInformation(mask)
     return out
 
