@@ -351,9 +351,10 @@ def runtime_markdown(table: pd.DataFrame) -> str:
 AUTO_MASK_TOLERANCE = 0.2
 AUTO_MASK_NOTE = (
     "Brain PSNR (true brain mask) of each reconstruction and of the same image set to 0 outside "
-    "the automatic mask of its stacks, which is what `--mask auto` writes for these methods; brain "
-    "PSNR inside the automatic mask; the masks' Dice and voxel ratio. The mask's rules were chosen "
-    "on the tuning split (results/tuning/README.md)."
+    "the automatic mask of its stacks: what `--mask auto` writes where the mask only zeroes the "
+    "output (B-spline, SRR; not an INR, which trains near it); brain PSNR inside the automatic "
+    "mask; the masks' Dice and voxel ratio. The mask's rules were chosen on the tuning split "
+    "(results/tuning/README.md)."
 )
 AUTO_MASK_COLUMNS = {"psnr_true_mask": "brain PSNR", "psnr_mask_auto": "with --mask auto",
                      "difference_db": "difference (dB)", "psnr_in_auto_mask": "in the auto mask",
