@@ -42,6 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Carry out ``irem metrics``."""
+    from skimage.metrics import peak_signal_noise_ratio
+
     from irem.evaluation.metrics import compute_metrics, mask_overlap
     from irem.volume import load_volume, write_json
 
@@ -56,11 +58,14 @@ def run(args: argparse.Namespace) -> None:
             raise InputError("--compare-mask needs --mask (the mask it is compared with)")
         other = _mask(args.compare_mask, gt.shape)
         scores = compute_metrics(pred.data, gt.data, mask=other)
-        # What the image written with OTHER as its --mask (0 outside it) scores in --mask.
-        zeroed = compute_metrics(np.where(other, pred.data, 0.0), gt.data, mask=mask)
+        # What the image written with OTHER as its --mask (0 outside it) scores in --mask: its
+        # PSNR only, as compute_metrics takes it (float64, the ground truth's data range).
+        zeroed = np.where(other, pred.data, 0.0)[mask].astype(np.float64)
+        truth = np.asarray(gt.data, dtype=np.float64)[mask]
         res["compare_mask"] = {"file": args.compare_mask, **mask_overlap(other, mask),
                                **{k: scores[k] for k in ("psnr_mask", "ssim_mask", "mask_voxels")},
-                               "psnr_mask_zeroed": zeroed["psnr_mask"]}  # fmt: skip
+                               "psnr_mask_zeroed": float(peak_signal_noise_ratio(
+                                   truth, zeroed, data_range=res["data_range"]))}  # fmt: skip
     if args.output:
         write_json(args.output, res)
     print(json.dumps(res, indent=2))
