@@ -94,7 +94,16 @@ def contrast_lines(runs: pd.DataFrame, method: str, baseline: str) -> list[str]:
              f"Escape step of the grid INR (the first at which its held-out loss is 1% below its "
              f"start image's): median {own['escape_step'].median():.0f} of "
              f"{own['steps'].median():.0f} steps; runs that never left the start: {flat} of "
-             f"{len(own)}.", ""]
+             f"{len(own)}." + _returned(own), ""]
+
+
+def _returned(own: pd.DataFrame) -> str:
+    """How often the network's image was returned, when the runs chose (train.base_smoother)."""
+    chose = own["returned"].dropna() if "returned" in own else own.iloc[:0, 0]
+    if chose.empty:
+        return ""
+    return (f" The network's image was returned in {int((chose == 'network').sum())} of "
+            f"{len(chose)} runs, SRR-TV at the held-out weight in the others.")
 
 
 def scantime_lines(scantime: pd.DataFrame) -> list[str]:

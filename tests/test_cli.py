@@ -177,6 +177,7 @@ def test_bad_inputs_exit_2_with_one_line_and_no_output(
     if method == "srr":
         cases["alpha"] = [*stacks, "--alpha", "-1"]
         cases["regulariser"] = [*stacks, "--regulariser", "l7"]
+        cases["holdout"] = [*stacks, "--alpha", "0.01", "0.1", "--holdout", "0"]
     before = set(tmp_path.iterdir())
     for name, args in cases.items():
         out = tmp_path / f"out-{name}.nii.gz"
@@ -202,6 +203,28 @@ def test_one_isotropic_scan_is_denoised_by_srr_tv(tmp_path: Path, stack_files, c
     assert code == 0, err
     error = lambda path: float(np.mean((load_volume(path).data - truth.data) ** 2))  # noqa: E731
     assert error(out) < 0.7 * error(noisy)
+
+
+def test_srr_with_several_weights_takes_the_held_out_choice_and_fits_all_voxels(
+    tmp_path: Path, stack_files, capsys
+) -> None:
+    """Several --alpha: the sidecar records each weight's held-out error and the chosen one (the
+    lowest), and the image is the SRR of all LR voxels at that weight."""
+    stacks, gt = stack_files
+    common = [*METHODS["srr"], *stacks, "--no-register", "--reference", gt, "--psf", "box",
+              "--regulariser", "tv"]  # fmt: skip
+    chose = tmp_path / "chose.nii.gz"
+    code, err = run([*common, "-o", str(chose), "--alpha", "1e-4", "0.01", "10", "--seed", "1"],
+                    capsys)  # fmt: skip
+    assert code == 0, err
+    side = json.loads(chose.with_name("chose.json").read_text())
+    tried = {d["alpha"]: d["held_out_mse"] for d in side["alpha_choice"]["alphas_tried"]}
+    assert set(tried) == {1e-4, 0.01, 10.0} and side["alpha_choice"]["holdout"] == 0.05
+    assert side["srr"]["alpha"] == min(tried, key=tried.__getitem__) != 10.0
+    fixed = tmp_path / "fixed.nii.gz"
+    code, err = run([*common, "-o", str(fixed), "--alpha", str(side["srr"]["alpha"])], capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(load_volume(chose).data, load_volume(fixed).data)
 
 
 def test_output_folder_must_exist(tmp_path: Path, stack_files, capsys) -> None:

@@ -10,7 +10,7 @@ from irem.acquisition.grid import reference_grid
 from irem.acquisition.simulate import simulate_stacks
 from irem.errors import InputError
 from irem.training.config import load_config
-from irem.training.start import file_start, make_start
+from irem.training.start import file_start, make_start, network_or_srr
 from irem.training.train import Trainer, fitted_masks, held_out_split, resolve_budget, train
 from irem.volume import Volume, save_volume
 
@@ -57,13 +57,55 @@ def test_the_start_weight_is_the_one_that_predicts_the_held_out_voxels_best(
 ) -> None:
     stacks = simulate_stacks(phantom, 4, snr=10, seed=1)
     grid = reference_grid(phantom)
-    t = load_config("fast", {**FAST, "train.base_alphas": [1e-4, 0.01, 1.0]}).train
-    _, info = make_start(stacks, grid, t, 0, CPU)
+    over = {**FAST, "train.base_alphas": [1e-4, 0.01, 1.0], "train.base_smoother": 0}
+    _, info = make_start(stacks, grid, load_config("fast", over).train, 0, CPU)
     errors = {d["alpha"]: d["held_out_mse"] for d in info["alphas_tried"]}
     assert set(errors) == {1e-4, 0.01, 1.0}
     assert info["alpha"] == min(errors, key=errors.__getitem__)
     # on noisy stacks neither a weight that keeps the noise nor one that blurs everything wins
     assert info["alpha"] == 0.01
+
+
+#: Three weights of which the held-out voxels of noisy phantom stacks choose the middle one.
+SMOOTHER = {**FAST, "train.holdout": 0.05, "train.base_alphas": [1e-4, 0.01, 1.0],
+            "train.base_smoother": 1}  # fmt: skip
+
+
+def test_a_smoother_start_is_the_next_weight_and_the_held_out_choice_is_recorded(
+    phantom: Volume,
+) -> None:
+    stacks = simulate_stacks(phantom, 4, snr=10, seed=1)
+    grid = reference_grid(phantom)
+    image, info = make_start(stacks, grid, load_config("fast", SMOOTHER).train, 0, CPU)
+    assert (info["chosen_alpha"], info["alpha"]) == (0.01, 1.0) and len(info["alphas_tried"]) == 3
+    alone = load_config("fast", {**SMOOTHER, "train.base_alphas": [1.0], "train.base_smoother": 0})
+    np.testing.assert_array_equal(make_start(stacks, grid, alone.train, 0, CPU)[0], image)
+    none_held = load_config("fast", {**SMOOTHER, "train.holdout": 0}).train
+    first, info = make_start(stacks, grid, none_held, 0, CPU)
+    assert info["alpha"] == 1e-4 and "chosen_alpha" not in info  # no choice without held-out voxels
+
+
+def test_a_run_returns_srr_tv_at_the_choice_unless_the_network_predicts_better(
+    phantom: Volume,
+) -> None:
+    """The network's image against SRR-TV at the held-out choice, on the held-out voxels: a blank
+    image loses (SRR-TV of all LR voxels is returned), the noise-free truth wins (None)."""
+    from baselines.bspline import bspline
+    from baselines.srr import srr
+
+    stacks = simulate_stacks(phantom, 4, snr=10, seed=1)
+    grid = reference_grid(phantom)
+    t = load_config("fast", SMOOTHER).train
+    _, info = make_start(stacks, grid, t, 0, CPU)
+    image, record = network_or_srr(np.zeros(grid.shape, np.float32), stacks, grid, t, 0, CPU, info)
+    assert record["returned"] == "srr_tv" and image is not None
+    expected, _ = srr(stacks, grid, alpha=0.01, regulariser="tv", iterations=t.base_iterations,
+                      psf="box", device=CPU, init=bspline(stacks, grid), progress=False)  # fmt: skip
+    np.testing.assert_array_equal(image, expected)
+    image, record = network_or_srr(phantom.data, stacks, grid, t, 0, CPU, info)
+    assert image is None and record["returned"] == "network"
+    chosen = next(d for d in info["alphas_tried"] if d["alpha"] == 0.01)["held_out_mse"]
+    assert record["network_held_out_mse"] < chosen
 
 
 def test_a_start_image_from_a_file_is_resampled_onto_the_grid(phantom: Volume, tmp_path) -> None:
@@ -162,3 +204,29 @@ def test_warm_up_ramps_the_rates_over_the_first_steps() -> None:
     assert lr.factor(0, 0.0, 0) == pytest.approx(0.1)
     assert lr.factor(4, 0.0, 0) == pytest.approx(0.5 * 0.01 ** 0.04)
     assert lr.factor(50, 0.0, 0) == pytest.approx(0.01**0.5)  # the budget schedule alone
+
+
+def test_the_command_writes_and_saves_the_image_the_held_out_voxels_chose(
+    stack_files, tmp_path
+) -> None:
+    """Two steps cannot take the network from the smoother start past the held-out choice: the
+    command writes SRR-TV at the choice, says so in the sidecar, and the saved model is that image."""
+    import json
+
+    from irem.cli import main
+    from irem.training.reconstruct import load_model, predict
+    from irem.volume import load_volume
+
+    stacks, gt = stack_files
+    out, path = tmp_path / "rec.nii.gz", tmp_path / "model.pt"
+    sets = ["train.batch_size=512", "train.holdout=0.05", "train.base_alphas=1e-4,0.01,1.0",
+            "train.base_smoother=1"]  # fmt: skip
+    argv = ["reconstruct", *stacks, "-o", str(out), "--no-register", "--reference", gt,
+            "--config", "fast", "--steps", "2", "--quiet", "--save-model", str(path)]  # fmt: skip
+    assert main(argv + [a for s in sets for a in ("--set", s)]) == 0
+    start = json.loads(out.with_name("rec.json").read_text())["start_image"]
+    assert start["returned"] == "srr_tv" and start["alpha"] != start["chosen_alpha"]
+    saved = load_model(path)
+    image = load_volume(out).data
+    grid = reference_grid(load_volume(gt))
+    np.testing.assert_allclose(predict(saved.model, saved.norm, grid), image, atol=1e-5)

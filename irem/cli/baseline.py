@@ -47,11 +47,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         add_stack_args(b, name)
         b.set_defaults(func=run)
     b.add_argument(
-        "--alpha", type=nonneg_float, default=None,
+        "--alpha", type=nonneg_float, nargs="+", default=None,
         help="relative regularisation weight (default, box PSF: 0.1 for tk1, 0.01 for tv, chosen "
         "on the noisy cohort's tuning split: results/tuning/README.md; Gaussian PSF: 0.03 and "
-        "0.01, docs/baselines.md)",
+        "0.01, docs/baselines.md); several: the one whose SRR of the other LR voxels predicts "
+        "--holdout of them (drawn from --seed) best, then SRR of all voxels at it",
     )  # fmt: skip
+    b.add_argument("--holdout", type=nonneg_float, default=0.05,
+                   help="fraction of the LR voxels held out to choose among several --alpha")
     b.add_argument("--regulariser", choices=("tk1", "tv"), default="tk1",
                    help="first-order Tikhonov or total variation")  # fmt: skip
     b.add_argument("--iterations", type=positive_int, default=None,
@@ -61,12 +64,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_device_args(b)
 
 
+def choose(
+    stacks: list[Any], grid: Any, alphas: list[float], device: Any, kw: dict[str, Any],
+    args: argparse.Namespace,
+) -> tuple[float, dict[str, Any]]:  # fmt: skip
+    """The weight of ``alphas`` chosen on ``args.holdout`` of the LR voxels, and its record."""
+    from irem.training.config import TrainConfig
+    from irem.training.start import best, srr_candidates, tried
+    from irem.training.train import fitted_masks
+
+    masks = fitted_masks(stacks, TrainConfig(holdout=args.holdout), args.seed)
+    found = srr_candidates(stacks, grid, alphas, masks, device, **kw)
+    return found[best(found)][0], {"holdout": args.holdout, "seed": args.seed,
+                                   "alphas_tried": tried(found)}  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> None:
     """Carry out ``irem baseline``."""
+    from irem.errors import InputError
     from irem.pipeline import run
 
     device = None
     if args.method == "srr":
+        if len(args.alpha or ()) > 1 and not 0 < args.holdout < 1:
+            raise InputError("--holdout must be in (0, 1) to choose among several --alpha")
         from irem.training.reconstruct import resolve_device
 
         device = resolve_device(args.device)
@@ -83,9 +104,12 @@ def run(args: argparse.Namespace) -> None:
         from baselines.srr import TUNED_ALPHA, srr
 
         tuned = args.alpha is None and args.psf == "box"
-        alpha = TUNED_ALPHA[args.regulariser] if tuned else args.alpha
+        alphas = [TUNED_ALPHA[args.regulariser]] if tuned else args.alpha or [None]
         kw = {"regulariser": args.regulariser, "iterations": args.iterations, "psf": args.psf}
         t0 = time.perf_counter()
+        alpha = alphas[0]
+        if len(alphas) > 1:
+            alpha, extra["alpha_choice"] = choose(stacks, grid, alphas, device, kw, args)
         hr, info = srr(stacks, grid, alpha=alpha, init=hr, device=device, progress=bars(args), **kw)
         extra.update(srr_seconds=time.perf_counter() - t0, srr=info, device=str(device))
         return hr, extra

@@ -139,8 +139,8 @@ def run(args: argparse.Namespace) -> None:
     from irem.training.config import load_config, parse_set
     from irem.training.memory import inr_model
     from irem.training.reconstruct import predict, resolve_device, save_model
-    from irem.training.start import make_start
-    from irem.training.train import train
+    from irem.training.start import make_start, network_or_srr
+    from irem.training.train import rebase, train
 
     overrides: dict[str, Any] = parse_set(args.set)  # the options override train.<option>
     options = ("epochs", "time_budget", "time_per_mvoxel", "steps", "steps_per_mvoxel", "precision")
@@ -171,8 +171,14 @@ def run(args: argparse.Namespace) -> None:
         hr = predict(
             model, norm, grid, chunk=cfg.reconstruct.chunk, device=device, progress=bars(args)
         )
-        trained.update(model=model, norm=norm)
         seconds = time.perf_counter() - t0
+        if start_info.get("chosen_alpha") is not None:  # train.base_smoother: network or SRR-TV
+            srr, start_info = network_or_srr(hr, stacks, grid, cfg.train, args.seed, device,
+                                             start_info)  # fmt: skip
+            if srr is not None:  # the saved model is the image returned
+                hr = srr
+                rebase(model, srr, grid, norm, "zero")
+        trained.update(model=model, norm=norm)
         return hr, _irem_sidecar(cfg, device, norm, result, seconds, model_path, start_info)
 
     done = run(req, "irem", method, mask_lr_voxels=True, memory=inr_model(cfg))

@@ -17,7 +17,8 @@ SCORE = "psnr_mask"
 PAIR_ON = ("subject", "k", "seed")
 #: The columns of a sweep's runs table beside its parameters (a parameter must not reuse one).
 RUN_COLUMNS = ("sweep", "method", *PAIR_ON, "hr_snr", "psnr", "ssim", "psnr_mask", "ssim_mask",
-               "psnr_edge", "steps", "escape_step", "training_seconds", "start_seconds")  # fmt: skip
+               "psnr_edge", "steps", "escape_step", "returned", "training_seconds",
+               "start_seconds")  # fmt: skip
 
 
 def candidates(values: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]) -> pd.DataFrame:

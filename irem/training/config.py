@@ -63,6 +63,10 @@ class TrainConfig:
     plateau_min_drop: float = 0.005
     base_alphas: tuple[float, ...] = (0.01,)  # SRR-TV start weights; the held-out voxels pick one
     base_iterations: int = 20  # ADMM iterations of the start image
+    #: > 0 with held-out voxels: the network refines the start of the weight this many places
+    #: above the held-out choice (the last at most), and the run returns SRR-TV at the choice (of
+    #: all LR voxels) when that predicts the held-out voxels better (irem.training.start)
+    base_smoother: int = 0
     base_head: str = "zero"  # the network starts at zero: zero output layer, or cancel its output
     precision: str = "auto"  # bf16 autocast, fp32, or auto (irem.models.precision)
     lr_decay: float = 0.5  # lr_schedule step: rates times lr_decay every lr_step_epochs epochs
@@ -198,6 +202,7 @@ _RULES: tuple[tuple[str, _Test, str], ...] = (
     ("train.base_alphas", lambda v, _: len(v) >= 1 and all(a >= 0 for a in v),
      "must be one or more weights >= 0"),
     ("train.base_iterations", *_at_least(1)),
+    ("train.base_smoother", *_at_least(0)),
     ("train.base_head", *_one_of("zero", "cancel")),
 )
 # fmt: on

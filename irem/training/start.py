@@ -50,36 +50,87 @@ def held_out_error(
     return total / max(count, 1)
 
 
-def srr_tv_start(
-    stacks: Sequence[Stack], grid: Grid, t: TrainConfig, seed: int, device: torch.device
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """SRR-TV (box PSF) of the LR voxels a run with ``seed`` fits, at the ``t.base_alphas`` weight
-    that predicts its held-out voxels best (none held out: the first), and the sidecar's record."""
+#: One SRR candidate: weight, image, solve record and held-out MSE (nan: nothing to predict).
+Candidate = tuple[float, np.ndarray, dict[str, Any], float]
+
+
+def srr_candidates(
+    stacks: Sequence[Stack], grid: Grid, alphas: Sequence[float], masks: Sequence[np.ndarray] | None,
+    device: torch.device, **kw: Any,
+) -> list[Candidate]:  # fmt: skip
+    """SRR (``kw``: regulariser, iterations, psf) of the LR voxels in ``masks`` at each of
+    ``alphas``, with the MSE of its forward model at the held-out voxels (outside the masks);
+    masks None: all voxels, the first alpha."""
     from baselines.bspline import bspline
     from baselines.operators import MultiStackOperator
     from baselines.srr import srr
 
-    masks = fitted_masks(list(stacks), t, seed)
     fitted = list(stacks) if masks is None else with_masks(stacks, masks)
     init = bspline(fitted, grid)
-    choose = masks is not None and len(t.base_alphas) > 1
-    if choose:  # the held-out voxels and the forward model that predicts them, made once
-        held = [~m for m in masks]  # type: ignore[union-attr]
-        op = MultiStackOperator(stacks, grid, psf="box", device=device)
-    tried: list[dict[str, float]] = []
-    best: tuple[float, np.ndarray, dict[str, Any]] | None = None
-    for alpha in t.base_alphas if masks is not None else t.base_alphas[:1]:
-        image, info = srr(fitted, grid, alpha=alpha, regulariser="tv", iterations=t.base_iterations,
-                          psf="box", device=device, init=init, progress=False)  # fmt: skip
-        error = held_out_error(image, stacks, held, op) if choose else float("nan")
-        tried.append({"alpha": float(alpha), "held_out_mse": error})
-        if best is None or error < best[0]:
-            best = (error, image, info)
-    assert best is not None
-    _, image, info = best
-    return image, {"method": "srr_tv", "alpha": info["alpha"], "alphas_tried": tried,
-                   "iterations": info["iterations"], "relative_residual": info["relative_residual"],
-                   "held_out_excluded": masks is not None}  # fmt: skip
+    op, held = None, None if masks is None else [~m for m in masks]
+    if held is not None and len(alphas) > 1:  # the forward model that predicts them, made once
+        op = MultiStackOperator(stacks, grid, psf=kw.get("psf", "gaussian"), device=device)
+    out: list[Candidate] = []
+    for alpha in alphas if masks is not None else alphas[:1]:
+        image, info = srr(fitted, grid, alpha=alpha, device=device, init=init, progress=False, **kw)
+        error = float("nan") if op is None else held_out_error(image, stacks, held, op)  # type: ignore[arg-type]
+        out.append((float(alpha), image, info, error))
+    return out
+
+
+def best(candidates: Sequence[Candidate]) -> int:
+    """The index of the candidate of lowest held-out MSE (the first on ties or without any)."""
+    return min(range(len(candidates)), key=lambda i: np.nan_to_num(candidates[i][3], nan=np.inf))
+
+
+def tried(candidates: Sequence[Candidate]) -> list[dict[str, float]]:
+    return [{"alpha": c[0], "held_out_mse": c[3]} for c in candidates]
+
+
+def srr_tv_start(
+    stacks: Sequence[Stack], grid: Grid, t: TrainConfig, seed: int, device: torch.device
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """SRR-TV (box PSF) of the LR voxels a run with ``seed`` fits, at the ``t.base_alphas`` weight
+    that predicts its held-out voxels best (none held out: the first), or ``t.base_smoother``
+    places above it, and the sidecar's record."""
+    masks = fitted_masks(list(stacks), t, seed)
+    found = srr_candidates(stacks, grid, t.base_alphas, masks, device, regulariser="tv",
+                           iterations=t.base_iterations, psf="box")  # fmt: skip
+    chosen = best(found)
+    _, image, info, _ = found[min(chosen + t.base_smoother, len(found) - 1)]
+    record = {"method": "srr_tv", "alpha": info["alpha"], "alphas_tried": tried(found),
+              "iterations": info["iterations"], "relative_residual": info["relative_residual"],
+              "held_out_excluded": masks is not None}  # fmt: skip
+    choice = t.base_smoother and masks is not None  # nothing held out: nothing to choose
+    return image, record | ({"chosen_alpha": found[chosen][0]} if choice else {})
+
+
+def network_or_srr(
+    image: np.ndarray, stacks: Sequence[Stack], grid: Grid, t: TrainConfig, seed: int,
+    device: torch.device, record: dict[str, Any],
+) -> tuple[np.ndarray | None, dict[str, Any]]:  # fmt: skip
+    """After a run with ``t.base_smoother``: None if the network's ``image`` predicts the run's
+    held-out LR voxels (box PSF) better than SRR-TV at the held-out choice did, else that SRR-TV
+    of all LR voxels; ``record`` (the start's) with the network's held-out MSE and what is
+    returned (``network`` or ``srr_tv``)."""
+    from baselines.bspline import bspline
+    from baselines.operators import MultiStackOperator
+    from baselines.srr import srr
+
+    t0 = time.perf_counter()
+    masks = fitted_masks(list(stacks), t, seed)
+    assert masks is not None  # base_smoother needs held-out voxels (irem.training.config)
+    op = MultiStackOperator(stacks, grid, psf="box", device=device)
+    error = held_out_error(image, stacks, [~m for m in masks], op)
+    rival = next(d["held_out_mse"] for d in record["alphas_tried"]
+                 if d["alpha"] == record["chosen_alpha"])  # fmt: skip
+    out = None
+    if not error < rival:
+        out, _ = srr(list(stacks), grid, alpha=record["chosen_alpha"], regulariser="tv",
+                     iterations=t.base_iterations, psf="box", device=device,
+                     init=bspline(list(stacks), grid), progress=False)  # fmt: skip
+    return out, record | {"network_held_out_mse": error, "returned": "network" if out is None
+                          else "srr_tv", "choice_seconds": time.perf_counter() - t0}  # fmt: skip
 
 
 def file_start(path: str, grid: Grid) -> tuple[np.ndarray, dict[str, Any]]:

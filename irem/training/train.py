@@ -283,6 +283,14 @@ def inputs_to_unit(grid: Grid, norm: Normaliser) -> np.ndarray:
     return unit
 
 
+def rebase(model: GridINR, image: np.ndarray, grid: Grid, norm: Normaliser, head: str) -> None:
+    """Make ``model`` ``image + network`` (:meth:`GridINR.set_base`), ``image`` on ``grid``."""
+    device = model.extent.device
+    volume = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 1, 0))).to(device)
+    unit = torch.from_numpy(inputs_to_unit(grid, norm)).to(device)
+    model.set_base(volume / norm.intensity_scale, unit, head)
+
+
 def _fingerprint(cfg: IremConfig, n: int, seed: int, thickness: list[float]) -> dict[str, Any]:
     """What a checkpoint must match to be resumed: config, data size, seed, slice thicknesses."""
     d = cfg.to_dict()
@@ -443,10 +451,7 @@ class Trainer:
             raise InputError("the start image must lie on the target grid")
         if not isinstance(self.model, GridINR):
             raise InputError("a start image needs model.kind: grid")
-        volume = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 1, 0)))
-        unit = torch.from_numpy(inputs_to_unit(grid, self.norm))
-        self.model.set_base((volume / self.norm.intensity_scale).to(self.device),
-                            unit.to(self.device), self.cfg.train.base_head)  # fmt: skip
+        rebase(self.model, image, grid, self.norm, self.cfg.train.base_head)
 
     @property
     def norm(self) -> Normaliser:
