@@ -217,7 +217,7 @@ def test_srr_with_several_weights_takes_the_held_out_choice_and_fits_all_voxels(
     code, err = run([*common, "-o", str(chose), "--alpha", "1e-4", "0.01", "10", "--seed", "1"],
                     capsys)  # fmt: skip
     assert code == 0, err
-    side = json.loads(chose.with_name("chose.json").read_text())
+    side = json.loads(chose.with_name("chose.json").read_text(encoding="utf-8"))
     tried = {d["alpha"]: d["held_out_mse"] for d in side["alpha_choice"]["alphas_tried"]}
     assert set(tried) == {1e-4, 0.01, 10.0} and side["alpha_choice"]["holdout"] == 0.05
     assert side["srr"]["alpha"] == min(tried, key=tried.__getitem__) != 10.0

@@ -224,7 +224,7 @@ def test_the_command_writes_and_saves_the_image_the_held_out_voxels_chose(
     argv = ["reconstruct", *stacks, "-o", str(out), "--no-register", "--reference", gt,
             "--config", "fast", "--steps", "2", "--quiet", "--save-model", str(path)]  # fmt: skip
     assert main(argv + [a for s in sets for a in ("--set", s)]) == 0
-    start = json.loads(out.with_name("rec.json").read_text())["start_image"]
+    start = json.loads(out.with_name("rec.json").read_text(encoding="utf-8"))["start_image"]
     assert start["returned"] == "srr_tv" and start["alpha"] != start["chosen_alpha"]
     saved = load_model(path)
     image = load_volume(out).data
