@@ -83,6 +83,8 @@ def test_a_smoother_start_is_the_next_weight_and_the_held_out_choice_is_recorded
     none_held = load_config("fast", {**SMOOTHER, "train.holdout": 0}).train
     first, info = make_start(stacks, grid, none_held, 0, CPU)
     assert info["alpha"] == 1e-4 and "chosen_alpha" not in info  # no choice without held-out voxels
+    one = load_config("fast", {**SMOOTHER, "train.base_alphas": [0.01]}).train
+    assert "chosen_alpha" not in make_start(stacks, grid, one, 0, CPU)[1]  # nor with one weight
 
 
 def test_a_run_returns_srr_tv_at_the_choice_unless_the_network_predicts_better(

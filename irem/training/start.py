@@ -101,7 +101,7 @@ def srr_tv_start(
     record = {"method": "srr_tv", "alpha": info["alpha"], "alphas_tried": tried(found),
               "iterations": info["iterations"], "relative_residual": info["relative_residual"],
               "held_out_excluded": masks is not None}  # fmt: skip
-    choice = t.base_smoother and masks is not None  # nothing held out: nothing to choose
+    choice = t.base_smoother and len(found) > 1  # one weight or none held out: no choice
     return image, record | ({"chosen_alpha": found[chosen][0]} if choice else {})
 
 
@@ -119,7 +119,7 @@ def network_or_srr(
 
     t0 = time.perf_counter()
     masks = fitted_masks(list(stacks), t, seed)
-    assert masks is not None  # base_smoother needs held-out voxels (irem.training.config)
+    assert masks is not None  # a start records a choice only with held-out voxels
     op = MultiStackOperator(stacks, grid, psf="box", device=device)
     error = held_out_error(image, stacks, [~m for m in masks], op)
     rival = next(d["held_out_mse"] for d in record["alphas_tried"]
