@@ -43,6 +43,17 @@ def test_load_runs_reads_meta_not_names(tmp_path: Path) -> None:
     assert runs.loc[0, "psnr_mask"] == 30.0
 
 
+def test_runs_carry_the_grid_inrs_escape_step_and_what_it_returned(tmp_path: Path) -> None:
+    side = {"held_out": {"escape_step": 25}, "start_image": {"seconds": 3.0, "returned": "srr_tv"}}
+    grid = write_metrics(tmp_path, meta("4", "iremfast", "01", "0"), 30.0, side)
+    plain = write_metrics(tmp_path, meta("4", "srr", "01", "0"), 29.0, {"training_seconds": 2.0})
+    runs = tables.load_runs([grid, plain], METHODS).set_index("method")
+    assert runs.loc["iremfast", ["escape_step", "returned", "start_seconds"]].tolist() == [
+        25, "srr_tv", 3.0,
+    ]  # fmt: skip
+    assert math.isnan(runs.loc["srr", "escape_step"]) and pd.isna(runs.loc["srr", "returned"])
+
+
 def test_metrics_without_meta_is_an_error(tmp_path: Path) -> None:
     p = tmp_path / "x_metrics.json"
     p.write_text(json.dumps({"psnr": 1.0}), encoding="utf-8")
