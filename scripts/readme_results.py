@@ -101,12 +101,15 @@ def contrast_lines(runs: pd.DataFrame, method: str, baselines: dict[str, str]) -
 
 
 def _returned(own: pd.DataFrame) -> str:
-    """How often the network's image was returned, when the runs chose (train.base_smoother)."""
+    """What the runs returned, when they chose (train.base_smoother): network, SRR-TV or blend."""
     chose = own["returned"].dropna() if "returned" in own else own.iloc[:0, 0]
     if chose.empty:
         return ""
-    return (f" The network's image was returned in {int((chose == 'network').sum())} of "
-            f"{len(chose)} runs, SRR-TV at the held-out weight in the others.")
+    n = chose.value_counts()
+    blend = (f", a blend of the two in {n.get('blend', 0)} (median weight of the network "
+             f"{own['network_weight'].median():.2f})") if "blend" in n else ""
+    return (f" The network's image was returned in {n.get('network', 0)} of {len(chose)} runs, "
+            f"SRR-TV at the held-out weight in {n.get('srr_tv', 0)}{blend}.")
 
 
 def scantime_lines(scantime: pd.DataFrame) -> list[str]:

@@ -178,6 +178,7 @@ def test_bad_inputs_exit_2_with_one_line_and_no_output(
         cases["alpha"] = [*stacks, "--alpha", "-1"]
         cases["regulariser"] = [*stacks, "--regulariser", "l7"]
         cases["holdout"] = [*stacks, "--alpha", "0.01", "0.1", "--holdout", "0"]
+        cases["alpha-first"] = ["--alpha", "0.01", "0.1", *stacks]  # takes the stacks: says so
     before = set(tmp_path.iterdir())
     for name, args in cases.items():
         out = tmp_path / f"out-{name}.nii.gz"
@@ -186,6 +187,7 @@ def test_bad_inputs_exit_2_with_one_line_and_no_output(
         assert code == 2, (name, err)
         assert len(lines) == 1 and lines[0].startswith("error:"), (name, err)
         assert set(tmp_path.iterdir()) == before, name  # nothing written, not even a temporary file
+        assert name != "alpha-first" or "after the stacks" in err, err
 
 
 def test_one_isotropic_scan_is_denoised_by_srr_tv(tmp_path: Path, stack_files, capsys) -> None:

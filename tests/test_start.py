@@ -10,7 +10,7 @@ from irem.acquisition.grid import reference_grid
 from irem.acquisition.simulate import simulate_stacks
 from irem.errors import InputError
 from irem.training.config import load_config
-from irem.training.start import file_start, make_start, network_or_srr
+from irem.training.start import blend_weight, file_start, make_start, network_or_srr
 from irem.training.train import Trainer, fitted_masks, held_out_split, resolve_budget, train
 from irem.volume import Volume, save_volume
 
@@ -105,9 +105,30 @@ def test_a_run_returns_srr_tv_at_the_choice_unless_the_network_predicts_better(
                       psf="box", device=CPU, init=bspline(stacks, grid), progress=False)  # fmt: skip
     np.testing.assert_array_equal(image, expected)
     image, record = network_or_srr(phantom.data, stacks, grid, t, 0, CPU, info)
-    assert image is None and record["returned"] == "network"
+    assert image is phantom.data and record["returned"] == "network"
     chosen = next(d for d in info["alphas_tried"] if d["alpha"] == 0.01)["held_out_mse"]
     assert record["network_held_out_mse"] < chosen
+    # blended: a noisy truth (errors apart from SRR-TV's) gets a weight between 0 and 1
+    blend = load_config("fast", {**SMOOTHER, "train.base_return": "blend"}).train
+    rng = np.random.default_rng(0)
+    noisy = phantom.data + rng.normal(0, 0.05 * phantom.data.max(), grid.shape).astype(np.float32)
+    image, record = network_or_srr(noisy, stacks, grid, blend, 0, CPU, info)
+    w = record["network_weight"]
+    assert 0.1 < w < 0.9 and record["returned"] == "blend"
+    np.testing.assert_allclose(image, w * noisy + (1 - w) * expected, atol=1e-6)
+
+
+def test_the_blend_weight_predicts_best() -> None:
+    """Against a scan of the weights, and no worse than either image alone."""
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a, b = rng.normal(size=50), rng.normal(size=50) + rng.normal()
+        w = blend_weight(a, b)
+        scan = np.linspace(0, 1, 10001)
+        norms = [np.linalg.norm(v * a + (1 - v) * b) for v in scan]
+        assert abs(w - scan[int(np.argmin(norms))]) < 2e-4
+        assert np.linalg.norm(w * a + (1 - w) * b) <= min(np.linalg.norm(a), np.linalg.norm(b))
+    assert blend_weight(a, a) == 0.0 and blend_weight(a, 2 * a) == 1.0
 
 
 def test_a_start_image_from_a_file_is_resampled_onto_the_grid(phantom: Volume, tmp_path) -> None:

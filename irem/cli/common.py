@@ -41,6 +41,10 @@ class FMT(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+def _is_image(text: str) -> bool:
+    return text.endswith((".nii", ".nii.gz"))
+
+
 def _number_type(cast: type, ok: Callable[[Any], bool], need: str) -> Callable[[str], Any]:
     """An argparse type: the text as a ``cast`` number that must be ``ok`` (``need``)."""
 
@@ -49,7 +53,8 @@ def _number_type(cast: type, ok: Callable[[Any], bool], need: str) -> Callable[[
             v = cast(text)
         except ValueError:
             what = "an integer" if cast is int else "a number"
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+            hint = " (write an option of several values after the stacks)" * _is_image(text)
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}{hint}") from None
         if not ok(v):
             raise argparse.ArgumentTypeError(f"{text!r} must be {need}")
         return v

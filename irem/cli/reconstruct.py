@@ -173,11 +173,10 @@ def run(args: argparse.Namespace) -> None:
         )
         seconds = time.perf_counter() - t0
         if start_info.get("chosen_alpha") is not None:  # train.base_smoother: network or SRR-TV
-            srr, start_info = network_or_srr(hr, stacks, grid, cfg.train, args.seed, device,
-                                             start_info)  # fmt: skip
-            if srr is not None:  # the saved model is the image returned
-                hr = srr
-                rebase(model, srr, grid, norm, "zero")
+            hr, start_info = network_or_srr(hr, stacks, grid, cfg.train, args.seed, device,
+                                            start_info)  # fmt: skip
+            if start_info["returned"] != "network":  # the saved model is the image returned
+                rebase(model, hr, grid, norm, "zero")
         trained.update(model=model, norm=norm)
         return hr, _irem_sidecar(cfg, device, norm, result, seconds, model_path, start_info)
 

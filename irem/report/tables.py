@@ -30,7 +30,8 @@ GROUP = [*CONDITION, "method", "ablation", "value"]
 SIDECAR_FIELDS = ("training_seconds", "evaluation_seconds", "total_seconds", "final_loss",
                   "epochs_completed", "stopped_by", "device", "steps")  # fmt: skip
 RUN_COLUMNS = [*META_REQUIRED, *META_OPTIONAL, *SCORES, "data_range", "mask_voxels", "fourier_dim",
-               *SIDECAR_FIELDS, "escape_step", "returned", "start_seconds", "metrics_file"]  # fmt: skip
+               *SIDECAR_FIELDS, "escape_step", "returned", "network_weight", "start_seconds",
+               "metrics_file"]  # fmt: skip
 #: Colours given to the methods in the order of ``--method`` (then to any other method met).
 PALETTE = ("#8c8c8c", "#4c72b0", "#dd8452", "#55a868", "#c44e52",
            "#8172b3", "#937860", "#da8bc3", "#ccb974", "#64b5cd")  # fmt: skip
@@ -105,7 +106,8 @@ def load_run(path: str | Path) -> dict[str, Any]:
     row |= {key: side.get(key) for key in SIDECAR_FIELDS}
     row["escape_step"] = (side.get("held_out") or {}).get("escape_step", math.nan)
     start = side.get("start_image") or {}
-    row["returned"] = start.get("returned")  # train.base_smoother: network or srr_tv
+    row["returned"] = start.get("returned")  # train.base_smoother: network, srr_tv or blend
+    row["network_weight"] = start.get("network_weight", math.nan)  # the network's in the image
     row["start_seconds"] = start.get("seconds", math.nan)
     return row | {"metrics_file": str(path)}
 

@@ -67,6 +67,9 @@ class TrainConfig:
     #: above the held-out choice (the last at most), and the run returns SRR-TV at the choice (of
     #: all LR voxels) when that predicts the held-out voxels better (irem.training.start)
     base_smoother: int = 0
+    #: with base_smoother: return the better of the network's image and that SRR-TV on the
+    #: held-out voxels, or their blend that predicts them best
+    base_return: str = "better"
     base_head: str = "zero"  # the network starts at zero: zero output layer, or cancel its output
     precision: str = "auto"  # bf16 autocast, fp32, or auto (irem.models.precision)
     lr_decay: float = 0.5  # lr_schedule step: rates times lr_decay every lr_step_epochs epochs
@@ -203,6 +206,7 @@ _RULES: tuple[tuple[str, _Test, str], ...] = (
      "must be one or more weights >= 0"),
     ("train.base_iterations", *_at_least(1)),
     ("train.base_smoother", *_at_least(0)),
+    ("train.base_return", *_one_of("better", "blend")),
     ("train.base_head", *_one_of("zero", "cancel")),
 )
 # fmt: on

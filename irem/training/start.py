@@ -36,18 +36,33 @@ def with_masks(stacks: Sequence[Stack], masks: Sequence[np.ndarray]) -> list[Sta
     return out
 
 
+def held_out_residuals(
+    image: np.ndarray, stacks: Sequence[Stack], held: Sequence[np.ndarray], op: Any
+) -> np.ndarray:
+    """``image``'s LR voxels predicted by ``op`` minus the data, at the ``held`` voxels it covers."""
+    x = torch.as_tensor(np.ascontiguousarray(image, dtype=np.float32), device=op.device)
+    out = []
+    for o, s, h, pred in zip(op.ops, stacks, held, op.forward(x), strict=True):
+        sel = torch.as_tensor(h, device=op.device) & o.valid
+        y = torch.as_tensor(np.ascontiguousarray(s.data, dtype=np.float32), device=op.device)
+        out.append((pred - y)[sel].double().cpu().numpy())
+    return np.concatenate(out)
+
+
 def held_out_error(
     image: np.ndarray, stacks: Sequence[Stack], held: Sequence[np.ndarray], op: Any
 ) -> float:
     """MSE of ``image``'s LR voxels predicted by ``op`` at the ``held`` voxels it covers."""
-    x = torch.as_tensor(np.ascontiguousarray(image, dtype=np.float32), device=op.device)
-    total, count = 0.0, 0
-    for o, s, h, pred in zip(op.ops, stacks, held, op.forward(x), strict=True):
-        sel = torch.as_tensor(h, device=op.device) & o.valid
-        y = torch.as_tensor(np.ascontiguousarray(s.data, dtype=np.float32), device=op.device)
-        total += float((pred - y)[sel].square().sum())
-        count += int(sel.sum())
-    return total / max(count, 1)
+    r = held_out_residuals(image, stacks, held, op)
+    return float(np.square(r).sum() / max(r.size, 1))
+
+
+def blend_weight(a: np.ndarray, b: np.ndarray) -> float:
+    """The ``w`` in [0, 1] that minimises ``||w a + (1 - w) b||``: the blend of two images whose
+    residuals are ``a`` and ``b`` that predicts the data best (0 if they are equal)."""
+    diff = a - b
+    norm = float(diff @ diff)
+    return 0.0 if norm == 0 else float(np.clip(-(b @ diff) / norm, 0.0, 1.0))
 
 
 #: One SRR candidate: weight, image, solve record and held-out MSE (nan: nothing to predict).
@@ -108,11 +123,12 @@ def srr_tv_start(
 def network_or_srr(
     image: np.ndarray, stacks: Sequence[Stack], grid: Grid, t: TrainConfig, seed: int,
     device: torch.device, record: dict[str, Any],
-) -> tuple[np.ndarray | None, dict[str, Any]]:  # fmt: skip
-    """After a run with ``t.base_smoother``: None if the network's ``image`` predicts the run's
-    held-out LR voxels (box PSF) better than SRR-TV at the held-out choice did, else that SRR-TV
-    of all LR voxels; ``record`` (the start's) with the network's held-out MSE and what is
-    returned (``network`` or ``srr_tv``)."""
+) -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
+    """After a run with ``t.base_smoother``: the network's ``image`` if it predicts the run's
+    held-out LR voxels (box PSF) better than SRR-TV at the held-out choice did, else that SRR-TV of
+    all LR voxels; with ``t.base_return`` blend, the blend ``w image + (1 - w) SRR-TV`` whose held-out
+    prediction is best. ``record`` (the start's) gets the network's held-out MSE, the weight
+    ``w`` and what is returned (``network``, ``srr_tv`` or ``blend``)."""
     from baselines.bspline import bspline
     from baselines.operators import MultiStackOperator
     from baselines.srr import srr
@@ -120,17 +136,25 @@ def network_or_srr(
     t0 = time.perf_counter()
     masks = fitted_masks(list(stacks), t, seed)
     assert masks is not None  # a start records a choice only with held-out voxels
+    alpha, held = record["chosen_alpha"], [~m for m in masks]
     op = MultiStackOperator(stacks, grid, psf="box", device=device)
-    error = held_out_error(image, stacks, [~m for m in masks], op)
-    rival = next(d["held_out_mse"] for d in record["alphas_tried"]
-                 if d["alpha"] == record["chosen_alpha"])  # fmt: skip
-    out = None
-    if not error < rival:
-        out, _ = srr(list(stacks), grid, alpha=record["chosen_alpha"], regulariser="tv",
-                     iterations=t.base_iterations, psf="box", device=device,
-                     init=bspline(list(stacks), grid), progress=False)  # fmt: skip
-    return out, record | {"network_held_out_mse": error, "returned": "network" if out is None
-                          else "srr_tv", "choice_seconds": time.perf_counter() - t0}  # fmt: skip
+    net = held_out_residuals(image, stacks, held, op)
+    error = float(np.square(net).mean())
+    kw = {"regulariser": "tv", "iterations": t.base_iterations, "psf": "box"}
+    if t.base_return == "blend":  # the SRR-TV candidate of the fitted voxels, as the start solved it
+        [(_, rival, _, _)] = srr_candidates(stacks, grid, [alpha], masks, device, **kw)
+        w = blend_weight(net, held_out_residuals(rival, stacks, held, op))
+    else:
+        w = float(error < next(d["held_out_mse"] for d in record["alphas_tried"]
+                               if d["alpha"] == alpha))  # fmt: skip
+    out = image
+    if w < 1:
+        full, _ = srr(list(stacks), grid, alpha=alpha, device=device,
+                      init=bspline(list(stacks), grid), progress=False, **kw)  # fmt: skip
+        out = (w * image + (1 - w) * full).astype(np.float32) if w > 0 else full
+    returned = {0.0: "srr_tv", 1.0: "network"}.get(w, "blend")
+    return out, record | {"network_held_out_mse": error, "network_weight": w,
+                          "returned": returned, "choice_seconds": time.perf_counter() - t0}  # fmt: skip
 
 
 def file_start(path: str, grid: Grid) -> tuple[np.ndarray, dict[str, Any]]:
