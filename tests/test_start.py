@@ -10,7 +10,7 @@ from irem.acquisition.grid import reference_grid
 from irem.acquisition.simulate import simulate_stacks
 from irem.errors import InputError
 from irem.training.config import load_config
-from irem.training.start import blend_weight, file_start, make_start, network_or_srr
+from irem.training.start import blend_weight, file_start, make_start, returned_image
 from irem.training.train import Trainer, fitted_masks, held_out_split, resolve_budget, train
 from irem.volume import Volume, save_volume
 
@@ -99,12 +99,12 @@ def test_a_run_returns_srr_tv_at_the_choice_unless_the_network_predicts_better(
     grid = reference_grid(phantom)
     t = load_config("fast", SMOOTHER).train
     _, info = make_start(stacks, grid, t, 0, CPU)
-    image, record = network_or_srr(np.zeros(grid.shape, np.float32), stacks, grid, t, 0, CPU, info)
+    image, record = returned_image(np.zeros(grid.shape, np.float32), stacks, grid, t, 0, CPU, info)
     assert record["returned"] == "srr_tv" and image is not None
     expected, _ = srr(stacks, grid, alpha=0.01, regulariser="tv", iterations=t.base_iterations,
                       psf="box", device=CPU, init=bspline(stacks, grid), progress=False)  # fmt: skip
     np.testing.assert_array_equal(image, expected)
-    image, record = network_or_srr(phantom.data, stacks, grid, t, 0, CPU, info)
+    image, record = returned_image(phantom.data, stacks, grid, t, 0, CPU, info)
     assert image is phantom.data and record["returned"] == "network"
     chosen = next(d for d in info["alphas_tried"] if d["alpha"] == 0.01)["held_out_mse"]
     assert record["network_held_out_mse"] < chosen
@@ -112,7 +112,7 @@ def test_a_run_returns_srr_tv_at_the_choice_unless_the_network_predicts_better(
     blend = load_config("fast", {**SMOOTHER, "train.base_return": "blend"}).train
     rng = np.random.default_rng(0)
     noisy = phantom.data + rng.normal(0, 0.05 * phantom.data.max(), grid.shape).astype(np.float32)
-    image, record = network_or_srr(noisy, stacks, grid, blend, 0, CPU, info)
+    image, record = returned_image(noisy, stacks, grid, blend, 0, CPU, info)
     w = record["network_weight"]
     assert 0.1 < w < 0.9 and record["returned"] == "blend"
     np.testing.assert_allclose(image, w * noisy + (1 - w) * expected, atol=1e-6)

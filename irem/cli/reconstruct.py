@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> None:
     from irem.training.config import load_config, parse_set
     from irem.training.memory import inr_model
     from irem.training.reconstruct import predict, resolve_device, save_model
-    from irem.training.start import make_start, network_or_srr
+    from irem.training.start import make_start, returned_image
     from irem.training.train import rebase, train
 
     overrides: dict[str, Any] = parse_set(args.set)  # the options override train.<option>
@@ -172,8 +172,8 @@ def run(args: argparse.Namespace) -> None:
             model, norm, grid, chunk=cfg.reconstruct.chunk, device=device, progress=bars(args)
         )
         seconds = time.perf_counter() - t0
-        if start_info.get("chosen_alpha") is not None:  # train.base_smoother: network or SRR-TV
-            hr, start_info = network_or_srr(hr, stacks, grid, cfg.train, args.seed, device,
+        if start_info.get("chosen_alpha") is not None:  # train.base_smoother: network, SRR-TV or blend
+            hr, start_info = returned_image(hr, stacks, grid, cfg.train, args.seed, device,
                                             start_info)  # fmt: skip
             if start_info["returned"] != "network":  # the saved model is the image returned
                 rebase(model, hr, grid, norm, "zero")

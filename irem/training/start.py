@@ -39,7 +39,7 @@ def with_masks(stacks: Sequence[Stack], masks: Sequence[np.ndarray]) -> list[Sta
 def held_out_residuals(
     image: np.ndarray, stacks: Sequence[Stack], held: Sequence[np.ndarray], op: Any
 ) -> np.ndarray:
-    """``image``'s LR voxels predicted by ``op`` minus the data, at the ``held`` voxels it covers."""
+    """``image``'s LR voxels predicted by ``op`` minus the data at the ``held`` voxels it covers."""
     x = torch.as_tensor(np.ascontiguousarray(image, dtype=np.float32), device=op.device)
     out = []
     for o, s, h, pred in zip(op.ops, stacks, held, op.forward(x), strict=True):
@@ -120,15 +120,15 @@ def srr_tv_start(
     return image, record | ({"chosen_alpha": found[chosen][0]} if choice else {})
 
 
-def network_or_srr(
+def returned_image(
     image: np.ndarray, stacks: Sequence[Stack], grid: Grid, t: TrainConfig, seed: int,
     device: torch.device, record: dict[str, Any],
 ) -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
-    """After a run with ``t.base_smoother``: the network's ``image`` if it predicts the run's
-    held-out LR voxels (box PSF) better than SRR-TV at the held-out choice did, else that SRR-TV of
-    all LR voxels; with ``t.base_return`` blend, the blend ``w image + (1 - w) SRR-TV`` whose held-out
-    prediction is best. ``record`` (the start's) gets the network's held-out MSE, the weight
-    ``w`` and what is returned (``network``, ``srr_tv`` or ``blend``)."""
+    """What a run with ``t.base_smoother`` returns: the network's ``image`` if it predicts the
+    run's held-out LR voxels (box PSF) better than SRR-TV at the held-out choice did, else that
+    SRR-TV of all LR voxels; with ``t.base_return`` blend, ``w image + (1 - w) SRR-TV`` at the
+    ``w`` whose held-out prediction is best. ``record`` (the start's) gets the network's held-out
+    MSE, ``w`` and what is returned (``network``, ``srr_tv`` or ``blend``)."""
     from baselines.bspline import bspline
     from baselines.operators import MultiStackOperator
     from baselines.srr import srr
@@ -141,7 +141,7 @@ def network_or_srr(
     net = held_out_residuals(image, stacks, held, op)
     error = float(np.square(net).mean())
     kw = {"regulariser": "tv", "iterations": t.base_iterations, "psf": "box"}
-    if t.base_return == "blend":  # the SRR-TV candidate of the fitted voxels, as the start solved it
+    if t.base_return == "blend":  # SRR-TV of the fitted voxels, as the start solved it
         [(_, rival, _, _)] = srr_candidates(stacks, grid, [alpha], masks, device, **kw)
         w = blend_weight(net, held_out_residuals(rival, stacks, held, op))
     else:
@@ -153,8 +153,9 @@ def network_or_srr(
                       init=bspline(list(stacks), grid), progress=False, **kw)  # fmt: skip
         out = (w * image + (1 - w) * full).astype(np.float32) if w > 0 else full
     returned = {0.0: "srr_tv", 1.0: "network"}.get(w, "blend")
+    seconds = time.perf_counter() - t0
     return out, record | {"network_held_out_mse": error, "network_weight": w,
-                          "returned": returned, "choice_seconds": time.perf_counter() - t0}  # fmt: skip
+                          "returned": returned, "choice_seconds": seconds}  # fmt: skip
 
 
 def file_start(path: str, grid: Grid) -> tuple[np.ndarray, dict[str, Any]]:
