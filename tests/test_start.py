@@ -97,7 +97,7 @@ def test_a_run_returns_srr_tv_at_the_choice_unless_the_network_predicts_better(
 
     stacks = simulate_stacks(phantom, 4, snr=10, seed=1)
     grid = reference_grid(phantom)
-    t = load_config("fast", SMOOTHER).train
+    t = load_config("fast", {**SMOOTHER, "train.base_return": "better"}).train
     _, info = make_start(stacks, grid, t, 0, CPU)
     image, record = returned_image(np.zeros(grid.shape, np.float32), stacks, grid, t, 0, CPU, info)
     assert record["returned"] == "srr_tv" and image is not None
@@ -229,11 +229,13 @@ def test_warm_up_ramps_the_rates_over_the_first_steps() -> None:
     assert lr.factor(50, 0.0, 0) == pytest.approx(0.01**0.5)  # the budget schedule alone
 
 
+@pytest.mark.parametrize("final", ["better", "blend"])
 def test_the_command_writes_and_saves_the_image_the_held_out_voxels_chose(
-    stack_files, tmp_path
+    stack_files, tmp_path, final: str
 ) -> None:
     """Two steps cannot take the network from the smoother start past the held-out choice: the
-    command writes SRR-TV at the choice, says so in the sidecar, and the saved model is that image."""
+    command writes SRR-TV at the choice (or mostly it, blended), says so in the sidecar, and the
+    saved model is that image."""
     import json
 
     from irem.cli import main
@@ -243,12 +245,13 @@ def test_the_command_writes_and_saves_the_image_the_held_out_voxels_chose(
     stacks, gt = stack_files
     out, path = tmp_path / "rec.nii.gz", tmp_path / "model.pt"
     sets = ["train.batch_size=512", "train.holdout=0.05", "train.base_alphas=1e-4,0.01,1.0",
-            "train.base_smoother=1"]  # fmt: skip
+            "train.base_smoother=1", f"train.base_return={final}"]  # fmt: skip
     argv = ["reconstruct", *stacks, "-o", str(out), "--no-register", "--reference", gt,
             "--config", "fast", "--steps", "2", "--quiet", "--save-model", str(path)]  # fmt: skip
     assert main(argv + [a for s in sets for a in ("--set", s)]) == 0
     start = json.loads(out.with_name("rec.json").read_text(encoding="utf-8"))["start_image"]
-    assert start["returned"] == "srr_tv" and start["alpha"] != start["chosen_alpha"]
+    assert start["alpha"] != start["chosen_alpha"] and start["network_weight"] < 0.5
+    assert start["returned"] == "srr_tv" or (final == "blend" and start["returned"] == "blend")
     saved = load_model(path)
     image = load_volume(out).data
     grid = reference_grid(load_volume(gt))
