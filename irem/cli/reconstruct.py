@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> None:
             model, norm, grid, chunk=cfg.reconstruct.chunk, device=device, progress=bars(args)
         )
         seconds = time.perf_counter() - t0
-        if start_info.get("chosen_alpha") is not None:  # train.base_smoother: network, SRR-TV or blend
+        if start_info.get("chosen_alpha") is not None:  # train.base_smoother: what to return
             hr, start_info = returned_image(hr, stacks, grid, cfg.train, args.seed, device,
                                             start_info)  # fmt: skip
             if start_info["returned"] != "network":  # the saved model is the image returned
