@@ -41,10 +41,6 @@ class FMT(argparse.HelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def _is_image(text: str) -> bool:
-    return text.endswith((".nii", ".nii.gz"))
-
-
 def _number_type(cast: type, ok: Callable[[Any], bool], need: str) -> Callable[[str], Any]:
     """An argparse type: the text as a ``cast`` number that must be ``ok`` (``need``)."""
 
@@ -53,7 +49,11 @@ def _number_type(cast: type, ok: Callable[[Any], bool], need: str) -> Callable[[
             v = cast(text)
         except ValueError:
             what = "an integer" if cast is int else "a number"
-            hint = " (write an option of several values after the stacks)" * _is_image(text)
+            from irem.volume import NIFTI_SUFFIXES
+
+            hint = " (write an option of several values after the stacks)" * text.endswith(
+                NIFTI_SUFFIXES
+            )
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}{hint}") from None
         if not ok(v):
             raise argparse.ArgumentTypeError(f"{text!r} must be {need}")
