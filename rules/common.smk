@@ -224,8 +224,8 @@ def _variant(name, label, command, section):
 
 
 def _tuning_variants():
-    """{name: (entry, sweep, candidate values)} of the tuning runs: the sweep's method with one
-    candidate's options appended (irem/evaluation/tuning.py)."""
+    """{name: (entry, sweep, candidate values)} of the tuning runs: the sweep's method with its
+    context and one candidate's options appended (irem/evaluation/tuning.py)."""
     out = {}
     for sweep in config["tuning"]["sweeps"]:
         if sweep["method"] not in METHODS:
@@ -238,7 +238,7 @@ def _tuning_variants():
         for i, row in cands.iterrows():
             values = row.to_dict()
             name = f"tune{sweep['name']}{i}"
-            command = f"{base['command']} {options(sweep['options'], values)}"
+            command = f"{base['command']} {sweep['context']} {options(sweep['options'], values)}"
             entry = {**base, "name": name, "label": None, "command": command, "baseline": False}
             out[name] = (entry, sweep, values)
     return out

@@ -104,7 +104,8 @@ def test_every_tuning_run_is_on_a_tuning_subject() -> None:
 @pytest.mark.skipif(shutil.which("snakemake") is None, reason="snakemake not installed")
 def test_a_method_and_a_sweep_are_one_config_entry_each(tmp_path: Path) -> None:
     """A method and a sweep that exist only in this test's config: `snakemake tune` runs the
-    sweep's candidates as variants of the method, on the tuning subjects only."""
+    sweep's candidates as variants of the method (its context, then the candidate's options), on
+    the tuning subjects only."""
     cfg = yaml.safe_load((ROOT / "config" / "test.yaml").read_text(encoding="utf-8"))
     cfg["methods"].append({
         "name": "smoothed", "label": "B-spline, smoothed (test only)",
@@ -113,12 +114,13 @@ def test_a_method_and_a_sweep_are_one_config_entry_each(tmp_path: Path) -> None:
     })  # fmt: skip
     cfg["tuning"] = {"dataset": "cohort", "sweeps": [{
         "name": "smoothing", "method": "smoothed", "options": "--alpha {alpha}",
-        "values": {"alpha": [0.5, 2.0]},
+        "values": {"alpha": [0.5, 2.0]}, "context": "--iterations 2",
     }]}  # fmt: skip
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     res = subprocess.run(
-        ["snakemake", "tune", "--dry-run", "--forceall", "--configfile", str(path)],
+        ["snakemake", "tune", "--dry-run", "--forceall", "--printshellcmds", "--configfile",
+         str(path)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     out = res.stdout + res.stderr
@@ -126,3 +128,4 @@ def test_a_method_and_a_sweep_are_one_config_entry_each(tmp_path: Path) -> None:
     assert "rec-tunesmoothing0_" in out and "rec-tunesmoothing1_" in out
     assert "results/tuning/smoothing.csv" in out
     assert "sub-01_rec-tunesmoothing0" in out and "sub-02_rec-tunesmoothing" not in out
+    assert "--alpha 1 --iterations 2 --alpha 0.5 " in " ".join(out.split())
