@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from irem.models.grid_inr import GridINR, GridPrior, HashedLevel
+from irem.models.grid_inr import GridINR, HashedLevel
 from irem.models.precision import cpu_description
 from irem.training.config import IremConfig, load_config
 from irem.training.reconstruct import Normaliser, build_model
-from irem.training.train import build_optimizer
+from irem.training.train import build_optimizer, grid_prior
 
 OUT = Path("results/benchmarks")
 
@@ -48,7 +48,7 @@ def step_seconds(model: GridINR, cfg: IremConfig, steps: int, seed: int = 0) -> 
     """Median seconds of ``steps`` training steps (after two warm-up steps) of ``cfg``'s batch,
     prior and optimiser on random points."""
     t = cfg.train
-    prior = GridPrior(t.grid_smoothness, t.grid_prior, t.grid_prior_delta, t.grid_smoothness_large)
+    prior = grid_prior(t)
     opt = build_optimizer(model, cfg)
     gen = torch.Generator().manual_seed(seed)
     times = []
@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     text = (
         f"# Grid INR step cost, {'x'.join(map(str, shape))} voxels\n\n"
         f"`python benchmarks/grid_step.py --threads {args.threads} --rounds {args.rounds}`: "
-        f"fast.yaml's batch, prior and optimiser, {args.threads} threads, median of {args.rounds} interleaved rounds "
-        f"of {args.steps} steps. CPU: {cpu_description()}.\n\n"
+        f"fast.yaml's batch, prior and optimiser, {args.threads} threads, median of "
+        f"{args.rounds} interleaved rounds of {args.steps} steps. CPU: {cpu_description()}.\n\n"
         + table.to_markdown(index=False) + "\n"
     )
     (OUT / f"{args.name}.md").write_text(text, encoding="utf-8")

@@ -202,6 +202,11 @@ def prepare_data(
     return TrainingData(c, v, vec, own, norm, batch, max(1, fitted // batch), fit, held)
 
 
+def grid_prior(t: TrainConfig) -> GridPrior:
+    """The grid INR's feature-grid prior as ``t`` configures it (dense and hashed levels)."""
+    return GridPrior(t.grid_smoothness, t.grid_prior, t.grid_prior_delta, t.grid_smoothness_large)
+
+
 def build_optimizer(model: torch.nn.Module, cfg: IremConfig) -> torch.optim.Optimizer:
     """Adam (fused: the same algorithm in one pass); a grid INR's grids get ``train.lr_grid``."""
     t = cfg.train
@@ -425,9 +430,7 @@ class Trainer:
         self.model = build_model(cfg, self.seed, self.data.norm).to(self.device)
         self.opt = build_optimizer(self.model, cfg)
         # the reported loss is the data term alone
-        self.prior = GridPrior(
-            t.grid_smoothness, t.grid_prior, t.grid_prior_delta, t.grid_smoothness_large
-        )
+        self.prior = grid_prior(t)
         self.budget = resolve_budget(
             t.time_budget, t.time_per_mvoxel, target_voxels, t.steps, t.steps_per_mvoxel
         )
